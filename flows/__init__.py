@@ -1,0 +1,1 @@
+"""Orchestration: Prefect flows over the pipeline stages, the `modhifi` CLI, the schedule."""

@@ -1,0 +1,64 @@
+"""The `modhifi` command line.
+
+Exit codes: 0 success, 2 bad input (one line on stderr naming the problem), 1 internal
+failure. `--json` prints one JSON object on the last stdout line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from flows.commands.evaluate import evaluate
+from flows.commands.train import train
+
+app = typer.Typer(
+    name="modhifi",
+    help="Modify trained networks without their training data: prune (ModHiFi-P), unlearn (ModHiFi-U), audit.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(train)
+app.command()(evaluate)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app and map failures to exit codes 2 (bad input) and 1."""
+    import pydantic
+
+    from modhifi_core.errors import InputError
+    from modhifi_core.params import describe_validation_error
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except InputError as exc:
+        _fail(str(exc), 2)
+    except pydantic.ValidationError as exc:  # a config built from command-line values
+        _fail(describe_validation_error(exc), 2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # usage errors: bad option, missing argument
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except click.exceptions.Abort:
+        _fail("aborted", 1)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if os.environ.get("MODHIFI_DEBUG"):
+            raise
+        _fail(f"internal failure: {type(exc).__name__}: {exc} (set MODHIFI_DEBUG=1 for the traceback)", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    first_line = message.strip().splitlines()[0] if message.strip() else "failed"
+    print(f"error: {first_line}", file=sys.stderr)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

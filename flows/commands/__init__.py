@@ -1,0 +1,1 @@
+"""One module per `modhifi` command; `flows.cli` registers them."""

@@ -1,0 +1,297 @@
+"""Datasets as in-memory tensors: scikit-learn's digits (default), CIFAR-10 from a local
+folder, and folders of saved samples (synthetic or real).
+
+Every loader returns `ArrayDataset`s with images `(N, C, H, W)` float32, already
+normalised, and labels `(N,)` int64. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from modhifi_core.errors import InputError
+
+DATASETS = ("digits", "cifar10")
+
+
+@dataclass(frozen=True)
+class ArrayDataset:
+    """Images `(N, C, H, W)` float32 (normalised) and labels `(N,)` int64."""
+
+    images: Tensor
+    labels: Tensor
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4:
+            raise InputError(f"images must have shape (N, C, H, W), got {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise InputError(f"labels must have shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, indices: Tensor) -> ArrayDataset:
+        return ArrayDataset(self.images[indices], self.labels[indices], self.num_classes)
+
+    def of_classes(self, classes: list[int]) -> ArrayDataset:
+        """The samples whose label is in `classes` (order preserved)."""
+        keep = torch.isin(self.labels, torch.tensor(classes, dtype=self.labels.dtype))
+        return self.subset(torch.nonzero(keep).flatten())
+
+    def loader(self, batch_size: int = 256, shuffle: bool = False, seed: int = 0) -> DataLoader:
+        """Batches of `(images, labels)`; a seeded generator makes shuffling reproducible."""
+        generator = torch.Generator().manual_seed(seed) if shuffle else None
+        return DataLoader(
+            TensorDataset(self.images, self.labels),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+        )
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """A dataset's fixed train/test split."""
+
+    name: str
+    train: ArrayDataset
+    test: ArrayDataset
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.train.image_shape
+
+
+def load_dataset(
+    name: str = "digits",
+    *,
+    image_size: int | None = None,
+    channels: int | None = None,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    data_dir: str | Path | None = None,
+) -> DatasetSplits:
+    """Load a dataset by name, resized to `image_size` px and replicated to `channels`.
+
+    `digits`: scikit-learn's bundled 8x8 digits, stratified train/test split seeded by
+    `seed`. `cifar10`: the python-pickle layout in `data_dir` (its own train/test split).
+    """
+    if name == "digits":
+        images, labels = _digits_arrays()
+        train, test = _stratified_split(images, labels, test_fraction, seed)
+        num_classes = 10
+    elif name == "cifar10":
+        if data_dir is None:
+            raise InputError("dataset 'cifar10' needs --data-dir pointing at cifar-10-batches-py")
+        train, test = read_cifar10(data_dir)
+        num_classes = 10
+    else:
+        raise InputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    mean, std = train[0].mean(), train[0].std()
+    splits = []
+    for x, y in (train, test):
+        x = (x - mean) / std
+        x = _resize(x, image_size)
+        x = _replicate_channels(x, channels)
+        splits.append(ArrayDataset(x.contiguous(), y, num_classes))
+    return DatasetSplits(name, splits[0], splits[1])
+
+
+def _digits_arrays() -> tuple[Tensor, Tensor]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(bunch.target, dtype=torch.int64)
+    return images, labels
+
+
+def _stratified_split(
+    images: Tensor, labels: Tensor, test_fraction: float, seed: int
+) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_fraction < 1.0:
+        raise InputError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    index = np.arange(len(labels))
+    train_idx, test_idx = train_test_split(index, test_size=test_fraction, stratify=labels.numpy(), random_state=seed)
+    train_idx, test_idx = torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(test_idx))
+    return (images[train_idx], labels[train_idx]), (images[test_idx], labels[test_idx])
+
+
+def _resize(images: Tensor, size: int | None) -> Tensor:
+    if size is None or size == images.shape[-1]:
+        return images
+    if size < 4:
+        raise InputError(f"image_size must be at least 4 px, got {size}")
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def _replicate_channels(images: Tensor, channels: int | None) -> Tensor:
+    if channels is None or channels == images.shape[1]:
+        return images
+    if images.shape[1] != 1:
+        raise InputError(f"cannot turn {images.shape[1]}-channel images into {channels} channels")
+    return images.expand(-1, channels, -1, -1)
+
+
+# --- CIFAR-10, python-pickle layout ------------------------------------------------------
+
+_CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
+_CIFAR_TEST = "test_batch"
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only; anything else is refused.
+
+    The CIFAR-10 batches are pickles; a plain `pickle.load` would run whatever code a
+    tampered file names.
+    """
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle protocol
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
+    try:
+        with open(path, "rb") as handle:
+            batch = _ArrayOnlyUnpickler(handle, encoding="bytes").load()
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except FileNotFoundError:
+        raise InputError(f"CIFAR-10 batch not found: {path}") from None
+    except Exception as exc:  # corrupt, truncated, tampered, wrong keys
+        raise InputError(f"not a CIFAR-10 batch: {path} ({exc})") from None
+    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+        raise InputError(f"not a CIFAR-10 batch: {path} (data shape {data.shape})")
+    images = torch.from_numpy(data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
+    return images, torch.from_numpy(labels)
+
+
+def read_cifar10(data_dir: str | Path) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """Read CIFAR-10 from `data_dir` (the folder holding data_batch_1..5 and test_batch,
+    or its parent). Missing training batches are skipped if at least one is present."""
+    root = Path(data_dir)
+    if (root / "cifar-10-batches-py").is_dir():
+        root = root / "cifar-10-batches-py"
+    if not root.is_dir():
+        raise InputError(f"CIFAR-10 folder not found: {root}")
+    train_files = [root / f for f in _CIFAR_TRAIN if (root / f).exists()]
+    if not train_files:
+        raise InputError(f"no CIFAR-10 training batches (data_batch_N) in {root}")
+    parts = [_read_cifar_batch(f) for f in train_files]
+    train = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+    test = _read_cifar_batch(root / _CIFAR_TEST)
+    return train, test
+
+
+# --- folders of saved samples -------------------------------------------------------------
+
+
+def load_sample_folder(folder: str | Path, num_classes: int | None = None) -> ArrayDataset:
+    """Samples saved as `.npz` (arrays `images`, optional `labels`) or `.pt` (a dict of
+    tensors, loaded with weights_only=True) files in `folder`, concatenated in name order.
+
+    Unlabelled samples get label -1. Labels outside `[0, num_classes)` are refused.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"sample folder not found: {root}")
+    files = sorted(p for p in root.iterdir() if p.suffix in (".npz", ".pt"))
+    if not files:
+        raise InputError(f"sample folder {root} holds no .npz or .pt files")
+    images, labels = [], []
+    for path in files:
+        x, y = _read_sample_file(path)
+        images.append(x)
+        labels.append(y)
+    x, y = torch.cat(images), torch.cat(labels)
+    inferred = int(y.max()) + 1 if (y >= 0).any() else 0
+    num_classes = num_classes if num_classes is not None else inferred
+    labelled = y[y >= 0]
+    if len(labelled) and (labelled.max() >= num_classes or y.min() < -1):
+        raise InputError(f"labels in {root} must lie in [0, {num_classes}), found {int(y.min())}..{int(y.max())}")
+    return ArrayDataset(x, y, num_classes)
+
+
+def _read_sample_file(path: Path) -> tuple[Tensor, Tensor]:
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as arrays:
+                x = torch.from_numpy(np.asarray(arrays["images"], dtype=np.float32))
+                y = torch.from_numpy(np.asarray(arrays["labels"], dtype=np.int64)) if "labels" in arrays else None
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(obj, dict) or "images" not in obj:
+                raise ValueError("expected a dict with an 'images' tensor")
+            x = torch.as_tensor(obj["images"], dtype=torch.float32)
+            y = torch.as_tensor(obj["labels"], dtype=torch.int64) if "labels" in obj else None
+    except Exception as exc:
+        raise InputError(f"unreadable sample file {path}: {exc}") from None
+    if x.ndim != 4:
+        raise InputError(f"{path}: images must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if y is None:
+        y = torch.full((x.shape[0],), -1, dtype=torch.int64)
+    if y.shape != (x.shape[0],):
+        raise InputError(f"{path}: {x.shape[0]} images but labels of shape {tuple(y.shape)}")
+    if not torch.isfinite(x).all():
+        raise InputError(f"{path}: images contain NaN or inf")
+    return x, y
+
+
+# --- the data a model was trained on, as recorded in its checkpoint --------------------
+
+
+def data_spec(
+    dataset: str = "digits",
+    image_size: int | None = 8,
+    channels: int | None = 1,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    data_dir: str | None = None,
+) -> dict:
+    """The arguments of `load_dataset` as a plain dict (stored in checkpoint metadata)."""
+    return {
+        "dataset": dataset,
+        "image_size": image_size,
+        "channels": channels,
+        "seed": seed,
+        "test_fraction": test_fraction,
+        "data_dir": data_dir,
+    }
+
+
+def load_from_spec(spec: dict, **overrides) -> DatasetSplits:
+    """`load_dataset` with the arguments of `spec`, any of them overridden (None = keep)."""
+    args = {**spec, **{k: v for k, v in overrides.items() if v is not None}}
+    name = args.pop("dataset")
+    return load_dataset(name, **args)

@@ -1,0 +1,127 @@
+"""The schema of params.yaml: every knob of every stage, validated before anything runs.
+
+One section per pipeline stage. Unknown keys, wrong types and out-of-range values are
+refused with one line naming the key (`load_params`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modhifi_core.errors import InputError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataParams(Section):
+    dataset: Literal["digits", "cifar10"] = "digits"
+    data_dir: str | None = None
+    image_size: int = Field(8, ge=4, le=512)
+    channels: int = Field(1, ge=1, le=3)
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+
+
+class ModelParams(Section):
+    path: str | None = None  # a trained checkpoint to start from; null: train_base trains one
+    name: Literal["resnet18", "resnet50", "vgg11", "vgg19", "vit"] = "resnet18"
+    width: int = Field(16, ge=1, le=1024)
+
+
+class TrainParams(Section):
+    epochs: int = Field(30, ge=1, le=10_000)
+    lr: float = Field(0.05, gt=0.0, le=10.0)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
+
+
+class SynthesizeParams(Section):
+    method: Literal["deepinversion", "gaussian"] = "deepinversion"
+    per_class: int = Field(50, ge=1, le=100_000)
+    steps: int = Field(200, ge=1, le=100_000)
+    lr: float = Field(0.1, gt=0.0, le=10.0)
+
+
+class CollectParams(Section):
+    calibration: Literal["synthetic", "real", "gaussian"] = "synthetic"
+    batch_size: int = Field(128, ge=1, le=65_536)
+
+
+class PruneParams(Section):
+    method: Literal["modhifi", "magnitude", "l1", "l2", "random"] = "modhifi"
+    target_flops: float = Field(0.5, gt=0.0, lt=1.0)
+    compensation: Literal["none", "scalar", "full"] = "scalar"
+    round_to: int = Field(1, ge=1, le=256)
+
+
+class UnlearnParams(Section):
+    forget_class: int = Field(3, ge=0)
+    method: Literal["modhifi", "retrain", "ft", "ga", "rl", "ff", "iu", "l1sparse"] = "modhifi"
+
+
+class FinetuneParams(Section):
+    epochs: int = Field(3, ge=0, le=10_000)
+    lr: float = Field(0.01, gt=0.0, le=10.0)
+
+
+class EvaluateParams(Section):
+    latency_batch: int = Field(64, ge=1, le=65_536)
+
+
+class ScheduleParams(Section):
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+
+class Params(Section):
+    """The whole params.yaml."""
+
+    seed: int = Field(0, ge=0)
+    data: DataParams = DataParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    synthesize: SynthesizeParams = SynthesizeParams()
+    collect: CollectParams = CollectParams()
+    prune: PruneParams = PruneParams()
+    unlearn: UnlearnParams = UnlearnParams()
+    finetune: FinetuneParams = FinetuneParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    schedule: ScheduleParams = ScheduleParams()
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; any problem raises `InputError` with one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise InputError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    return validate_params(raw, source=str(path))
+
+
+def validate_params(raw: dict, source: str = "params") -> Params:
+    try:
+        return Params(**raw)
+    except ValidationError as exc:
+        raise InputError(f"{source}: {describe_validation_error(exc)}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first error as 'key.path: what was expected (got value)'."""
+    err = exc.errors()[0]
+    key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {key!r}"
+    got = err.get("input")
+    return f"{key}: {err['msg'].lower()} (got {got!r})"
