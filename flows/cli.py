@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
 from flows.commands.evaluate import evaluate
@@ -27,25 +26,19 @@ app.command()(evaluate)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app and map failures to exit codes 2 (bad input) and 1."""
+    """Entry point: typer handles usage errors itself (exit 2); bad input raised by the
+    engine exits 2 with one line, anything else exits 1 with one line."""
     import pydantic
 
     from modhifi_core.errors import InputError
     from modhifi_core.params import describe_validation_error
 
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv)
     except InputError as exc:
         _fail(str(exc), 2)
     except pydantic.ValidationError as exc:  # a config built from command-line values
         _fail(describe_validation_error(exc), 2)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:  # usage errors: bad option, missing argument
-        exc.show()
-        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
-    except click.exceptions.Abort:
-        _fail("aborted", 1)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except Exception as exc:  # noqa: BLE001 - the last line of defence

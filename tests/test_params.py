@@ -1,0 +1,54 @@
+"""params.yaml validation: one line naming the key, exit code 2 from the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modhifi_core.errors import InputError
+from modhifi_core.params import Params, load_params
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_committed_params_yaml_is_valid():
+    params = load_params(REPO / "params.yaml")
+    assert params.data.dataset == "digits"
+
+
+def _write(tmp_path, raw):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"prune": {"target_flop": 0.5}}, "unknown key 'prune.target_flop'"),
+        ({"prune": {"target_flops": "half"}}, "prune.target_flops: input should be a valid number"),
+        ({"prune": {"target_flops": 1.5}}, "prune.target_flops: input should be less than 1"),
+        ({"unlearn": {"forget_class": -1}}, "unlearn.forget_class: input should be greater than or equal to 0"),
+        ({"bogus": 1}, "unknown key 'bogus'"),
+        ({"train": {"epochs": 0}}, "train.epochs"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, raw, message):
+    with pytest.raises(InputError) as info:
+        load_params(_write(tmp_path, raw))
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_not_yaml_and_missing_file(tmp_path):
+    (tmp_path / "params.yaml").write_text("prune: [unclosed")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_params(tmp_path / "params.yaml")
+    with pytest.raises(InputError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_defaults_are_complete():
+    assert Params().model_dump()["prune"]["target_flops"] == 0.5
