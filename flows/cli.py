@@ -12,6 +12,7 @@ import sys
 import typer
 
 from flows.commands.evaluate import evaluate
+from flows.commands.pipeline import run, serve, stage
 from flows.commands.train import train
 
 app = typer.Typer(
@@ -23,6 +24,9 @@ app = typer.Typer(
 )
 app.command()(train)
 app.command()(evaluate)
+app.command()(run)
+app.command()(stage)
+app.command()(serve)
 
 
 def main(argv: list[str] | None = None) -> None:

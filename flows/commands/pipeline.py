@@ -1,0 +1,152 @@
+"""`modhifi run`, `modhifi stage NAME` and `modhifi serve`: the pipeline's commands."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+
+from flows.console import console, emit, format_value
+
+WORKSPACE_HELP = "The pipeline workspace (holds dvc.yaml and params.yaml)."
+
+
+def run(
+    flow_name: str = typer.Option("pipeline", "--flow", help="pipeline (all stages), compress or unlearn."),
+    workspace: Path = typer.Option(Path("."), help=WORKSPACE_HELP),
+    force: bool = typer.Option(False, help="Re-run every stage even if unchanged."),
+    wait: float = typer.Option(0.0, min=0.0, help="Seconds to wait for another run in this workspace to finish."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
+) -> None:
+    """Run the pipeline: stages whose code, params or inputs changed run, the rest are skipped."""
+    from flows.dvc import StageFailed, ensure_dvc_project
+    from flows.locking import workspace_lock
+    from modhifi_core.errors import InputError
+    from tasks.workspace import Workspace
+
+    ws = Workspace.at(workspace)
+    ws.params()  # invalid params.yaml: nothing runs
+    _embedded_prefect(ws)
+    from flows.pipeline import FLOWS
+
+    if flow_name not in FLOWS:
+        raise InputError(f"unknown flow {flow_name!r}; choose one of {', '.join(FLOWS)}")
+    ensure_dvc_project(ws.root)
+    with workspace_lock(ws.run_lock, wait):
+        try:
+            summary = FLOWS[flow_name](root=str(ws.root), **({"force": force} if flow_name == "pipeline" else {}))
+        except StageFailed as exc:
+            if exc.bad_input:
+                raise InputError(str(exc)) from None
+            raise
+    result = _run_result(ws, summary)
+    if as_json:
+        emit(result, True, "")
+        return
+    _print_summary(ws, result)
+
+
+def stage(
+    name: str = typer.Argument(..., help="Stage name from dvc.yaml."),
+    workspace: Path = typer.Option(Path("."), help=WORKSPACE_HELP),
+) -> None:
+    """Run one stage in this process (what dvc.yaml's commands call)."""
+    from tasks.runner import run_stage
+    from tasks.workspace import Workspace
+
+    metrics = run_stage(name, Workspace.at(workspace))
+    emit(metrics, True, "")
+
+
+def serve(
+    workspace: Path = typer.Option(Path("."), help=WORKSPACE_HELP),
+    cron: str | None = typer.Option(None, help="Cron schedule (default: schedule.cron in params.yaml)."),
+    name: str = typer.Option("nightly", help="Deployment name."),
+) -> None:
+    """Register the pipeline as a scheduled deployment on a Prefect server and serve it."""
+    from modhifi_core.errors import InputError
+    from tasks.workspace import Workspace
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise InputError(
+            "modhifi serve needs a Prefect server: run `prefect server start` and "
+            "`export PREFECT_API_URL=http://127.0.0.1:4200/api` first"
+        )
+    ws = Workspace.at(workspace)
+    params = ws.params()
+    from prefect.schedules import Cron
+
+    from flows.pipeline import pipeline
+
+    schedule = Cron(cron or params.schedule.cron, timezone=params.schedule.timezone)
+    console.print(f"serving deployment modhifi-pipeline/{name} on {schedule.cron} ({params.schedule.timezone})")
+    pipeline.serve(name=name, schedules=[schedule], parameters={"root": str(ws.root)})
+
+
+def _embedded_prefect(ws: object) -> None:
+    """Embedded default: an ephemeral Prefect server whose database lives in the workspace
+    (unless the user points PREFECT_API_URL or PREFECT_HOME elsewhere). Must run before
+    prefect is imported: it reads its settings at import."""
+    if not os.environ.get("PREFECT_API_URL"):
+        os.environ.setdefault("PREFECT_HOME", str(ws.prefect_home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _run_result(ws: object, summary: dict) -> dict:
+    evaluation = ws.artifact("evaluation")
+    metrics = json.loads(evaluation.read_text()) if evaluation.exists() else {}
+    return {
+        "ran": summary["ran"],
+        "skipped": summary["skipped"],
+        "stage_seconds": summary["seconds"],
+        "metrics": metrics,
+        "workspace": str(ws.root),
+    }
+
+
+SUMMARY_ROWS = [
+    ("base model test accuracy (%)", "base_test_accuracy"),
+    ("pruned test accuracy (%)", "pruned_test_accuracy"),
+    ("pruned FLOPs / dense FLOPs", "flops_ratio"),
+    ("pruned params / dense params", "params_ratio"),
+    ("latency speed-up (dense / pruned, CPU)", "latency_speedup"),
+    ("forgotten class", "forget_class"),
+    ("UA: 100 - forget accuracy (%)", "UA"),
+    ("RA: retain accuracy (%)", "RA"),
+    ("TA: test accuracy without the class (%)", "TA"),
+    ("MIA-Efficacy (%)", "MIA"),
+    ("final model test accuracy, retained classes (%)", "final_TA"),
+]
+
+
+def _print_summary(ws: object, result: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="modhifi pipeline")
+    table.add_column("result")
+    table.add_column("value", justify="right")
+    for label, key in SUMMARY_ROWS:
+        if key in result["metrics"]:
+            table.add_row(label, format_value(result["metrics"][key]))
+    console.print(table)
+    stages = Table(title="stages")
+    stages.add_column("stage")
+    stages.add_column("status")
+    stages.add_column("seconds", justify="right")
+    for name in result["ran"]:
+        stages.add_row(name, "ran", f"{result['stage_seconds'][name]:.1f}")
+    for name in result["skipped"]:
+        stages.add_row(name, "skipped (unchanged)", "")
+    console.print(stages)
+    root = result["workspace"]
+    console.print(
+        "\nOpen the results:\n"
+        f"  lineage report:  {root}/outputs/report/report.md  (or `modhifi lineage outputs/final/model.pt`)\n"
+        f"  MLflow UI:       .venv/bin/mlflow ui --backend-store-uri sqlite:///{root}/mlflow.db\n"
+        f"  Prefect UI:      PREFECT_HOME={root}/.prefect .venv/bin/prefect server start\n"
+        "  DVC:             .venv/bin/dvc metrics show; .venv/bin/dvc plots show"
+    )

@@ -1,0 +1,155 @@
+"""Prefect flows over the DVC stages.
+
+The task graph is derived from dvc.yaml (`tasks.dag`): one Prefect task per stage, run
+in dependency order. A stage runs when `dvc status` reported it changed or an upstream
+stage ran in this flow; otherwise it finishes in a `Skipped` state without touching
+DVC. Each run opens an MLflow parent run that the stage processes nest under, and ends
+with a Prefect markdown artifact summarising what ran.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import mlflow
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from prefect.states import Completed
+
+from flows import dvc
+from tasks import tracking
+from tasks.dag import read_stages, topological_order, upstream_closure
+from tasks.workspace import Workspace
+
+# Flows users ask for: the stages each one targets (their upstream stages come along).
+TARGETS = {
+    "pipeline": None,  # every stage
+    "compress": {"prune", "evaluate"},
+    "unlearn": {"unlearn", "evaluate"},
+}
+
+
+def _retry_unless_bad_input(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's callback signature
+    try:
+        state.result()
+    except dvc.StageFailed as exc:
+        return not exc.bad_input
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return False
+
+
+@task(task_run_name="{name}", retries=1, retry_delay_seconds=2, retry_condition_fn=_retry_unless_bad_input)
+def stage_task(name: str, root: str, must_run: bool, force: bool, env: dict) -> object:
+    """Reproduce one DVC stage, or finish as Skipped when nothing it depends on changed."""
+    if not must_run:
+        return Completed(name="Skipped", message=f"{name}: unchanged", data={"stage": name, "ran": False})
+    start = time.perf_counter()
+    ran = dvc.reproduce(Path(root), name, env, force)
+    seconds = time.perf_counter() - start
+    get_run_logger().info("%s %s in %.1f s", name, "ran" if ran else "was up to date", seconds)
+    return {"stage": name, "ran": ran, "seconds": seconds}
+
+
+def run_stages(ws: Workspace, flow_name: str, force: bool = False) -> dict:
+    """Body shared by the flows: returns `{"ran": [...], "skipped": [...], "seconds": {...}}`."""
+    stages = read_stages(ws.root / "dvc.yaml")
+    wanted = TARGETS[flow_name]
+    selected = set(stages) if wanted is None else upstream_closure(stages, wanted)
+    order = [name for name in topological_order(stages) if name in selected]
+    changed = set(order) if force else dvc.changed_stages(ws.root)
+    summary: dict = {"ran": [], "skipped": [], "seconds": {}, "flow": flow_name}
+    parent = _start_parent_run(ws, flow_name) if changed & set(order) else None
+    env = {"MODHIFI_FLOW_RUN_ID": str(flow_run.get_id() or "none"), "MODHIFI_WORKSPACE": str(ws.root)}
+    if parent:
+        env["MODHIFI_PARENT_RUN_ID"] = parent
+    executed: set[str] = set()
+    summary["failed"] = True  # until every stage returned
+    try:
+        for name in order:
+            must_run = name in changed or bool(executed.intersection(stages[name].upstream))
+            result = stage_task(name, str(ws.root), must_run, force, env)
+            if result["ran"]:
+                executed.add(name)
+                summary["ran"].append(name)
+                summary["seconds"][name] = result["seconds"]
+            else:
+                summary["skipped"].append(name)
+        summary["failed"] = False
+    finally:
+        if parent:
+            _end_parent_run(ws, parent, summary)
+    create_markdown_artifact(
+        markdown=summary_markdown(ws, summary), key=f"modhifi-{flow_name}", description="modhifi run summary"
+    )
+    return summary
+
+
+@flow(name="modhifi-pipeline", log_prints=True)
+def pipeline(root: str = ".", force: bool = False) -> dict:
+    """Every stage: train/import the base model, synthesise, score, prune, unlearn, fine-tune, evaluate, report."""
+    return run_stages(Workspace.at(root), "pipeline", force)
+
+
+@flow(name="modhifi-compress", log_prints=True)
+def compress(root: str = ".") -> dict:
+    """Only what pruning needs, then evaluation."""
+    return run_stages(Workspace.at(root), "compress")
+
+
+@flow(name="modhifi-unlearn", log_prints=True)
+def unlearn(root: str = ".") -> dict:
+    """Only what unlearning needs, then evaluation."""
+    return run_stages(Workspace.at(root), "unlearn")
+
+
+FLOWS = {"pipeline": pipeline, "compress": compress, "unlearn": unlearn}
+
+
+def _start_parent_run(ws: Workspace, flow_name: str) -> str:
+    experiment_id = tracking.configure(ws)
+    client = mlflow.tracking.MlflowClient()
+    run = client.create_run(
+        experiment_id,
+        run_name=f"{flow_name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        tags={**tracking.base_tags(), "prefect_flow_run_id": str(flow_run.get_id() or "none"), "flow": flow_name},
+    )
+    for key, value in tracking.flatten(ws.params().model_dump()).items():
+        client.log_param(run.info.run_id, key, value)
+    return run.info.run_id
+
+
+def _end_parent_run(ws: Workspace, run_id: str, summary: dict) -> None:
+    client = mlflow.tracking.MlflowClient()
+    for stage, seconds in summary["seconds"].items():
+        client.log_metric(run_id, f"seconds.{stage}", seconds)
+    evaluation = ws.artifact("evaluation")
+    if evaluation.exists():
+        for key, value in json.loads(evaluation.read_text()).items():
+            if isinstance(value, (int, float)):
+                client.log_metric(run_id, key, float(value))
+    client.set_tag(run_id, "ran", ",".join(summary["ran"]) or "none")
+    client.set_tag(run_id, "skipped", ",".join(summary["skipped"]) or "none")
+    report = ws.artifact("report")
+    if report.is_dir():
+        client.log_artifacts(run_id, str(report), artifact_path="report")
+    status = "FINISHED" if not summary.get("failed") else "FAILED"
+    client.set_terminated(run_id, status=status)
+
+
+def summary_markdown(ws: Workspace, summary: dict) -> str:
+    lines = [f"# modhifi {summary['flow']} run", "", "| stage | status | seconds |", "|---|---|---|"]
+    for stage in summary["ran"]:
+        lines.append(f"| {stage} | ran | {summary['seconds'][stage]:.1f} |")
+    for stage in summary["skipped"]:
+        lines.append(f"| {stage} | skipped (unchanged) | |")
+    evaluation = ws.artifact("evaluation")
+    if evaluation.exists():
+        lines += ["", "| metric | value |", "|---|---|"]
+        for key, value in json.loads(evaluation.read_text()).items():
+            if isinstance(value, (int, float)):
+                lines.append(f"| {key} | {value:.4g} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,98 @@
+"""The stage DAG, read from dvc.yaml — the only place it is written down.
+
+A stage B depends on stage A when one of B's deps is one of A's outs (or lies inside
+an out folder). The Prefect flow, the stage runner and the lineage walk all use this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from modhifi_core.errors import InputError
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    cmd: str
+    deps: tuple[str, ...]
+    outs: tuple[str, ...]  # outs, metrics and plots: everything the stage writes
+    params: tuple[str, ...]
+    upstream: tuple[str, ...] = field(default=())
+
+
+def read_stages(dvc_yaml: Path) -> dict[str, Stage]:
+    """Stages of `dvc_yaml` in file order, each with its upstream stage names."""
+    if not dvc_yaml.is_file():
+        raise InputError(f"no dvc.yaml in {dvc_yaml.parent}")
+    raw = yaml.safe_load(dvc_yaml.read_text()).get("stages", {})
+    stages = {}
+    for name, spec in raw.items():
+        outs = [_path_of(o) for key in ("outs", "metrics", "plots") for o in spec.get(key, [])]
+        stages[name] = Stage(
+            name=name,
+            cmd=spec["cmd"],
+            deps=tuple(spec.get("deps", [])),
+            outs=tuple(outs),
+            params=tuple(_path_of(p) for p in spec.get("params", [])),
+        )
+    producers = {out: s.name for s in stages.values() for out in s.outs}
+    linked = {}
+    for stage in stages.values():
+        upstream = {producers[o] for d in stage.deps for o in producers if d == o or d.startswith(o.rstrip("/") + "/")}
+        upstream.discard(stage.name)
+        linked[stage.name] = Stage(**{**stage.__dict__, "upstream": tuple(sorted(upstream))})
+    return linked
+
+
+def topological_order(stages: dict[str, Stage]) -> list[str]:
+    """Stage names so that every stage comes after its upstream stages (ties: file order)."""
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise InputError(f"dvc.yaml has a cycle through stage {name!r}")
+        visiting.add(name)
+        for up in stages[name].upstream:
+            visit(up)
+        visiting.discard(name)
+        order.append(name)
+
+    for name in stages:
+        visit(name)
+    return order
+
+
+def downstream_closure(stages: dict[str, Stage], names: set[str]) -> set[str]:
+    """`names` and every stage that (transitively) depends on one of them."""
+    result = set(names)
+    changed = True
+    while changed:
+        changed = False
+        for stage in stages.values():
+            if stage.name not in result and result.intersection(stage.upstream):
+                result.add(stage.name)
+                changed = True
+    return result
+
+
+def upstream_closure(stages: dict[str, Stage], names: set[str]) -> set[str]:
+    """`names` and every stage they (transitively) depend on."""
+    result = set(names)
+    frontier = list(names)
+    while frontier:
+        for up in stages[frontier.pop()].upstream:
+            if up not in result:
+                result.add(up)
+                frontier.append(up)
+    return result
+
+
+def _path_of(entry: str | dict) -> str:
+    return entry if isinstance(entry, str) else next(iter(entry))

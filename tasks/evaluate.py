@@ -1,0 +1,54 @@
+"""Stage evaluate: every model of the run on the real test data, side by side.
+
+Base, pruned, unlearned and final models: test accuracy, per-class accuracy, the
+unlearning metrics for the forgotten class, FLOPs/params ratios and latency of the
+final model against the base model.
+"""
+
+from __future__ import annotations
+
+import io
+
+from modhifi_core.checkpoint import load_checkpoint
+from modhifi_core.data import load_from_spec
+from modhifi_core.metrics import unlearning_metrics
+from modhifi_core.params import Params
+from modhifi_core.pruning.report import latency_report, size_report
+from modhifi_core.safe_io import atomic_write_json, atomic_write_text
+from modhifi_core.splits import class_split
+from modhifi_core.training import accuracy, per_class_accuracy
+from tasks.workspace import Workspace
+
+MODELS = ("base", "pruned", "unlearned", "final")
+
+
+def run(ws: Workspace, params: Params, mlflow_run: object = None) -> dict:
+    models = {name: load_checkpoint(ws.artifact(f"{name}_model")) for name in MODELS}
+    base = models["base"]
+    data = load_from_spec(base.metadata["data"])
+    split = class_split(data.train, params.unlearn.forget_class)
+    metrics: dict = {"forget_class": params.unlearn.forget_class}
+    for name, ckpt in models.items():
+        metrics[f"{name}_test_accuracy"] = accuracy(ckpt.model, data.test)
+    final = models["final"].model
+    metrics.update(unlearning_metrics(final, split, data.test))
+    metrics["final_TA"] = metrics["TA"]
+    example = data.test.images[:1]
+    sizes = size_report(base.model, models["pruned"].model, example)
+    metrics["flops_ratio"] = sizes["flops_ratio"]
+    metrics["params_ratio"] = sizes["params_ratio"]
+    speed = latency_report(base.model, models["pruned"].model, data.image_shape, params.evaluate.latency_batch)
+    metrics["latency_speedup"] = speed["latency_speedup"]
+    metrics["model_sha256"] = {name: ckpt.sha256 for name, ckpt in models.items()}
+    atomic_write_json(ws.artifact("evaluation"), metrics)
+    per_class = {name: per_class_accuracy(ckpt.model, data.test) for name, ckpt in models.items()}
+    atomic_write_text(ws.artifact("per_class"), per_class_csv(per_class))
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def per_class_csv(per_class: dict[str, list[float]]) -> str:
+    out = io.StringIO()
+    out.write("class," + ",".join(per_class) + "\n")
+    for k in range(len(next(iter(per_class.values())))):
+        out.write(f"{k}," + ",".join(f"{values[k]:.2f}" for values in per_class.values()) + "\n")
+    return out.getvalue()
