@@ -1,0 +1,268 @@
+"""ModHiFi-P structured pruning (method.md §2) and the loop its baselines share.
+
+One round: trace the coupled channel groups, collect statistics on the calibration
+data, turn an importance into keep levels, pick the keep fraction (given, or searched so
+the predicted FLOPs meet the round's target), compensate the kept kernels, remove the
+dropped channels physically, recalibrate BatchNorm. Aggressive FLOPs targets take
+several rounds with geometrically spaced targets, statistics re-collected each round.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from modhifi_core.batchnorm import recalibrate_batchnorm
+from modhifi_core.data import ArrayDataset
+from modhifi_core.errors import InputError
+from modhifi_core.fidelity import DEFAULT_RIDGE, component_moments, kernel_slices, singleton_from_moments
+from modhifi_core.models import classifier_name
+from modhifi_core.pruning.compensation import full_compensation, scalar_compensation
+from modhifi_core.pruning.coupling import Coupling
+from modhifi_core.pruning.flops import flops_by_layer
+from modhifi_core.pruning.importance import FidelityImportance, RankedImportance
+from modhifi_core.pruning.plan import FlopsModel, fraction_for_flops, kept_at
+from modhifi_core.pruning.report import size_report
+from modhifi_core.statistics import LayerStatistics, collect_kept_gram, collect_statistics, unsupported_layers
+
+COMPENSATIONS = ("none", "scalar", "full")
+ALLOCATIONS = ("uniform", "union")
+# Absolute tolerance on the achieved FLOPs ratio (fraction of dense FLOPs).
+FLOPS_TOLERANCE = 0.02
+
+# (model, coupling, statistics of the consumer layers) -> an importance with keep_levels
+ImportanceFactory = Callable[[nn.Module, Coupling, dict[str, LayerStatistics]], object]
+
+
+@dataclass
+class PruningResult:
+    """The pruned model (a new module; the input model is untouched) and its report."""
+
+    model: nn.Module
+    report: dict
+
+
+def modhifi_prune(
+    model: nn.Module,
+    calibration: Tensor | ArrayDataset,
+    target_flops: float | None = 0.5,
+    *,
+    keep_fraction: float | None = None,
+    allocation: str = "uniform",
+    compensation: str = "scalar",
+    ridge: float = DEFAULT_RIDGE,
+    rounds: int | None = None,
+    round_to: int = 1,
+    batch_size: int = 128,
+) -> PruningResult:
+    """ModHiFi-P: singleton fidelities on `calibration` images `(N, C, H, W)`, union rule
+    per consumer, coupled groups kept iff any consumer keeps them, compensation `none`,
+    `scalar` (δ*, the paper) or `full` (least-squares refit), BN recalibration.
+
+    Target: `target_flops` (fraction of the dense FLOPs that remains, reached within
+    ±0.02 in `rounds` rounds; default one round per halving), or `keep_fraction` (then
+    `target_flops` must be None). `allocation`: `union` — one HiFi-set fraction k/c_in
+    for every layer decides how many channels each group keeps (with `keep_fraction`,
+    exactly the paper's per-output rule); `uniform` — every group keeps the same fraction
+    of its channels, chosen in union-rule order (measured better at a FLOPs target:
+    benchmarks/README.md)."""
+    if allocation not in ALLOCATIONS:
+        raise InputError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
+    factory = fidelity_importance if allocation == "union" else uniform_fidelity_importance
+    return prune_with(
+        model,
+        calibration,
+        factory,
+        "modhifi",
+        target_flops,
+        keep_fraction=keep_fraction,
+        compensation=compensation,
+        ridge=ridge,
+        rounds=rounds,
+        round_to=round_to,
+        batch_size=batch_size,
+        needs_statistics=True,
+        allocation=allocation,
+    )
+
+
+def fidelity_importance(model: nn.Module, coupling: Coupling, stats: dict[str, LayerStatistics]) -> FidelityImportance:
+    """`FidelityImportance` of the consumer layers, centred where the output feeds a BN."""
+    modules = dict(model.named_modules())
+    scores, silent = {}, {}
+    for name, layer_stats in stats.items():
+        q1, qdiag, energy = component_moments(layer_stats, kernel_slices(modules[name]), coupling.feeds_batchnorm(name))
+        scores[modules[name]] = singleton_from_moments(q1, qdiag, energy)
+        silent[modules[name]] = energy <= 0
+    return FidelityImportance(scores, silent)
+
+
+def uniform_fidelity_importance(
+    model: nn.Module, coupling: Coupling, stats: dict[str, LayerStatistics]
+) -> RankedImportance:
+    """Union-rule order within each group, the same kept fraction in every group."""
+    return RankedImportance(fidelity_importance(model, coupling, stats))
+
+
+def prune_with(
+    model: nn.Module,
+    calibration: Tensor | ArrayDataset,
+    importance_for: ImportanceFactory,
+    method: str,
+    target_flops: float | None = 0.5,
+    *,
+    keep_fraction: float | None = None,
+    compensation: str = "none",
+    ridge: float = DEFAULT_RIDGE,
+    rounds: int | None = None,
+    round_to: int = 1,
+    batch_size: int = 128,
+    needs_statistics: bool = False,
+    allocation: str = "uniform",
+) -> PruningResult:
+    """The shared pruning loop; every method is this call with its importance factory.
+    `allocation` only labels the report (the factory's keep levels implement it)."""
+    images = _calibration_images(calibration)
+    rounds = _validate(target_flops, keep_fraction, compensation, ridge, rounds, round_to, batch_size)
+    start = time.perf_counter()
+    dense = model.eval()
+    model = copy.deepcopy(model).eval()
+    batches = list(images.split(batch_size))
+    example = images[:1].to(next(model.parameters()).device)
+    protected = [classifier_name(model)]
+    dense_flops, _ = flops_by_layer(model, example)
+    log = []
+    for index in range(rounds):
+        round_start = time.perf_counter()
+        flops, per_layer = flops_by_layer(model, example)
+        coupling = Coupling(model, example, protected)
+        if not coupling.groups:
+            reasons = "; ".join(f"{k}: {v}" for k, v in coupling.skipped.items()) or "no conv/linear layers"
+            raise InputError(f"the model has no prunable channel groups ({reasons})")
+        stats = {}
+        if needs_statistics or compensation != "none":
+            stats = collect_statistics(model, batches, coupling.consumer_layers())
+        importance = importance_for(model, coupling, stats)
+        levels = {group.root: importance.keep_levels(group.group) for group in coupling.groups}
+        price = FlopsModel(model, coupling.groups, flops, per_layer)
+        statistics_seconds = time.perf_counter() - round_start
+        if keep_fraction is not None:
+            fraction, kept = keep_fraction, kept_at(levels, keep_fraction, round_to)
+        else:
+            if index == 0:
+                _check_reachable(price, levels, round_to, target_flops, dense_flops)
+            goal = dense_flops * target_flops ** ((index + 1) / rounds)
+            fraction, kept, _ = fraction_for_flops(levels, price, goal, round_to)
+        if compensation != "none":
+            _compensate(model, coupling, stats, batches, kept, compensation, ridge)
+        coupling.prune(kept)
+        recalibrate_batchnorm(model, batches)
+        log.append(
+            {
+                "round": index + 1,
+                "keep_fraction": fraction,
+                "flops_ratio": flops_by_layer(model, example)[0] / dense_flops,
+                "statistics_seconds": statistics_seconds,
+                "seconds": time.perf_counter() - round_start,
+            }
+        )
+    report = size_report(dense, model, example)
+    if target_flops is not None and abs(report["flops_ratio"] - target_flops) > FLOPS_TOLERANCE:
+        raise InputError(
+            f"target_flops {target_flops} cannot be met within ±{FLOPS_TOLERANCE} with round_to={round_to} "
+            f"(closest reached: {report['flops_ratio']:.3f})"
+        )
+    report.update(
+        {
+            "method": method,
+            "allocation": allocation,
+            "target_flops": target_flops,
+            "keep_fraction": keep_fraction,
+            "compensation": compensation,
+            "ridge": ridge,
+            "round_to": round_to,
+            "calibration_samples": len(images),
+            "rounds": log,
+            "untouched_groups": coupling.skipped,
+            "unsupported_layers": unsupported_layers(dense),
+            "seconds": time.perf_counter() - start,
+        }
+    )
+    return PruningResult(model, report)
+
+
+def _compensate(
+    model: nn.Module,
+    coupling: Coupling,
+    stats: dict[str, LayerStatistics],
+    batches: list[Tensor],
+    kept: dict[str, Tensor],
+    mode: str,
+    ridge: float,
+) -> None:
+    kept_inputs = coupling.kept_inputs(kept)
+    grams = collect_kept_gram(model, batches, kept_inputs)
+    modules = dict(model.named_modules())
+    for name, index in kept_inputs.items():
+        feeds_bn = coupling.feeds_batchnorm(name)
+        if mode == "scalar":
+            scalar_compensation(modules[name], stats[name], grams[name], index, feeds_bn, ridge)
+        else:
+            full_compensation(modules[name], stats[name], grams[name], index, feeds_bn, ridge)
+
+
+def _calibration_images(calibration: Tensor | ArrayDataset) -> Tensor:
+    images = calibration.images if isinstance(calibration, ArrayDataset) else calibration
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise InputError(f"calibration images must be a tensor (N, C, H, W), got {shape}")
+    if len(images) == 0:
+        raise InputError("calibration data is empty: no images to collect statistics on")
+    if not torch.isfinite(images).all():
+        raise InputError("calibration images contain NaN or inf")
+    return images
+
+
+def _validate(
+    target_flops: float | None,
+    keep_fraction: float | None,
+    compensation: str,
+    ridge: float,
+    rounds: int | None,
+    round_to: int,
+    batch_size: int,
+) -> int:
+    """Check the options up front; returns the number of rounds."""
+    if (target_flops is None) == (keep_fraction is None):
+        raise InputError("give exactly one of target_flops and keep_fraction")
+    for name, value in (("target_flops", target_flops), ("keep_fraction", keep_fraction)):
+        if value is not None and not (isinstance(value, (int, float)) and 0.0 < value < 1.0):
+            raise InputError(f"{name} must be a fraction strictly between 0 and 1, got {value!r}")
+    if compensation not in COMPENSATIONS:
+        raise InputError(f"compensation must be one of {', '.join(COMPENSATIONS)}, got {compensation!r}")
+    if not ridge >= 0:
+        raise InputError(f"ridge must be >= 0, got {ridge}")
+    if round_to < 1 or batch_size < 1:
+        raise InputError(f"round_to and batch_size must be >= 1, got {round_to} and {batch_size}")
+    if rounds is not None and rounds < 1:
+        raise InputError(f"rounds must be >= 1, got {rounds}")
+    if rounds is not None:
+        return rounds
+    return 1 if target_flops is None else max(1, math.ceil(math.log(target_flops) / math.log(0.5) - 1e-9))
+
+
+def _check_reachable(
+    price: FlopsModel, levels: dict[str, Tensor], round_to: int, target_flops: float, dense_flops: int
+) -> None:
+    floor = price(kept_at(levels, 0.0, round_to)) / dense_flops
+    if target_flops < floor:
+        raise InputError(
+            f"target_flops {target_flops} would remove every channel of some layer: keeping "
+            f"{max(round_to, 1)} channel(s) per prunable group already leaves {floor:.3f} of the FLOPs"
+        )
