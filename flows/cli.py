@@ -13,6 +13,7 @@ import typer
 
 from flows.commands.evaluate import evaluate
 from flows.commands.pipeline import run, serve, stage
+from flows.commands.prune import prune
 from flows.commands.train import train
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 app.command()(train)
 app.command()(evaluate)
+app.command()(prune)
 app.command()(run)
 app.command()(stage)
 app.command()(serve)
