@@ -1,0 +1,101 @@
+"""The `modhifi prune` contract: JSON metrics, a reloadable pruned checkpoint with its
+lineage, and bad input refused with exit code 2 and nothing written."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from flows.cli import main
+from modhifi_core.checkpoint import load_checkpoint
+from modhifi_core.data import load_from_spec
+from modhifi_core.safe_io import sha256_file
+from modhifi_core.training import accuracy
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("method", ["modhifi", "magnitude", "random"])
+def test_prune_prints_the_contract_and_writes_a_reloadable_checkpoint(tiny_digits_checkpoint, tmp_path, capsys, method):
+    out = tmp_path / f"{method}.pt"
+    args = ["prune", "--model", str(tiny_digits_checkpoint), "--target-flops", "0.5", "--method", method]
+    code, stdout, stderr = run_cli([*args, "--out", str(out), "--latency-repeats", "2", "--json"], capsys)
+    assert code == 0, stderr
+    result = json.loads(stdout.strip().splitlines()[-1])
+    for key in ("flops_ratio", "params_ratio", "test_accuracy", "latency_speedup"):
+        assert isinstance(result[key], float), key
+    assert abs(result["flops_ratio"] - 0.5) <= 0.02
+    assert 0 < result["params_ratio"] < 1 and 0 <= result["test_accuracy"] <= 100 and result["latency_speedup"] > 0
+    ckpt = load_checkpoint(out)
+    assert result["sha256"] == ckpt.sha256
+    assert ckpt.metadata["parents"] == {"model": sha256_file(tiny_digits_checkpoint)}
+    assert ckpt.metadata["params"]["method"] == method and ckpt.metadata["params"]["target_flops"] == 0.5
+    assert ckpt.config.layer_shapes, "the pruned shapes are recorded in the config"
+    report = ckpt.metadata["pruning_report"]
+    assert report["layers"]["layer1.0.conv1"]["out_channels"][1] < 8
+    data = load_from_spec(ckpt.metadata["data"])
+    assert accuracy(ckpt.model, data.test) == pytest.approx(result["test_accuracy"])
+
+
+def test_gaussian_calibration_runs(tiny_digits_checkpoint, tmp_path, capsys):
+    out = tmp_path / "g.pt"
+    args = ["prune", "--model", str(tiny_digits_checkpoint), "--calibration", "gaussian", "--calibration-samples", "64"]
+    code, stdout, stderr = run_cli([*args, "--out", str(out), "--latency-repeats", "1", "--json"], capsys)
+    assert code == 0, stderr
+    assert json.loads(stdout.strip().splitlines()[-1])["calibration"] == "gaussian"
+    assert load_checkpoint(out).metadata["params"]["calibration_samples"] == 64
+
+
+BAD = [
+    (["--target-flops", "0"], "strictly between 0 and 1"),
+    (["--target-flops", "1"], "strictly between 0 and 1"),
+    (["--target-flops", "1.5"], "strictly between 0 and 1"),
+    (["--target-flops", "-0.2"], "strictly between 0 and 1"),
+    (["--target-flops", "0.0005"], "would remove every channel"),
+    (["--method", "taylor"], "unknown --method"),
+    (["--calibration", "imagenet"], "unknown --calibration"),
+    (["--compensation", "magic"], "compensation must be"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_bad_input_exits_2_with_one_line_and_keeps_the_old_output(
+    tiny_digits_checkpoint, tmp_path, capsys, extra, message
+):
+    out = tmp_path / "out.pt"
+    out.write_bytes(b"previous artifact")
+    code, stdout, stderr = run_cli(["prune", "--model", str(tiny_digits_checkpoint), "--out", str(out), *extra], capsys)
+    assert code == 2
+    assert message in stderr and len(stderr.strip().splitlines()) == 1
+    assert out.read_bytes() == b"previous artifact"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.pt"]
+
+
+def test_missing_model_and_missing_synthesis_are_clear_errors(tiny_digits_checkpoint, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out.pt"
+    code, _, stderr = run_cli(["prune", "--model", str(tmp_path / "nope.pt"), "--out", str(out)], capsys)
+    assert code == 2 and "checkpoint not found" in stderr
+    monkeypatch.setitem(sys.modules, "modhifi_core.synthesis.inversion", None)  # import fails
+    args = ["prune", "--model", str(tiny_digits_checkpoint), "--calibration", "synthetic", "--out", str(out)]
+    code, _, stderr = run_cli(args, capsys)
+    assert code == 2 and "needs modhifi_core.synthesis" in stderr
+    assert not out.exists()
