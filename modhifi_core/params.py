@@ -53,9 +53,14 @@ class CollectParams(Section):
 
 
 class PruneParams(Section):
+    """ModHiFi-P and its baselines (`modhifi_core.pruning.prune_model`)."""
+
     method: Literal["modhifi", "magnitude", "l1", "l2", "random"] = "modhifi"
-    target_flops: float = Field(0.5, gt=0.0, lt=1.0)
-    compensation: Literal["none", "scalar", "full"] = "scalar"
+    target_flops: float = Field(0.5, gt=0.0, lt=1.0)  # fraction of the dense FLOPs that remains
+    compensation: Literal["none", "scalar", "full"] = "scalar"  # δ* (the paper) or least-squares refit
+    allocation: Literal["uniform", "union"] = "uniform"  # how many channels each group keeps (modhifi)
+    rounds: int | None = Field(None, ge=1, le=64)  # null: one round per halving of FLOPs
+    ridge: float = Field(1e-4, ge=0.0, le=1.0)  # λ, scaled by the mean Gram diagonal
     round_to: int = Field(1, ge=1, le=256)
 
 
