@@ -12,7 +12,8 @@ import sys
 import typer
 
 from flows.commands.evaluate import evaluate
-from flows.commands.pipeline import run, serve, stage
+from flows.commands.lineage import lineage
+from flows.commands.pipeline import run, serve, stage, sweep
 from flows.commands.prune import prune
 from flows.commands.train import train
 
@@ -29,6 +30,8 @@ app.command()(prune)
 app.command()(run)
 app.command()(stage)
 app.command()(serve)
+app.command()(lineage)
+app.command()(sweep)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,12 +24,15 @@ class StageFailed(RuntimeError):
 
 
 def dvc(root: Path, *args: str, env: dict | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run DVC in `root`. This interpreter's bin folder leads PATH, so the stages' `modhifi`
+    command is the one installed beside it even when the venv is not activated."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     return subprocess.run(
         [sys.executable, "-m", "dvc", *args],
         cwd=root,
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "PATH": path, **(env or {})},
         timeout=timeout,
     )
 

@@ -67,6 +67,8 @@ class PruneParams(Section):
 class UnlearnParams(Section):
     forget_class: int = Field(3, ge=0)
     method: Literal["modhifi", "retrain", "ft", "ga", "rl", "ff", "iu", "l1sparse"] = "modhifi"
+    data: Literal["synthetic", "real"] = "synthetic"  # what the method sees; metrics use real data
+    hyperparameters: dict[str, float | int | str | bool] = Field(default_factory=dict)
 
 
 class FinetuneParams(Section):

@@ -24,9 +24,14 @@ def run(ws: Workspace, params: Params, mlflow_run: object = None) -> dict:
     spec = base.metadata["data"]
     p = params.prune
     calibration = calibration_set(ws, params.collect.calibration, spec, base.config.num_classes, params.seed)
-    options = {"target_flops": p.target_flops, "round_to": p.round_to, "batch_size": params.collect.batch_size}
+    options = {
+        "target_flops": p.target_flops,
+        "rounds": p.rounds,
+        "round_to": p.round_to,
+        "batch_size": params.collect.batch_size,
+    }
     if p.method == "modhifi":
-        options["compensation"] = p.compensation
+        options.update(compensation=p.compensation, allocation=p.allocation, ridge=p.ridge)
     if p.method == "random":
         options["seed"] = params.seed
     result = prune_model(base.model, calibration, p.method, **options)

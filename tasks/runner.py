@@ -42,6 +42,7 @@ def run_stage(name: str, ws: Workspace) -> dict:
         metrics = module.run(ws, params, run)
         metrics = {**metrics, "seconds": time.perf_counter() - start}
         tracking.log_metrics(metrics)
+        tracking.tag_outputs(ws, stage.outs)
     return metrics
 
 

@@ -93,6 +93,19 @@ def register_model(ws: Workspace, artifact: str, run: mlflow.ActiveRun, parent_s
     mlflow.set_tags({f"registered_{name}": "true", "dvc_md5": tags["dvc_md5"]})
 
 
+def tag_outputs(ws: Workspace, outs: tuple[str, ...]) -> None:
+    """Tag the active run with the md5 of every file the stage wrote (`md5/<path>`), so
+    the lineage walk finds the run that produced a file recorded in dvc.lock."""
+    tags = {}
+    for out in outs:
+        path = ws.root / out
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if file.exists():
+                tags[f"md5/{file.relative_to(ws.root).as_posix()}"] = file_md5(file)
+    mlflow.set_tags(tags)
+
+
 def file_md5(path: Path) -> str:
     """The md5 DVC 3 records for a file out (plain content md5)."""
     digest = hashlib.md5()

@@ -150,3 +150,36 @@ def _print_summary(ws: object, result: dict) -> None:
         f"  Prefect UI:      PREFECT_HOME={root}/.prefect .venv/bin/prefect server start\n"
         "  DVC:             .venv/bin/dvc metrics show; .venv/bin/dvc plots show"
     )
+
+
+def sweep(
+    assignments: list[str] = typer.Argument(..., help="section.key=v1,v2,... (several: their cartesian product)."),
+    workspace: Path = typer.Option(Path("."), help=WORKSPACE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
+) -> None:
+    """Run the pipeline once per value and write one comparison table and plot."""
+    from flows.dvc import ensure_dvc_project
+    from flows.locking import workspace_lock
+    from flows.sweep import run_sweep
+    from tasks.workspace import Workspace
+
+    ws = Workspace.at(workspace)
+    ws.params()
+    _embedded_prefect(ws)
+    from flows.pipeline import pipeline
+
+    ensure_dvc_project(ws.root)
+    with workspace_lock(ws.run_lock):
+        result = run_sweep(ws.root, assignments, lambda: _run_result(ws, pipeline(root=str(ws.root))))
+    if as_json:
+        emit(result, True, "")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"sweep {result['name']} (outputs/sweeps/{result['name']}.csv, .png)")
+    columns = list(result["rows"][0]) if result["rows"] else []
+    for column in columns:
+        table.add_column(column)
+    for row in result["rows"]:
+        table.add_row(*(format_value(row[c]) for c in columns))
+    console.print(table)

@@ -1,0 +1,96 @@
+"""A throw-away pipeline workspace for tests: the repo's dvc.yaml and code, tiny params,
+its own git repository, DVC project, DVC cache, Prefect home and MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+CODE = ("modhifi_core", "tasks", "flows")
+
+TINY = {
+    "train": {"epochs": 3},
+    "model": {"width": 4},
+    "synthesize": {"per_class": 6, "steps": 20},
+    "collect": {"batch_size": 64},
+    "finetune": {"epochs": 1},
+    "evaluate": {"latency_batch": 8},
+}
+
+
+def tiny_params() -> dict:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    return params
+
+
+def make_workspace(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    for folder in CODE:
+        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    write_params(root, tiny_params())
+    (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/.prefect/\n/.modhifi-run.lock\n")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "workspace")
+    return root
+
+
+def write_params(root: Path, params: dict) -> None:
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+def isolated_env(home: Path) -> dict:
+    """Environment that keeps DVC, Prefect and MLflow state inside `home`."""
+    return {
+        **os.environ,
+        "DVC_SITE_CACHE_DIR": str(home / "dvc-site"),
+        "DVC_GLOBAL_CONFIG_DIR": str(home / "dvc-global"),
+        "DVC_NO_ANALYTICS": "1",
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "prefect-results"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MODHIFI_PROGRESS": "0",
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
+
+
+def modhifi(root: Path, env: dict, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def run_pipeline(root: Path, env: dict, *extra: str) -> dict:
+    result = modhifi(root, env, "run", "--workspace", str(root), "--json", *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def dvc_status(root: Path, env: dict) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.strip()
+    return json.loads(text[text.index("{") :]) if "{" in text else {}
