@@ -3,7 +3,8 @@
 Both methods move the weights by a perturbation whose size is set by α. The search
 tries every α of a grid and keeps the one that forgets most (highest UA on D_f) while
 the accuracy on a probe of D_r stays within `retain_tolerance` points of the original
-model's; ties go to the smaller α. If no α is tolerated, the smallest one is used. The
+model's; ties go to the larger α (the strongest perturbation D_r tolerates — for FF,
+the most information destroyed). If no α is tolerated, the smallest one is used. The
 search only touches D_f and D_r — data the unlearner has — and its time counts in RTE.
 """
 
@@ -37,6 +38,6 @@ def search_strength(
         set_flat(model, original + perturbation(alpha))
         table.append({"alpha": alpha, "UA": 100.0 - accuracy(model, split.forget), "RA_probe": accuracy(model, probe)})
     tolerated = [row for row in table if row["RA_probe"] >= floor]
-    chosen = max(tolerated, key=lambda row: (row["UA"], -row["alpha"]))["alpha"] if tolerated else table[0]["alpha"]
+    chosen = max(tolerated, key=lambda row: (row["UA"], row["alpha"]))["alpha"] if tolerated else table[0]["alpha"]
     set_flat(model, original + perturbation(chosen))
     return chosen, table
