@@ -16,6 +16,7 @@ from flows.commands.lineage import lineage
 from flows.commands.pipeline import run, serve, stage, sweep
 from flows.commands.prune import prune
 from flows.commands.train import train
+from flows.commands.unlearn import unlearn
 
 app = typer.Typer(
     name="modhifi",
@@ -32,6 +33,7 @@ app.command()(stage)
 app.command()(serve)
 app.command()(lineage)
 app.command()(sweep)
+app.command()(unlearn)
 
 
 def main(argv: list[str] | None = None) -> None:
