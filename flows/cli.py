@@ -12,9 +12,11 @@ import sys
 import typer
 
 from flows.commands.evaluate import evaluate
+from flows.commands.finetune import finetune
 from flows.commands.lineage import lineage
 from flows.commands.pipeline import run, serve, stage, sweep
 from flows.commands.prune import prune
+from flows.commands.synthesize import synthesize
 from flows.commands.train import train
 from flows.commands.unlearn import unlearn
 
@@ -33,6 +35,8 @@ app.command()(stage)
 app.command()(serve)
 app.command()(lineage)
 app.command()(sweep)
+app.command()(synthesize)
+app.command()(finetune)
 app.command()(unlearn)
 
 

@@ -75,6 +75,11 @@ def _stage_exit_code(result: subprocess.CompletedProcess) -> int:
 
 
 def _last_line(result: subprocess.CompletedProcess) -> str:
-    lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
-    errors = [line for line in lines if line.lstrip().startswith(("error:", "ERROR"))]
-    return (errors or lines or ["no output"])[0 if errors else -1].strip()
+    """The line that says what went wrong: DVC's ERROR line, the stage's `error:` line,
+    else the first line DVC printed."""
+    lines = [line.strip() for line in (result.stderr + "\n" + result.stdout).splitlines() if line.strip()]
+    for prefix in ("error:", "ERROR"):
+        found = [line for line in lines if line.startswith(prefix)]
+        if found:
+            return found[-1] if prefix == "error:" else found[0]
+    return lines[0] if lines else "no output"

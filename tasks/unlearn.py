@@ -8,11 +8,12 @@ the real data, before and after — is measured here and stored with the checkpo
 from __future__ import annotations
 
 from modhifi_core.checkpoint import load_checkpoint, save_checkpoint
-from modhifi_core.data import load_from_spec, load_sample_folder
+from modhifi_core.data import load_from_spec
 from modhifi_core.metrics import unlearning_metrics
 from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_json
 from modhifi_core.splits import class_split
+from modhifi_core.synthesis import load_synthetic
 from modhifi_core.unlearning.api import unlearn
 from tasks.workspace import Workspace
 
@@ -24,7 +25,7 @@ def run(ws: Workspace, params: Params, mlflow_run: object = None) -> dict:
     data = load_from_spec(spec)
     real_split = class_split(data.train, u.forget_class)
     if u.data == "synthetic":
-        samples = load_sample_folder(ws.artifact("synthetic"), num_classes=source.config.num_classes)
+        samples = load_synthetic(ws.artifact("synthetic"), source.config.num_classes)
         method_split = class_split(samples, u.forget_class)
     else:
         method_split = real_split

@@ -1,0 +1,65 @@
+"""dvc.yaml is the one description of the DAG: the flow, the stage runner and the
+workspace's artifact paths all agree with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modhifi_core.errors import InputError
+from tasks.dag import downstream_closure, read_stages, topological_order, upstream_closure
+from tasks.runner import STAGE_MODULES
+from tasks.workspace import ARTIFACTS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def stages():
+    return read_stages(REPO / "dvc.yaml")
+
+
+def test_every_stage_has_a_module_and_calls_modhifi_stage(stages):
+    assert set(stages) == set(STAGE_MODULES)
+    for name, stage in stages.items():
+        assert stage.cmd == f"modhifi stage {name}"
+        assert f"tasks/{name}.py" in stage.deps
+
+
+def test_outs_are_the_workspace_artifacts(stages):
+    outs = {out for stage in stages.values() for out in stage.outs}
+    assert outs == set(ARTIFACTS.values())
+
+
+def test_code_deps_exist(stages):
+    for stage in stages.values():
+        for dep in stage.deps:
+            if not dep.startswith("outputs/"):
+                assert (REPO / dep).exists(), f"{stage.name} depends on missing {dep}"
+
+
+def test_order_and_closures(stages):
+    order = topological_order(stages)
+    assert order[0] == "train_base" and order[-1] == "report"
+    for name in order:
+        for up in stages[name].upstream:
+            assert order.index(up) < order.index(name)
+    assert downstream_closure(stages, {"unlearn"}) == {"unlearn", "finetune", "evaluate", "report"}
+    assert upstream_closure(stages, {"prune"}) == {"train_base", "synthesize", "prune"}
+
+
+def test_params_are_granular(stages):
+    """A change in unlearn.* must not invalidate prune (and so on down the chain)."""
+    for name in ("train_base", "synthesize", "collect", "score", "prune"):
+        assert not any(p.startswith("unlearn") for p in stages[name].params)
+    assert not any(p.startswith("prune") for p in stages["unlearn"].params)
+
+
+def test_cycle_is_refused(tmp_path):
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  a:\n    cmd: x\n    deps: [b.out]\n    outs: [a.out]\n"
+        "  b:\n    cmd: y\n    deps: [a.out]\n    outs: [b.out]\n"
+    )
+    with pytest.raises(InputError, match="cycle"):
+        topological_order(read_stages(tmp_path / "dvc.yaml"))
