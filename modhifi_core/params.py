@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modhifi_core.errors import InputError
 
@@ -41,10 +41,25 @@ class TrainParams(Section):
 
 
 class SynthesizeParams(Section):
-    method: Literal["deepinversion", "gaussian"] = "deepinversion"
+    """Calibration samples from the model itself (modhifi_core.synthesis); the inversion
+    knobs default to `InversionConfig`'s values (a test keeps them equal)."""
+
+    method: Literal["deepinversion", "gaussian", "folder"] = "deepinversion"
     per_class: int = Field(50, ge=1, le=100_000)
+    source: str | None = None  # the sample folder of method "folder"
     steps: int = Field(200, ge=1, le=100_000)
     lr: float = Field(0.1, gt=0.0, le=10.0)
+    batch_size: int = Field(250, ge=1, le=65_536)
+    bn_weight: float = Field(0.05, ge=0.0, le=1e4)
+    first_bn_weight: float = Field(10.0, ge=0.0, le=1e4)
+    tv_weight: float = Field(1.0, ge=0.0, le=1e4)
+    l2_weight: float = Field(0.01, ge=0.0, le=1e4)
+
+    @model_validator(mode="after")
+    def _folder_needs_source(self) -> SynthesizeParams:
+        if self.method == "folder" and not self.source:
+            raise ValueError("method 'folder' needs synthesize.source (a folder of .npz/.pt samples)")
+        return self
 
 
 class CollectParams(Section):
@@ -72,8 +87,13 @@ class UnlearnParams(Section):
 
 
 class FinetuneParams(Section):
+    """Distillation on synthetic samples (data-free) or cross-entropy on the real training set."""
+
+    data: Literal["synthetic", "real"] = "synthetic"
     epochs: int = Field(3, ge=0, le=10_000)
     lr: float = Field(0.01, gt=0.0, le=10.0)
+    temperature: float = Field(4.0, gt=0.0, le=100.0)
+    batch_size: int = Field(64, ge=1, le=65_536)
 
 
 class EvaluateParams(Section):
