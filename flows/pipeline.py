@@ -71,7 +71,7 @@ def run_stages(ws: Workspace, flow_name: str, force: bool = False) -> dict:
     try:
         for name in order:
             must_run = name in changed or bool(executed.intersection(stages[name].upstream))
-            result = stage_task(name, str(ws.root), must_run, force, env)
+            result = stage_task(name, str(ws.root), must_run, force, env, return_state=True).result()
             if result["ran"]:
                 executed.add(name)
                 summary["ran"].append(name)

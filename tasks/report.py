@@ -81,7 +81,7 @@ def plot_fidelity(scores: dict[str, torch.Tensor]) -> plt.Figure:
 
 def plot_per_class(rows: list[dict], forget_class: int) -> plt.Figure:
     models = [k for k in rows[0] if k != "class"]
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(9.5, 4))
     width = 0.8 / len(models)
     for index, model in enumerate(models):
         xs = [int(r["class"]) + index * width for r in rows]
@@ -92,7 +92,7 @@ def plot_per_class(rows: list[dict], forget_class: int) -> plt.Figure:
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 105)
     ax.set_title("Per-class test accuracy of each model")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
