@@ -1,0 +1,64 @@
+"""Sweep assignments are parsed, typed and validated before anything runs; the workspace
+lock refuses a second holder and is released when its holder dies."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.locking import workspace_lock
+from flows.sweep import apply, parse_assignments, points
+from modhifi_core.errors import InputError
+
+REPO = Path(__file__).resolve().parent.parent
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_grid_is_typed_and_a_cartesian_product():
+    grid = parse_assignments(["prune.target_flops=0.3,0.5", "prune.method=modhifi,l2"], PARAMS)
+    assert grid == {"prune.target_flops": [0.3, 0.5], "prune.method": ["modhifi", "l2"]}
+    assert len(points(grid)) == 4
+    assert apply(PARAMS, {"prune.target_flops": 0.3})["prune"]["target_flops"] == 0.3
+    assert PARAMS["prune"]["target_flops"] == 0.5  # apply does not modify its input
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("prune.target_flops", "must look like"),
+        ("prune.target_flop=0.3", "unknown parameter 'prune.target_flop'"),
+        ("prune.target_flops=0.3,1.5", "prune.target_flops"),
+        ("unlearn.method=modhifi,forget", "unlearn.method"),
+    ],
+)
+def test_bad_assignments_are_refused_before_running(assignment, message):
+    with pytest.raises(InputError, match=message):
+        parse_assignments([assignment], PARAMS)
+
+
+def test_lock_refuses_a_second_holder_and_names_it(tmp_path):
+    lock = tmp_path / ".modhifi-run.lock"
+    code = (
+        "import pathlib, time\n"
+        "from flows.locking import workspace_lock\n"
+        f"with workspace_lock(pathlib.Path({str(lock)!r})):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.monotonic()
+        with pytest.raises(InputError, match=f"pid {holder.pid}"), workspace_lock(lock, wait_seconds=1.0):
+            pass
+        assert time.monotonic() - start >= 1.0  # it waited before refusing
+    finally:
+        holder.kill()
+        holder.wait()
+    with workspace_lock(lock):  # a killed holder leaves nothing locked
+        pass
