@@ -20,10 +20,11 @@ counts as HiFi (rounded up, at least one). Contributions in a trained network ar
 concentrated, so a small share carries most of the forget class's response. The default,
 0.09 (12 of 128 inputs in the digits ResNet-18's last stage, 6 of 64), was chosen on
 the default digits model, where the effect is sharp in this parameter. Over its 10
-classes (benchmarks/README.md, "Unlearning"): 0.07 leaves 2-6 classes partly
-remembered; 0.09 forgets 8-9 classes completely with mean retain accuracy 94-99%; 0.12
-costs up to 16 points of retain accuracy on the hardest class. One class per trained
-model resists (UA < 50 at any fraction up to 0.12).
+classes, on two trainings of it (benchmarks/README.md, "Unlearning"): 0.07 leaves up to
+6 classes partly remembered; 0.09 forgets 8-9 classes completely with mean retain
+accuracy 94-99%; 0.12 costs up to 16 points of retain accuracy on the hardest class.
+One class per trained model resists (class 8 of one: UA 4% even at 0.12; class 7 of the
+other: UA 45% at 0.09).
 
 `contrastive=True` (beyond the paper) also scores the components on retain samples and
 spares a forget-HiFi component that is also in the retain top-`retain_fraction` (0.05),
