@@ -1,0 +1,220 @@
+"""The pipeline against the real Prefect, DVC and MLflow, on tiny settings.
+
+One workspace is taken through a sequence of runs (module-scoped, in order): a first run
+executes every stage, an immediate re-run executes none, a params change re-runs only
+the stages below it, a code change re-runs from its stage, `dvc repro` and `modhifi run`
+agree, and MLflow holds the runs and registered models with their lineage tags.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from pipeline_workspace import dvc_status, isolated_env, make_workspace, modhifi, run_pipeline, write_params
+
+ALL = ["train_base", "synthesize", "collect", "score", "prune", "unlearn", "finetune", "evaluate", "report"]
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    home = tmp_path_factory.mktemp("pipeline")
+    root = make_workspace(home / "ws")
+    return root, isolated_env(home)
+
+
+def _params(root):
+    return yaml.safe_load((root / "params.yaml").read_text())
+
+
+def test_first_run_executes_every_stage_and_dvc_agrees(ws):
+    root, env = ws
+    summary = run_pipeline(root, env)
+    assert sorted(summary["ran"]) == sorted(ALL)
+    assert dvc_status(root, env) == {}
+    metrics = summary["metrics"]
+    assert metrics["flops_ratio"] == pytest.approx(0.5, abs=0.02)
+    assert 0 <= metrics["UA"] <= 100 and 0 <= metrics["MIA"] <= 100
+    for name in ("report.md", "report.html", "kept_channels.png", "fidelity_scores.png", "per_class_accuracy.png"):
+        assert (root / "outputs/report" / name).stat().st_size > 0
+
+
+def test_immediate_rerun_executes_nothing(ws):
+    root, env = ws
+    summary = run_pipeline(root, env)
+    assert summary["ran"] == []
+    assert sorted(summary["skipped"]) == sorted(ALL)
+
+
+def test_changing_forget_class_reruns_only_unlearn_and_after(ws):
+    root, env = ws
+    params = _params(root)
+    params["unlearn"]["forget_class"] = 5
+    write_params(root, params)
+    summary = run_pipeline(root, env)
+    assert summary["ran"] == ["unlearn", "finetune", "evaluate", "report"]
+    assert summary["metrics"]["forget_class"] == 5
+    assert dvc_status(root, env) == {}
+
+
+def test_changing_prune_code_reruns_from_prune(ws):
+    root, env = ws
+    with open(root / "tasks/prune.py", "a") as handle:
+        handle.write("\n# a change to the prune stage's code\n")
+    summary = run_pipeline(root, env)
+    assert summary["ran"] == ["prune", "unlearn", "finetune", "evaluate", "report"]
+    assert dvc_status(root, env) == {}
+
+
+def test_after_dvc_repro_modhifi_run_executes_nothing(ws):
+    root, env = ws
+    params = _params(root)
+    params["finetune"]["lr"] = 0.005
+    write_params(root, params)
+    repro = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
+    assert repro.returncode == 0, repro.stderr[-2000:]
+    assert run_pipeline(root, env)["ran"] == []
+
+
+def test_mlflow_holds_parent_and_stage_runs_with_lineage_tags(ws):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    root, _ = ws
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("modhifi")
+    runs = client.search_runs([experiment.experiment_id], max_results=500)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags and "flow" in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert parents and {r.data.tags["stage"] for r in children} >= set(ALL)
+    first_parent = min(parents, key=lambda r: r.info.start_time)
+    stages_of_first = {
+        r.data.tags["stage"] for r in children if r.data.tags["mlflow.parentRunId"] == first_parent.info.run_id
+    }
+    assert stages_of_first == set(ALL)
+    assert first_parent.data.tags["prefect_flow_run_id"] not in ("", "none")
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    for name, stage, artifact in (
+        ("modhifi-pruned", "prune", "outputs/pruned/model.pt"),
+        ("modhifi-unlearned", "unlearn", "outputs/unlearned/model.pt"),
+    ):
+        versions = client.search_model_versions(f"name='{name}'")
+        assert versions, name
+        latest = max(versions, key=lambda v: int(v.version))
+        md5 = next(o["md5"] for o in lock["stages"][stage]["outs"] if o["path"] == artifact)
+        assert latest.tags["dvc_md5"] == md5
+        assert latest.tags["git_commit"] and latest.tags["prefect_flow_run_id"] not in ("", "none")
+        assert len(latest.tags["parent_model_sha256"]) == 64
+
+
+def test_lineage_lists_every_ancestor_with_dvc_lock_hashes(ws):
+    root, env = ws
+    result = modhifi(root, env, "lineage", "outputs/final/model.pt", "--format", "json", "--verify")
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert record["produced_by"] == "finetune" and record["verified"] is True
+    names = [stage["name"] for stage in record["stages"]]
+    assert set(names) == {"train_base", "synthesize", "prune", "unlearn", "finetune"}
+    assert names.index("train_base") < names.index("prune") < names.index("unlearn") < names.index("finetune")
+    for stage in record["stages"]:
+        assert stage["cmd"] == lock[stage["name"]]["cmd"]
+        assert {d["path"]: d["md5"] for d in stage["deps"]} == {
+            d["path"]: d["md5"] for d in lock[stage["name"]]["deps"]
+        }
+        assert {o["path"]: o["md5"] for o in stage["outs"]} == {
+            o["path"]: o["md5"] for o in lock[stage["name"]]["outs"]
+        }
+        assert stage["run"] and stage["run"]["run_id"] and stage["run"]["git_commit"], stage["name"]
+    unlearn = next(s for s in record["stages"] if s["name"] == "unlearn")
+    assert unlearn["params"]["unlearn"]["forget_class"] == 5
+    assert {"UA", "RA", "TA", "MIA", "before_UA"} <= set(unlearn["metrics"])
+    assert record["checkpoint"]["parents"]
+
+
+def test_lineage_markdown_shows_the_evidence(ws):
+    root, env = ws
+    result = modhifi(root, env, "lineage", "outputs/unlearned/model.pt")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Unlearning evidence: class 5" in result.stdout and "MIA-Efficacy" in result.stdout
+
+
+def test_lineage_of_a_copy_outside_the_workspace_says_what_it_cannot_verify(ws, tmp_path):
+    root, env = ws
+    copy = tmp_path / "shipped.pt"
+    copy.write_bytes((root / "outputs/unlearned/model.pt").read_bytes())
+    result = modhifi(tmp_path, env, "lineage", str(copy), "--format", "json", "--verify")
+    assert result.returncode == 3
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["unverifiable"] and record["checkpoint"]["stage"] == "unlearn"
+    assert "pruned_model" in record["checkpoint"]["parents"]
+
+
+def test_tampered_ancestor_fails_verification_and_is_named(ws):
+    root, env = ws
+    base = root / "outputs/base/model.pt"
+    original = base.read_bytes()
+    try:
+        base.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        result = modhifi(root, env, "lineage", "outputs/final/model.pt", "--verify")
+        assert result.returncode == 3
+        assert "outputs/base/model.pt" in result.stderr
+    finally:
+        base.write_bytes(original)
+    assert dvc_status(root, env) == {}
+
+
+def test_second_run_while_one_holds_the_lock_is_refused(ws):
+    from flows.locking import workspace_lock
+
+    root, env = ws
+    with workspace_lock(root / ".modhifi-run.lock"):
+        result = modhifi(root, env, "run", "--workspace", str(root))
+    assert result.returncode == 2
+    assert "another modhifi run" in result.stderr
+
+
+def test_killed_stage_leaves_previous_artifacts_and_next_run_completes(ws):
+    root, env = ws
+    model = root / "outputs/pruned/model.pt"
+    before = model.read_bytes()
+    params = _params(root)
+    params["prune"]["target_flops"] = 0.6
+    write_params(root, params)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "stage", "prune", "--workspace", str(root)],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        process.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if process.returncode != 0:  # killed mid-way: the old artifact is intact, no temp file left
+        assert model.read_bytes() == before
+        assert not list(model.parent.glob(".*.tmp"))
+    summary = run_pipeline(root, env)
+    assert "prune" in summary["ran"]
+    assert summary["metrics"]["flops_ratio"] == pytest.approx(0.6, abs=0.02)
+    assert dvc_status(root, env) == {}
+
+
+def test_invalid_params_runs_nothing(ws):
+    root, env = ws
+    lock_before = (root / "dvc.lock").read_text()
+    params = _params(root)
+    params["prune"]["target_flops"] = 2.0
+    write_params(root, params)
+    result = modhifi(root, env, "run", "--workspace", str(root))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "prune.target_flops" in lines[0]
+    assert (root / "dvc.lock").read_text() == lock_before
+    assert json.loads((root / "outputs/evaluation/metrics.json").read_text())
