@@ -49,8 +49,10 @@ def finetune(
 
     A sparse checkpoint (from `modhifi unlearn --prune`) keeps its pruned weights at zero."""
     from modhifi_core.data import DATASETS
+    from modhifi_core.distillation import check_settings
     from modhifi_core.errors import InputError
 
+    check_settings(epochs, lr, temperature, batch_size)
     kind, folder = parse_data(data, DATASETS)
     if kind == "synthetic" and teacher is None:
         raise InputError("distillation on synthetic data needs --teacher (the original model)")
