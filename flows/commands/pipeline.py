@@ -93,7 +93,9 @@ def _embedded_prefect(ws: object) -> None:
         os.environ.setdefault("PREFECT_HOME", str(ws.prefect_home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "true")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Failures reach the user as modhifi's one error line (and the Prefect UI); Prefect's
+    # own traceback logging would bury that line.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
 
 
 def _run_result(ws: object, summary: dict) -> dict:
