@@ -3,6 +3,7 @@ ablation (HiFi fraction, centring, contrastive sparing) and backdoor cleansing.
 Prints a table per section and writes benchmarks/results/unlearn_<section>.json.
 
     python benchmarks/unlearn.py table      # {dense, OMP 50/90/95%} x methods: UA MIA RA TA RTE Avg.Gap
+    python benchmarks/unlearn.py table --forget-random 0.1   # the same, random forgetting (10%)
     python benchmarks/unlearn.py modhifi    # ModHiFi-U settings over forget classes (dense model)
     python benchmarks/unlearn.py backdoor   # clean accuracy and ASR before/after (prune-then-)unlearning
 
@@ -31,7 +32,7 @@ from modhifi_core.data import load_dataset
 from modhifi_core.metrics import average_gap, unlearning_metrics
 from modhifi_core.models import ModelConfig, build_model
 from modhifi_core.safe_io import atomic_write_json
-from modhifi_core.splits import class_split
+from modhifi_core.splits import class_split, random_split
 from modhifi_core.training import TrainConfig, accuracy, train_model
 from modhifi_core.unlearning import METHODS, unlearn
 from modhifi_core.unstructured import omp
@@ -75,6 +76,11 @@ def run_method(model, split, name: str, masks, seed: int, recipe: TrainConfig):
     return unlearn(model, split, method, masks=masks, **hyperparameters)
 
 
+def forget_split(train, forget_class: int, fraction: float | None, seed: int):
+    """Class-wise forgetting of `forget_class`, or random forgetting of `fraction` (seeded)."""
+    return class_split(train, forget_class) if fraction is None else random_split(train, fraction, seed)
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -101,9 +107,11 @@ def table(args: argparse.Namespace) -> dict:
             )
             print(f"seed {seed} sparsity {sparsity:.2f}: test accuracy {models[-1]['test_accuracy']:.2f}", flush=True)
             for forget_class in args.classes:
-                split = class_split(data.train, forget_class)
+                split = forget_split(data.train, forget_class, args.forget_random, seed)
                 retrain_metrics = None
                 for name in args.methods:
+                    if split.forget_class is None and VARIANTS.get(name, (name,))[0] == "modhifi":
+                        continue  # ModHiFi-U forgets classes
                     result = run_method(model, split, name, masks, seed, recipe)
                     metrics = unlearning_metrics(result.model, split, data.test)
                     if name == "retrain":
@@ -111,7 +119,8 @@ def table(args: argparse.Namespace) -> dict:
                     row = {
                         "seed": seed,
                         "sparsity": sparsity,
-                        "class": forget_class,
+                        "class": split.forget_class,
+                        "forget": split.describe(),
                         "method": name,
                         **metrics,
                         "RTE": result.seconds,
@@ -119,7 +128,7 @@ def table(args: argparse.Namespace) -> dict:
                     row["gap"] = average_gap(metrics, retrain_metrics) if retrain_metrics else None
                     runs.append(row)
                     print(
-                        f"  class {forget_class} {name:20s} "
+                        f"  {split.describe()[:9]:9s} {name:20s} "
                         + " ".join(f"{k} {row[k]:.1f}" for k in ("UA", "MIA", "RA", "TA", "RTE")),
                         flush=True,
                     )
@@ -127,6 +136,8 @@ def table(args: argparse.Namespace) -> dict:
     for sparsity in args.sparsities:
         for name in args.methods:
             rows = [r for r in runs if r["sparsity"] == sparsity and r["method"] == name]
+            if not rows:
+                continue
             entry = {"sparsity": sparsity, "method": name, "n": len(rows)}
             for key in ("UA", "MIA", "RA", "TA", "RTE", "gap"):
                 values = [r[key] for r in rows if r[key] is not None]
@@ -260,6 +271,7 @@ def main() -> None:
     parser.add_argument("--classes", type=lambda s: [int(x) for x in s.split(",")], default=None)
     parser.add_argument("--sparsities", type=lambda s: [float(x) for x in s.split(",")], default=None)
     parser.add_argument("--methods", type=lambda s: s.split(","), default=None)
+    parser.add_argument("--forget-random", type=float, default=None, help="Random forgetting of this fraction.")
     parser.add_argument("--epochs", type=int, default=TrainConfig().epochs, help="Base training / retraining epochs.")
     parser.add_argument("--poison-fraction", type=float, default=0.1)
     parser.add_argument("--target", type=int, default=0)
@@ -279,6 +291,10 @@ def main() -> None:
         parser.error(f"unknown method {unknown[0]!r}; choose from {', '.join([*METHODS, *VARIANTS])}")
     if any(not 0 <= s < 1 for s in args.sparsities):
         parser.error("sparsities must be in [0, 1)")
+    if args.forget_random is not None:
+        if not 0 < args.forget_random < 1:
+            parser.error("--forget-random must be in (0, 1)")
+        args.classes = [-1]  # one random split per seed
     if args.section == "table" and args.methods[0] != "retrain":
         print("note: Avg. Gap needs retrain as the first method; it is left empty")
     torch.set_num_threads(args.threads)
