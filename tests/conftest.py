@@ -13,6 +13,10 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
+# The test models are tiny: one thread avoids thread-pool overhead and contention with
+# the subprocesses (CLI, DVC stages) that the pipeline tests start.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def digits():
