@@ -60,6 +60,10 @@ def render_preview(
                     spine.set_linewidth(2.5)
         axes[row][0].set_ylabel(_row_label(k, index, predicted), rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle(title, fontsize=10)
+    note = f"up to {columns} samples per class shown"
+    if predicted is not None:
+        note += " · red frame: the model predicts another class"
+    fig.supxlabel(note, fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
@@ -73,7 +77,7 @@ def _row_label(k: int, index: Tensor, predicted: Tensor | None) -> str:
     if predicted is None:
         return f"class {k}"
     agree = 100.0 * float((predicted[index] == k).float().mean())
-    return f"class {k}\nmodel: {agree:.0f}%"
+    return f"class {k}\nmodel agrees {agree:.0f}%"
 
 
 def _grey_range(images: Tensor) -> tuple[float, float]:
