@@ -9,7 +9,11 @@ softened prediction,
 which is what makes fine-tuning data-free. For an unlearned model pass the retain
 `classes`: only samples of those classes are used and the teacher's probabilities are
 renormalised over them, so the student is never taught to put mass on a forgotten class
-(the paper's 3-epoch recovery on synthetic retain data).
+(the paper's 3-epoch recovery on synthetic retain data). The renormalisation matters:
+the teacher still knows the forgotten class, and its small probabilities for it on
+retain samples are enough to teach it back (digits model, ModHiFi-U with synthetic
+forget samples: mean UA 90 → 100 after 3 epochs with it, → 6 without it;
+benchmarks/README.md, "Data-free operation").
 """
 
 from __future__ import annotations
