@@ -207,9 +207,14 @@ def _run_hooked(model: nn.Module, batches: Iterable, hooks: dict[str, Callable],
         raise InputError("calibration data is empty: no images to collect statistics on")
 
 
-def _batch_statistics(module: nn.Module, x: Tensor, y: Tensor, name: str = "layer") -> LayerStatistics:
-    if not torch.isfinite(x).all():
+def _check_finite(x: Tensor, name: str) -> None:
+    # One reduction first: NaN/inf propagate into the sum; a (rare) overflow is re-checked.
+    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
         raise InputError(f"non-finite (NaN or inf) activations at the input of layer {name!r}")
+
+
+def _batch_statistics(module: nn.Module, x: Tensor, y: Tensor, name: str = "layer") -> LayerStatistics:
+    _check_finite(x, name)
     if module.bias is not None:
         y = y - module.bias.view(-1, *([1] * (y.ndim - 2))) if isinstance(module, nn.Conv2d) else y - module.bias
     if isinstance(module, nn.Linear):
@@ -259,41 +264,46 @@ def _conv_statistics(module: nn.Conv2d, x: Tensor, y: Tensor) -> LayerStatistics
     y = y.to(x.dtype)
     # Σ_p Y_c,p U_p[i, k] is exactly the conv's weight gradient for grad_output = Y.
     cross = torch.nn.grad.conv2d_weight(x, (c_out, c_in, *module.kernel_size), y, **conv_args)
-    ones = y.new_ones(y.shape[0], 1, *y.shape[2:])
-    input_sum = torch.nn.grad.conv2d_weight(x, (1, c_in, *module.kernel_size), ones, **conv_args)
-    positions = y.shape[0] * y.shape[2] * y.shape[3]
+    gram_diag, input_sum = _conv_patch_moments(x, geometry, c_in, kk)
     return LayerStatistics(
         samples=x.shape[0],
-        positions=positions,
+        positions=y.shape[0] * y.shape[2] * y.shape[3],
         cross=cross.double().reshape(c_out, c_in, kk),
-        gram_diag=_conv_gram_diag(x, geometry, c_in, kk),
+        gram_diag=gram_diag,
         output_sq=(y * y).sum((0, 2, 3)).double(),
-        input_sum=input_sum.double().reshape(c_in, kk),
+        input_sum=input_sum,
     )
 
 
-def _conv_gram_diag(x: Tensor, geometry: dict, c_in: int, kk: int) -> Tensor:
-    if kk == 1 and geometry["padding"] in ((0, 0), 0):
+def _conv_patch_moments(x: Tensor, geometry: dict, c_in: int, kk: int) -> tuple[Tensor, Tensor]:
+    """Σ U_i U_iᵀ per input channel `(c_in, kk, kk)` and Σ U `(c_in, kk)`, float64."""
+    if kk == 1 and tuple(geometry["padding"]) == (0, 0):
         strided = x[:, :, :: geometry["stride"][0], :: geometry["stride"][1]]
-        return (strided * strided).sum((0, 2, 3)).double().view(c_in, 1, 1)
-    total = torch.zeros(c_in, kk, kk, dtype=torch.float64, device=x.device)
+        gram = (strided * strided).sum((0, 2, 3)).double().view(c_in, 1, 1)
+        return gram, strided.sum((0, 2, 3)).double().view(c_in, 1)
+    gram = torch.zeros(c_in, kk, kk, dtype=torch.float64, device=x.device)
+    total = torch.zeros(c_in, kk, dtype=torch.float64, device=x.device)
     for patches in _unfold_chunks(x, geometry, c_in, kk):  # (n, c_in, kk, P)
         flat = patches.permute(1, 2, 0, 3).reshape(c_in, kk, -1)
-        total += torch.bmm(flat, flat.transpose(1, 2)).double()
-    return total
+        gram += torch.bmm(flat, flat.transpose(1, 2)).double()
+        total += flat.sum(-1).double()
+    return gram, total
 
 
 def _unfold_chunks(x: Tensor, geometry: dict, c_in: int, kk: int) -> Iterable[Tensor]:
-    per_sample = max(1, F.unfold(x[:1], **geometry).numel())
-    step = max(1, _UNFOLD_CHUNK_ELEMENTS // per_sample)
+    positions = 1
+    for size, k, s, p, d in zip(
+        x.shape[2:], geometry["kernel_size"], geometry["stride"], geometry["padding"], geometry["dilation"]
+    ):
+        positions *= (size + 2 * p - d * (k - 1) - 1) // s + 1
+    step = max(1, _UNFOLD_CHUNK_ELEMENTS // max(1, c_in * kk * positions))
     for start in range(0, x.shape[0], step):
         chunk = F.unfold(x[start : start + step], **geometry)
         yield chunk.view(chunk.shape[0], c_in, kk, -1)
 
 
 def _kept_gram(module: nn.Module, x: Tensor, index: Tensor, name: str) -> Tensor:
-    if not torch.isfinite(x).all():
-        raise InputError(f"non-finite (NaN or inf) activations at the input of layer {name!r}")
+    _check_finite(x, name)
     if index.numel() == 0:
         return torch.zeros(0, 0, dtype=torch.float64, device=x.device)
     if isinstance(module, nn.Linear):

@@ -165,17 +165,24 @@ def test_round_to_gives_channel_counts_in_multiples(trained):
             assert layer["in_channels"][1] % 2 == 0, name
 
 
-def test_pipeline_scalar_compensation_equals_the_raw_form():
+@pytest.mark.parametrize(
+    "kernel,ridge,rtol",
+    [
+        (3, 1e-4, 1e-9),  # per-output solves: exactly the spec's δ*
+        (1, 0.0, 1e-7),  # 1x1: one shared factorisation, identical without a ridge (ridges differ in form)
+    ],
+)
+def test_pipeline_scalar_compensation_equals_the_raw_form(kernel, ridge, rtol):
     torch.manual_seed(0)
-    layer = nn.Conv2d(6, 4, 3, padding=1).double()
+    layer = nn.Conv2d(6, 4, kernel, padding=kernel // 2).double()
     x = torch.randn(5, 6, 7, 7, dtype=torch.float64) + 0.2
     kept = torch.tensor([0, 2, 3, 5])
     stats = layer_statistics(layer, x)
     gram = kept_gram(layer, x, kept)
-    expected = torch.stack([compensation(layer, x, c, kept.tolist(), ridge=1e-4, centered=True) for c in range(4)])
+    expected = torch.stack([compensation(layer, x, c, kept.tolist(), ridge=ridge, centered=True) for c in range(4)])
     before = kernel_slices(layer)[:, kept].clone()
-    scalar_compensation(layer, stats, gram, kept, centered=True, ridge=1e-4)
-    torch.testing.assert_close(kernel_slices(layer)[:, kept], before * expected.unsqueeze(-1), rtol=1e-9, atol=1e-12)
+    scalar_compensation(layer, stats, gram, kept, centered=True, ridge=ridge)
+    torch.testing.assert_close(kernel_slices(layer)[:, kept], before * expected.unsqueeze(-1), rtol=rtol, atol=1e-12)
 
 
 def test_full_refit_is_the_least_squares_fit_of_the_dense_output():
