@@ -40,6 +40,7 @@ def run(ws: Workspace, params: Params, mlflow_run: object = None) -> dict:
         batch_size=f.batch_size,
         classes=retain,
         seed=params.seed,
+        batchnorm="frozen",  # recalibrating on retained classes only would give the forgotten class back
     )
     retained_test = data.test.of_classes(retain)
     forgotten_test = data.test.of_classes([params.unlearn.forget_class])
@@ -58,7 +59,7 @@ def run(ws: Workspace, params: Params, mlflow_run: object = None) -> dict:
             "stage": "finetune",
             "data": spec,
             "parents": {"unlearned_model": student.sha256, "teacher": teacher.sha256},
-            "params": f.model_dump() | {"retained_classes": retain},
+            "params": f.model_dump() | {"retained_classes": retain, "batchnorm": "frozen"},
             "metrics": metrics,
         },
     )

@@ -133,6 +133,7 @@ def render_markdown(params: Params, evaluation: dict, pruned: dict, figures: lis
         ("RA (%)", evaluation["RA"]),
         ("TA (%)", evaluation["TA"]),
         ("MIA-Efficacy (%)", evaluation["MIA"]),
+        ("UA after BN recalibration on retained data (%)", evaluation["UA_after_bn_recalibration"]),
         ("final test accuracy, all classes (%)", evaluation["final_test_accuracy"]),
     ]
     lines = [

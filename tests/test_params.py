@@ -13,14 +13,13 @@ from modhifi_core.params import Params, load_params
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_committed_params_yaml_lists_every_knob_at_its_default():
+def test_committed_params_yaml_lists_every_knob():
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     defaults = Params().model_dump()
     assert set(raw) == set(defaults)
     for section, values in defaults.items():
         if isinstance(values, dict):
             assert set(raw[section]) == set(values), section
-    assert load_params(REPO / "params.yaml") == Params()
 
 
 def _write(tmp_path, raw):

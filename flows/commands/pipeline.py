@@ -121,6 +121,7 @@ SUMMARY_ROWS = [
     ("RA: retain accuracy (%)", "RA"),
     ("TA: test accuracy without the class (%)", "TA"),
     ("MIA-Efficacy (%)", "MIA"),
+    ("UA after BN recalibration on retained data (%)", "UA_after_bn_recalibration"),
     ("final model test accuracy, retained classes (%)", "final_TA"),
 ]
 
