@@ -37,7 +37,12 @@ def finetune(
         "--forget-class",
         help="Leave this class out (an unlearned model); default: the one `modhifi unlearn` recorded.",
     ),
-    lr: float = typer.Option(0.01),
+    lr: float | None = typer.Option(None, help="SGD learning rate (default 0.01; 0.001 with frozen BatchNorm)."),
+    batchnorm: str | None = typer.Option(
+        None,
+        help="recalibrate (re-estimate BN statistics afterwards) or frozen (keep them); "
+        "default: frozen for an unlearned model (recalibrating undoes the unlearning), else recalibrate.",
+    ),
     temperature: float = typer.Option(4.0, help="Distillation temperature."),
     batch_size: int = typer.Option(64),
     per_class: int = typer.Option(50, "--per-class", help="With --data synthetic: samples to synthesise per class."),
@@ -52,7 +57,7 @@ def finetune(
     from modhifi_core.distillation import check_settings
     from modhifi_core.errors import InputError
 
-    check_settings(epochs, lr, temperature, batch_size)
+    check_settings(epochs, 0.01 if lr is None else lr, temperature, batch_size, batchnorm or "recalibrate")
     kind, folder = parse_data(data, DATASETS)
     if kind == "synthetic" and teacher is None:
         raise InputError("distillation on synthetic data needs --teacher (the original model)")
@@ -77,6 +82,9 @@ def finetune(
     if forget_class is not None and not 0 <= forget_class < num_classes:
         raise InputError(f"forget class {forget_class} does not exist: the model has classes 0..{num_classes - 1}")
     classes = [k for k in range(num_classes) if k != forget_class] if forget_class is not None else None
+    batchnorm = batchnorm or ("frozen" if forget_class is not None else "recalibrate")
+    if lr is None:
+        lr = 0.001 if batchnorm == "frozen" else 0.01
     spec = student.metadata.get("data") or data_spec(
         image_size=student.config.image_size, channels=student.config.in_channels
     )
@@ -110,6 +118,7 @@ def finetune(
             batch_size=batch_size,
             classes=classes,
             seed=seed,
+            batchnorm=batchnorm,
         )
     metrics = {"test_accuracy": accuracy(student.model, test), "test_accuracy_before": before}
     if guide is not None:
@@ -118,7 +127,7 @@ def finetune(
         forgotten = real.test.of_classes([forget_class])
         metrics["forget_accuracy"] = accuracy(student.model, forgotten)
     params = {"data": data, "epochs": epochs, "lr": lr, "temperature": temperature, "batch_size": batch_size}
-    params.update(forget_class=forget_class, seed=seed)
+    params.update(forget_class=forget_class, batchnorm=batchnorm, seed=seed)
     sha = save_checkpoint(
         out,
         student.model,
@@ -142,6 +151,8 @@ def finetune(
             "final_loss": log["final_loss"],
             "seconds": log["seconds"],
             "forget_class": forget_class,
+            "batchnorm": batchnorm,
+            "lr": lr,
             "out": str(out),
             "sha256": sha,
         },
