@@ -61,7 +61,7 @@ def run_stages(ws: Workspace, flow_name: str, force: bool = False) -> dict:
     selected = set(stages) if wanted is None else upstream_closure(stages, wanted)
     order = [name for name in topological_order(stages) if name in selected]
     changed = set(order) if force else dvc.changed_stages(ws.root)
-    summary: dict = {"ran": [], "skipped": [], "seconds": {}, "flow": flow_name}
+    summary: dict = {"ran": [], "skipped": [], "seconds": {}, "flow": flow_name, "order": order}
     parent = _start_parent_run(ws, flow_name) if changed & set(order) else None
     env = {"MODHIFI_FLOW_RUN_ID": str(flow_run.get_id() or "none"), "MODHIFI_WORKSPACE": str(ws.root)}
     if parent:

@@ -105,6 +105,7 @@ def _run_result(ws: object, summary: dict) -> dict:
         "ran": summary["ran"],
         "skipped": summary["skipped"],
         "stage_seconds": summary["seconds"],
+        "order": summary["order"],
         "metrics": metrics,
         "workspace": str(ws.root),
     }
@@ -140,10 +141,11 @@ def _print_summary(ws: object, result: dict) -> None:
     stages.add_column("stage")
     stages.add_column("status")
     stages.add_column("seconds", justify="right")
-    for name in result["ran"]:
-        stages.add_row(name, "ran", f"{result['stage_seconds'][name]:.1f}")
-    for name in result["skipped"]:
-        stages.add_row(name, "skipped (unchanged)", "")
+    for name in result["order"]:
+        if name in result["stage_seconds"]:
+            stages.add_row(name, "ran", f"{result['stage_seconds'][name]:.1f}")
+        else:
+            stages.add_row(name, "skipped (unchanged)", "")
     console.print(stages)
     root = result["workspace"]
     console.print(
