@@ -49,7 +49,7 @@ def run_in_process(capsys, *args):
 def test_unlearn_json_contract_and_evaluate_forget_class(tiny_digits_checkpoint, tmp_path):
     out = tmp_path / "forgot3.pt"
     result = run_cli("unlearn", "--model", tiny_digits_checkpoint, "--forget-class", 3, "--method", "modhifi",
-                     "--out", out, "--json")  # fmt: skip
+                     "--forget-data", "real", "--out", out, "--json")  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = last_json(result.stdout)
     assert {"UA", "RA", "TA", "MIA", "seconds"} <= set(report)
@@ -133,3 +133,11 @@ def test_bad_input_one_line_exit_2_nothing_written(tiny_digits_checkpoint, tmp_p
 def test_evaluate_forget_class_bad_input(tiny_digits_checkpoint, capsys):
     code, _, stderr = run_in_process(capsys, "evaluate", "--model", tiny_digits_checkpoint, "--forget-class", 12)
     assert code == 2 and "forget class 12 does not exist" in stderr
+
+
+def test_modhifi_u_is_data_free_by_default(cli, tiny_digits_checkpoint, tmp_path):
+    """Without --forget-data, ModHiFi-U scores on samples synthesised from the model."""
+    out = tmp_path / "forgot3.pt"
+    result = cli("unlearn", "--model", tiny_digits_checkpoint, "--forget-class", 3, "--out", out, "--json")
+    assert result.returncode == 0, result.stderr
+    assert load_checkpoint(out).metadata["unlearning"]["forget_data"] == "synthetic"

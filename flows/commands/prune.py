@@ -23,7 +23,9 @@ def prune(
     out: Path = typer.Option(..., "--out", help="Where to write the pruned checkpoint (.pt)."),
     target_flops: float = typer.Option(0.5, help="Fraction of the dense FLOPs that remains, in (0, 1)."),
     method: str = typer.Option("modhifi", help="modhifi, magnitude (= l2), l1, l2 or random."),
-    calibration: str = typer.Option("real", help="real (training images), synthetic (model inversion) or gaussian."),
+    calibration: str = typer.Option(
+        "synthetic", help="synthetic (made from the model: data-free), real (training images) or gaussian."
+    ),
     calibration_samples: int = typer.Option(512, min=1, help="Calibration images to score and recalibrate on."),
     compensation: str | None = typer.Option(None, help="none, scalar or full (default: scalar for modhifi)."),
     allocation: str = typer.Option("uniform", help="ModHiFi allocation across layers: uniform or union."),
@@ -117,7 +119,6 @@ def calibration_images(model: nn.Module, data: DatasetSplits, kind: str, samples
     (class-balanced) from `modhifi_core.synthesis`."""
     import torch
 
-    from modhifi_core.errors import InputError
 
     generator = torch.Generator().manual_seed(seed)
     if kind == "real":
@@ -125,13 +126,8 @@ def calibration_images(model: nn.Module, data: DatasetSplits, kind: str, samples
         return data.train.images[order.sort().values]
     if kind == "gaussian":
         return torch.randn(samples, *data.image_shape, generator=generator)
-    try:
-        from modhifi_core.synthesis.inversion import invert
-    except ImportError:
-        raise InputError(
-            "--calibration synthetic needs modhifi_core.synthesis, which this installation does not have yet; "
-            "use --calibration real or gaussian"
-        ) from None
-    labels = torch.arange(samples) % data.num_classes  # interleaved: every batch class-balanced
-    images, _ = invert(model, labels, data.image_shape, seed=seed)
-    return images
+    from modhifi_core.synthesis import synthesize
+
+    per_class = -(-samples // data.num_classes)
+    made = synthesize(model, per_class, image_shape=data.image_shape, seed=seed)  # warns for a model without BN
+    return made.samples.images[:samples]

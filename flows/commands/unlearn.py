@@ -34,6 +34,11 @@ def unlearn(
     hyperparameter: list[str] = typer.Option(
         [], "--set", help="A method hyper-parameter KEY=VALUE (repeatable), e.g. --set fraction=0.1."
     ),
+    forget_data: str = typer.Option(
+        "synthetic",
+        help="What ModHiFi-U scores the forget class on: synthetic (made from the model, data-free) or real. "
+        "The baselines always use the real forget/retain split.",
+    ),
     seed: int = typer.Option(0, min=0, help="Seed of the random forget split and of pruning's initialisation."),
     data_dir: Path | None = typer.Option(None, help="Folder of the CIFAR-10 python batches."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
@@ -50,6 +55,8 @@ def unlearn(
         raise InputError(f"--forget-random must be a fraction in (0, 1), got {forget_random}")
     if method not in METHODS:
         raise InputError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
+    if forget_data not in ("synthetic", "real"):
+        raise InputError(f"unknown --forget-data {forget_data!r}; choose synthetic or real")
     if prune is not None and prune not in PRUNERS:
         raise InputError(f"unknown --prune {prune!r}; choose one of {', '.join(PRUNERS)}")
     if sparsity is not None and prune is None:
@@ -87,6 +94,13 @@ def unlearn(
             retrain=retrain_config(recipe, retrain_epochs),
         )
         prune_seconds = prune_log["seconds"]
+    data_free = method == "modhifi" and forget_class is not None and forget_data == "synthetic"
+    if data_free and "forget_images" not in hyperparameters:
+        from modhifi_core.synthesis import synthesize
+
+        image_shape = (ckpt.config.in_channels, ckpt.config.image_size, ckpt.config.image_size)
+        made = synthesize(network, SYNTHETIC_FORGET_SAMPLES, image_shape=image_shape, classes=[forget_class], seed=seed)
+        hyperparameters["forget_images"] = made.samples.images
     result = run_unlearning(network, split, method, masks=masks, **hyperparameters)
     metrics = unlearning_metrics(result.model, split, data.test)
     forget = {"class": forget_class} if forget_class is not None else {"fraction": forget_random, "seed": seed}
@@ -94,6 +108,7 @@ def unlearn(
         "method": method,
         "hyperparameters": result.log["hyperparameters"],
         "forget": forget,
+        "forget_data": "synthetic" if data_free else "real",
         "prune": prune,
         "sparsity": None if masks is None else masks.sparsity,
     }
@@ -144,6 +159,10 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
             value = raw
         parsed[key.strip()] = tuple(value) if isinstance(value, list) else value
     return parsed
+
+
+# Synthetic forget-class samples ModHiFi-U scores on (the paper: <= 200 per class suffice).
+SYNTHETIC_FORGET_SAMPLES = 100
 
 
 def check_forget_class(forget_class: int, num_classes: int) -> None:
