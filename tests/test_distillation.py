@@ -23,16 +23,6 @@ from modhifi_core.training import accuracy, predict
 SHAPE = (1, 8, 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second spinning thread makes
-    these small convolutions tens of times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def teacher(tiny_digits_checkpoint):
     return load_checkpoint(tiny_digits_checkpoint)

@@ -26,15 +26,6 @@ from modhifi_core.fidelity import (
 RTOL = 1e-8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: thread hand-offs cost more than they save, badly so on a shared CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 CONV_CASES = [
     dict(kernel_size=3, stride=2, padding=1, dilation=1),
     dict(kernel_size=(2, 3), stride=1, padding=(1, 0), dilation=2),

@@ -25,15 +25,6 @@ from modhifi_core.statistics import collect_kept_gram, collect_statistics, kept_
 from modhifi_core.training import accuracy
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: thread hand-offs cost more than they save, badly so on a shared CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained(tiny_digits_checkpoint):
     ckpt = load_checkpoint(tiny_digits_checkpoint)

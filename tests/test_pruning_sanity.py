@@ -25,14 +25,6 @@ from modhifi_core.statistics import collect_statistics
 from modhifi_core.training import accuracy
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def setting(tiny_digits_checkpoint):
     ckpt = load_checkpoint(tiny_digits_checkpoint)

@@ -19,16 +19,6 @@ from modhifi_core.unstructured.synflow import synflow_masks
 CONFIG = ModelConfig(name="resnet18", width=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread for this module: on the shared 2-core machine a second thread mostly
-    adds contention (these tests measured 6x slower with two threads under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def fresh_model(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return build_model(CONFIG)

@@ -33,16 +33,6 @@ FAST = InversionConfig(steps=60, batch_size=100)
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second spinning thread makes
-    these small convolutions tens of times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny(tiny_digits_checkpoint):
     return load_checkpoint(tiny_digits_checkpoint).model

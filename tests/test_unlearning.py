@@ -25,16 +25,6 @@ from modhifi_core.unlearning.influence import woodfisher_inverse_product, woodfi
 from modhifi_core.unlearning.per_sample_gradients import flat_parameters
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread for this module: on the shared 2-core machine a second thread mostly
-    adds contention (these tests measured 6x slower with two threads under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny(tiny_digits_checkpoint):
     return load_checkpoint(tiny_digits_checkpoint)

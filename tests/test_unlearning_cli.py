@@ -16,16 +16,6 @@ from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.unstructured import Masks
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread for this module: on the shared 2-core machine a second thread mostly
-    adds contention (these tests measured 6x slower with two threads under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_cli(*args, timeout=300):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(

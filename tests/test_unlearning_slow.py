@@ -13,15 +13,6 @@ from modhifi_core.unlearning import unlearn
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One torch thread: on the shared 2-core machine a second thread mostly adds contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def default_model(digits):
     """The default digits model: ResNet-18 width 16, 30 epochs (TrainConfig defaults), seed 0."""
