@@ -119,7 +119,6 @@ def calibration_images(model: nn.Module, data: DatasetSplits, kind: str, samples
     (class-balanced) from `modhifi_core.synthesis`."""
     import torch
 
-
     generator = torch.Generator().manual_seed(seed)
     if kind == "real":
         order = torch.randperm(len(data.train), generator=generator)[:samples]
