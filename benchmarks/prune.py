@@ -1,0 +1,318 @@
+"""ModHiFi-P benchmarks: accuracy without fine-tuning, real CPU speed-ups, scoring cost,
+and the HiFi noise sanity check. Prints a table per section and writes
+benchmarks/results/prune_<section>.json.
+
+    python benchmarks/prune.py accuracy   # digits ResNet-18 w16: methods x FLOPs targets
+    python benchmarks/prune.py noise      # HiFi 20% vs non-HiFi 80% vs random 20%
+    python benchmarks/prune.py speed18    # ResNet-18 w64 32x32, random weights and inputs
+    python benchmarks/prune.py speed50    # ResNet-50 224x224 (latency batch 16 by default)
+    python benchmarks/prune.py cost       # scoring time / forward time, peak memory
+
+Each section takes a few minutes on 2 CPU cores; `--images`, `--repeats` and `--batch`
+shrink the heavy ones. Timings on a shared machine are noisy: ratios are measured within
+one run, dense and pruned timed alternately, one thread by default (`--threads`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+from torch import nn
+
+from modhifi_core.batchnorm import recalibrate_batchnorm
+from modhifi_core.data import load_dataset
+from modhifi_core.fidelity import scores_from_statistics
+from modhifi_core.models import ModelConfig, build_model
+from modhifi_core.pruning import prune_model
+from modhifi_core.pruning.coupling import Coupling
+from modhifi_core.pruning.report import latency_report
+from modhifi_core.statistics import collect_statistics
+from modhifi_core.training import TrainConfig, accuracy, train_model
+
+RESULTS = Path(__file__).parent / "results"
+TARGETS = (0.5, 0.25, 0.15, 0.08)
+ACCURACY_RUNS = [  # (label, method, options)
+    ("ModHiFi-P uniform, no compensation", "modhifi", {"compensation": "none"}),
+    ("ModHiFi-P uniform, scalar δ*", "modhifi", {"compensation": "scalar"}),
+    ("ModHiFi-P uniform, full refit", "modhifi", {"compensation": "full"}),
+    ("ModHiFi-P union, scalar δ*", "modhifi", {"compensation": "scalar", "allocation": "union"}),
+    ("ModHiFi-P union, full refit", "modhifi", {"compensation": "full", "allocation": "union"}),
+    ("L2 magnitude", "l2", {}),
+    ("L1 magnitude", "l1", {}),
+    ("random", "random", {}),
+    ("L2 magnitude + full refit (control)", "l2", {"compensation": "full"}),
+]
+
+
+def digits_model(seed: int = 0) -> tuple[nn.Module, object]:
+    """The default digits model: ResNet-18 width 16 on 8x8 digits, 30 epochs."""
+    data = load_dataset("digits")
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig())
+    train_model(model, data.train, TrainConfig(seed=seed))
+    return model.eval(), data
+
+
+def calibration_subset(data, samples: int, seed: int = 0) -> torch.Tensor:
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))[:samples]
+    return data.train.images[order.sort().values]
+
+
+def section_accuracy(args) -> dict:
+    model, data = digits_model()
+    calibration = calibration_subset(data, args.images or 512)
+    dense = accuracy(model, data.test)
+    print(f"dense test accuracy {dense:.2f}%  ({len(calibration)} calibration images)", flush=True)
+    rows = []
+    for target in TARGETS:
+        for label, method, options in ACCURACY_RUNS:
+            start = time.perf_counter()
+            result = prune_model(model, calibration, method, target_flops=target, **options)
+            row = {
+                "target_flops": target,
+                "method": label,
+                "flops_ratio": result.report["flops_ratio"],
+                "params_ratio": result.report["params_ratio"],
+                "test_accuracy": accuracy(result.model, data.test),
+                "rounds": len(result.report["rounds"]),
+                "seconds": time.perf_counter() - start,
+            }
+            rows.append(row)
+            print(
+                f"{target:5.2f}  {label:38s} flops {row['flops_ratio']:.3f}  params {row['params_ratio']:.3f}  "
+                f"acc {row['test_accuracy']:6.2f}  ({row['seconds']:.1f}s)",
+                flush=True,
+            )
+    by = {(r["target_flops"], r["method"]): r["test_accuracy"] for r in rows}
+    goals = {}
+    for target, need in ((0.25, 5.0), (0.15, 10.0)):
+        l2 = by[(target, "L2 magnitude")]
+        for label in ("ModHiFi-P uniform, scalar δ*", "ModHiFi-P uniform, full refit"):
+            goals[f"{label} - L2 at {target}"] = {"margin": by[(target, label)] - l2, "goal": need}
+    return {"dense_test_accuracy": dense, "calibration_images": len(calibration), "rows": rows, "goals": goals}
+
+
+def section_noise(args) -> dict:
+    model, data = digits_model()
+    calibration = calibration_subset(data, args.images or 512)
+    stats = collect_statistics(model, calibration.split(128))
+    modules = dict(model.named_modules())
+    hifi = {}
+    for name, layer_stats in stats.items():
+        if name == "conv1":  # one image channel: its only component is HiFi
+            continue
+        layer = modules[name]
+        scores = scores_from_statistics(layer_stats, layer, centered=isinstance(layer, nn.Conv2d))
+        top = scores.argsort(1, descending=True)[:, : max(1, round(0.2 * scores.shape[1]))]
+        hifi[name] = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, top, True)
+    selections = {
+        "HiFi 20%": lambda mask, g: mask,
+        "non-HiFi 80%": lambda mask, g: ~mask,
+        "random 20%": lambda mask, g: torch.rand(mask.shape, generator=g) < 0.2,
+    }
+    dense = accuracy(model, data.test)
+    rows = []
+    for edit, noise in (("zeroed", None), ("noise x1", 1.0), ("noise x2", 2.0)):
+        for label, select in selections.items():
+            scores = []
+            for seed in range(3 if noise else 1):
+                generator = torch.Generator().manual_seed(seed)
+                edited = copy.deepcopy(model)
+                edited_modules = dict(edited.named_modules())
+                with torch.no_grad():
+                    for name, mask in hifi.items():
+                        weight = edited_modules[name].weight
+                        chosen = select(mask, generator).float()
+                        chosen = chosen.view(*chosen.shape, *([1] * (weight.ndim - 2)))
+                        if noise is None:
+                            weight *= 1 - chosen
+                        else:
+                            weight += noise * weight * torch.randn(weight.shape, generator=generator) * chosen
+                recalibrate_batchnorm(edited, calibration.split(128))
+                scores.append(accuracy(edited, data.test))
+            rows.append({"edit": edit, "components": label, "test_accuracy": sum(scores) / len(scores)})
+            print(f"{edit:9s} {label:13s} acc {rows[-1]['test_accuracy']:6.2f}  (dense {dense:.2f})", flush=True)
+    return {"dense_test_accuracy": dense, "rows": rows}
+
+
+SPEED_MODELS = {
+    "speed18": ("ResNet-18 w64 32x32", ModelConfig(name="resnet18", width=64, in_channels=3, image_size=32), (1, 8)),
+    "speed50": (
+        "ResNet-50 224x224",
+        ModelConfig(name="resnet50", width=64, in_channels=3, image_size=224, stem="imagenet"),
+        (8,),
+    ),
+}
+
+
+def section_speed(args, which: str) -> dict:
+    """Random weights (BN statistics recalibrated on gaussian images) and random inputs,
+    as the paper measures speed: FLOPs cut vs measured CPU latency speed-up."""
+    torch.set_num_threads(args.threads)
+    setting, config, round_tos = SPEED_MODELS[which]
+    batch = args.batch or (64 if which == "speed18" else 16)
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    shape = (config.in_channels, config.image_size, config.image_size)
+    calibration = torch.randn(args.images or 32, *shape, generator=torch.Generator().manual_seed(0))
+    recalibrate_batchnorm(model, calibration.split(16))
+    runs = [("L2 magnitude", "l2", {}), ("ModHiFi-P scalar", "modhifi", {"compensation": "scalar"})]
+    rows = []
+    for target in (0.5, 0.25):
+        for round_to in round_tos:
+            for label, method, options in runs:
+                start = time.perf_counter()
+                result = prune_model(
+                    model, calibration, method, target_flops=target, round_to=round_to, batch_size=16, **options
+                )
+                prune_seconds = time.perf_counter() - start
+                latency = latency_report(model, result.model, shape, batch, warmup=2, repeats=args.repeats)
+                flops_ratio = result.report["flops_ratio"]
+                row = {
+                    "model": setting,
+                    "method": label,
+                    "target_flops": target,
+                    "round_to": round_to,
+                    "flops_ratio": flops_ratio,
+                    "flops_speedup": 1 / flops_ratio,
+                    "params_ratio": result.report["params_ratio"],
+                    "prune_seconds": prune_seconds,
+                    **latency,
+                    "speedup_per_flops_cut": latency["latency_speedup"] * flops_ratio,
+                }
+                rows.append(row)
+                print(
+                    f"{setting:20s} {label:17s} target {target:.2f} round_to {round_to}: flops {flops_ratio:.3f} "
+                    f"({1 / flops_ratio:.2f}x)  latency {latency['latency_dense_ms']:.0f} -> "
+                    f"{latency['latency_pruned_ms']:.0f} ms  speed-up {latency['latency_speedup']:.2f}x  "
+                    f"= {row['speedup_per_flops_cut']:.2f} of the FLOPs cut  (batch {batch})",
+                    flush=True,
+                )
+    return {"threads": args.threads, "repeats": args.repeats, "batch": batch, "rows": rows}
+
+
+class PeakMemory:
+    """Peak resident memory above the starting level while the block runs (sampled every 5 ms)."""
+
+    def __enter__(self) -> PeakMemory:
+        self.process = psutil.Process()
+        self.base = self.process.memory_info().rss
+        self.peak = self.base
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc) -> None:
+        self.running = False
+        self.thread.join()
+        self.peak_mib = (self.peak - self.base) / 2**20
+
+
+def measure_cost(model: nn.Module, images: torch.Tensor, batch: int) -> dict:
+    batches = list(images.split(batch))
+    with PeakMemory() as forward_memory, torch.no_grad():
+        start = time.perf_counter()
+        for chunk in batches:
+            model(chunk)
+        forward = time.perf_counter() - start
+    coupling = Coupling(model, images[:1], [])
+    modules = dict(model.named_modules())
+    with PeakMemory() as scoring_memory:
+        start = time.perf_counter()
+        stats = collect_statistics(model, batches)
+        statistics_seconds = time.perf_counter() - start
+        for name, layer_stats in stats.items():
+            centered = name in modules and isinstance(modules[name], nn.Conv2d) and coupling.feeds_batchnorm(name)
+            scores_from_statistics(layer_stats, modules[name], centered)
+        scoring = time.perf_counter() - start
+    fields = [t for s in stats.values() for t in (s.cross, s.gram_diag, s.output_sq, s.input_sum)]
+    stats_mib = sum(t.numel() * t.element_size() for t in fields) / 2**20
+    return {
+        "images": len(images),
+        "batch": batch,
+        "forward_seconds": forward,
+        "statistics_seconds": statistics_seconds,
+        "scoring_seconds": scoring,
+        "scoring_over_forward": scoring / forward,
+        "forward_peak_mib": forward_memory.peak_mib,
+        "scoring_peak_mib": scoring_memory.peak_mib,
+        "statistics_mib": stats_mib,
+    }
+
+
+def section_cost(args) -> dict:
+    torch.set_num_threads(args.threads)
+    rows = []
+    model, data = digits_model()
+    digits_images = calibration_subset(data, 512)
+    row = {"model": "digits ResNet-18 w16 8x8", **measure_cost(model, digits_images, 128)}
+    rows.append(row)
+    torch.manual_seed(0)
+    config = ModelConfig(name="resnet50", width=64, in_channels=3, image_size=224, stem="imagenet")
+    resnet50 = build_model(config).eval()
+    images = torch.randn(args.images or 128, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    rows.append({"model": "ResNet-50 224x224 (random weights, gaussian images)", **measure_cost(resnet50, images, 32)})
+    for row in rows:
+        print(
+            f"{row['model']:52s} {row['images']} images: forward {row['forward_seconds']:.2f}s, scoring "
+            f"{row['scoring_seconds']:.2f}s = {row['scoring_over_forward']:.2f}x; peak +{row['forward_peak_mib']:.0f} "
+            f"MiB forward, +{row['scoring_peak_mib']:.0f} MiB scoring (sums {row['statistics_mib']:.0f} MiB)",
+            flush=True,
+        )
+    return {"threads": args.threads, "rows": rows}
+
+
+SECTIONS = {
+    "accuracy": section_accuracy,
+    "noise": section_noise,
+    "speed18": lambda args: section_speed(args, "speed18"),
+    "speed50": lambda args: section_speed(args, "speed50"),
+    "cost": section_cost,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sections", nargs="*", default=list(SECTIONS), choices=list(SECTIONS))
+    parser.add_argument("--images", type=int, default=None, help="calibration images (section default if unset)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed forward passes per model (speed)")
+    parser.add_argument("--batch", type=int, default=None, help="latency batch (default 64; 16 for ResNet-50)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for timing (1: steadiest when shared)")
+    args = parser.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in args.sections:
+        if name in ("accuracy", "noise"):
+            torch.set_num_threads(1)  # tiny tensors: one thread is fastest and steadiest
+        start = time.perf_counter()
+        result = SECTIONS[name](args)
+        result.update(
+            {
+                "section": name,
+                "seconds": time.perf_counter() - start,
+                "torch": torch.__version__,
+                "machine": f"{platform.machine()}, {psutil.cpu_count()} CPUs",
+                "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+            }
+        )
+        path = RESULTS / f"prune_{name}.json"
+        path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        print(f"wrote {path} ({result['seconds']:.0f}s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
