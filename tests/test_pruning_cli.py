@@ -28,7 +28,8 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
 def test_prune_prints_the_contract_and_writes_a_reloadable_checkpoint(tiny_digits_checkpoint, tmp_path, capsys, method):
     out = tmp_path / f"{method}.pt"
     args = ["prune", "--model", str(tiny_digits_checkpoint), "--target-flops", "0.5", "--method", method]
-    code, stdout, stderr = run_cli([*args, "--out", str(out), "--latency-repeats", "2", "--json"], capsys)
+    args += ["--calibration", "real", "--out", str(out), "--latency-repeats", "2", "--json"]
+    code, stdout, stderr = run_cli(args, capsys)
     assert code == 0, stderr
     result = json.loads(stdout.strip().splitlines()[-1])
     for key in ("flops_ratio", "params_ratio", "test_accuracy", "latency_speedup"):
@@ -46,13 +47,15 @@ def test_prune_prints_the_contract_and_writes_a_reloadable_checkpoint(tiny_digit
     assert accuracy(ckpt.model, data.test) == pytest.approx(result["test_accuracy"])
 
 
-def test_gaussian_calibration_runs(tiny_digits_checkpoint, tmp_path, capsys):
+@pytest.mark.parametrize("calibration", [None, "gaussian"], ids=["default (synthetic)", "gaussian"])
+def test_data_free_calibrations_run(tiny_digits_checkpoint, tmp_path, capsys, calibration):
     out = tmp_path / "g.pt"
-    args = ["prune", "--model", str(tiny_digits_checkpoint), "--calibration", "gaussian", "--calibration-samples", "64"]
-    code, stdout, stderr = run_cli([*args, "--out", str(out), "--latency-repeats", "1", "--json"], capsys)
+    args = ["prune", "--model", str(tiny_digits_checkpoint), "--calibration-samples", "20", "--out", str(out)]
+    args += ["--latency-repeats", "1", "--json"] + (["--calibration", calibration] if calibration else [])
+    code, stdout, stderr = run_cli(args, capsys)
     assert code == 0, stderr
-    assert json.loads(stdout.strip().splitlines()[-1])["calibration"] == "gaussian"
-    assert load_checkpoint(out).metadata["params"]["calibration_samples"] == 64
+    assert json.loads(stdout.strip().splitlines()[-1])["calibration"] == (calibration or "synthetic")
+    assert load_checkpoint(out).metadata["params"]["calibration_samples"] == 20
 
 
 BAD = [
@@ -63,7 +66,8 @@ BAD = [
     (["--target-flops", "0.0005"], "would remove every channel"),
     (["--method", "taylor"], "unknown --method"),
     (["--calibration", "imagenet"], "unknown --calibration"),
-    (["--compensation", "magic"], "compensation must be"),
+    (["--compensation", "magic"], "--compensation must be"),
+    (["--allocation", "greedy"], "--allocation must be"),
 ]
 
 
@@ -73,7 +77,8 @@ def test_bad_input_exits_2_with_one_line_and_keeps_the_old_output(
 ):
     out = tmp_path / "out.pt"
     out.write_bytes(b"previous artifact")
-    code, stdout, stderr = run_cli(["prune", "--model", str(tiny_digits_checkpoint), "--out", str(out), *extra], capsys)
+    args = ["prune", "--model", str(tiny_digits_checkpoint), "--calibration", "real", "--out", str(out)]
+    code, stdout, stderr = run_cli([*args, *extra], capsys)
     assert code == 2
     assert message in stderr and len(stderr.strip().splitlines()) == 1
     assert out.read_bytes() == b"previous artifact"

@@ -38,7 +38,7 @@ def prune(
 ) -> None:
     """Prune a checkpoint's channels physically and report accuracy, FLOPs/params ratios and CPU speed-up."""
     from modhifi_core.errors import InputError
-    from modhifi_core.pruning import METHODS
+    from modhifi_core.pruning import ALLOCATIONS, COMPENSATIONS, METHODS
 
     if not 0.0 < target_flops < 1.0:
         raise InputError(f"--target-flops must be a fraction strictly between 0 and 1, got {target_flops}")
@@ -46,6 +46,10 @@ def prune(
         raise InputError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
     if calibration not in CALIBRATIONS:
         raise InputError(f"unknown --calibration {calibration!r}; choose one of {', '.join(CALIBRATIONS)}")
+    if compensation is not None and compensation not in COMPENSATIONS:
+        raise InputError(f"--compensation must be one of {', '.join(COMPENSATIONS)}, got {compensation!r}")
+    if allocation not in ALLOCATIONS:
+        raise InputError(f"--allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
     import torch
 
     from modhifi_core.checkpoint import load_checkpoint, save_checkpoint
