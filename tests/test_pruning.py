@@ -283,7 +283,8 @@ def test_unsupported_layers_are_named_and_left_untouched():
     torch.manual_seed(0)
     model = DepthwiseNet().eval()
     images = torch.randn(32, 1, 8, 8)
-    result = prune_model(model, images, "modhifi", target_flops=0.75)
+    with pytest.warns(UserWarning, match="left untouched.*depthwise"):
+        result = prune_model(model, images, "modhifi", target_flops=0.75)
     assert result.report["unsupported_layers"] == {"depthwise": "depthwise conv (groups=8)"}
     assert "depthwise" in " ".join(result.report["untouched_groups"].values())
     assert result.model.depthwise.weight.shape == model.depthwise.weight.shape

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -145,6 +146,9 @@ def prune_with(
         if not coupling.groups:
             reasons = "; ".join(f"{k}: {v}" for k, v in coupling.skipped.items()) or "no conv/linear layers"
             raise InputError(f"the model has no prunable channel groups ({reasons})")
+        if index == 0 and coupling.skipped:
+            untouched = "; ".join(f"{k} ({v})" for k, v in coupling.skipped.items())
+            warnings.warn(f"channels left untouched, their groups cannot be pruned exactly: {untouched}", stacklevel=2)
         stats = {}
         if needs_statistics or compensation != "none":
             stats = collect_statistics(model, batches, coupling.consumer_layers())
