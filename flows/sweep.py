@@ -93,10 +93,13 @@ def plot_sweep(rows: list[dict], keys: list[str]) -> bytes:
     ax.plot(xs, [r["pruned_test_accuracy"] for r in ordered], "o-", label="pruned model (before unlearning)")
     ax.plot(xs, [r["TA"] for r in ordered], "s--", label="final model, retained classes (TA)")
     for row in ordered:
-        ax.annotate(_label({k: row[k] for k in keys}), (row["flops_ratio"], row["pruned_test_accuracy"]), fontsize=7)
+        label = ", ".join(str(row[k]) for k in keys)
+        ax.annotate(label, (row["flops_ratio"], row["pruned_test_accuracy"]), fontsize=8, xytext=(4, 4),
+                    textcoords="offset points")  # fmt: skip
+    ax.margins(x=0.12, y=0.1)
     ax.set_xlabel("FLOPs remaining (pruned / dense)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy against remaining FLOPs, one point per sweep run")
+    ax.set_title(f"Accuracy against remaining FLOPs, one point per value of {', '.join(keys)}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
