@@ -69,19 +69,6 @@ def topological_order(stages: dict[str, Stage]) -> list[str]:
     return order
 
 
-def downstream_closure(stages: dict[str, Stage], names: set[str]) -> set[str]:
-    """`names` and every stage that (transitively) depends on one of them."""
-    result = set(names)
-    changed = True
-    while changed:
-        changed = False
-        for stage in stages.values():
-            if stage.name not in result and result.intersection(stage.upstream):
-                result.add(stage.name)
-                changed = True
-    return result
-
-
 def upstream_closure(stages: dict[str, Stage], names: set[str]) -> set[str]:
     """`names` and every stage they (transitively) depend on."""
     result = set(names)

@@ -19,6 +19,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from modhifi_core.checkpoint import code_version
+from modhifi_core.safe_io import sha256_file
 from tasks.workspace import Workspace
 
 EXPERIMENT = "modhifi"
@@ -84,7 +85,7 @@ def register_model(ws: Workspace, artifact: str, run: mlflow.ActiveRun, parent_s
     tags = {
         **base_tags(),
         "dvc_md5": file_md5(path),
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
         "parent_model_sha256": parent_sha256 or "none",
         "artifact": str(path.relative_to(ws.root)),
     }
@@ -113,12 +114,6 @@ def file_md5(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    from modhifi_core.safe_io import sha256_file
-
-    return sha256_file(path)
 
 
 def flatten(obj: dict, prefix: str = "") -> dict:
