@@ -20,7 +20,7 @@ class StageFailed(RuntimeError):
 
     def __init__(self, stage: str, code: int, tail: str) -> None:
         self.stage, self.code, self.bad_input = stage, code, code == 2
-        super().__init__(f"stage {stage} failed (exit {code}): {tail}")
+        super().__init__(f"stage {stage} failed (exit {code}): {tail.removeprefix('error: ')}")
 
 
 def dvc(root: Path, *args: str, env: dict | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
@@ -62,6 +62,9 @@ def reproduce(root: Path, stage: str, env: dict, force: bool = False) -> bool:
     DVC executed the stage's command."""
     result = dvc(root, "repro", "--single-item", *(["--force"] if force else []), stage, env=env)
     if result.returncode != 0:
+        # DVC deletes a stage's outputs before running it; put back the ones dvc.lock
+        # records (from the cache) so a failed run leaves the previous artifacts in place.
+        dvc(root, "checkout", "--force", stage)
         raise StageFailed(stage, _stage_exit_code(result), _last_line(result))
     return "didn't change, skipping" not in result.stdout + result.stderr
 

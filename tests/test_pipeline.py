@@ -206,6 +206,29 @@ def test_killed_stage_leaves_previous_artifacts_and_next_run_completes(ws):
     assert dvc_status(root, env) == {}
 
 
+def test_bad_input_inside_a_stage_is_one_line_and_exit_2(ws):
+    """A value the schema cannot judge alone (a class the model lacks) fails in its stage."""
+    root, env = ws
+    lock_before = (root / "dvc.lock").read_text()
+    params = _params(root)
+    original = params["unlearn"]["forget_class"]
+    params["unlearn"]["forget_class"] = 12
+    write_params(root, params)
+    try:
+        result = modhifi(root, env, "run", "--workspace", str(root))
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert lines[-1] == "error: stage unlearn failed (exit 2): forget class 12 does not exist: " + (
+            "the model has classes 0..9"
+        )
+        assert (root / "dvc.lock").read_text() == lock_before
+        assert (root / "outputs/unlearned/model.pt").is_file()  # the previous artifact is back in place
+    finally:
+        params["unlearn"]["forget_class"] = original
+        write_params(root, params)
+    assert dvc_status(root, env) == {}
+
+
 def test_invalid_params_runs_nothing(ws):
     root, env = ws
     lock_before = (root / "dvc.lock").read_text()
