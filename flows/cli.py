@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as exc:
         _fail(str(exc), 2)
     except pydantic.ValidationError as exc:  # a config built from command-line values
-        _fail(describe_validation_error(exc), 2)
+        _fail(describe_validation_error(exc, as_option=True), 2)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except Exception as exc:  # noqa: BLE001 - the last line of defence

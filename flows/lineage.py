@@ -209,23 +209,25 @@ def _checkpoint_summary(path: Path) -> dict | None:
     if path.suffix != ".pt":
         return None
     from modhifi_core.checkpoint import load_checkpoint
+    from modhifi_core.metadata import read_metadata
 
     try:
         ckpt = load_checkpoint(path)
     except InputError as exc:
         return {"error": str(exc)}
-    meta = ckpt.metadata
+    meta = read_metadata(ckpt.metadata)
     summary = {
-        "stage": meta.get("stage"),
-        "code_version": meta.get("code_version"),
-        "parents": meta.get("parents", {}),
-        "params": meta.get("params", {}),
-        "data": meta.get("data"),
-        "metrics": meta.get("metrics", {}),
+        "stage": meta.operation,
+        "code_version": ckpt.metadata.get("code_version"),
+        "parents": meta.parents,
+        "params": meta.params,
+        "data": meta.data,
+        "forgotten": meta.forgotten,
+        "metrics": meta.metrics,
         "model": {"name": ckpt.config.name, "width": ckpt.config.width, "pruned_layers": len(ckpt.config.layer_shapes)},
     }
-    report = meta.get("pruning_report")
-    if report:
+    if meta.operation == "prune" and meta.report:
+        report = meta.report
         summary["pruning"] = {k: report[k] for k in ("flops_ratio", "params_ratio", "flops_dense", "flops_pruned")}
         summary["pruning"]["layers"] = report.get("layers", {})
     return summary
@@ -295,7 +297,7 @@ def _unlearning_evidence(metrics: dict) -> list[str]:
     ]
     lines = [
         "",
-        f"## Unlearning evidence: class {metrics.get('forget_class')} removed with {metrics.get('method')}",
+        f"## Unlearning evidence: {metrics.get('forget')} removed with {metrics.get('method')}",
         "",
         "| metric | before (source model) | after |",
         "|---|---|---|",

@@ -1,7 +1,36 @@
 """modhifi's engine: pure PyTorch model modification without training data.
 
+The public API is the operations (`modhifi_core.operations`):
+
+    from modhifi_core import prune
+    result = prune(model, calibration_images, target_flops=0.5)   # any traceable nn.Module
+    result.model, result.report["flops_ratio"]
+
 Statistics, subset fidelity, pruning, unlearning, synthesis, fine-tuning, metrics,
-models, data and safe I/O. Never imports prefect, mlflow or dvc.
+models, data and safe I/O live in the submodules. Never imports prefect, mlflow or dvc.
 """
 
 __version__ = "0.1.0"
+
+# The public API: each operation and the module it lives in, imported on first use so
+# that `import modhifi_core` stays cheap and a stage imports only what it runs.
+_OPERATIONS = {
+    "collect_statistics": "modhifi_core.operations.statistics",
+    "score": "modhifi_core.operations.statistics",
+    "evaluate": "modhifi_core.operations.evaluate",
+    "finetune": "modhifi_core.distillation",
+    "prune": "modhifi_core.operations.prune",
+    "report": "modhifi_core.operations.report",
+    "synthesize": "modhifi_core.synthesis",
+    "train": "modhifi_core.operations.train",
+    "unlearn": "modhifi_core.unlearning",
+}
+__all__ = ["__version__", *_OPERATIONS]
+
+
+def __getattr__(name: str) -> object:
+    if name in _OPERATIONS:
+        import importlib
+
+        return getattr(importlib.import_module(_OPERATIONS[name]), name)
+    raise AttributeError(f"module 'modhifi_core' has no attribute {name!r}")

@@ -22,6 +22,7 @@ recalibrate (the default). Measurements: benchmarks/README.md, "Data-free operat
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -156,9 +157,9 @@ def check_settings(epochs: int, lr: float, temperature: float, batch_size: int, 
         raise InputError(f"batchnorm must be one of {', '.join(BATCHNORM)}, got {batchnorm!r}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise InputError(f"epochs must be a non-negative integer, got {epochs!r}")
-    if not lr > 0:
-        raise InputError(f"lr must be > 0, got {lr}")
-    if not temperature > 0:
-        raise InputError(f"temperature must be > 0, got {temperature}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise InputError(f"lr must be a finite number > 0, got {lr}")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise InputError(f"temperature must be a finite number > 0, got {temperature}")
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")

@@ -63,7 +63,10 @@ class SynthesizeParams(Section):
 
 
 class CollectParams(Section):
+    """The calibration data ModHiFi scores on (the collect, score and prune stages)."""
+
     calibration: Literal["synthetic", "real", "gaussian"] = "synthetic"
+    samples: int | None = Field(512, ge=1, le=10_000_000)  # a seeded subset; null: all there are
     batch_size: int = Field(128, ge=1, le=65_536)
 
 
@@ -72,18 +75,38 @@ class PruneParams(Section):
 
     method: Literal["modhifi", "magnitude", "l1", "l2", "random"] = "modhifi"
     target_flops: float = Field(0.5, gt=0.0, lt=1.0)  # fraction of the dense FLOPs that remains
-    compensation: Literal["none", "scalar", "full"] = "scalar"  # δ* (the paper) or least-squares refit
+    # δ* (scalar, the paper) or least-squares refit (full); null: scalar for modhifi, none for baselines
+    compensation: Literal["none", "scalar", "full"] | None = None
     allocation: Literal["uniform", "union"] = "uniform"  # how many channels each group keeps (modhifi)
     rounds: int | None = Field(None, ge=1, le=64)  # null: one round per halving of FLOPs
     ridge: float = Field(1e-4, ge=0.0, le=1.0)  # λ, scaled by the mean Gram diagonal
     round_to: int = Field(1, ge=1, le=256)
+    latency_batch: int = Field(64, ge=1, le=65_536)  # batch of the CPU latency measurement
+    latency_repeats: int = Field(20, ge=1, le=10_000)  # interleaved dense/pruned timings, median
 
 
 class UnlearnParams(Section):
-    forget_class: int = Field(3, ge=0)
+    """What to forget (a class, or a seeded random fraction of the training samples),
+    with which method, seeing which data; optionally after unstructured pruning."""
+
+    forget_class: int | None = Field(3, ge=0)
+    forget_random: float | None = Field(None, gt=0.0, lt=1.0)
     method: Literal["modhifi", "retrain", "ft", "ga", "rl", "ff", "iu", "l1sparse"] = "modhifi"
     data: Literal["synthetic", "real"] = "synthetic"  # what the method sees; metrics use real data
-    hyperparameters: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    hyperparameters: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
+    prune: Literal["omp", "imp", "synflow"] | None = None  # prune-then-unlearn (Unlearn-Sparse)
+    sparsity: float = Field(0.95, ge=0.0, lt=1.0)  # fraction of prunable weights zeroed by `prune`
+    retrain_epochs: int | None = Field(None, ge=1, le=10_000)  # pruning's retraining; null: the recipe's
+
+    @model_validator(mode="after")
+    def _one_forget_set(self) -> UnlearnParams:
+        if (self.forget_class is None) == (self.forget_random is None):
+            raise ValueError(
+                "give exactly one forget set: forget_class (--forget-class K) or forget_random (--forget-random F)"
+            )
+        if self.forget_random is not None and self.data == "synthetic":
+            raise ValueError("random forgetting names real training samples: it needs data real (--forget-data real)")
+        return self
 
 
 class FinetuneParams(Section):
@@ -91,13 +114,12 @@ class FinetuneParams(Section):
 
     data: Literal["synthetic", "real"] = "synthetic"
     epochs: int = Field(3, ge=0, le=10_000)
-    lr: float = Field(0.01, gt=0.0, le=10.0)
+    lr: float | None = Field(None, gt=0.0, le=10.0)  # null: 0.001 with frozen BatchNorm, else 0.01
     temperature: float = Field(4.0, gt=0.0, le=100.0)
     batch_size: int = Field(64, ge=1, le=65_536)
-
-
-class EvaluateParams(Section):
-    latency_batch: int = Field(64, ge=1, le=65_536)
+    # null: frozen for an unlearned model (recalibrating undoes the unlearning), else recalibrate
+    batchnorm: Literal["recalibrate", "frozen"] | None = None
+    per_class: int = Field(50, ge=1, le=100_000)  # samples synthesised per class when none are given
 
 
 class ScheduleParams(Section):
@@ -117,7 +139,6 @@ class Params(Section):
     prune: PruneParams = PruneParams()
     unlearn: UnlearnParams = UnlearnParams()
     finetune: FinetuneParams = FinetuneParams()
-    evaluate: EvaluateParams = EvaluateParams()
     schedule: ScheduleParams = ScheduleParams()
 
 
@@ -144,11 +165,17 @@ def validate_params(raw: dict, source: str = "params") -> Params:
         raise InputError(f"{source}: {describe_validation_error(exc)}") from None
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """The first error as 'key.path: what was expected (got value)'."""
+def describe_validation_error(exc: ValidationError, as_option: bool = False) -> str:
+    """The first error as 'key.path: what was expected (got value)' (`as_option`: the key
+    as the command-line option it came from, `--key-name`)."""
     err = exc.errors()[0]
     key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+    if as_option and err["loc"]:
+        key = "--" + str(err["loc"][-1]).replace("_", "-")
     if err["type"] == "extra_forbidden":
         return f"unknown key {key!r}"
+    if err["type"] == "value_error":  # a model validator's own sentence
+        reason = str(err.get("ctx", {}).get("error", err["msg"]))
+        return f"{key}: {reason}" if err["loc"] else reason
     got = err.get("input")
     return f"{key}: {err['msg'].lower()} (got {got!r})"

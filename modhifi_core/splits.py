@@ -65,6 +65,16 @@ def random_split(dataset: ArrayDataset, fraction: float, seed: int = 0) -> Forge
     return _split(dataset, is_forget, fraction=fraction, seed=seed)
 
 
+def forget_split(train: ArrayDataset, forgotten: dict) -> ForgetSplit:
+    """The real forget/retain split a `forgotten` record (metadata) names:
+    `{"class": k}` or `{"fraction": f, "seed": s}`."""
+    if forgotten.get("class") is not None:
+        return class_split(train, forgotten["class"])
+    if forgotten.get("fraction") is not None:
+        return random_split(train, forgotten["fraction"], forgotten.get("seed", 0))
+    raise InputError(f"the record {forgotten!r} names no class and no fraction to forget")
+
+
 def _split(dataset: ArrayDataset, is_forget: torch.Tensor, **info) -> ForgetSplit:
     forget_index = torch.nonzero(is_forget).flatten()
     retain_index = torch.nonzero(~is_forget).flatten()

@@ -1,27 +1,24 @@
-"""The calibration data a stage feeds the engine: synthetic (data-free), real or gaussian."""
+"""The calibration set of a pipeline run: the same samples for the collect and prune
+stages (`collect.*` params), so prune can use collect's statistics for its first round."""
 
 from __future__ import annotations
 
-import torch
-
-from modhifi_core.data import ArrayDataset, load_from_spec, load_sample_folder
-from modhifi_core.errors import InputError
+from modhifi_core.calibration import calibration_set
+from modhifi_core.checkpoint import Checkpoint
+from modhifi_core.data import ArrayDataset, DatasetSplits
+from modhifi_core.params import Params
+from modhifi_core.synthesis.artifact import load_synthetic, samples_digest
 from tasks.workspace import Workspace
 
 
-def calibration_set(ws: Workspace, source: str, spec: dict, num_classes: int, seed: int) -> ArrayDataset:
-    """Labelled calibration samples: the synthesize stage's output, the training images,
-    or standard-normal noise of the training images' shape (labels -1)."""
-    if source == "synthetic":
-        folder = ws.artifact("synthetic")
-        if not folder.is_dir():
-            raise InputError(f"no synthetic data at {folder}: run the synthesize stage first")
-        return load_sample_folder(folder, num_classes=num_classes)
-    data = load_from_spec(spec)
-    if source == "real":
-        return data.train
-    if source == "gaussian":
-        generator = torch.Generator().manual_seed(seed)
-        images = torch.randn((len(data.train), *data.image_shape), generator=generator)
-        return ArrayDataset(images, torch.full((len(images),), -1, dtype=torch.int64), num_classes)
-    raise InputError(f"unknown calibration source {source!r}; choose synthetic, real or gaussian")
+def stage_calibration(ws: Workspace, params: Params, base: Checkpoint, data: DatasetSplits) -> ArrayDataset:
+    """`collect.samples` samples of `collect.calibration`: the synthesize stage's output,
+    the training images or gaussian noise (seeded by `seed`)."""
+    source = params.collect.calibration
+    synthetic = load_synthetic(ws.artifact("synthetic"), data.num_classes) if source == "synthetic" else None
+    return calibration_set(source, base.model, data, params.collect.samples, params.seed, synthetic)
+
+
+def synthetic_parent(ws: Workspace, used: bool) -> dict[str, str]:
+    """`{"synthetic": digest}` of the synthesize stage's samples when a stage used them."""
+    return {"synthetic": samples_digest(ws.artifact("synthetic"))} if used else {}

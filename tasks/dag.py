@@ -83,3 +83,50 @@ def upstream_closure(stages: dict[str, Stage], names: set[str]) -> set[str]:
 
 def _path_of(entry: str | dict) -> str:
     return entry if isinstance(entry, str) else next(iter(entry))
+
+
+PROJECT_PACKAGES = ("modhifi_core", "tasks", "flows")
+
+
+def import_closure(root: Path, module: str) -> set[str]:
+    """The project source files (paths relative to `root`) that importing `module` can
+    execute: the module, every project module it imports anywhere in its body
+    (function-level imports included), their packages' `__init__.py`, transitively.
+    Static: read from the source with `ast`, nothing is imported."""
+    seen: set[str] = set()
+    frontier = [module]
+    while frontier:
+        name = frontier.pop()
+        for path in _module_files(root, name):
+            if path in seen:
+                continue
+            seen.add(path)
+            frontier.extend(_imports_of(root / path, name, path.endswith("__init__.py")))
+    return seen
+
+
+def _module_files(root: Path, name: str) -> list[str]:
+    """The file of module `name` and the `__init__.py` of every package above it."""
+    parts = name.split(".")
+    files = [f"{'/'.join(parts[:i])}/__init__.py" for i in range(1, len(parts))]
+    base = "/".join(parts)
+    files.append(f"{base}/__init__.py" if (root / base).is_dir() else f"{base}.py")
+    return [f for f in files if (root / f).is_file()]
+
+
+def _imports_of(path: Path, name: str, is_package: bool) -> list[str]:
+    import ast
+
+    package = name if is_package else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            found.append(base)
+            found += [f"{base}.{alias.name}" for alias in node.names]  # `from pkg import module`
+    return [m for m in found if m.split(".")[0] in PROJECT_PACKAGES]

@@ -1,77 +1,61 @@
-"""Stage prune: ModHiFi-P (or a baseline) to `prune.target_flops` of the dense FLOPs.
+"""Stage prune: ModHiFi-P (or a baseline) of the base model to `prune.target_flops`
+(`modhifi_core.operations.prune_checkpoint`), starting from collect's statistics on the
+same calibration set; later rounds of an aggressive target re-collect on the pruned model.
 
-Writes the physically pruned checkpoint, its metrics (FLOPs/params ratios, accuracy,
-measured latency) and a per-layer channel table for DVC plots and the report.
+Writes the pruned checkpoint, its metrics (FLOPs/params ratios, accuracy, CPU latency)
+and a per-layer channel table for DVC plots and the report.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 
-from modhifi_core.checkpoint import load_checkpoint, save_checkpoint
+from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.data import load_from_spec
+from modhifi_core.metadata import read_metadata
+from modhifi_core.operations.prune import prune_checkpoint
 from modhifi_core.params import Params
-from modhifi_core.pruning import prune_model
-from modhifi_core.pruning.report import latency_report
 from modhifi_core.safe_io import atomic_write_json, atomic_write_text
-from modhifi_core.training import accuracy
-from tasks.calibration import calibration_set
+from tasks.calibration import stage_calibration, synthetic_parent
+from tasks.collect import load_statistics
 from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params, mlflow_run: object = None) -> dict:
     base = load_checkpoint(ws.artifact("base_model"))
-    spec = base.metadata["data"]
+    data = load_from_spec(read_metadata(base.metadata).data)
     p = params.prune
-    calibration = calibration_set(ws, params.collect.calibration, spec, base.config.num_classes, params.seed)
-    options = {
-        "target_flops": p.target_flops,
-        "rounds": p.rounds,
-        "round_to": p.round_to,
-        "batch_size": params.collect.batch_size,
-    }
-    if p.method == "modhifi":
-        options.update(compensation=p.compensation, allocation=p.allocation, ridge=p.ridge)
-    if p.method == "random":
-        options["seed"] = params.seed
-    result = prune_model(base.model, calibration, p.method, **options)
-    data = load_from_spec(spec)
-    speed = latency_report(base.model, result.model, data.image_shape, params.evaluate.latency_batch)
-    metrics = {
-        "method": p.method,
-        "calibration": params.collect.calibration,
-        "flops_ratio": result.report["flops_ratio"],
-        "params_ratio": result.report["params_ratio"],
-        "test_accuracy": accuracy(result.model, data.test),
-        "base_test_accuracy": accuracy(base.model, data.test),
-        **speed,
-    }
-    save_checkpoint(
-        ws.artifact("pruned_model"),
-        result.model,
-        base.config,
-        metadata={
-            "stage": "prune",
-            "data": spec,
-            "parents": {"base_model": base.sha256},
-            "params": params.prune.model_dump() | {"calibration": params.collect.calibration},
-            "metrics": metrics,
-            "pruning_report": result.report,
-        },
+    outcome = prune_checkpoint(
+        base,
+        stage_calibration(ws, params, base, data),
+        data,
+        p,
+        calibration_source=params.collect.calibration,
+        seed=params.seed,
+        batch_size=params.collect.batch_size,
+        latency_batch=p.latency_batch,
+        latency_repeats=p.latency_repeats,
+        statistics=load_statistics(ws),
+        parents=synthetic_parent(ws, params.collect.calibration == "synthetic"),
     )
-    atomic_write_json(ws.artifact("pruned_metrics"), metrics)
-    atomic_write_text(ws.artifact("pruned_layers"), layers_csv(result.report["layers"]))
+    outcome.save(ws.artifact("pruned_model"))
+    atomic_write_json(ws.artifact("pruned_metrics"), outcome.metrics)
+    atomic_write_text(ws.artifact("pruned_layers"), layers_csv(outcome.metadata.report["layers"]))
     if mlflow_run is not None:
         from tasks.tracking import register_model
 
         register_model(ws, "pruned_model", mlflow_run, base.sha256)
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    return outcome.metrics
 
 
 def layers_csv(layers: dict) -> str:
     """One row per conv/linear: output channels and FLOPs before and after pruning."""
     out = io.StringIO()
-    out.write("layer,channels_before,channels_after,flops_before,flops_after\n")
+    columns = ["layer", "channels_before", "channels_after", "flops_before", "flops_after"]
+    writer = csv.DictWriter(out, columns, lineterminator="\n")
+    writer.writeheader()
     for name, row in layers.items():
-        out.write(f"{name},{row['out_channels'][0]},{row['out_channels'][1]},{row['flops'][0]},{row['flops'][1]}\n")
+        (c0, c1), (f0, f1) = row["out_channels"], row["flops"]
+        writer.writerow(dict(zip(columns, (name, c0, c1, f0, f1))))
     return out.getvalue()

@@ -1,12 +1,17 @@
 """Run one stage in this process: validated params, an MLflow run, timing, metrics.
 
-`modhifi stage NAME` (the `cmd` of every dvc.yaml stage) calls `run_stage`.
+`modhifi stage NAME` (the `cmd` of every dvc.yaml stage) calls `run_stage`. The stage
+sees only the params its dvc.yaml entry declares: reading any other key is refused, so
+dvc.lock never omits a parameter that shaped an artifact.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import time
+
+import torch
 
 from modhifi_core.errors import InputError
 from tasks import tracking
@@ -26,6 +31,24 @@ STAGE_MODULES = {
 }
 
 
+class DeclaredParams:
+    """A read-only view of `params` that allows only the `declared` dotted keys (and
+    everything below them): `DeclaredParams(p, ("seed", "prune.target_flops")).prune.method`
+    raises `InputError` naming the undeclared key."""
+
+    def __init__(self, params: object, declared: tuple[str, ...], stage: str, prefix: str = "") -> None:
+        self._params, self._declared, self._stage, self._prefix = params, declared, stage, prefix
+
+    def __getattr__(self, name: str) -> object:
+        key = f"{self._prefix}{name}"
+        value = getattr(self._params, name)
+        if key in self._declared:
+            return value
+        if any(d.startswith(key + ".") for d in self._declared):
+            return DeclaredParams(value, self._declared, self._stage, key + ".")
+        raise InputError(f"stage {self._stage} reads params key {key!r}, which its dvc.yaml entry does not declare")
+
+
 def run_stage(name: str, ws: Workspace) -> dict:
     """Run stage `name` of the workspace's dvc.yaml; returns its metrics (+ `seconds`)."""
     if name not in STAGE_MODULES:
@@ -34,12 +57,15 @@ def run_stage(name: str, ws: Workspace) -> dict:
     stage = read_stages(ws.root / "dvc.yaml").get(name)
     if stage is None:
         raise InputError(f"stage {name!r} is not in {ws.root / 'dvc.yaml'}")
+    # MODHIFI_THREADS (default 1): the default models are small, and a second torch thread
+    # on a shared 2-core machine mostly spins (measured up to ~30x slower).
+    torch.set_num_threads(int(os.environ.get("MODHIFI_THREADS", "1")))
     module = importlib.import_module(STAGE_MODULES[name])
     dumped = params.model_dump()
     logged = {key: _lookup(dumped, key) for key in stage.params}
     with tracking.stage_run(ws, name, logged) as run:
         start = time.perf_counter()
-        metrics = module.run(ws, params, run)
+        metrics = module.run(ws, DeclaredParams(params, stage.params, name), run)
         metrics = {**metrics, "seconds": time.perf_counter() - start}
         tracking.log_metrics(metrics)
         tracking.tag_outputs(ws, stage.outs)

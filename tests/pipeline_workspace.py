@@ -21,7 +21,7 @@ TINY = {
     "synthesize": {"per_class": 6, "steps": 20},
     "collect": {"batch_size": 64},
     "finetune": {"epochs": 1},
-    "evaluate": {"latency_batch": 8},
+    "prune": {"latency_batch": 8, "latency_repeats": 3},
 }
 
 

@@ -42,7 +42,7 @@ def test_evaluate_table_without_json(cli, tiny_digits_checkpoint):
     [
         (["evaluate", "--model", "/nonexistent.pt"], "checkpoint not found"),
         (["train", "--out", "x.pt", "--model", "alexnet"], "name: input should be"),
-        (["train", "--out", "x.pt", "--dataset", "mnist"], "unknown dataset"),
+        (["train", "--out", "x.pt", "--dataset", "mnist"], "--dataset: input should be"),
         (["train", "--out", "x.pt", "--epochs", "0"], "--epochs"),
         (["train"], "--out"),
     ],

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modhifi_core.errors import InputError
-from tasks.dag import read_stages, topological_order, upstream_closure
+from tasks.dag import import_closure, read_stages, topological_order, upstream_closure
 from tasks.runner import STAGE_MODULES
 from tasks.workspace import ARTIFACTS
 
@@ -45,7 +45,7 @@ def test_order_and_closures(stages):
     for name in order:
         for up in stages[name].upstream:
             assert order.index(up) < order.index(name)
-    assert upstream_closure(stages, {"prune"}) == {"train_base", "synthesize", "prune"}
+    assert upstream_closure(stages, {"prune"}) == {"train_base", "synthesize", "collect", "prune"}
 
 
 def test_params_are_granular(stages):
@@ -62,3 +62,31 @@ def test_cycle_is_refused(tmp_path):
     )
     with pytest.raises(InputError, match="cycle"):
         topological_order(read_stages(tmp_path / "dvc.yaml"))
+
+
+def _covered(path: str, deps: tuple[str, ...]) -> bool:
+    return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
+
+
+def test_every_stage_depends_on_all_the_code_it_imports(stages):
+    """A stage's code deps cover its import closure, so dvc.lock names every source file
+    that could have shaped its artifact (and a change to one re-runs the stage)."""
+    for name, stage in stages.items():
+        closure = import_closure(REPO, f"tasks.{name}")
+        missing = sorted(path for path in closure if not _covered(path, stage.deps))
+        assert not missing, f"stage {name} imports {missing} but dvc.yaml does not list them as deps"
+
+
+def test_fidelity_code_is_a_dependency_of_score_and_prune(stages):
+    running = {name for name, stage in stages.items() if _covered("modhifi_core/fidelity.py", stage.deps)}
+    assert {"score", "prune"} <= running
+
+
+def test_import_closure_follows_function_level_imports(tmp_path):
+    package = tmp_path / "tasks"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("def f():\n    from tasks.b import g\n    return g\n")
+    (package / "b.py").write_text("from . import c\n")
+    (package / "c.py").write_text("import os\n")
+    assert import_closure(tmp_path, "tasks.a") == {"tasks/__init__.py", "tasks/a.py", "tasks/b.py", "tasks/c.py"}

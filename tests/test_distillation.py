@@ -148,7 +148,7 @@ def test_every_params_knob_is_an_argument_of_finetune():
     import inspect
 
     arguments = set(inspect.signature(finetune).parameters)
-    knobs = set(FinetuneParams().model_dump()) - {"data"}  # data picks the samples, not a knob
+    knobs = set(FinetuneParams().model_dump()) - {"data", "per_class"}  # these pick the samples
     assert knobs <= arguments
 
 
@@ -183,7 +183,7 @@ def test_cli_finetune_distils_on_a_synthetic_folder(cli, teacher, synthetic, dam
     assert report["test_accuracy"] > report["test_accuracy_before"] + 30
     assert report["teacher_test_accuracy"] == pytest.approx(accuracy(teacher.model, load_test(teacher)))
     ckpt = load_checkpoint(out)
-    assert ckpt.sha256 == report["sha256"] and ckpt.metadata["stage"] == "finetune"
+    assert ckpt.sha256 == report["sha256"] and ckpt.metadata["operation"] == "finetune"
     parents = ckpt.metadata["parents"]
     assert parents["model"] == sha256_file(damaged_checkpoint) and parents["teacher"] == teacher.sha256
     assert parents["synthetic"] == sha256_file(tmp_path / "syn" / "samples.npz")
@@ -234,10 +234,10 @@ def test_cli_finetune_leaves_out_the_class_modhifi_unlearn_recorded(cli, teacher
         (["--data", "imagenet"], "--data must be"),
         (["--data", "synthetic", "--no-teacher"], "needs --teacher"),
         (["--forget-class", "10"], "forget class 10 does not exist"),
-        (["--epochs", "-1"], "epochs"),
-        (["--per-class", "0"], "--per-class must be at least 1"),
-        (["--batchnorm", "reset"], "batchnorm must be one of"),
-        (["--lr", "0"], "lr must be > 0"),
+        (["--epochs", "-1"], "--epochs: input should be greater than or equal to 0"),
+        (["--per-class", "0"], "--per-class: input should be greater than or equal to 1"),
+        (["--batchnorm", "reset"], "--batchnorm: input should be 'recalibrate' or 'frozen'"),
+        (["--lr", "0"], "--lr: input should be greater than 0"),
     ],
 )
 def test_cli_finetune_bad_input_exits_2_and_writes_nothing(cli, teacher, tmp_path, extra, message):

@@ -69,6 +69,21 @@ def test_changing_prune_code_reruns_from_prune(ws):
     assert dvc_status(root, env) == {}
 
 
+def test_editing_fidelity_code_marks_every_stage_that_runs_it_changed(ws):
+    """The DAG knows what a stage runs: score and prune both execute fidelity.py."""
+    root, env = ws
+    path = root / "modhifi_core/fidelity.py"
+    original = path.read_text()
+    path.write_text(original + "\n# a change to the fidelity code\n")
+    try:
+        changed = {key.split(":")[-1] for key in dvc_status(root, env)}
+    finally:
+        path.write_text(original)
+    assert {"collect", "score", "prune"} <= changed
+    assert "train_base" not in changed and "synthesize" not in changed
+    assert dvc_status(root, env) == {}
+
+
 def test_after_dvc_repro_modhifi_run_executes_nothing(ws):
     root, env = ws
     params = _params(root)
@@ -119,8 +134,8 @@ def test_lineage_lists_every_ancestor_with_dvc_lock_hashes(ws):
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
     assert record["produced_by"] == "finetune" and record["verified"] is True
     names = [stage["name"] for stage in record["stages"]]
-    assert set(names) == {"train_base", "synthesize", "prune", "unlearn", "finetune"}
-    assert names.index("train_base") < names.index("prune") < names.index("unlearn") < names.index("finetune")
+    assert set(names) == {"train_base", "synthesize", "collect", "prune", "unlearn", "finetune"}
+    assert names.index("train_base") < names.index("collect") < names.index("prune") < names.index("unlearn")
     for stage in record["stages"]:
         assert stage["cmd"] == lock[stage["name"]]["cmd"]
         assert {d["path"]: d["md5"] for d in stage["deps"]} == {

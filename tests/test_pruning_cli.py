@@ -41,7 +41,7 @@ def test_prune_prints_the_contract_and_writes_a_reloadable_checkpoint(tiny_digit
     assert ckpt.metadata["parents"] == {"model": sha256_file(tiny_digits_checkpoint)}
     assert ckpt.metadata["params"]["method"] == method and ckpt.metadata["params"]["target_flops"] == 0.5
     assert ckpt.config.layer_shapes, "the pruned shapes are recorded in the config"
-    report = ckpt.metadata["pruning_report"]
+    report = ckpt.metadata["report"]
     assert report["layers"]["layer1.0.conv1"]["out_channels"][1] < 8
     data = load_from_spec(ckpt.metadata["data"])
     assert accuracy(ckpt.model, data.test) == pytest.approx(result["test_accuracy"])
@@ -59,15 +59,15 @@ def test_data_free_calibrations_run(tiny_digits_checkpoint, tmp_path, capsys, ca
 
 
 BAD = [
-    (["--target-flops", "0"], "strictly between 0 and 1"),
-    (["--target-flops", "1"], "strictly between 0 and 1"),
-    (["--target-flops", "1.5"], "strictly between 0 and 1"),
-    (["--target-flops", "-0.2"], "strictly between 0 and 1"),
+    (["--target-flops", "0"], "--target-flops: input should be greater than 0"),
+    (["--target-flops", "1"], "--target-flops: input should be less than 1"),
+    (["--target-flops", "1.5"], "--target-flops: input should be less than 1"),
+    (["--target-flops", "-0.2"], "--target-flops: input should be greater than 0"),
     (["--target-flops", "0.0005"], "would remove every channel"),
-    (["--method", "taylor"], "unknown --method"),
-    (["--calibration", "imagenet"], "unknown --calibration"),
-    (["--compensation", "magic"], "--compensation must be"),
-    (["--allocation", "greedy"], "--allocation must be"),
+    (["--method", "taylor"], "--method: input should be 'modhifi'"),
+    (["--calibration", "imagenet"], "--calibration: input should be 'synthetic', 'real' or 'gaussian'"),
+    (["--compensation", "magic"], "--compensation: input should be 'none', 'scalar' or 'full'"),
+    (["--allocation", "greedy"], "--allocation: input should be 'uniform' or 'union'"),
 ]
 
 

@@ -46,9 +46,9 @@ def test_unlearn_json_contract_and_evaluate_forget_class(tiny_digits_checkpoint,
     assert all(0.0 <= report[k] <= 100.0 for k in ("UA", "RA", "TA", "MIA"))
     assert report["UA"] > 90.0 and report["seconds"] < 60.0
     ckpt = load_checkpoint(out)
-    assert ckpt.metadata["stage"] == "unlearn"
+    assert ckpt.metadata["operation"] == "unlearn"
     assert ckpt.metadata["parents"]["model"] == load_checkpoint(tiny_digits_checkpoint).sha256
-    assert ckpt.metadata["unlearning"]["forget"] == {"class": 3}
+    assert ckpt.metadata["forgotten"] == {"class": 3, "method": "modhifi"}
     # evaluate --forget-class reports the same metrics for any model, here the unlearned one.
     evaluated = run_cli("evaluate", "--model", out, "--dataset", "digits", "--forget-class", 3, "--json")
     assert evaluated.returncode == 0, evaluated.stderr
@@ -70,7 +70,7 @@ def test_prune_then_unlearn_keeps_the_mask_in_the_checkpoint(tiny_digits_checkpo
     ckpt = load_checkpoint(out)
     masks = Masks.from_extra(ckpt.extra, ckpt.model)
     assert masks is not None and masks.violations(ckpt.model) == 0
-    assert ckpt.metadata["unlearning"]["hyperparameters"]["epochs"] == 1
+    assert ckpt.metadata["params"]["hyperparameters"]["epochs"] == 1
     # Unlearning the sparse checkpoint again enforces its stored mask.
     again = tmp_path / "sparse_ga.pt"
     code, stdout, _ = run_in_process(
@@ -88,7 +88,7 @@ def test_retrain_uses_the_checkpoints_training_recipe(tiny_digits_checkpoint, tm
     )  # fmt: skip
     assert code == 0, stderr
     assert last_json(stdout)["UA"] == 100.0
-    used = load_checkpoint(out).metadata["unlearning"]["hyperparameters"]
+    used = load_checkpoint(out).metadata["params"]["hyperparameters"]
     assert used["epochs"] == 8  # the tiny model's recipe, not Retrain's 30-epoch default
     assert torch.equal(torch.tensor(used["lr"]), torch.tensor(0.05))
 
@@ -97,17 +97,23 @@ def test_retrain_uses_the_checkpoints_training_recipe(tiny_digits_checkpoint, tm
     ("args", "message"),
     [
         (["--forget-class", 10, "--method", "modhifi"], "forget class 10 does not exist: the model has classes 0..9"),
-        (["--forget-class", -1, "--method", "modhifi"], "forget class -1 does not exist"),
-        (["--forget-random", 1.0, "--method", "ft"], "--forget-random must be a fraction in (0, 1), got 1.0"),
-        (["--forget-random", 0.0, "--method", "ft"], "--forget-random must be a fraction in (0, 1)"),
+        (["--forget-class", -1, "--method", "modhifi"], "--forget-class: input should be greater than or equal to 0"),
+        (["--forget-random", 1.0, "--method", "ft"], "--forget-random: input should be less than 1 (got 1.0)"),
+        (["--forget-random", 0.0, "--method", "ft"], "--forget-random: input should be greater than 0"),
         (["--forget-random", 0.9999, "--method", "ft"], "the split leaves no retain data"),
-        (["--forget-class", 3, "--method", "unroll"], "unknown --method 'unroll'; choose one of modhifi, retrain, ft"),
-        (["--forget-class", 3, "--prune", "omp", "--sparsity", 1.0], "sparsity must be in [0, 1), got 1.0"),
-        (["--forget-class", 3, "--prune", "omp", "--sparsity", -0.5], "sparsity must be in [0, 1)"),
-        (["--forget-class", 3, "--prune", "snip"], "unknown --prune 'snip'; choose one of omp, imp, synflow"),
+        (["--forget-class", 3, "--method", "unroll"], "--method: input should be 'modhifi', 'retrain', 'ft'"),
+        (
+            ["--forget-class", 3, "--prune", "omp", "--sparsity", 1.0],
+            "--sparsity: input should be less than 1 (got 1.0)",
+        ),
+        (
+            ["--forget-class", 3, "--prune", "omp", "--sparsity", -0.5],
+            "--sparsity: input should be greater than or equal to 0",
+        ),
+        (["--forget-class", 3, "--prune", "snip"], "--prune: input should be 'omp', 'imp' or 'synflow'"),
         (["--forget-class", 3, "--sparsity", 0.5], "--sparsity needs --prune"),
-        (["--forget-class", 3, "--forget-random", 0.1], "give exactly one of --forget-class K or --forget-random"),
-        (["--method", "ft"], "give exactly one of --forget-class K or --forget-random"),
+        (["--forget-class", 3, "--forget-random", 0.1], "give exactly one forget set"),
+        (["--method", "ft"], "give exactly one forget set"),
         (["--forget-class", 3, "--set", "fraction=1.5"], "fraction must be a number in (0.0, 1.0], got 1.5"),
         (["--forget-class", 3, "--set", "noequals"], "--set expects KEY=VALUE"),
     ],
@@ -130,4 +136,4 @@ def test_modhifi_u_is_data_free_by_default(cli, tiny_digits_checkpoint, tmp_path
     out = tmp_path / "forgot3.pt"
     result = cli("unlearn", "--model", tiny_digits_checkpoint, "--forget-class", 3, "--out", out, "--json")
     assert result.returncode == 0, result.stderr
-    assert load_checkpoint(out).metadata["unlearning"]["forget_data"] == "synthetic"
+    assert load_checkpoint(out).metadata["params"]["data"] == "synthetic"

@@ -1,4 +1,5 @@
-"""`modhifi evaluate`: accuracy (and, with a forget class, unlearning metrics) of a model."""
+"""`modhifi evaluate`: accuracy (and, with a forget class, the unlearning evidence) of a
+model — an adapter over `modhifi_core.operations.evaluate`."""
 
 from __future__ import annotations
 
@@ -14,24 +15,19 @@ def evaluate(
     dataset: str | None = typer.Option(None, help="Dataset (default: the one the model was trained on)."),
     data_dir: Path | None = typer.Option(None, help="Folder of the CIFAR-10 python batches."),
     forget_class: int | None = typer.Option(
-        None, "--forget-class", help="Also report the unlearning metrics UA, RA, TA, MIA (%) for forgetting class K."
+        None, "--forget-class", help="Also report UA, RA, TA, MIA (%) for forgetting class K (default: recorded one)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
 ) -> None:
-    """Test accuracy and per-class accuracy of a checkpoint (and, with --forget-class, UA, RA, TA and MIA)."""
-    from modhifi_core.checkpoint import load_checkpoint
-    from modhifi_core.data import data_spec, load_from_spec
-    from modhifi_core.evaluation import evaluate_classifier
+    """Test accuracy and per-class accuracy of a checkpoint (and UA, RA, TA, MIA for a forgotten class)."""
+    from flows.commands.loading import load_model_and_data
+    from modhifi_core.metadata import read_metadata
+    from modhifi_core.operations.evaluate import evaluate as evaluate_model
+    from modhifi_core.splits import forget_split
 
-    ckpt = load_checkpoint(model)
-    spec = ckpt.metadata.get("data") or data_spec(image_size=ckpt.config.image_size, channels=ckpt.config.in_channels)
-    data = load_from_spec(spec, dataset=dataset, data_dir=str(data_dir) if data_dir else None)
-    scores = evaluate_classifier(ckpt.model, data)
-    if forget_class is not None:
-        from flows.commands.unlearn import check_forget_class
-        from modhifi_core.metrics import unlearning_metrics
-        from modhifi_core.splits import class_split
-
-        check_forget_class(forget_class, ckpt.config.num_classes)
-        scores = {**scores, **unlearning_metrics(ckpt.model, class_split(data.train, forget_class), data.test)}
-    emit({**scores, "model": str(model), "sha256": ckpt.sha256}, as_json, title=f"evaluation of {model}")
+    ckpt, data = load_model_and_data(model, dataset, data_dir)
+    recorded = read_metadata(ckpt.metadata).forgotten
+    forgotten = {"class": forget_class} if forget_class is not None else recorded
+    split = forget_split(data.train, forgotten) if forgotten else None
+    metrics = evaluate_model(ckpt.model, data, split)
+    emit({**metrics, "model": str(model), "sha256": ckpt.sha256}, as_json, title=f"evaluation of {model}")

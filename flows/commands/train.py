@@ -1,4 +1,5 @@
-"""`modhifi train`: train a model from scratch on a dataset and save a checkpoint."""
+"""`modhifi train`: train a model from scratch on a dataset and save a checkpoint — an
+adapter over `modhifi_core.operations.train`."""
 
 from __future__ import annotations
 
@@ -23,40 +24,16 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
 ) -> None:
     """Train a model (SGD, cosine schedule, seeded) and report its test accuracy."""
-    from modhifi_core.checkpoint import save_checkpoint
-    from modhifi_core.data import data_spec, load_from_spec
-    from modhifi_core.evaluation import evaluate_classifier
-    from modhifi_core.models import ModelConfig, build_model
-    from modhifi_core.training import TrainConfig, train_model
+    from modhifi_core.params import DataParams, ModelParams, TrainParams
 
     size = image_size or (8 if dataset == "digits" else 32)
     channels = 1 if dataset == "digits" else 3
-    spec = data_spec(dataset, size, channels, seed=0, data_dir=str(data_dir) if data_dir else None)
-    data = load_from_spec(spec)
-    config = ModelConfig(name=model, num_classes=data.num_classes, in_channels=channels, width=width, image_size=size)
-    train_config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
-    import torch
+    d = DataParams(dataset=dataset, data_dir=str(data_dir) if data_dir else None, image_size=size, channels=channels)
+    m, t = ModelParams(name=model, width=width), TrainParams(epochs=epochs, lr=lr, batch_size=batch_size)
 
-    torch.manual_seed(seed)
-    net = build_model(config)
-    log = train_model(net, data.train, train_config)
-    scores = evaluate_classifier(net, data)
-    sha = save_checkpoint(
-        out,
-        net,
-        config,
-        metadata={"stage": "train", "data": spec, "params": vars(train_config), "metrics": scores},
-    )
-    emit(
-        {
-            "test_accuracy": scores["test_accuracy"],
-            "train_accuracy": scores["train_accuracy"],
-            "train_seconds": log["seconds"],
-            "final_loss": log["final_loss"],
-            "model": model,
-            "out": str(out),
-            "sha256": sha,
-        },
-        as_json,
-        title=f"trained {model} on {dataset}",
-    )
+    from modhifi_core.operations.train import train_from_params
+
+    outcome = train_from_params(d, m, t, seed)
+    sha = outcome.save(out)
+    shown = {k: v for k, v in outcome.metrics.items() if k != "per_class_accuracy"}
+    emit({**shown, "model": model, "out": str(out), "sha256": sha}, as_json, title=f"trained {model} on {dataset}")

@@ -22,8 +22,9 @@ from torch import Tensor, nn
 from modhifi_core.statistics import is_prunable
 
 _T = tp.ops.OPTYPE
-# Channel-wise operations that pass a channel through unchanged in position.
-_TRANSPARENT = {_T.ELEMENTWISE, _T.RESHAPE, _T.BN, _T.PRELU, _T.OUTPUT}
+# Operations that pass a channel through unchanged (a concatenation shifts its position:
+# the consumer index map of each group records where it lands).
+_TRANSPARENT = {_T.ELEMENTWISE, _T.RESHAPE, _T.BN, _T.PRELU, _T.OUTPUT, _T.CONCAT}
 
 
 @dataclass
@@ -72,14 +73,22 @@ class Coupling:
         return sorted({name for group in self.groups for name in group.consumers})
 
     def kept_inputs(self, kept: dict[str, Tensor]) -> dict[str, Tensor]:
-        """For each consumer of a group with dropped channels, its kept input indices (sorted)."""
-        result = {}
+        """For each consumer of a group with dropped channels, its kept input indices
+        (sorted). A consumer of a concatenation reads several groups: it keeps every input
+        that none of them drops."""
+        modules = dict(self.model.named_modules())
+        dropped: dict[str, list[Tensor]] = {}
         for group in self.groups:
             keep = kept.get(group.root)
             if keep is None or len(keep) == group.size:
                 continue
             for layer, index in group.consumers.items():
-                result[layer] = index[keep].sort().values
+                dropped.setdefault(layer, []).append(index[_complement(keep, group.size)])
+        result = {}
+        for layer, parts in dropped.items():
+            inputs = torch.ones(modules[layer].weight.shape[1], dtype=torch.bool)
+            inputs[torch.cat(parts)] = False
+            result[layer] = torch.nonzero(inputs).flatten()
         return result
 
     @torch.no_grad()

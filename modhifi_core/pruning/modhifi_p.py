@@ -16,10 +16,10 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from modhifi_core.batchnorm import recalibrate_batchnorm
+from modhifi_core.calibration import calibration_batches
 from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
 from modhifi_core.fidelity import DEFAULT_RIDGE, component_moments, kernel_slices, singleton_from_moments
@@ -61,6 +61,7 @@ def modhifi_prune(
     rounds: int | None = None,
     round_to: int = 1,
     batch_size: int = 128,
+    **loop_options,
 ) -> PruningResult:
     """ModHiFi-P: singleton fidelities on `calibration` images `(N, C, H, W)`, union rule
     per consumer, coupled groups kept iff any consumer keeps them, compensation `none`,
@@ -90,6 +91,7 @@ def modhifi_prune(
         batch_size=batch_size,
         needs_statistics=True,
         allocation=allocation,
+        **loop_options,
     )
 
 
@@ -126,17 +128,28 @@ def prune_with(
     batch_size: int = 128,
     needs_statistics: bool = False,
     allocation: str = "uniform",
+    example_inputs: Tensor | None = None,
+    ignored_layers: list[str] | None = None,
+    statistics: dict[str, LayerStatistics] | None = None,
 ) -> PruningResult:
     """The shared pruning loop; every method is this call with its importance factory.
-    `allocation` only labels the report (the factory's keep levels implement it)."""
-    images = _calibration_images(calibration)
+    `allocation` only labels the report (the factory's keep levels implement it).
+
+    `calibration`: anything `calibration_batches` takes (a tensor, a dataset, a list of
+    input batches, a DataLoader). `example_inputs`: the batch Torch-Pruning traces
+    (default: the first calibration input). `ignored_layers`: layers whose output
+    channels are never pruned (default: the last Linear, the classifier).
+    `statistics`: the first round's consumer-layer statistics when already collected on
+    this model and these calibration batches (the pipeline's collect stage); later
+    rounds re-collect on the pruned model."""
+    batches = calibration_batches(calibration, batch_size)
     rounds = _validate(target_flops, keep_fraction, compensation, ridge, rounds, round_to, batch_size)
     start = time.perf_counter()
     dense = model.eval()
     model = copy.deepcopy(model).eval()
-    batches = list(images.split(batch_size))
-    example = images[:1].to(next(model.parameters()).device)
-    protected = [classifier_name(model)]
+    device = next(model.parameters()).device
+    example = (example_inputs if example_inputs is not None else batches[0][:1]).to(device)
+    protected = list(ignored_layers) if ignored_layers is not None else [classifier_name(model)]
     dense_flops, _ = flops_by_layer(model, example)
     log = []
     for index in range(rounds):
@@ -150,7 +163,9 @@ def prune_with(
             untouched = "; ".join(f"{k} ({v})" for k, v in coupling.skipped.items())
             warnings.warn(f"channels left untouched, their groups cannot be pruned exactly: {untouched}", stacklevel=2)
         stats = {}
-        if needs_statistics or compensation != "none":
+        if index == 0 and statistics is not None:
+            stats = _given_statistics(statistics, coupling.consumer_layers(), sum(len(b) for b in batches))
+        elif needs_statistics or compensation != "none":
             stats = collect_statistics(model, batches, coupling.consumer_layers())
         importance = importance_for(model, coupling, stats)
         levels = {group.root: importance.keep_levels(group.group) for group in coupling.groups}
@@ -191,7 +206,8 @@ def prune_with(
             "compensation": compensation,
             "ridge": ridge,
             "round_to": round_to,
-            "calibration_samples": len(images),
+            "calibration_samples": sum(len(b) for b in batches),
+            "first_round_statistics": "given" if statistics is not None else "collected",
             "rounds": log,
             "untouched_groups": coupling.skipped,
             "unsupported_layers": unsupported_layers(dense),
@@ -221,16 +237,17 @@ def _compensate(
             full_compensation(modules[name], stats[name], grams[name], index, feeds_bn, ridge)
 
 
-def _calibration_images(calibration: Tensor | ArrayDataset) -> Tensor:
-    images = calibration.images if isinstance(calibration, ArrayDataset) else calibration
-    if not isinstance(images, Tensor) or images.ndim != 4:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise InputError(f"calibration images must be a tensor (N, C, H, W), got {shape}")
-    if len(images) == 0:
-        raise InputError("calibration data is empty: no images to collect statistics on")
-    if not torch.isfinite(images).all():
-        raise InputError("calibration images contain NaN or inf")
-    return images
+def _given_statistics(
+    statistics: dict[str, LayerStatistics], layers: list[str], samples: int
+) -> dict[str, LayerStatistics]:
+    """The given statistics, checked to describe these consumer layers and this many samples."""
+    missing = sorted(set(layers) - set(statistics))
+    if missing:
+        raise InputError(f"the given statistics lack layers {missing[:3]}: collect them on this model")
+    counts = {int(s.samples) for name, s in statistics.items() if name in layers}
+    if counts != {samples}:
+        raise InputError(f"the given statistics cover {sorted(counts)} samples, the calibration data {samples}")
+    return {name: statistics[name] for name in layers}
 
 
 def _validate(

@@ -49,10 +49,11 @@ class FlopsModel:
         kept_in, kept_out = {}, {}
         for group in self.groups:
             removed = group.size - len(kept.get(group.root, range(group.size)))
+            # A consumer of a concatenation reads several groups: their removals add up.
             for name in group.consumers:
-                kept_in[name] = self.channels[name][0] - removed
+                kept_in[name] = kept_in.get(name, self.channels[name][0]) - removed
             for name in group.producers:
-                kept_out[name] = self.channels[name][1] - removed
+                kept_out[name] = kept_out.get(name, self.channels[name][1]) - removed
         return predicted_flops(self.total, self.per_layer, self.channels, kept_in, kept_out)
 
 

@@ -98,6 +98,13 @@ def load_synthetic(folder: str | Path, num_classes: int | None = None) -> ArrayD
     return load_sample_folder(folder, num_classes=num_classes)
 
 
+def samples_digest(folder: str | Path) -> str:
+    """The sha256 of a sample folder's sample files (comma-joined, sorted by name): the
+    parent hash a model made from these samples records."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix in (".npz", ".pt"))
+    return ",".join(sha256_file(p) for p in files)
+
+
 def preview_title(result: SynthesisResult) -> str:
     q = result.quality
     line = f"model agrees with the target label on {q['agreement']:.1f}% · diversity {q['diversity']:.3f}"

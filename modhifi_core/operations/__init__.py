@@ -1,0 +1,20 @@
+"""The operations: one function per thing a user does, objects in and objects out.
+
+| operation            | model level (any `nn.Module`)                   | checkpoint level (adapters)  |
+|----------------------|-------------------------------------------------|------------------------------|
+| train                | `train(config, data, recipe)`                   | (returns an `Outcome`)       |
+| synthesize           | `synthesize(model, per_class, image_shape=...)` | + `save_synthetic`           |
+| collect_statistics   | `collect_statistics(model, calibration)`        |                              |
+| score                | `score(model, statistics)`                      |                              |
+| prune                | `prune(model, calibration, target_flops)`       | `prune_checkpoint`           |
+| unlearn              | `unlearn(model, split, method)`                 | `unlearn_checkpoint`         |
+| finetune             | `finetune(student, teacher, data, epochs)`      | `finetune_checkpoint`        |
+| evaluate             | `evaluate(model, data, split)`                  |                              |
+| report               | `report(RunResults)`                            |                              |
+
+The pipeline stages (`tasks/`) and the CLI commands (`flows/commands/`) are adapters over
+these functions: files or arguments in, one call, files and printed results out. They
+import each operation from its own module, so a stage's import closure — its DVC code
+dependencies — holds only the code that operation runs. `from modhifi_core import prune`
+is the short form for users.
+"""

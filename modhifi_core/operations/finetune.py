@@ -1,0 +1,106 @@
+"""Operation `finetune`: recover a modified model's accuracy, data-free by default.
+
+The model-level operation is `modhifi_core.distillation.finetune` (distillation from a
+teacher on synthetic samples, or cross-entropy on real labelled data, then BN
+recalibration or frozen BN). `finetune_checkpoint` is that operation on a loaded
+checkpoint, as every adapter runs it: a model whose metadata (or an ancestor's) records
+a forgotten class is fine-tuned on the retained classes only, with BatchNorm frozen —
+recalibrating, or distilling the forgotten class, would teach it back.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+from modhifi_core.checkpoint import Checkpoint
+from modhifi_core.data import ArrayDataset, DatasetSplits
+from modhifi_core.distillation import check_settings, finetune
+from modhifi_core.errors import InputError
+from modhifi_core.metadata import read_metadata
+from modhifi_core.operations.outcome import Outcome
+from modhifi_core.params import FinetuneParams
+from modhifi_core.training import accuracy
+from modhifi_core.unstructured.masks import Masks
+
+
+def finetune_checkpoint(
+    student: Checkpoint,
+    teacher: Checkpoint | None,
+    data: DatasetSplits,
+    params: FinetuneParams,
+    *,
+    samples: ArrayDataset | None = None,
+    forget_class: int | None = None,
+    seed: int = 0,
+    parents: dict[str, str] | None = None,
+) -> Outcome:
+    """Fine-tune a copy of `student.model`.
+
+    `params.data == "synthetic"`: distil from `teacher` on `samples` (synthesised from
+    the teacher now, `params.per_class` per retained class, when None); `real`:
+    cross-entropy on `data.train`. `forget_class` overrides the class the metadata
+    records as forgotten. A sparse student keeps its pruned weights at zero. Metrics:
+    `test_accuracy` / `test_accuracy_before` on the test set without the forgotten
+    class, `forget_accuracy`, `teacher_test_accuracy`, the fine-tuning log."""
+    meta = read_metadata(student.metadata)
+    forgotten = forget_class if forget_class is not None else meta.forgotten_class
+    num_classes = student.config.num_classes
+    if forgotten is not None and not 0 <= forgotten < num_classes:
+        raise InputError(f"forget class {forgotten} does not exist: the model has classes 0..{num_classes - 1}")
+    classes = None if forgotten is None else [k for k in range(num_classes) if k != forgotten]
+    batchnorm = params.batchnorm or ("frozen" if forgotten is not None else "recalibrate")
+    lr = params.lr or (0.001 if batchnorm == "frozen" else 0.01)
+    check_settings(params.epochs, lr, params.temperature, params.batch_size, batchnorm)
+    if params.data == "synthetic":
+        if teacher is None:
+            raise InputError("distillation on synthetic data needs a teacher (the original model)")
+        _check_compatible(student, teacher)
+        samples = samples if samples is not None else _synthesize(teacher, params, data, classes, seed)
+        if samples.image_shape != data.image_shape:
+            raise InputError(f"synthetic samples have shape {samples.image_shape}, the model takes {data.image_shape}")
+    else:
+        samples = data.train
+    model = student.model  # a freshly loaded checkpoint: fine-tuned in place
+    test = data.test if classes is None else data.test.of_classes(classes)
+    before = accuracy(model, test)
+    masks = Masks.from_extra(student.extra, model)
+    with masks.enforced(model) if masks is not None else nullcontext():
+        log = finetune(
+            model,
+            teacher.model if params.data == "synthetic" else None,
+            samples,
+            params.epochs,
+            lr=lr,
+            temperature=params.temperature,
+            batch_size=params.batch_size,
+            classes=classes,
+            seed=seed,
+            batchnorm=batchnorm,
+        )
+    evidence = {"test_accuracy": accuracy(model, test), "test_accuracy_before": before}
+    if teacher is not None:
+        evidence["teacher_test_accuracy"] = accuracy(teacher.model, test)
+    if forgotten is not None:
+        evidence["forget_accuracy"] = accuracy(model, data.test.of_classes([forgotten]))
+    used = {**params.model_dump(), "lr": lr, "batchnorm": batchnorm, "forget_class": forgotten, "seed": seed}
+    parents = {**(parents or {}), **({"teacher": teacher.sha256} if teacher is not None else {})}
+    metadata = meta.derive("finetune", student.sha256, parents=parents, params=used, metrics=evidence, report=log)
+    metrics = {**evidence, **{k: log[k] for k in ("loss", "samples", "final_loss", "seconds")}}
+    metrics.update(forget_class=forgotten, batchnorm=batchnorm, lr=lr, epochs=params.epochs)
+    return Outcome(model, student.config, metadata, metrics, extra=dict(student.extra))
+
+
+def _synthesize(
+    teacher: Checkpoint, params: FinetuneParams, data: DatasetSplits, classes: list[int] | None, seed: int
+) -> ArrayDataset:
+    from modhifi_core.synthesis import synthesize
+
+    return synthesize(teacher.model, params.per_class, image_shape=data.image_shape, classes=classes, seed=seed).samples
+
+
+def _check_compatible(student: Checkpoint, teacher: Checkpoint) -> None:
+    """Teacher and student must see the same inputs and predict the same classes."""
+    for field in ("num_classes", "in_channels", "image_size"):
+        mine, theirs = getattr(student.config, field), getattr(teacher.config, field)
+        if mine != theirs:
+            raise InputError(f"teacher and model differ in {field} ({theirs} vs {mine})")

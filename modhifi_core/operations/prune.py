@@ -1,0 +1,125 @@
+"""Operation `prune`: structured pruning (ModHiFi-P or a baseline) of any network
+Torch-Pruning can trace, with physical channel removal.
+
+    result = prune(model, calibration, target_flops=0.5)     # result.model, result.report
+
+`prune_checkpoint` is the same operation on a loaded checkpoint, with the evidence every
+adapter reports (accuracy before/after, FLOPs/params ratios, CPU latency) and the
+metadata of the pruned model.
+"""
+
+from __future__ import annotations
+
+import time
+
+from torch import Tensor, nn
+
+from modhifi_core.checkpoint import Checkpoint
+from modhifi_core.data import ArrayDataset, DatasetSplits
+from modhifi_core.errors import InputError
+from modhifi_core.metadata import read_metadata
+from modhifi_core.operations.outcome import Outcome
+from modhifi_core.operations.statistics import ModelStatistics
+from modhifi_core.params import PruneParams
+from modhifi_core.pruning import PruningResult, magnitude_prune, modhifi_prune, random_prune
+from modhifi_core.pruning.report import latency_report
+from modhifi_core.training import accuracy
+
+METHODS = ("modhifi", "magnitude", "l1", "l2", "random")
+
+
+def prune(
+    model: nn.Module,
+    calibration: object,
+    target_flops: float | None = 0.5,
+    method: str = "modhifi",
+    *,
+    example_inputs: Tensor | None = None,
+    ignored_layers: list[str] | None = None,
+    statistics: ModelStatistics | None = None,
+    **options,
+) -> PruningResult:
+    """Prune `model` (untouched; the result holds a new module) to `target_flops` of its
+    FLOPs (within ±0.02), or by `keep_fraction`.
+
+    `calibration`: a tensor of inputs, a dataset, a list of input batches or a DataLoader
+    (scores, compensation and BN recalibration use it). `method`: `modhifi` (ModHiFi-P),
+    `l1`/`l2`/`magnitude` (= L2, Torch-Pruning group magnitude) or `random`.
+    `example_inputs`: what Torch-Pruning traces (default: the first calibration input).
+    `ignored_layers`: layers whose output channels stay (default: the last Linear).
+    `statistics`: the first round's statistics, if already collected (`collect_statistics`
+    on this model and calibration). Other options: `compensation` (`none`, `scalar`,
+    `full`; default scalar for modhifi, none otherwise), `allocation`, `ridge`, `rounds`,
+    `round_to`, `batch_size`, `keep_fraction`, `seed` (random).
+    `report`: `flops_ratio`, `params_ratio`, per-layer channels/FLOPs/params, rounds."""
+    common = {"example_inputs": example_inputs, "ignored_layers": ignored_layers, **options}
+    if statistics is not None:
+        common["statistics"] = statistics.layers
+    if method == "modhifi":
+        return modhifi_prune(model, calibration, target_flops, **common)
+    if method in ("magnitude", "l1", "l2"):
+        return magnitude_prune(model, calibration, target_flops, p=1 if method == "l1" else 2, **common)
+    if method == "random":
+        return random_prune(model, calibration, target_flops, **common)
+    raise InputError(f"unknown pruning method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def prune_checkpoint(
+    source: Checkpoint,
+    calibration: ArrayDataset,
+    data: DatasetSplits,
+    params: PruneParams,
+    *,
+    calibration_source: str,
+    seed: int = 0,
+    batch_size: int = 128,
+    latency_batch: int = 64,
+    latency_repeats: int = 20,
+    statistics: ModelStatistics | None = None,
+    parents: dict[str, str] | None = None,
+) -> Outcome:
+    """`prune` on `source.model` with `params`, measured on `data.test`: metrics
+    `flops_ratio`, `params_ratio`, `test_accuracy`, `dense_test_accuracy` (%),
+    `latency_*` (median of `latency_repeats` interleaved dense/pruned passes on a random
+    batch of `latency_batch`) and `seconds`."""
+    start = time.perf_counter()
+    options = pruning_options(params, seed)
+    result = prune(source.model, calibration, batch_size=batch_size, statistics=statistics, **options)
+    seconds = time.perf_counter() - start
+    metrics = {
+        "method": params.method,
+        "compensation": options["compensation"],
+        "calibration": calibration_source,
+        "flops_ratio": result.report["flops_ratio"],
+        "params_ratio": result.report["params_ratio"],
+        "test_accuracy": accuracy(result.model, data.test),
+        "dense_test_accuracy": accuracy(source.model, data.test),
+    }
+    evidence = dict(metrics)
+    metrics.update(latency_report(source.model, result.model, data.image_shape, latency_batch, repeats=latency_repeats))
+    metrics["seconds"] = seconds
+    run_params = {**params.model_dump(), **options, "calibration": calibration_source, "seed": seed}
+    run_params["calibration_samples"] = len(calibration)
+    metadata = read_metadata(source.metadata).derive(
+        "prune", source.sha256, parents=parents or {}, params=run_params, metrics=evidence, report=result.report
+    )
+    return Outcome(result.model, source.config, metadata, metrics)
+
+
+def pruning_options(params: PruneParams, seed: int = 0) -> dict:
+    """The keyword arguments of `prune` that `params` describes (a null compensation:
+    the method's default — scalar δ* for modhifi, none for the baselines)."""
+    compensation = params.compensation or ("scalar" if params.method == "modhifi" else "none")
+    options = {
+        "method": params.method,
+        "target_flops": params.target_flops,
+        "compensation": compensation,
+        "rounds": params.rounds,
+        "ridge": params.ridge,
+        "round_to": params.round_to,
+    }
+    if params.method == "modhifi":
+        options["allocation"] = params.allocation
+    if params.method == "random":
+        options["seed"] = seed
+    return options

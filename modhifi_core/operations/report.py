@@ -1,0 +1,174 @@
+"""Operation `report`: a Markdown and HTML report of a pipeline run with plots a person
+can read — kept channels per layer, score distributions per layer, per-class accuracy of
+every model (the forgotten class marked), the unlearning evidence before and after, and
+the synthetic calibration samples. Objects in (the run's metrics), objects out (text and
+PNG bytes); the report stage writes them."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import markdown as markdown_lib
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+import torch  # noqa: E402
+
+from modhifi_core.params import Params  # noqa: E402
+
+UNLEARNING_METRICS = ("UA", "RA", "TA", "MIA")
+
+
+@dataclass
+class RunResults:
+    """What the report shows: the evaluate stage's metrics, the prune stage's metrics and
+    per-layer rows (`layer`, `channels_before`, `channels_after`), the score tensors per
+    layer, per-class test accuracy rows (`class`, one column per model), the unlearn
+    stage's metrics, and extra figures already rendered (name -> PNG bytes)."""
+
+    params: Params
+    evaluation: dict
+    pruned: dict
+    layers: list[dict]
+    scores: dict[str, torch.Tensor]
+    per_class: list[dict]
+    unlearned: dict
+    images: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    markdown: str
+    html: str
+    figures: dict[str, bytes]
+
+
+def report(results: RunResults) -> Report:
+    """Render the figures and the Markdown/HTML text (figures referenced by file name)."""
+    figures = {
+        "kept_channels.png": _png(plot_kept_channels(results.layers)),
+        "fidelity_scores.png": _png(plot_fidelity(results.scores)),
+        "per_class_accuracy.png": _png(plot_per_class(results.per_class, results.evaluation["forget_class"])),
+        "unlearning.png": _png(plot_unlearning(unlearning_rows(results))),
+        **results.images,
+    }
+    text = render_markdown(results.params, results.evaluation, results.pruned, list(figures))
+    html = markdown_lib.markdown(text, extensions=["tables"])
+    style = "body{font-family:sans-serif;max-width:960px;margin:auto}td,th{border:1px solid #ccc;padding:4px 8px}"
+    head = f"<head><meta charset='utf-8'><title>modhifi report</title><style>{style}</style></head>"
+    return Report(text, f"<!doctype html><html>{head}<body>{html}</body></html>\n", figures)
+
+
+def unlearning_rows(results: RunResults) -> dict[str, dict[str, float]]:
+    """UA/RA/TA/MIA before unlearning, after it, and after fine-tuning."""
+    unlearned, final = results.unlearned, results.evaluation
+    return {
+        "before unlearning (pruned)": {k: unlearned[f"before_{k}"] for k in UNLEARNING_METRICS},
+        f"after {unlearned['method']}": {k: unlearned[k] for k in UNLEARNING_METRICS},
+        "after fine-tuning (final)": {k: final[k] for k in UNLEARNING_METRICS},
+    }
+
+
+def plot_kept_channels(rows: list[dict]) -> plt.Figure:
+    names = [r["layer"] for r in rows]
+    before = [int(r["channels_before"]) for r in rows]
+    after = [int(r["channels_after"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(rows)), 4))
+    x = range(len(rows))
+    ax.bar(x, before, color="#cccccc", label="dense")
+    ax.bar(x, after, color="#1f77b4", label="kept after pruning")
+    ax.set_xticks(list(x), names, rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel("output channels")
+    ax.set_title("Channels kept per layer (ModHiFi-P)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_fidelity(scores: dict[str, torch.Tensor]) -> plt.Figure:
+    names = list(scores)
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)), 4))
+    ax.boxplot([scores[n].flatten().numpy() for n in names], showfliers=False)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel("singleton fidelity s_ci (0-1)")
+    ax.set_title("How much of each output a single input channel explains, per layer")
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class(rows: list[dict], forget_class: int | None) -> plt.Figure:
+    models = [k for k in rows[0] if k != "class"]
+    fig, ax = plt.subplots(figsize=(9.5, 4))
+    width = 0.8 / len(models)
+    for index, model in enumerate(models):
+        xs = [int(r["class"]) + index * width for r in rows]
+        ax.bar(xs, [float(r[model]) for r in rows], width=width, label=model)
+    if forget_class is not None:
+        label = f"forgotten class {forget_class}"
+        ax.axvspan(forget_class - 0.1, forget_class + 0.9, color="red", alpha=0.1, label=label)
+    ax.set_xticks([int(r["class"]) + 0.4 for r in rows], [r["class"] for r in rows])
+    ax.set_xlabel("class")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("Per-class test accuracy of each model")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def plot_unlearning(rows: dict[str, dict[str, float]]) -> plt.Figure:
+    metrics = list(UNLEARNING_METRICS)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(len(rows), 1)
+    for index, (label, values) in enumerate(rows.items()):
+        ax.bar([m + index * width for m in range(len(metrics))], [values[k] for k in metrics], width=width, label=label)
+    ax.set_xticks([m + 0.4 - width / 2 for m in range(len(metrics))], metrics)
+    ax.set_ylabel("percent")
+    ax.set_ylim(0, 105)
+    ax.set_title("Unlearning evidence (UA: forgotten, RA/TA: kept, MIA: looks unseen)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def render_markdown(params: Params, evaluation: dict, pruned: dict, figures: list[str]) -> str:
+    rows = [
+        ("base model test accuracy (%)", evaluation["base_test_accuracy"]),
+        ("pruned test accuracy (%)", evaluation["pruned_test_accuracy"]),
+        ("FLOPs remaining (pruned / dense)", evaluation["flops_ratio"]),
+        ("parameters remaining", evaluation["params_ratio"]),
+        ("CPU latency speed-up", evaluation["latency_speedup"]),
+        (f"UA, forgetting {evaluation['forget']} (%)", evaluation["UA"]),
+        ("RA (%)", evaluation["RA"]),
+        ("TA (%)", evaluation["TA"]),
+        ("MIA-Efficacy (%)", evaluation["MIA"]),
+        ("UA after BN recalibration on retained data (%)", evaluation["UA_after_bn_recalibration"]),
+        ("final test accuracy, all classes (%)", evaluation["final_test_accuracy"]),
+    ]
+    lines = [
+        "# modhifi run report",
+        "",
+        f"Pruned with **{pruned['method']}** to {params.prune.target_flops:.0%} of the dense FLOPs "
+        f"(calibration: {pruned['calibration']}), then unlearned **{evaluation['forget']}** "
+        f"with **{params.unlearn.method}** ({params.unlearn.data} data), "
+        f"then fine-tuned {params.finetune.epochs} epochs.",
+        "",
+        "| result | value |",
+        "|---|---|",
+        *[f"| {label} | {value:.4g} |" for label, value in rows],
+        "",
+        "Lineage: `modhifi lineage outputs/final/model.pt` lists every stage, its parameters and hashes.",
+        "",
+    ]
+    for figure in figures:
+        lines += [f"![{figure}]({figure})", ""]
+    return "\n".join(lines)
+
+
+def _png(figure: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    plt.close(figure)
+    return buffer.getvalue()

@@ -1,0 +1,79 @@
+"""Operations `collect_statistics` and `score`: the streaming activation statistics of a
+model's prunable layers on calibration data, and the per-component scores made from them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from torch import Tensor, nn
+
+from modhifi_core import statistics as layer_statistics
+from modhifi_core.calibration import calibration_batches
+from modhifi_core.errors import InputError
+from modhifi_core.fidelity import scores_from_statistics
+from modhifi_core.models import classifier_name
+from modhifi_core.pruning.coupling import Coupling
+from modhifi_core.statistics import LayerStatistics
+
+SCORES = ("fidelity",)
+
+
+@dataclass
+class ModelStatistics:
+    """Float64 sums per consumer layer of a prunable channel group (`layers`), whether
+    each layer's output feeds a BatchNorm (`centered`: scores use centred contributions)
+    and the number of calibration samples. Shards of calibration data add up."""
+
+    layers: dict[str, LayerStatistics]
+    centered: dict[str, bool]
+    samples: int
+
+    def to_payload(self) -> dict:
+        """Plain tensors and containers (`torch.save` + `weights_only=True` load)."""
+        layers = {name: asdict(s) for name, s in self.layers.items()}
+        return {"layers": layers, "centered": self.centered, "samples": self.samples}
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> ModelStatistics:
+        try:
+            layers = {name: LayerStatistics(**s) for name, s in payload["layers"].items()}
+            return cls(layers, dict(payload["centered"]), int(payload["samples"]))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise InputError(f"not a modhifi statistics file ({type(exc).__name__}: {exc})") from None
+
+
+def collect_statistics(
+    model: nn.Module,
+    calibration: object,
+    *,
+    batch_size: int = 128,
+    example_inputs: Tensor | None = None,
+    ignored_layers: list[str] | None = None,
+) -> ModelStatistics:
+    """One streaming pass of `model` over `calibration` (a tensor, dataset, list of
+    batches or DataLoader), hooking every consumer layer of the prunable channel groups
+    Torch-Pruning finds (traced on `example_inputs`, default the first input;
+    `ignored_layers` default: the classifier)."""
+    batches = calibration_batches(calibration, batch_size)
+    example = example_inputs if example_inputs is not None else batches[0][:1]
+    protected = list(ignored_layers) if ignored_layers is not None else [classifier_name(model)]
+    coupling = Coupling(model.eval(), example, protected)
+    layers = coupling.consumer_layers()
+    stats = layer_statistics.collect_statistics(model, batches, layers)
+    centered = {name: coupling.feeds_batchnorm(name) for name in layers}
+    return ModelStatistics(stats, centered, sum(len(b) for b in batches))
+
+
+def score(model: nn.Module, statistics: ModelStatistics, kind: str = "fidelity") -> dict[str, Tensor]:
+    """Per layer, the score `(c_out, c_in)` of every component `(c, i)` (method.md §1):
+    `fidelity` — the singleton Subset Fidelity `s_ci`, centred where the output feeds a BN."""
+    if kind not in SCORES:
+        raise InputError(f"unknown score {kind!r}; choose one of {', '.join(SCORES)}")
+    modules = dict(model.named_modules())
+    missing = sorted(set(statistics.layers) - set(modules))
+    if missing:
+        raise InputError(f"the statistics name layers the model does not have: {missing[:3]}")
+    return {
+        name: scores_from_statistics(s, modules[name], statistics.centered[name]).float()
+        for name, s in statistics.layers.items()
+    }

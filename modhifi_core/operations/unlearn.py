@@ -1,0 +1,141 @@
+"""Operation `unlearn`: forget a class or a random fraction of the training samples.
+
+The model-level operation is `modhifi_core.unlearning.unlearn(model, split, method,
+masks, **hyperparameters)` (ModHiFi-U and the Unlearn-Sparse baselines, one call shape).
+`unlearn_checkpoint` is that operation on a loaded checkpoint, as every adapter runs it:
+the forget split, optional unstructured pruning first (prune-then-unlearn), the data the
+method sees (synthetic samples — data-free — or the real split), the evidence before
+and after (UA, RA, TA, MIA-Efficacy on the real data) and the metadata recording what
+was forgotten.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from modhifi_core.checkpoint import Checkpoint
+from modhifi_core.data import ArrayDataset, DatasetSplits
+from modhifi_core.errors import InputError
+from modhifi_core.metadata import ModelMetadata, read_metadata
+from modhifi_core.metrics import unlearning_metrics
+from modhifi_core.models import build_model
+from modhifi_core.operations.outcome import Outcome
+from modhifi_core.params import UnlearnParams
+from modhifi_core.splits import ForgetSplit, class_split, forget_split
+from modhifi_core.training import TrainConfig
+from modhifi_core.unlearning import unlearn
+from modhifi_core.unstructured import Masks, prune_unstructured
+
+# Synthetic samples per class made for the method when none are given (data-free).
+SYNTHETIC_PER_CLASS = 50
+
+
+def unlearn_checkpoint(
+    source: Checkpoint,
+    data: DatasetSplits,
+    params: UnlearnParams,
+    *,
+    samples: ArrayDataset | None = None,
+    seed: int = 0,
+    parents: dict[str, str] | None = None,
+) -> Outcome:
+    """Unlearn `params`' forget set from `source.model`.
+
+    With `params.data == "synthetic"` the method sees only `samples` (labelled synthetic
+    samples of every class; made from the model now when None); with `real` the real
+    training split. Retrain uses the model's training recipe unless hyper-parameters
+    override it. Metrics: UA, RA, TA, MIA (%) after, `before_*` on the source model,
+    `seconds` (the unlearning step), `prune_seconds`."""
+    meta = read_metadata(source.metadata)
+    forgotten = _forget_record(params, seed)
+    split = forget_split(data.train, forgotten)
+    if split.forget.num_classes != source.config.num_classes:
+        raise InputError(f"the model has {source.config.num_classes} classes, the dataset {split.forget.num_classes}")
+    network, masks, prune_seconds = source.model, Masks.from_extra(source.extra, source.model), None
+    if params.prune is not None:
+        prune_start = time.perf_counter()
+        network, masks, _ = prune_unstructured(
+            network,
+            data.train,
+            params.prune,
+            params.sparsity,
+            init_state=_initial_state(source, meta, seed),
+            retrain=TrainConfig(
+                **{**meta.recipe, **({"epochs": params.retrain_epochs} if params.retrain_epochs else {})}
+            ),
+        )
+        prune_seconds = time.perf_counter() - prune_start
+    method_split, hyperparameters = split, dict(params.hyperparameters)
+    if params.data == "synthetic":
+        method_split, hyperparameters = _synthetic_inputs(network, samples, data, params, seed)
+    if params.method == "retrain":
+        hyperparameters = {**meta.recipe, **hyperparameters}
+    result = unlearn(network, method_split, params.method, masks=masks, **hyperparameters)
+    before = unlearning_metrics(source.model, split, data.test)
+    after = unlearning_metrics(result.model, split, data.test)
+    evidence = {**after, **{f"before_{k}": v for k, v in before.items()}}
+    forgotten["method"] = params.method
+    metadata = meta.derive(
+        "unlearn",
+        source.sha256,
+        parents=parents or {},
+        params={**params.model_dump(), "seed": seed, "hyperparameters": result.log["hyperparameters"]},
+        forgotten=forgotten,
+        metrics={"forget": split.describe(), **evidence},
+        report=result.log,
+    )
+    metrics = {
+        "method": params.method,
+        "forget": split.describe(),
+        "data": params.data,
+        "sparsity": None if masks is None else masks.sparsity,
+        **evidence,
+        "seconds": result.seconds,
+        "prune_seconds": prune_seconds,
+    }
+    return Outcome(result.model, source.config, metadata, metrics, extra={} if masks is None else masks.to_extra())
+
+
+def _forget_record(params: UnlearnParams, seed: int) -> dict:
+    if params.forget_class is not None:
+        return {"class": params.forget_class}
+    return {"fraction": params.forget_random, "seed": seed}
+
+
+def _synthetic_inputs(
+    model: torch.nn.Module, samples: ArrayDataset | None, data: DatasetSplits, params: UnlearnParams, seed: int
+) -> tuple[ForgetSplit, dict]:
+    """The split and hyper-parameters of a data-free run: ModHiFi-U scores synthetic
+    samples of the forget class (passed as `forget_images`; with `contrastive`, synthetic
+    retain samples as `retain_images`) and never touches the real split it is given for
+    the evidence; the baselines train on the synthetic split. Without `samples`,
+    `SYNTHETIC_PER_CLASS` per class are synthesised from `model` (for plain ModHiFi-U,
+    of the forget class only)."""
+    hyperparameters = dict(params.hyperparameters)
+    k = params.forget_class
+    modhifi_only_forget = params.method == "modhifi" and not hyperparameters.get("contrastive")
+    if samples is None:
+        from modhifi_core.synthesis import synthesize
+
+        classes = [k] if modhifi_only_forget else None
+        made = synthesize(model, SYNTHETIC_PER_CLASS, image_shape=data.image_shape, classes=classes, seed=seed)
+        samples = made.samples
+    if samples.image_shape != data.image_shape:
+        raise InputError(f"synthetic samples have shape {samples.image_shape}, the model takes {data.image_shape}")
+    if params.method != "modhifi":
+        return class_split(samples, k), hyperparameters
+    hyperparameters["forget_images"] = samples.of_classes([k]).images
+    if not modhifi_only_forget:
+        hyperparameters["retain_images"] = samples.of_classes([c for c in range(samples.num_classes) if c != k]).images
+    return forget_split(data.train, {"class": k}), hyperparameters
+
+
+def _initial_state(source: Checkpoint, meta: ModelMetadata, seed: int) -> dict:
+    """The rewinding point of OMP/IMP and SynFlow's start: the architecture freshly
+    initialised with the training seed (the recipe's, else `seed`) — the model's own
+    initialisation when modhifi trained it (for a channel-pruned model, a fresh
+    initialisation of its pruned shape)."""
+    torch.manual_seed(meta.recipe.get("seed", seed))
+    return build_model(source.config).state_dict()

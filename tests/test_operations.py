@@ -1,0 +1,124 @@
+"""The operations are the one implementation every adapter calls: the public API works on
+a network the zoo does not have, and the checkpoint-level operations carry what earlier
+operations recorded (the forgotten class, the training recipe, the chosen compensation)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from modhifi_core.checkpoint import load_checkpoint
+from modhifi_core.data import data_spec, load_from_spec
+from modhifi_core.metadata import read_metadata
+from modhifi_core.operations.prune import prune_checkpoint, pruning_options
+from modhifi_core.operations.train import train_from_params
+from modhifi_core.operations.unlearn import unlearn_checkpoint
+from modhifi_core.params import DataParams, ModelParams, PruneParams, TrainParams, UnlearnParams
+
+
+class Branchy(nn.Module):
+    """Not a zoo model: a BN stem, two branches joined by concatenation, a residual add."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.a = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(width, width // 2, 1), nn.BatchNorm2d(width // 2), nn.ReLU())
+        self.mix = nn.Sequential(nn.Conv2d(width + width // 2, width, 3, padding=1), nn.BatchNorm2d(width))
+        self.head = nn.Linear(width, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = torch.cat([self.a(x), self.b(x)], dim=1)
+        x = torch.relu(self.mix(y) + x)
+        return self.head(x.mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def branchy():
+    torch.manual_seed(0)
+    return Branchy().eval(), torch.randn(96, 3, 8, 8)
+
+
+@pytest.mark.parametrize("compensation", ["none", "full"])
+def test_public_prune_on_a_foreign_network_prunes_the_concatenated_branches(branchy, compensation):
+    from modhifi_core import prune
+
+    model, inputs = branchy
+    before = copy.deepcopy(model.state_dict())
+    result = prune(model, inputs, target_flops=0.5, compensation=compensation)
+    assert abs(result.report["flops_ratio"] - 0.5) <= 0.02
+    assert result.report["untouched_groups"] == {}
+    layers = result.report["layers"]
+    assert layers["a.0"]["out_channels"][1] < 32 and layers["b.0"]["out_channels"][1] < 16
+    kept_a, kept_b = layers["a.0"]["out_channels"][1], layers["b.0"]["out_channels"][1]
+    assert layers["mix.0"]["in_channels"][1] == kept_a + kept_b  # the concat consumer lost both branches' channels
+    assert result.model(inputs[:4]).shape == (4, 5)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()), "the caller's model is untouched"
+
+
+def test_calibration_as_tensor_batches_or_dataloader_gives_the_same_model(branchy):
+    from modhifi_core import prune
+
+    model, inputs = branchy
+    as_tensor = prune(model, inputs, target_flops=0.5, batch_size=32).model
+    as_batches = prune(model, list(inputs.split(32)), target_flops=0.5).model
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(inputs, torch.zeros(96)), batch_size=32)
+    as_loader = prune(model, loader, target_flops=0.5).model
+    x = inputs[:8]
+    assert torch.allclose(as_tensor(x), as_batches(x)) and torch.allclose(as_tensor(x), as_loader(x))
+
+
+def test_l2_with_full_compensation_from_params_is_honoured(tiny_digits_checkpoint):
+    settings = PruneParams(method="l2", compensation="full", target_flops=0.5, latency_repeats=1)
+    assert pruning_options(settings)["compensation"] == "full"
+    assert pruning_options(PruneParams(method="l2"))["compensation"] == "none"
+    assert pruning_options(PruneParams(method="modhifi"))["compensation"] == "scalar"
+    ckpt = load_checkpoint(tiny_digits_checkpoint)
+    data = load_from_spec(read_metadata(ckpt.metadata).data)
+    calibration = data.train.subset(torch.arange(128))
+    full = prune_checkpoint(ckpt, calibration, data, settings, calibration_source="real", latency_repeats=1)
+    plain = prune_checkpoint(
+        load_checkpoint(tiny_digits_checkpoint), calibration, data, PruneParams(method="l2"), calibration_source="real"
+    )
+    assert full.metadata.report["compensation"] == "full" and plain.metadata.report["compensation"] == "none"
+    assert full.metadata.params["compensation"] == "full"
+    x = data.test.images[:16]
+    assert not torch.allclose(full.model(x), plain.model(x)), "the refit changed the kept weights"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A checkpoint made by the train operation (what train_base writes) with a 2-epoch recipe."""
+    outcome = train_from_params(DataParams(), ModelParams(width=4), TrainParams(epochs=2), seed=0)
+    path = tmp_path_factory.mktemp("trained") / "base.pt"
+    outcome.save(path)
+    return path
+
+
+def test_retrain_uses_the_recipe_of_a_train_base_checkpoint(trained):
+    source = load_checkpoint(trained)
+    data = load_from_spec(data_spec())
+    outcome = unlearn_checkpoint(source, data, UnlearnParams(forget_class=2, method="retrain", data="real"))
+    used = outcome.metadata.params["hyperparameters"]
+    assert used["epochs"] == 2 and used["lr"] == pytest.approx(0.05), "the base model's recipe, not Retrain's defaults"
+    assert outcome.metadata.recipe == read_metadata(source.metadata).recipe
+
+
+def test_cli_finetune_of_a_pipeline_unlearned_model_keeps_the_class_forgotten(cli, trained, tmp_path):
+    source = load_checkpoint(trained)
+    data = load_from_spec(data_spec())
+    unlearned = unlearn_checkpoint(source, data, UnlearnParams(forget_class=3, data="real"))  # as the stage runs it
+    path = tmp_path / "unlearned.pt"
+    unlearned.save(path)
+    out = tmp_path / "final.pt"
+    result = cli("finetune", "--model", path, "--data", "real", "--epochs", 1, "--out", out, "--json")
+    assert result.returncode == 0, result.stderr
+    report = result.json()
+    assert report["forget_class"] == 3 and report["batchnorm"] == "frozen", "it saw the unlearning"
+    assert report["samples"] == int((data.train.labels != 3).sum()), "only retained classes were used"
+    final = read_metadata(load_checkpoint(out).metadata)
+    assert final.forgotten == {"class": 3, "method": "modhifi"} and final.parents["model"] == unlearned.save(path)
