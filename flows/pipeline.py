@@ -49,6 +49,8 @@ def stage_task(name: str, root: str, must_run: bool, force: bool, env: dict) -> 
         return Completed(name="Skipped", message=f"{name}: unchanged", data={"stage": name, "ran": False})
     start = time.perf_counter()
     ran = dvc.reproduce(Path(root), name, env, force)
+    # The stage process left its MLflow record; log it here, where MLflow is already loaded.
+    tracking.replay_pending(Workspace.at(root), name, env.get("MODHIFI_PARENT_RUN_ID"))
     seconds = time.perf_counter() - start
     get_run_logger().info("%s %s in %.1f s", name, "ran" if ran else "was up to date", seconds)
     return {"stage": name, "ran": ran, "seconds": seconds}
@@ -64,6 +66,7 @@ def run_stages(ws: Workspace, flow_name: str, force: bool = False) -> dict:
     summary: dict = {"ran": [], "skipped": [], "seconds": {}, "flow": flow_name, "order": order}
     parent = _start_parent_run(ws, flow_name) if changed & set(order) else None
     env = {"MODHIFI_FLOW_RUN_ID": str(flow_run.get_id() or "none"), "MODHIFI_WORKSPACE": str(ws.root)}
+    env[tracking.DEFER] = "1"
     if parent:
         env["MODHIFI_PARENT_RUN_ID"] = parent
     executed: set[str] = set()

@@ -15,7 +15,7 @@ from tasks.calibration import stage_calibration
 from tasks.workspace import Workspace
 
 
-def run(ws: Workspace, params: Params, mlflow_run: object = None) -> dict:
+def run(ws: Workspace, params: Params) -> dict:
     base = load_checkpoint(ws.artifact("base_model"))
     data = load_from_spec(read_metadata(base.metadata).data)
     calibration = stage_calibration(ws, params, base, data)

@@ -25,7 +25,7 @@ from tasks.workspace import Workspace
 MODELS = ("base", "pruned", "unlearned", "final")
 
 
-def run(ws: Workspace, params: Params, mlflow_run: object = None) -> dict:
+def run(ws: Workspace, params: Params) -> dict:
     models = {name: load_checkpoint(ws.artifact(f"{name}_model")) for name in MODELS}
     final = read_metadata(models["final"].metadata)
     data = load_from_spec(final.data)

@@ -20,7 +20,7 @@ from tasks.calibration import synthetic_parent
 from tasks.workspace import Workspace
 
 
-def run(ws: Workspace, params: Params, mlflow_run: object = None) -> dict:
+def run(ws: Workspace, params: Params) -> dict:
     student = load_checkpoint(ws.artifact("unlearned_model"))
     teacher = load_checkpoint(ws.artifact("base_model"))
     data = load_from_spec(read_metadata(student.metadata).data)

@@ -22,7 +22,7 @@ from tasks.collect import load_statistics
 from tasks.workspace import Workspace
 
 
-def run(ws: Workspace, params: Params, mlflow_run: object = None) -> dict:
+def run(ws: Workspace, params: Params) -> dict:
     base = load_checkpoint(ws.artifact("base_model"))
     data = load_from_spec(read_metadata(base.metadata).data)
     p = params.prune
@@ -42,10 +42,6 @@ def run(ws: Workspace, params: Params, mlflow_run: object = None) -> dict:
     outcome.save(ws.artifact("pruned_model"))
     atomic_write_json(ws.artifact("pruned_metrics"), outcome.metrics)
     atomic_write_text(ws.artifact("pruned_layers"), layers_csv(outcome.metadata.report["layers"]))
-    if mlflow_run is not None:
-        from tasks.tracking import register_model
-
-        register_model(ws, "pruned_model", mlflow_run, base.sha256)
     return outcome.metrics
 
 

@@ -14,7 +14,7 @@ from modhifi_core.safe_io import atomic_write_bytes, atomic_write_text
 from tasks.workspace import Workspace
 
 
-def run(ws: Workspace, params: Params, mlflow_run: object = None) -> dict:
+def run(ws: Workspace, params: Params) -> dict:
     preview = ws.artifact("synthetic") / "preview.png"
     results = RunResults(
         params=params,
@@ -32,10 +32,6 @@ def run(ws: Workspace, params: Params, mlflow_run: object = None) -> dict:
         atomic_write_bytes(out / name, png)
     atomic_write_text(out / "report.md", rendered.markdown)
     atomic_write_text(out / "report.html", rendered.html)
-    if mlflow_run is not None:
-        from tasks.tracking import log_artifacts
-
-        log_artifacts(out)
     return {"figures": len(rendered.figures)}
 
 

@@ -1,4 +1,4 @@
-"""Run one stage in this process: validated params, an MLflow run, timing, metrics.
+"""Run one stage in this process: validated params, timing, metrics, its MLflow record.
 
 `modhifi stage NAME` (the `cmd` of every dvc.yaml stage) calls `run_stage`. The stage
 sees only the params its dvc.yaml entry declares: reading any other key is refused, so
@@ -63,12 +63,11 @@ def run_stage(name: str, ws: Workspace) -> dict:
     module = importlib.import_module(STAGE_MODULES[name])
     dumped = params.model_dump()
     logged = {key: _lookup(dumped, key) for key in stage.params}
-    with tracking.stage_run(ws, name, logged) as run:
-        start = time.perf_counter()
-        metrics = module.run(ws, DeclaredParams(params, stage.params, name), run)
-        metrics = {**metrics, "seconds": time.perf_counter() - start}
-        tracking.log_metrics(metrics)
-        tracking.tag_outputs(ws, stage.outs)
+    start_ms, start = int(time.time() * 1000), time.perf_counter()
+    metrics = module.run(ws, DeclaredParams(params, stage.params, name))
+    metrics = {**metrics, "seconds": time.perf_counter() - start}
+    times = (start_ms, int(time.time() * 1000))
+    tracking.track(ws, tracking.record_stage(ws, name, logged, metrics, stage.outs, times))
     return metrics
 
 

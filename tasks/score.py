@@ -18,7 +18,7 @@ from tasks.workspace import Workspace
 QUANTILES = {"p10": 0.1, "p25": 0.25, "median": 0.5, "p75": 0.75, "p90": 0.9}
 
 
-def run(ws: Workspace, params: Params, mlflow_run: object = None) -> dict:
+def run(ws: Workspace, params: Params) -> dict:
     model = load_checkpoint(ws.artifact("base_model")).model
     scores = score(model, load_statistics(ws))
     atomic_torch_save(ws.artifact("scores"), scores)

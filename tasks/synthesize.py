@@ -12,7 +12,7 @@ from modhifi_core.synthesis import InversionConfig, save_synthetic, synthesize
 from tasks.workspace import Workspace
 
 
-def run(ws: Workspace, params: Params, mlflow_run: object = None) -> dict:
+def run(ws: Workspace, params: Params) -> dict:
     base = load_checkpoint(ws.artifact("base_model"))
     s = params.synthesize
     knobs = s.model_dump(exclude={"method", "per_class", "source"})

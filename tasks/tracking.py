@@ -1,9 +1,14 @@
-"""MLflow tracking of stages: one nested run per stage under the pipeline's parent run.
+"""MLflow tracking of stages: one run per stage, nested under the pipeline's parent run.
 
-The parent run id and the Prefect flow-run id reach a stage process through the
-environment (MODHIFI_PARENT_RUN_ID, MODHIFI_FLOW_RUN_ID), because stages run as
-`dvc repro` subprocesses. A stage run alone (`dvc repro`, `modhifi stage`) gets a
-top-level run. Active runs are thread-local in MLflow, so parents are passed explicitly.
+A stage process does not talk to MLflow itself when `modhifi run` drives it: it writes a
+*tracking record* (`StageRecord`: params, metrics, the md5 of every output, the
+checkpoint to register, the folders to log, start and end times) to
+`.modhifi/tracking/<stage>.json`, and the flow process — which has MLflow imported and
+holds the parent run — replays it (`replay`). Importing MLflow and opening its store cost
+several seconds per process; nine stage processes paid it nine times. A stage run alone
+(`dvc repro`, `modhifi stage`) replays its own record at once, so it is tracked the same
+way. Runs are made through `MlflowClient` with explicit ids and times (no thread-local
+active run).
 """
 
 from __future__ import annotations
@@ -11,23 +16,99 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import mlflow
-from mlflow.tracking import MlflowClient
-
 from modhifi_core.checkpoint import code_version
-from modhifi_core.safe_io import sha256_file
+from modhifi_core.safe_io import atomic_write_json, sha256_file
 from tasks.workspace import Workspace
 
 EXPERIMENT = "modhifi"
+# Artifacts registered as model versions when a stage writes them.
 REGISTERED = {"pruned_model": "modhifi-pruned", "unlearned_model": "modhifi-unlearned"}
+# Folders logged as MLflow artifacts when a stage writes them.
+LOGGED_FOLDERS = ("report",)
+DEFER = "MODHIFI_DEFER_TRACKING"  # set by `modhifi run`: the flow replays the records
+
+
+@dataclass
+class StageRecord:
+    """What one stage run tells MLflow. Times in milliseconds since the epoch."""
+
+    stage: str
+    params: dict
+    metrics: dict
+    tags: dict[str, str]
+    start_ms: int
+    end_ms: int
+    register: dict[str, str] = field(default_factory=dict)  # artifact name -> parent sha256
+    folders: list[str] = field(default_factory=list)  # paths relative to the workspace
+
+
+def record_stage(
+    ws: Workspace, stage: str, params: dict, metrics: dict, outs: tuple[str, ...], times: tuple
+) -> StageRecord:
+    """The record of a finished stage: its outputs' md5 tags (`md5/<path>`, how the lineage
+    walk finds the run that produced a file in dvc.lock), and the checkpoints and folders
+    among its outputs that MLflow registers or stores."""
+    tags = {**base_tags(stage), **output_tags(ws, outs)}
+    names = {ws.artifact(name).relative_to(ws.root).as_posix(): name for name in (*REGISTERED, *LOGGED_FOLDERS)}
+    register = {names[o]: _parent_sha256(ws, names[o]) for o in outs if names.get(o) in REGISTERED}
+    folders = [o for o in outs if names.get(o) in LOGGED_FOLDERS]
+    return StageRecord(stage, flatten(params), _numeric(metrics), tags, times[0], times[1], register, folders)
+
+
+def track(ws: Workspace, record: StageRecord) -> None:
+    """Write the record for the flow to replay (under `modhifi run`), else replay it now."""
+    if os.environ.get(DEFER):
+        atomic_write_json(record_path(ws, record.stage), asdict(record))
+    else:
+        replay(ws, record, os.environ.get("MODHIFI_PARENT_RUN_ID"))
+
+
+def record_path(ws: Workspace, stage: str) -> Path:
+    return ws.root / ".modhifi" / "tracking" / f"{stage}.json"
+
+
+def replay_pending(ws: Workspace, stage: str, parent_run_id: str | None) -> bool:
+    """Replay and delete the record a deferred stage process left; False when there is none."""
+    path = record_path(ws, stage)
+    if not path.is_file():
+        return False
+    replay(ws, StageRecord(**json.loads(path.read_text())), parent_run_id)
+    path.unlink()
+    return True
+
+
+def replay(ws: Workspace, record: StageRecord, parent_run_id: str | None) -> str:
+    """Create the stage's MLflow run (nested under `parent_run_id` when given) from `record`;
+    returns its run id."""
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=ws.mlflow_uri)
+    tags = dict(record.tags)
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(configure(ws), start_time=record.start_ms, tags=tags, run_name=record.stage)
+    run_id = run.info.run_id
+    params = [Param(k, str(v)[:6000]) for k, v in record.params.items()]
+    metrics = [Metric(k, v, record.end_ms, 0) for k, v in record.metrics.items()]
+    tag_list = [RunTag(k, v) for k, v in record.tags.items()]
+    for i in range(0, max(len(params), len(metrics), len(tag_list)), 100):  # MLflow's batch limits
+        client.log_batch(run_id, metrics=metrics[i : i + 100], params=params[i : i + 100], tags=tag_list[i : i + 100])
+    for artifact, parent in record.register.items():
+        _register_model(ws, client, run, artifact, parent)
+    for folder in record.folders:
+        client.log_artifacts(run_id, str(ws.root / folder), artifact_path=Path(folder).name)
+    client.set_terminated(run_id, status="FINISHED", end_time=record.end_ms)
+    return run_id
 
 
 def configure(ws: Workspace) -> str:
     """Point MLflow at the workspace's SQLite store; returns the experiment id."""
+    import mlflow
+
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     mlflow.set_tracking_uri(ws.mlflow_uri)
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)
@@ -43,44 +124,18 @@ def base_tags(stage: str | None = None) -> dict[str, str]:
     return tags
 
 
-@contextmanager
-def stage_run(ws: Workspace, stage: str, params: dict) -> Iterator[mlflow.ActiveRun]:
-    """A run for one stage, nested under the pipeline run when there is one."""
-    experiment_id = configure(ws)
-    parent = os.environ.get("MODHIFI_PARENT_RUN_ID")
-    kwargs = {"parent_run_id": parent, "nested": True} if parent else {}
-    with mlflow.start_run(run_name=stage, experiment_id=experiment_id, tags=base_tags(stage), **kwargs) as run:
-        mlflow.log_params(flatten(params))
-        yield run
+def _register_model(ws: Workspace, client: object, run: object, artifact: str, parent_sha256: str | None) -> None:
+    """Log a checkpoint file and register it as a new version of its model name. The
+    version points at the checkpoint file itself (loaded later with weights_only=True),
+    not at a pickled MLflow model."""
+    from mlflow.exceptions import MlflowException
 
-
-def log_metrics(metrics: dict) -> None:
-    numeric = {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, (int, float)) and v == v}
-    if numeric:
-        mlflow.log_metrics(numeric)
-
-
-def log_artifacts(*paths: Path) -> None:
-    for path in paths:
-        if path.is_dir():
-            mlflow.log_artifacts(str(path), artifact_path=path.name)
-        elif path.exists():
-            mlflow.log_artifact(str(path))
-
-
-def register_model(ws: Workspace, artifact: str, run: mlflow.ActiveRun, parent_sha256: str | None) -> None:
-    """Log a checkpoint file and register it as a new version of its model name.
-
-    The registered version points at the checkpoint file itself (loaded later with
-    weights_only=True), not at a pickled MLflow model.
-    """
     path = ws.artifact(artifact)
-    mlflow.log_artifact(str(path), artifact_path="checkpoint")
+    client.log_artifact(run.info.run_id, str(path), artifact_path="checkpoint")
     name = REGISTERED[artifact]
-    client = MlflowClient()
     try:
         client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
+    except MlflowException:
         client.create_registered_model(name)
     tags = {
         **base_tags(),
@@ -91,12 +146,20 @@ def register_model(ws: Workspace, artifact: str, run: mlflow.ActiveRun, parent_s
     }
     source = f"{run.info.artifact_uri}/checkpoint/{path.name}"
     client.create_model_version(name, source=source, run_id=run.info.run_id, tags=tags)
-    mlflow.set_tags({f"registered_{name}": "true", "dvc_md5": tags["dvc_md5"]})
+    client.set_tag(run.info.run_id, f"registered_{name}", "true")
+    client.set_tag(run.info.run_id, "dvc_md5", tags["dvc_md5"])
 
 
-def tag_outputs(ws: Workspace, outs: tuple[str, ...]) -> None:
-    """Tag the active run with the md5 of every file the stage wrote (`md5/<path>`), so
-    the lineage walk finds the run that produced a file recorded in dvc.lock."""
+def _parent_sha256(ws: Workspace, artifact: str) -> str | None:
+    """The `model` parent a checkpoint records (read without rebuilding the model)."""
+    import torch
+
+    payload = torch.load(ws.artifact(artifact), map_location="cpu", weights_only=True)
+    return (payload.get("metadata") or {}).get("parents", {}).get("model")
+
+
+def output_tags(ws: Workspace, outs: tuple[str, ...]) -> dict[str, str]:
+    """`md5/<path>` -> md5 of every file the stage wrote."""
     tags = {}
     for out in outs:
         path = ws.root / out
@@ -104,7 +167,7 @@ def tag_outputs(ws: Workspace, outs: tuple[str, ...]) -> None:
         for file in files:
             if file.exists():
                 tags[f"md5/{file.relative_to(ws.root).as_posix()}"] = file_md5(file)
-    mlflow.set_tags(tags)
+    return tags
 
 
 def file_md5(path: Path) -> str:
@@ -128,3 +191,9 @@ def flatten(obj: dict, prefix: str = "") -> dict:
         else:
             flat[name] = value
     return flat
+
+
+def _numeric(metrics: dict) -> dict[str, float]:
+    """The finite numbers of `metrics` (flattened), what MLflow takes as metrics."""
+    flat = flatten(metrics)
+    return {k: float(v) for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}

@@ -16,7 +16,7 @@ from modhifi_core.safe_io import atomic_write_bytes, atomic_write_json
 from tasks.workspace import Workspace
 
 
-def run(ws: Workspace, params: Params, mlflow_run: object = None) -> dict:
+def run(ws: Workspace, params: Params) -> dict:
     out = ws.artifact("base_model")
     d = params.data
     if params.model.path:

@@ -19,7 +19,7 @@ from tasks.calibration import synthetic_parent
 from tasks.workspace import Workspace
 
 
-def run(ws: Workspace, params: Params, mlflow_run: object = None) -> dict:
+def run(ws: Workspace, params: Params) -> dict:
     source = load_checkpoint(ws.artifact("pruned_model"))
     data = load_from_spec(read_metadata(source.metadata).data)
     synthetic = params.unlearn.data == "synthetic"
@@ -28,8 +28,4 @@ def run(ws: Workspace, params: Params, mlflow_run: object = None) -> dict:
     outcome = unlearn_checkpoint(source, data, params.unlearn, samples=samples, seed=params.seed, parents=parents)
     outcome.save(ws.artifact("unlearned_model"))
     atomic_write_json(ws.artifact("unlearned_metrics"), outcome.metrics)
-    if mlflow_run is not None:
-        from tasks.tracking import register_model
-
-        register_model(ws, "unlearned_model", mlflow_run, source.sha256)
     return outcome.metrics

@@ -92,6 +92,8 @@ def _embedded_prefect(ws: object) -> None:
     if not os.environ.get("PREFECT_API_URL"):
         os.environ.setdefault("PREFECT_HOME", str(ws.prefect_home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary server needs more than Prefect's 20 s to start on a loaded machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     # Failures reach the user as modhifi's one error line (and the Prefect UI); Prefect's
     # own traceback logging would bury that line.
