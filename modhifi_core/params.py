@@ -47,9 +47,9 @@ class SynthesizeParams(Section):
     method: Literal["deepinversion", "gaussian", "folder"] = "deepinversion"
     per_class: int = Field(50, ge=1, le=100_000)
     source: str | None = None  # the sample folder of method "folder"
-    steps: int = Field(200, ge=1, le=100_000)
+    steps: int = Field(100, ge=1, le=100_000)
     lr: float = Field(0.1, gt=0.0, le=10.0)
-    batch_size: int = Field(250, ge=1, le=65_536)
+    batch_size: int = Field(500, ge=1, le=65_536)
     bn_weight: float = Field(0.05, ge=0.0, le=1e4)
     first_bn_weight: float = Field(10.0, ge=0.0, le=1e4)
     tv_weight: float = Field(1.0, ge=0.0, le=1e4)

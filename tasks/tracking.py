@@ -98,7 +98,7 @@ def replay(ws: Workspace, record: StageRecord, parent_run_id: str | None) -> str
     for i in range(0, max(len(params), len(metrics), len(tag_list)), 100):  # MLflow's batch limits
         client.log_batch(run_id, metrics=metrics[i : i + 100], params=params[i : i + 100], tags=tag_list[i : i + 100])
     for artifact, parent in record.register.items():
-        _register_model(ws, client, run, artifact, parent)
+        _register_model(ws, client, run, artifact, parent, record.tags)
     for folder in record.folders:
         client.log_artifacts(run_id, str(ws.root / folder), artifact_path=Path(folder).name)
     client.set_terminated(run_id, status="FINISHED", end_time=record.end_ms)
@@ -124,10 +124,13 @@ def base_tags(stage: str | None = None) -> dict[str, str]:
     return tags
 
 
-def _register_model(ws: Workspace, client: object, run: object, artifact: str, parent_sha256: str | None) -> None:
+def _register_model(
+    ws: Workspace, client: object, run: object, artifact: str, parent_sha256: str | None, run_tags: dict[str, str]
+) -> None:
     """Log a checkpoint file and register it as a new version of its model name. The
     version points at the checkpoint file itself (loaded later with weights_only=True),
-    not at a pickled MLflow model."""
+    not at a pickled MLflow model. `run_tags`: the stage process's tags (code version,
+    Prefect flow run), which the version carries too."""
     from mlflow.exceptions import MlflowException
 
     path = ws.artifact(artifact)
@@ -138,7 +141,8 @@ def _register_model(ws: Workspace, client: object, run: object, artifact: str, p
     except MlflowException:
         client.create_registered_model(name)
     tags = {
-        **base_tags(),
+        "git_commit": run_tags["git_commit"],
+        "prefect_flow_run_id": run_tags["prefect_flow_run_id"],
         "dvc_md5": file_md5(path),
         "sha256": sha256_file(path),
         "parent_model_sha256": parent_sha256 or "none",

@@ -65,7 +65,9 @@ def test_changing_prune_code_reruns_from_prune(ws):
     with open(root / "tasks/prune.py", "a") as handle:
         handle.write("\n# a change to the prune stage's code\n")
     summary = run_pipeline(root, env)
-    assert summary["ran"] == ["prune", "unlearn", "finetune", "evaluate", "report"]
+    # The comment changes no weights: the pruned checkpoint is byte-identical (no timings
+    # inside), so DVC skips unlearn and finetune; its new latency figures re-run evaluate.
+    assert summary["ran"] == ["prune", "evaluate", "report"]
     assert dvc_status(root, env) == {}
 
 
@@ -166,7 +168,7 @@ def test_lineage_of_a_copy_outside_the_workspace_says_what_it_cannot_verify(ws, 
     assert result.returncode == 3
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert record["unverifiable"] and record["checkpoint"]["stage"] == "unlearn"
-    assert "pruned_model" in record["checkpoint"]["parents"]
+    assert "model" in record["checkpoint"]["parents"]
 
 
 def test_tampered_ancestor_fails_verification_and_is_named(ws):

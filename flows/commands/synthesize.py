@@ -27,9 +27,9 @@ def synthesize(
     classes: str | None = typer.Option(
         None, help="Comma-separated classes to make, e.g. a forget class (default all)."
     ),
-    steps: int = typer.Option(200, help="Inversion steps per batch."),
+    steps: int = typer.Option(100, help="Inversion steps per batch."),
     lr: float = typer.Option(0.1, help="Inversion learning rate (Adam)."),
-    batch_size: int = typer.Option(250, help="Samples optimised together (class-balanced)."),
+    batch_size: int = typer.Option(500, help="Samples optimised together (class-balanced)."),
     reference: str | None = typer.Option(
         None, help="Also measure real data's diversity for scale: a dataset name, e.g. digits (not used to synthesise)."
     ),

@@ -36,9 +36,9 @@ class InversionConfig:
     """Hyper-parameters of `invert` (defaults: tuned on the digits ResNet-18; they equal
     `SynthesizeParams`'s defaults, which a test checks)."""
 
-    steps: int = 200
+    steps: int = 100
     lr: float = 0.1
-    batch_size: int = 250
+    batch_size: int = 500
     bn_weight: float = 0.05
     first_bn_weight: float = 10.0
     tv_weight: float = 1.0
