@@ -4,22 +4,26 @@ The task graph is derived from dvc.yaml (`tasks.dag`): one Prefect task per stag
 in dependency order. A stage runs when `dvc status` reported it changed or an upstream
 stage ran in this flow; otherwise it finishes in a `Skipped` state without touching
 DVC. Each run opens an MLflow parent run that the stage processes nest under, and ends
-with a Prefect markdown artifact summarising what ran.
+with a Prefect markdown artifact summarising what ran. While it runs, each stage's start,
+end and live output go to the `RunView` that `modhifi run` installs with `watched_by`.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
+from prefect.runtime import flow_run, task_run
 from prefect.states import Completed
 
 from flows import dvc
+from flows.console import RunView
 from tasks import tracking
 from tasks.dag import read_stages, topological_order, upstream_closure
 from tasks.workspace import Workspace
@@ -30,6 +34,27 @@ TARGETS = {
     "compress": {"prune", "evaluate"},
     "unlearn": {"unlearn", "evaluate"},
 }
+
+
+# Where stage_task reports (a module global, not a task argument: Prefect hashes and
+# records task inputs). Silent unless `modhifi run` installs a view.
+_view = RunView(enabled=False)
+
+
+@contextmanager
+def watched_by(view: RunView) -> Iterator[RunView]:
+    """Show the stages of the flows run inside this block on `view`."""
+    global _view
+    previous, _view = _view, view
+    try:
+        yield view
+    finally:
+        _view = previous
+
+
+def _show_output(text: str, complete: bool) -> None:
+    if not dvc.bookkeeping(text):
+        _view.output(text, complete)
 
 
 def _retry_unless_bad_input(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's callback signature
@@ -46,12 +71,19 @@ def _retry_unless_bad_input(task, task_run, state) -> bool:  # noqa: ANN001 - Pr
 def stage_task(name: str, root: str, must_run: bool, force: bool, env: dict) -> object:
     """Reproduce one DVC stage, or finish as Skipped when nothing it depends on changed."""
     if not must_run:
+        _view.finished(name, "skipped")
         return Completed(name="Skipped", message=f"{name}: unchanged", data={"stage": name, "ran": False})
+    _view.started(name, task_run.run_count)
     start = time.perf_counter()
-    ran = dvc.reproduce(Path(root), name, env, force)
+    try:
+        ran = dvc.reproduce(Path(root), name, env, force, on_output=_show_output)
+    except dvc.StageFailed as exc:
+        _view.failed(name, time.perf_counter() - start, f"exit {exc.code}")
+        raise
     # The stage process left its MLflow record; log it here, where MLflow is already loaded.
     tracking.replay_pending(Workspace.at(root), name, env.get("MODHIFI_PARENT_RUN_ID"))
     seconds = time.perf_counter() - start
+    _view.finished(name, "ran" if ran else "unchanged", seconds)
     get_run_logger().info("%s %s in %.1f s", name, "ran" if ran else "was up to date", seconds)
     return {"stage": name, "ran": ran, "seconds": seconds}
 
@@ -62,7 +94,14 @@ def run_stages(ws: Workspace, flow_name: str, force: bool = False) -> dict:
     wanted = TARGETS[flow_name]
     selected = set(stages) if wanted is None else upstream_closure(stages, wanted)
     order = [name for name in topological_order(stages) if name in selected]
+    _view.plan(order)
+    start = time.perf_counter()
     changed = set(order) if force else dvc.changed_stages(ws.root)
+    if force:
+        _view.note(f"--force: running all {len(order)} stages")
+    else:
+        count = len(changed & set(order))
+        _view.note(f"{count} of {len(order)} stages changed (dvc status, {time.perf_counter() - start:.1f} s)")
     summary: dict = {"ran": [], "skipped": [], "seconds": {}, "flow": flow_name, "order": order}
     parent = _start_parent_run(ws, flow_name) if changed & set(order) else None
     env = {"MODHIFI_FLOW_RUN_ID": str(flow_run.get_id() or "none"), "MODHIFI_WORKSPACE": str(ws.root)}
