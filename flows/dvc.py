@@ -35,8 +35,9 @@ OnOutput = Callable[[str, bool], None]
 # What DVC itself says around a stage's command; `bookkeeping` tells a viewer to hide it.
 # The stage's own `{...}` result line is hidden too: its seconds are reported at the end.
 _BOOKKEEPING = re.compile(
-    r"^(Running stage '|> |Updating lock file|To track the changes with git|git add |To enable auto staging"
-    r"|dvc config core\.autostage|Use `dvc push`|Stage '.*' didn't change|Data and pipelines are up to date|\{)"
+    r"^(Running stage '|> |(Updating|Generating) lock file|To track the changes with git|git add "
+    r"|To enable auto staging|dvc config core\.autostage|Use `dvc push`|Stage '.*' didn't change"
+    r"|Data and pipelines are up to date|\{)"
 )
 
 

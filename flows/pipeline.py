@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,6 +51,24 @@ def watched_by(view: RunView) -> Iterator[RunView]:
         yield view
     finally:
         _view = previous
+
+
+# `dvc status` started ahead (see `check_changes_ahead`), by workspace root; used once.
+_status_ahead: dict[str, Future] = {}
+
+
+def check_changes_ahead(root: Path) -> None:
+    """Start `dvc status` for `root` now, in a thread: it then runs while Prefect starts its
+    temporary server (seconds of CPU each, on separate cores). The next flow run on `root`
+    uses the answer. Call it only while holding the workspace lock."""
+    executor = ThreadPoolExecutor(max_workers=1)
+    _status_ahead[str(Path(root).resolve())] = executor.submit(dvc.changed_stages, root)
+    executor.shutdown(wait=False)  # the submitted call still runs to the end
+
+
+def _changed_stages(root: Path) -> set[str]:
+    ahead = _status_ahead.pop(str(Path(root).resolve()), None)
+    return ahead.result() if ahead is not None else dvc.changed_stages(root)
 
 
 def _show_output(text: str, complete: bool) -> None:
@@ -95,13 +114,11 @@ def run_stages(ws: Workspace, flow_name: str, force: bool = False) -> dict:
     selected = set(stages) if wanted is None else upstream_closure(stages, wanted)
     order = [name for name in topological_order(stages) if name in selected]
     _view.plan(order)
-    start = time.perf_counter()
-    changed = set(order) if force else dvc.changed_stages(ws.root)
+    changed = set(order) if force else _changed_stages(ws.root)
     if force:
         _view.note(f"--force: running all {len(order)} stages")
     else:
-        count = len(changed & set(order))
-        _view.note(f"{count} of {len(order)} stages changed (dvc status, {time.perf_counter() - start:.1f} s)")
+        _view.note(f"{len(changed & set(order))} of {len(order)} stages changed (dvc status)")
     summary: dict = {"ran": [], "skipped": [], "seconds": {}, "flow": flow_name, "order": order}
     parent = _start_parent_run(ws, flow_name) if changed & set(order) else None
     env = {"MODHIFI_FLOW_RUN_ID": str(flow_run.get_id() or "none"), "MODHIFI_WORKSPACE": str(ws.root)}

@@ -39,12 +39,14 @@ def run(
     # bars explicitly (MODHIFI_PROGRESS=0 from the caller still wins).
     os.environ["MODHIFI_PROGRESS"] = "0" if quiet else os.environ.get("MODHIFI_PROGRESS", "1")
     view = RunView(enabled=not quiet)
-    from flows.pipeline import FLOWS, watched_by
+    from flows.pipeline import FLOWS, check_changes_ahead, watched_by
 
     if flow_name not in FLOWS:
         raise InputError(f"unknown flow {flow_name!r}; choose one of {', '.join(FLOWS)}")
     ensure_dvc_project(ws.root)
     with workspace_lock(ws.run_lock, wait), watched_by(view):
+        if not force:
+            check_changes_ahead(ws.root)
         view.note(_prefect_note())
         try:
             summary = FLOWS[flow_name](root=str(ws.root), **({"force": force} if flow_name == "pipeline" else {}))
