@@ -112,6 +112,9 @@ def _embedded_prefect(ws: object) -> None:
     # own traceback logging would bury that line. MLflow's INFO lines (creating its tables)
     # are not modhifi's to show either.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    # The temporary server's own services log too (e.g. an event flush it retries when its
+    # SQLite database is busy); they are Prefect's to record, not the run's output.
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
