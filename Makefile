@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
+# pip's own output (its warnings included) goes here; each step prints one line, and a
+# failed step prints the tail of this log.
+LOG := $(VENV)/install.log
 
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -16,14 +19,22 @@ export DVC_NO_ANALYTICS := 1
 
 install: $(STAMP)
 
+# $(call step,WHAT,COMMAND): print "==> WHAT", run COMMAND into $(LOG), show its tail on failure.
+define step
+	@echo "==> $(1)"
+	@$(2) >>$(LOG) 2>&1 || { echo "error: $(1) failed; the end of $(LOG):"; tail -n 40 $(LOG); exit 1; }
+endef
+
+# torch first: the pinned CPU wheel; asking for it later would pull CUDA wheels.
 $(STAMP): pyproject.toml requirements.lock
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first: the pinned CPU wheel; asking for it later would pull CUDA wheels.
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -r requirements.lock
-	$(BIN)/python -m pip install -q --no-deps -e .
-	touch $(STAMP)
+	@test -x $(BIN)/python || { echo "==> creating $(VENV) ($(PYTHON) -m venv)"; $(PYTHON) -m venv $(VENV); }
+	@date > $(LOG)
+	$(call step,upgrading pip,$(BIN)/python -m pip install -q --upgrade pip)
+	$(call step,installing torch 2.13.0 (CPU),$(BIN)/python -m pip install -q torch==2.13.0)
+	$(call step,installing pinned dependencies (requirements.lock),$(BIN)/python -m pip install -q -r requirements.lock)
+	$(call step,installing modhifi (editable),$(BIN)/python -m pip install -q --no-deps -e .)
+	@touch $(STAMP)
+	@echo "==> installed (pip's log: $(LOG))"
 
 run: install
 	$(BIN)/modhifi run

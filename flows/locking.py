@@ -1,13 +1,14 @@
-"""One pipeline run per workspace at a time: an advisory file lock (fcntl.flock)."""
+"""One pipeline run per workspace at a time: an advisory file lock (`filelock`), plus a
+sidecar file naming the holder's pid so a refused run can say who holds it."""
 
 from __future__ import annotations
 
-import fcntl
 import os
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from modhifi_core.errors import InputError
 
@@ -17,30 +18,35 @@ def workspace_lock(path: Path, wait_seconds: float = 0.0) -> Iterator[None]:
     """Hold an exclusive lock on `path` while the block runs.
 
     Waits up to `wait_seconds` for a running pipeline to finish, then refuses with a
-    message naming the holder's pid. The lock is released when the process dies, so a
-    killed run never leaves the workspace locked.
+    message naming the holder's pid (read from `<path>.pid`). The lock is an OS lock
+    (flock), so it is released when the process dies and a killed run never leaves the
+    workspace locked; a stale pid file left by a killed holder is overwritten.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")
-    deadline = time.monotonic() + wait_seconds
+    lock = FileLock(path, poll_interval=0.5)
     try:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "unknown"
-                    raise InputError(
-                        f"another modhifi run (pid {holder}) is using this workspace; "
-                        "wait for it or pass --wait SECONDS"
-                    ) from None
-                time.sleep(0.5)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        lock.acquire(timeout=wait_seconds)
+    except Timeout:
+        raise InputError(
+            f"another modhifi run (pid {_holder(path)}) is using this workspace; wait for it or pass --wait SECONDS"
+        ) from None
+    pid_file = pid_file_of(path)
+    try:
+        pid_file.write_text(str(os.getpid()))
         yield
     finally:
-        handle.close()
+        with suppress(OSError):  # removed while still locked, so it never deletes the next holder's pid
+            pid_file.unlink()
+        lock.release()
+
+
+def pid_file_of(lock_path: Path) -> Path:
+    """The sidecar that names the lock holder."""
+    return lock_path.with_name(lock_path.name + ".pid")
+
+
+def _holder(lock_path: Path) -> str:
+    try:
+        return pid_file_of(lock_path).read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"

@@ -4,22 +4,27 @@ The task graph is derived from dvc.yaml (`tasks.dag`): one Prefect task per stag
 in dependency order. A stage runs when `dvc status` reported it changed or an upstream
 stage ran in this flow; otherwise it finishes in a `Skipped` state without touching
 DVC. Each run opens an MLflow parent run that the stage processes nest under, and ends
-with a Prefect markdown artifact summarising what ran.
+with a Prefect markdown artifact summarising what ran. While it runs, each stage's start,
+end and live output go to the `RunView` that `modhifi run` installs with `watched_by`.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
+from prefect.runtime import flow_run, task_run
 from prefect.states import Completed
 
 from flows import dvc
+from flows.console import RunView
 from tasks import tracking
 from tasks.dag import read_stages, topological_order, upstream_closure
 from tasks.workspace import Workspace
@@ -30,6 +35,45 @@ TARGETS = {
     "compress": {"prune", "evaluate"},
     "unlearn": {"unlearn", "evaluate"},
 }
+
+
+# Where stage_task reports (a module global, not a task argument: Prefect hashes and
+# records task inputs). Silent unless `modhifi run` installs a view.
+_view = RunView(enabled=False)
+
+
+@contextmanager
+def watched_by(view: RunView) -> Iterator[RunView]:
+    """Show the stages of the flows run inside this block on `view`."""
+    global _view
+    previous, _view = _view, view
+    try:
+        yield view
+    finally:
+        _view = previous
+
+
+# `dvc status` started ahead (see `check_changes_ahead`), by workspace root; used once.
+_status_ahead: dict[str, Future] = {}
+
+
+def check_changes_ahead(root: Path) -> None:
+    """Start `dvc status` for `root` now, in a thread: it then runs while Prefect starts its
+    temporary server (seconds of CPU each, on separate cores). The next flow run on `root`
+    uses the answer. Call it only while holding the workspace lock."""
+    executor = ThreadPoolExecutor(max_workers=1)
+    _status_ahead[str(Path(root).resolve())] = executor.submit(dvc.changed_stages, root)
+    executor.shutdown(wait=False)  # the submitted call still runs to the end
+
+
+def _changed_stages(root: Path) -> set[str]:
+    ahead = _status_ahead.pop(str(Path(root).resolve()), None)
+    return ahead.result() if ahead is not None else dvc.changed_stages(root)
+
+
+def _show_output(text: str, complete: bool) -> None:
+    if not dvc.bookkeeping(text):
+        _view.output(text, complete)
 
 
 def _retry_unless_bad_input(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's callback signature
@@ -46,12 +90,19 @@ def _retry_unless_bad_input(task, task_run, state) -> bool:  # noqa: ANN001 - Pr
 def stage_task(name: str, root: str, must_run: bool, force: bool, env: dict) -> object:
     """Reproduce one DVC stage, or finish as Skipped when nothing it depends on changed."""
     if not must_run:
+        _view.finished(name, "skipped")
         return Completed(name="Skipped", message=f"{name}: unchanged", data={"stage": name, "ran": False})
+    _view.started(name, task_run.run_count)
     start = time.perf_counter()
-    ran = dvc.reproduce(Path(root), name, env, force)
+    try:
+        ran = dvc.reproduce(Path(root), name, env, force, on_output=_show_output)
+    except dvc.StageFailed as exc:
+        _view.failed(name, time.perf_counter() - start, f"exit {exc.code}")
+        raise
     # The stage process left its MLflow record; log it here, where MLflow is already loaded.
     tracking.replay_pending(Workspace.at(root), name, env.get("MODHIFI_PARENT_RUN_ID"))
     seconds = time.perf_counter() - start
+    _view.finished(name, "ran" if ran else "unchanged", seconds)
     get_run_logger().info("%s %s in %.1f s", name, "ran" if ran else "was up to date", seconds)
     return {"stage": name, "ran": ran, "seconds": seconds}
 
@@ -62,7 +113,12 @@ def run_stages(ws: Workspace, flow_name: str, force: bool = False) -> dict:
     wanted = TARGETS[flow_name]
     selected = set(stages) if wanted is None else upstream_closure(stages, wanted)
     order = [name for name in topological_order(stages) if name in selected]
-    changed = set(order) if force else dvc.changed_stages(ws.root)
+    _view.plan(order)
+    changed = set(order) if force else _changed_stages(ws.root)
+    if force:
+        _view.note(f"--force: running all {len(order)} stages")
+    else:
+        _view.note(f"{len(changed & set(order))} of {len(order)} stages changed (dvc status)")
     summary: dict = {"ran": [], "skipped": [], "seconds": {}, "flow": flow_name, "order": order}
     parent = _start_parent_run(ws, flow_name) if changed & set(order) else None
     env = {"MODHIFI_FLOW_RUN_ID": str(flow_run.get_id() or "none"), "MODHIFI_WORKSPACE": str(ws.root)}

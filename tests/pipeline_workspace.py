@@ -38,7 +38,8 @@ def make_workspace(root: Path) -> Path:
     for folder in CODE:
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     write_params(root, tiny_params())
-    (root / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/.prefect/\n/.modhifi-run.lock\n")
+    ignored = ("/mlflow.db", "/mlartifacts/", "/.prefect/", "/.modhifi-run.lock", "/.modhifi-run.lock.pid")
+    (root / ".gitignore").write_text("".join(line + "\n" for line in ignored))
     git(root, "init", "-q")
     git(root, "add", "-A")
     git(root, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "workspace")
@@ -82,9 +83,15 @@ def modhifi(root: Path, env: dict, *args: str, timeout: float = 900) -> subproce
 
 
 def run_pipeline(root: Path, env: dict, *extra: str) -> dict:
+    return run_pipeline_showing(root, env, *extra)[0]
+
+
+def run_pipeline_showing(root: Path, env: dict, *extra: str) -> tuple[dict, str]:
+    """`modhifi run --json`: the summary (stdout's only line) and what it showed on stderr."""
     result = modhifi(root, env, "run", "--workspace", str(root), "--json", *extra)
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(result.stdout.strip().splitlines()) == 1, result.stdout[-3000:]
+    return json.loads(result.stdout), result.stderr
 
 
 def dvc_status(root: Path, env: dict) -> dict:

@@ -9,12 +9,21 @@ agree, and MLflow holds the runs and registered models with their lineage tags.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 import yaml
-from pipeline_workspace import dvc_status, isolated_env, make_workspace, modhifi, run_pipeline, write_params
+from pipeline_workspace import (
+    dvc_status,
+    isolated_env,
+    make_workspace,
+    modhifi,
+    run_pipeline,
+    run_pipeline_showing,
+    write_params,
+)
 
 ALL = ["train_base", "synthesize", "collect", "score", "prune", "unlearn", "finetune", "evaluate", "report"]
 
@@ -44,9 +53,14 @@ def test_first_run_executes_every_stage_and_dvc_agrees(ws):
 
 def test_immediate_rerun_executes_nothing(ws):
     root, env = ws
-    summary = run_pipeline(root, env)
+    summary, shown = run_pipeline_showing(root, env, "--quiet")
     assert summary["ran"] == []
     assert sorted(summary["skipped"]) == sorted(ALL)
+    assert shown.strip() == ""  # --quiet: not even the skipped stages
+
+
+def _shown_stage_lines(shown):
+    return [line for line in shown.splitlines() if line.startswith("[")]
 
 
 def test_changing_forget_class_reruns_only_unlearn_and_after(ws):
@@ -54,10 +68,24 @@ def test_changing_forget_class_reruns_only_unlearn_and_after(ws):
     params = _params(root)
     params["unlearn"]["forget_class"] = 5
     write_params(root, params)
-    summary = run_pipeline(root, env)
+    progress_on = {key: value for key, value in env.items() if key != "MODHIFI_PROGRESS"}
+    summary, shown = run_pipeline_showing(root, progress_on)
     assert summary["ran"] == ["unlearn", "finetune", "evaluate", "report"]
     assert summary["metrics"]["forget_class"] == 5
     assert dvc_status(root, env) == {}
+    # Each stage's start and end, live on stderr, in order; the stage's progress between them;
+    # nothing else but modhifi's own notes (no Prefect or MLflow log lines).
+    order, lines = summary["order"], _shown_stage_lines(shown)
+    for i, name in enumerate(order, 1):
+        if name in summary["skipped"]:
+            assert f"[{i}/9] {name} skipped (unchanged)" in lines
+        else:
+            start = lines.index(f"[{i}/9] {name} started")
+            assert re.fullmatch(rf"\[{i}/9\] {name} ran in \d+\.\d s", lines[start + 1])
+    finetune = shown.index("finetune started")
+    assert "      finetune:" in shown[finetune : shown.index("finetune ran")]  # its tqdm bar
+    for line in shown.splitlines():
+        assert re.match(r"\[\d/9\] |      |Prefect: |\d of 9 stages changed", line), line
 
 
 def test_changing_prune_code_reruns_from_prune(ws):

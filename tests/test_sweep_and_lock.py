@@ -3,6 +3,7 @@ lock refuses a second holder and is released when its holder dies."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.locking import workspace_lock
+from flows.locking import pid_file_of, workspace_lock
 from flows.sweep import apply, parse_assignments, points
 from modhifi_core.errors import InputError
 
@@ -45,7 +46,7 @@ def test_lock_refuses_a_second_holder_and_names_it(tmp_path):
     lock = tmp_path / ".modhifi-run.lock"
     code = (
         "import pathlib, time\n"
-        "from flows.locking import workspace_lock\n"
+        "from flows.locking import pid_file_of, workspace_lock\n"
         f"with workspace_lock(pathlib.Path({str(lock)!r})):\n"
         "    print('held', flush=True)\n"
         "    time.sleep(60)\n"
@@ -60,5 +61,7 @@ def test_lock_refuses_a_second_holder_and_names_it(tmp_path):
     finally:
         holder.kill()
         holder.wait()
-    with workspace_lock(lock):  # a killed holder leaves nothing locked
-        pass
+    assert pid_file_of(lock).read_text() == str(holder.pid)  # what a killed holder leaves: a stale pid
+    with workspace_lock(lock):  # ... but nothing locked, and the next holder names itself
+        assert pid_file_of(lock).read_text() == str(os.getpid())
+    assert not pid_file_of(lock).exists()  # a holder that finishes takes its pid with it

@@ -19,8 +19,14 @@ def run(
     force: bool = typer.Option(False, help="Re-run every stage even if unchanged."),
     wait: float = typer.Option(0.0, min=0.0, help="Seconds to wait for another run in this workspace to finish."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the result, not the stages as they run."),
 ) -> None:
-    """Run the pipeline: stages whose code, params or inputs changed run, the rest are skipped."""
+    """Run the pipeline: stages whose code, params or inputs changed run, the rest are skipped.
+
+    Each stage's start, end and live progress go to stderr (stdout holds only the result:
+    the tables, or with --json the one JSON line); --quiet prints none of it.
+    """
+    from flows.console import RunView
     from flows.dvc import StageFailed, ensure_dvc_project
     from flows.locking import workspace_lock
     from modhifi_core.errors import InputError
@@ -29,12 +35,19 @@ def run(
     ws = Workspace.at(workspace)
     ws.params()  # invalid params.yaml: nothing runs
     _embedded_prefect(ws)
-    from flows.pipeline import FLOWS
+    # Stage processes write to DVC's pipe, not a terminal: ask them for their progress
+    # bars explicitly (MODHIFI_PROGRESS=0 from the caller still wins).
+    os.environ["MODHIFI_PROGRESS"] = "0" if quiet else os.environ.get("MODHIFI_PROGRESS", "1")
+    view = RunView(enabled=not quiet)
+    from flows.pipeline import FLOWS, check_changes_ahead, watched_by
 
     if flow_name not in FLOWS:
         raise InputError(f"unknown flow {flow_name!r}; choose one of {', '.join(FLOWS)}")
     ensure_dvc_project(ws.root)
-    with workspace_lock(ws.run_lock, wait):
+    with workspace_lock(ws.run_lock, wait), watched_by(view):
+        if not force:
+            check_changes_ahead(ws.root)
+        view.note(_prefect_note())
         try:
             summary = FLOWS[flow_name](root=str(ws.root), **({"force": force} if flow_name == "pipeline" else {}))
         except StageFailed as exc:
@@ -96,8 +109,19 @@ def _embedded_prefect(ws: object) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     # Failures reach the user as modhifi's one error line (and the Prefect UI); Prefect's
-    # own traceback logging would bury that line.
+    # own traceback logging would bury that line. MLflow's INFO lines (creating its tables)
+    # are not modhifi's to show either.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    # The temporary server's own services log too (e.g. an event flush it retries when its
+    # SQLite database is busy); they are Prefect's to record, not the run's output.
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
+def _prefect_note() -> str:
+    if os.environ.get("PREFECT_API_URL"):
+        return f"Prefect: {os.environ['PREFECT_API_URL']}"
+    return "Prefect: starting a temporary local server (set PREFECT_API_URL to use a running one)"
 
 
 def _run_result(ws: object, summary: dict) -> dict:
