@@ -17,7 +17,13 @@ export DVC_NO_ANALYTICS := 1
 
 .PHONY: install run test test-slow lint format bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(BIN)/modhifi
+
+# The `modhifi` command: this checkout's flows.cli (tasks/ and flows/ are not installed
+# packages; see pyproject.toml). A PYTHONPATH the caller sets comes first.
+$(BIN)/modhifi: Makefile $(STAMP)
+	@printf '#!/bin/sh\n# modhifi command line of the checkout %s (written by make install)\nPYTHONPATH="$${PYTHONPATH:+$$PYTHONPATH:}%s" exec "%s/$(BIN)/python" -m flows.cli "$$@"\n' "$(CURDIR)" "$(CURDIR)" "$(CURDIR)" > $@
+	@chmod +x $@
 
 # $(call step,WHAT,COMMAND): print "==> WHAT", run COMMAND into $(LOG), show its tail on failure.
 define step

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     from modhifi_core.params import describe_validation_error
 
     try:
-        app(args=argv)
+        app(args=argv, prog_name="modhifi")
     except InputError as exc:
         _fail(str(exc), 2)
     except pydantic.ValidationError as exc:  # a config built from command-line values
