@@ -8,11 +8,13 @@ other, so the HF network itself (as `.model`) is what gets traced, scored and ed
     pruned = prune_hf_classifier(hf_model, images, "modhifi", target_flops=0.5)   # CNNs
     result = unlearn_hf_classifier(hf_vit, split, fraction=0.05)                   # ViT / Swin
 
-Pruning here removes conv channels (ResNet) and MLP neurons inside blocks (ConvNeXt's
-`pwconv1 -> pwconv2`; ViT/Swin `intermediate -> output`) through
-`modhifi_core.pruning.prune_model`. Groups that cannot be pruned exactly — ConvNeXt's
-depthwise convs, every channel of a LayerNorm residual stream — are left untouched and
-named in `report["untouched_groups"]`; nothing raises for them.
+Pruning here (CNNs) removes conv channels (ResNet) and the MLP neurons inside ConvNeXt
+blocks (`pwconv1 -> pwconv2`) through `modhifi_core.pruning.prune_model`. Groups that
+cannot be pruned exactly — the channels ConvNeXt's depthwise convs read, its LayerNorm
+stem — are left untouched and named in `report["untouched_groups"]`; nothing raises for
+them. ViT/Swin are refused there: Torch-Pruning would cut q/k/v channels across heads,
+and attention is a pass-through (method.md §3b); their MLP neurons belong to the FFN
+pruner (`modhifi_core.pruning.ffn`).
 
 A per-layer pruned CNN has no `config.json` that stock `transformers` could rebuild it
 from (ResNetConfig gives one width per stage), so `save_hf_pruned` writes
@@ -22,6 +24,7 @@ from (ResNetConfig gives one width per stage), so `save_hf_pruned` writes
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from pathlib import Path
 
@@ -36,13 +39,11 @@ from modhifi_core.unlearning import UnlearnResult, unlearn
 from modhifi_core.vision.shapes import apply_shape_record, shape_record
 
 SHAPES_FILE = "modhifi_shapes.json"
-# fc2 of every residual-stream MLP (the down projection whose inputs are the MLP neurons),
-# as fnmatch patterns on the names inside `LogitsOnly` (prefix "model.").
-MLP_OUTPUT_LAYERS = {
-    "vit": "model.vit.encoder.layer.*.output.dense",
-    "swin": "model.swin.encoder.layers.*.blocks.*.output.dense",
-    "deit": "model.deit.encoder.layer.*.output.dense",
-}
+# LayerNorm transformers whose residual-stream MLPs ModHiFi-U edits. Their fc2 (the down
+# projection whose inputs are the MLP neurons) is `*.mlp.fc2` in transformers 5.x and
+# `*.layer.N.output.dense` (beside `attention.output.dense`) in 4.x.
+LAYERNORM_TRANSFORMERS = ("vit", "deit", "swin", "swinv2")
+_MLP_OUTPUT_PATTERNS = ("*.mlp.fc2", "*.output.dense")
 
 
 class LogitsOnly(nn.Module):
@@ -83,6 +84,13 @@ def prune_hf_classifier(
     """`prune_model` on an HF image classifier: calibration images `(N, C, H, W)` as the
     model's `pixel_values`; options as for `prune_model`. Returns the pruned HF model
     (a new module, the input is untouched) and the report, with `shape_record` added."""
+    kind = model_type(model)
+    if kind in LAYERNORM_TRANSFORMERS:
+        # Torch-Pruning would also cut q/k/v output channels across heads; attention is a
+        # pass-through here (method.md §3b): MLP neurons are pruned by the FFN pruner.
+        raise InputError(
+            f"{kind} models are pruned by MLP neurons only (modhifi_core.pruning.ffn), not through prune_model"
+        )
     result = prune_model(LogitsOnly(model).eval(), calibration, method, **options)
     pruned = result.model.model.eval()
     report = dict(result.report)
@@ -90,13 +98,23 @@ def prune_hf_classifier(
     return PruningResult(pruned, report)
 
 
-def mlp_output_layers(model: nn.Module) -> str:
-    """The fnmatch pattern of the residual-stream MLP down projections (fc2) of an HF
-    ViT/DeiT/Swin, in `LogitsOnly` names."""
+def mlp_output_layers(model: nn.Module) -> tuple[str, ...]:
+    """Names (inside `LogitsOnly`, prefix "model.") of the residual-stream MLP down
+    projections (fc2) of an HF ViT/DeiT/Swin, in module order."""
     kind = model_type(model)
-    if kind not in MLP_OUTPUT_LAYERS:
+    if kind not in LAYERNORM_TRANSFORMERS:
         raise InputError(f"no residual-stream MLP layer set known for model type {kind!r}")
-    return MLP_OUTPUT_LAYERS[kind]
+    inner = model.model if isinstance(model, LogitsOnly) else model
+    names = tuple(
+        f"model.{name}"
+        for name, module in inner.named_modules()
+        if isinstance(module, nn.Linear)
+        and any(fnmatch.fnmatchcase(name, pattern) for pattern in _MLP_OUTPUT_PATTERNS)
+        and ".attention." not in name
+    )
+    if not names:
+        raise InputError(f"found no MLP fc2 layers in the {kind} model")
+    return names
 
 
 def unlearn_hf_classifier(
@@ -106,7 +124,7 @@ def unlearn_hf_classifier(
     defaults for LayerNorm transformers: `layers` = every residual-stream MLP fc2
     (`mlp_output_layers`), edit `negate` (chosen by the engine for LayerNorm networks)."""
     wrapper = LogitsOnly(model).eval()
-    if method == "modhifi" and "layers" not in hyperparameters and model_type(model) in MLP_OUTPUT_LAYERS:
+    if method == "modhifi" and "layers" not in hyperparameters and model_type(model) in LAYERNORM_TRANSFORMERS:
         hyperparameters["layers"] = mlp_output_layers(model)
     return unlearn(wrapper, split, method, **hyperparameters)
 
