@@ -132,3 +132,33 @@ def test_mlp_output_layers_are_the_fc2_of_every_block(factory, count):
     assert not any("attention" in name for name in names)
     with pytest.raises(InputError, match="no residual-stream MLP"):
         mlp_output_layers(tiny_resnet())
+
+
+def test_modhifi_u_on_a_vit_negates_hifi_components_of_every_mlp_fc2_only():
+    import math
+
+    from modhifi_core.data import ArrayDataset
+    from modhifi_core.splits import class_split
+    from modhifi_core.vision import unlearn_hf_classifier
+
+    model = tiny_vit()
+    before = {name: p.detach().clone() for name, p in LogitsOnly(model).named_parameters()}
+    x = images(40, 16, seed=4)
+    labels = torch.arange(40) % 10
+    split = class_split(ArrayDataset(x, labels, 10), 3)
+    result = unlearn_hf_classifier(model, split, fraction=0.1)
+    fc2 = mlp_output_layers(model)
+    assert result.log["layers"] == list(fc2) and result.log["edit"] == "negate"
+    assert isinstance(result.model, ViTForImageClassification)
+    after = dict(LogitsOnly(result.model).named_parameters())
+    assert all(torch.equal(p, before[n]) for n, p in LogitsOnly(model).named_parameters()), "input untouched"
+    for name, old in before.items():
+        new = after[name].detach()
+        layer = name.rsplit(".", 1)[0]
+        if layer in fc2 and name.endswith("weight"):
+            changed = new != old
+            # every output keeps all but its top ceil(0.1 * 64) = 7 inputs; those flip sign
+            assert changed.sum(1).tolist() == [math.ceil(0.1 * old.shape[1])] * old.shape[0]
+            torch.testing.assert_close(new[changed], -old[changed], rtol=0, atol=0)
+        else:
+            assert torch.equal(new, old), f"{name} must not change"

@@ -120,13 +120,15 @@ def mlp_output_layers(model: nn.Module) -> tuple[str, ...]:
 def unlearn_hf_classifier(
     model: nn.Module, split: ForgetSplit, method: str = "modhifi", **hyperparameters
 ) -> UnlearnResult:
-    """`unlearn` on an HF image classifier, edited in place (as `unlearn` does). ModHiFi-U
-    defaults for LayerNorm transformers: `layers` = every residual-stream MLP fc2
-    (`mlp_output_layers`), edit `negate` (chosen by the engine for LayerNorm networks)."""
+    """`unlearn` on an HF image classifier; the result's model is an edited copy (the HF
+    model itself, unwrapped), layer names in its log carry the adapter's "model." prefix.
+    ModHiFi-U defaults for LayerNorm transformers: `layers` = every residual-stream MLP
+    fc2 (`mlp_output_layers`), edit `negate` (chosen by the engine for LayerNorm networks)."""
     wrapper = LogitsOnly(model).eval()
     if method == "modhifi" and "layers" not in hyperparameters and model_type(model) in LAYERNORM_TRANSFORMERS:
         hyperparameters["layers"] = mlp_output_layers(model)
-    return unlearn(wrapper, split, method, **hyperparameters)
+    result = unlearn(wrapper, split, method, **hyperparameters)
+    return UnlearnResult(result.model.model.eval(), result.seconds, result.log)
 
 
 def save_hf_pruned(model: nn.Module, folder: str | Path) -> Path:
