@@ -122,3 +122,15 @@ def test_images_with_wrong_rank_are_refused(tmp_path):
     write_idx(tmp_path / NAMES["train"][0], np.zeros((20, 784), dtype=np.uint8))
     with pytest.raises(InputError, match=r"expected images \(N, H, W\)"):
         load_dataset("fashion-mnist", data_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_debian_fashion_mnist_when_installed():
+    from modhifi_core.data import FASHION_MNIST_DIR
+
+    if not FASHION_MNIST_DIR.is_dir():
+        pytest.skip(f"{FASHION_MNIST_DIR} absent (apt-get install dataset-fashion-mnist)")
+    data = load_dataset("fashion-mnist")
+    assert (len(data.train), len(data.test)) == (60000, 10000)
+    assert data.image_shape == (1, 28, 28)
+    assert torch.equal(torch.bincount(data.train.labels), torch.full((10,), 6000))
