@@ -38,10 +38,11 @@ RESULTS = Path(__file__).parent / "results"
 CACHE = Path(__file__).resolve().parent.parent / "workspace" / "vision"
 RESNET = ModelConfig(name="resnet18", width=32, image_size=16, in_channels=1)
 RESNET_TRAIN = TrainConfig(epochs=3, lr=0.05, batch_size=64)
-# HF ViT on 28 px Fashion-MNIST: 4x4 patches (49 tokens + CLS), 4 pre-LN blocks of width 64.
-VIT = {"image_size": 28, "patch_size": 4, "num_channels": 1, "hidden_size": 64, "num_hidden_layers": 4,
+# HF ViT on 28 px Fashion-MNIST: 7x7 patches (16 tokens + CLS), 4 pre-LN blocks of width 64.
+# (4x4 patches, 49 tokens, 6 epochs reached 73.9% in 608 s wall / 82 s CPU, still underfit.)
+VIT = {"image_size": 28, "patch_size": 7, "num_channels": 1, "hidden_size": 64, "num_hidden_layers": 4,
        "num_attention_heads": 4, "intermediate_size": 128, "num_labels": 10}  # fmt: skip
-VIT_TRAIN = {"epochs": 6, "lr": 2e-3, "weight_decay": 0.05, "batch_size": 128, "per_class": 1000}
+VIT_TRAIN = {"epochs": 12, "lr": 3e-3, "weight_decay": 0.05, "batch_size": 128, "per_class": 1000}
 
 
 def ensure_fashion_mnist() -> None:
