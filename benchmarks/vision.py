@@ -326,13 +326,15 @@ def section_unlearn(args) -> dict:
                 if kind != "resnet":
                     from modhifi_core.vision import mlp_output_layers
 
-                    options["layers"] = mlp_output_layers(model)
+                    fc2 = mlp_output_layers(model)
+                    options["layers"] = fc2 if args.vit_layers == "all" else fc2[-1:]
                 result = unlearn(model, split, "modhifi", **options)
                 row = {
                     "model": kind,
                     "seed": seed,
                     "forget_class": forget_class,
                     "fraction": fraction,
+                    "layers": list(options.get("layers", [])) or "last stage",
                     "edit": result.log.get("edit"),
                     "seconds": result.seconds,
                     "original": original,
@@ -494,6 +496,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=None, help="speed: latency batch (default 16)")
     parser.add_argument("--repeats", type=int, default=5, help="speed: timed passes per model")
     parser.add_argument("--model", choices=["resnet", "vit"], default="resnet", help="unlearn: which model")
+    parser.add_argument(
+        "--vit-layers", choices=["all", "last"], default="all", help="unlearn: fc2 of every block or the last"
+    )
     parser.add_argument("--fractions", type=float, nargs="+", default=None, help="unlearn: HiFi fractions")
     parser.add_argument("--classes", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--split-per-class", type=int, default=200, help="unlearn: D_f/D_r from this many per class")
