@@ -1,5 +1,5 @@
-"""Datasets as in-memory tensors: scikit-learn's digits (default), CIFAR-10 from a local
-folder, and folders of saved samples (synthetic or real).
+"""Datasets as in-memory tensors: scikit-learn's digits (default), CIFAR-10 and
+Fashion-MNIST from local folders, and folders of saved samples (synthetic or real).
 
 Every loader returns `ArrayDataset`s with images `(N, C, H, W)` float32, already
 normalised, and labels `(N,)` int64. Nothing is downloaded.
@@ -7,6 +7,7 @@ normalised, and labels `(N,)` int64. Nothing is downloaded.
 
 from __future__ import annotations
 
+import gzip
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from modhifi_core.errors import InputError
 
-DATASETS = ("digits", "cifar10")
+DATASETS = ("digits", "cifar10", "fashion-mnist")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ def load_dataset(
 
     `digits`: scikit-learn's bundled 8x8 digits, stratified train/test split seeded by
     `seed`. `cifar10`: the python-pickle layout in `data_dir` (its own train/test split).
+    `fashion-mnist`: the four idx files in `data_dir` (default: Debian's
+    `dataset-fashion-mnist` folder, `FASHION_MNIST_DIR`), 60k/10k, 1x28x28.
     """
     if name == "digits":
         images, labels = _digits_arrays()
@@ -101,6 +104,9 @@ def load_dataset(
         if data_dir is None:
             raise InputError("dataset 'cifar10' needs --data-dir pointing at cifar-10-batches-py")
         train, test = read_cifar10(data_dir)
+        num_classes = 10
+    elif name == "fashion-mnist":
+        train, test = read_fashion_mnist(data_dir if data_dir is not None else FASHION_MNIST_DIR)
         num_classes = 10
     else:
         raise InputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
@@ -212,6 +218,81 @@ def read_cifar10(data_dir: str | Path) -> tuple[tuple[Tensor, Tensor], tuple[Ten
     train = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
     test = _read_cifar_batch(root / _CIFAR_TEST)
     return train, test
+
+
+# --- Fashion-MNIST, idx layout (Debian's dataset-fashion-mnist) ---------------------------
+
+# Where `apt-get install dataset-fashion-mnist` puts the files (`dpkg -L dataset-fashion-mnist`).
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# idx magic: two zero bytes, the element type (0x08 = unsigned byte), the number of dims.
+_IDX_UBYTE = 0x08
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """The uint8 array of one idx file (gzipped when its name ends in .gz).
+
+    Layout (LeCun's MNIST format): magic `00 00 08 D`, then D big-endian uint32 sizes,
+    then the prod(sizes) bytes. Anything else — another element type, a short or long
+    payload, a truncated gzip — is refused with InputError."""
+    path = Path(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        raise InputError(f"idx file not found: {path}") from None
+    except (OSError, EOFError) as exc:  # bad gzip header, truncated stream
+        raise InputError(f"unreadable idx file {path}: {exc}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise InputError(f"not an idx file: {path} (bad magic number)")
+    if raw[2] != _IDX_UBYTE:
+        raise InputError(f"{path}: idx element type 0x{raw[2]:02x} is not unsigned byte (0x08)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise InputError(f"{path}: idx header truncated ({ndim} dims)")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(dims, dtype=np.int64))
+    if len(raw) - header != expected:
+        raise InputError(f"{path}: idx dims {dims} need {expected} bytes of data, file has {len(raw) - header}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def read_fashion_mnist(data_dir: str | Path) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """Train and test `(images (N, 1, 28, 28) float32 in [0, 1], labels (N,) int64)` from
+    the idx files in `data_dir` (each name with or without `.gz`)."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        hint = " (apt-get install dataset-fashion-mnist)" if root == FASHION_MNIST_DIR else ""
+        raise InputError(f"Fashion-MNIST folder not found: {root}{hint}")
+    return tuple(_read_idx_pair(root, *_IDX_FILES[part]) for part in ("train", "test"))  # type: ignore[return-value]
+
+
+def _read_idx_pair(root: Path, images_name: str, labels_name: str) -> tuple[Tensor, Tensor]:
+    images = read_idx(_idx_path(root, images_name))
+    labels = read_idx(_idx_path(root, labels_name))
+    if images.ndim != 3 or labels.ndim != 1:
+        raise InputError(f"{root}: expected images (N, H, W) and labels (N,), got {images.shape} and {labels.shape}")
+    if len(images) != len(labels):
+        raise InputError(f"{root}: {len(images)} images in {images_name} but {len(labels)} labels in {labels_name}")
+    if labels.size and labels.max() > 9:
+        raise InputError(f"{root}: {labels_name} holds label {int(labels.max())}; Fashion-MNIST labels are 0..9")
+    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+def _idx_path(root: Path, name: str) -> Path:
+    for candidate in (root / f"{name}.gz", root / name):
+        if candidate.exists():
+            return candidate
+    raise InputError(f"Fashion-MNIST file {name}(.gz) not found in {root}")
 
 
 # --- folders of saved samples -------------------------------------------------------------

@@ -1,0 +1,520 @@
+"""Vision benchmarks on real data bigger than digits (Fashion-MNIST) and standard shapes.
+Prints a table per section and writes benchmarks/results/vision_<section>.json.
+
+    python benchmarks/vision.py train     # ResNet-18 w32 (3 seeds) and HF ViT/Swin on Fashion-MNIST
+    python benchmarks/vision.py prune     # ModHiFi-P vs L2/L1/random at 50/25/15% FLOPs, ResNet-18
+    python benchmarks/vision.py unlearn   # ModHiFi-U, all 10 classes: ResNet-18 (zero) and ViT/Swin (negate)
+    python benchmarks/vision.py speed     # HF ResNet-50 224 px, random weights: latency vs FLOPs cut
+    python benchmarks/vision.py speed-zoo # torchvision resnet50 (run with .venv-zoo/bin/python)
+
+Fashion-MNIST comes from Debian's `dataset-fashion-mnist` (installed with apt-get when
+absent, said on stdout). Trained models are cached under workspace/vision/ (not
+committed); `train` re-uses them unless `--retrain`. CPU budget on the shared 2-core
+machine sets the recipe: the training set is subsampled (`--train-per-class`, default
+500 per class = 5k images) and images are resized to 16 px for the ResNet (the full
+28 px costs 3.5x the time per step); the test set is the full 10k. One torch thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modhifi_core.data import FASHION_MNIST_DIR, load_dataset
+from modhifi_core.models import ModelConfig, build_model
+from modhifi_core.safe_io import atomic_write_json
+from modhifi_core.training import TrainConfig, accuracy, train_model
+
+RESULTS = Path(__file__).parent / "results"
+CACHE = Path(__file__).resolve().parent.parent / "workspace" / "vision"
+RESNET = ModelConfig(name="resnet18", width=32, image_size=16, in_channels=1)
+RESNET_TRAIN = TrainConfig(epochs=3, lr=0.05, batch_size=64)
+# HF ViT on 28 px Fashion-MNIST: 7x7 patches (16 tokens + CLS), 4 pre-LN blocks of width 64.
+# (4x4 patches, 49 tokens, 6 epochs reached 73.9% in 608 s wall / 82 s CPU, still underfit.)
+VIT = {"image_size": 28, "patch_size": 7, "num_channels": 1, "hidden_size": 64, "num_hidden_layers": 4,
+       "num_attention_heads": 4, "intermediate_size": 128, "num_labels": 10}  # fmt: skip
+VIT_TRAIN = {"epochs": 12, "lr": 3e-3, "weight_decay": 0.05, "batch_size": 128, "per_class": 1000}
+
+
+def ensure_fashion_mnist() -> None:
+    """Install Debian's dataset-fashion-mnist when its folder is absent (and say so)."""
+    if FASHION_MNIST_DIR.is_dir():
+        return
+    print(f"{FASHION_MNIST_DIR} absent: apt-get install dataset-fashion-mnist", flush=True)
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "dataset-fashion-mnist"], check=True)
+
+
+def fashion(image_size: int | None, per_class: int, seed: int = 0):
+    """Fashion-MNIST at `image_size` px; the training set subsampled to `per_class` images
+    per class (0 = all 60k), the same subsample for every model seed."""
+    ensure_fashion_mnist()
+    data = load_dataset("fashion-mnist", image_size=image_size)
+    if per_class:
+        generator = torch.Generator().manual_seed(seed)
+        keep = []
+        for k in range(10):
+            index = torch.nonzero(data.train.labels == k).flatten()
+            keep.append(index[torch.randperm(len(index), generator=generator)[:per_class]])
+        train = data.train.subset(torch.cat(keep).sort().values)
+        data = type(data)(data.name, train, data.test)
+    return data
+
+
+def resnet_path(seed: int) -> Path:
+    return CACHE / f"resnet18_w32_seed{seed}.pt"
+
+
+def trained_resnet(seed: int, data, retrain: bool = False) -> tuple[nn.Module, dict]:
+    """ResNet-18 width 32 trained on `data` with `RESNET_TRAIN` and `seed` (cached)."""
+    path, log_path = resnet_path(seed), resnet_path(seed).with_suffix(".json")
+    model = build_model(RESNET)
+    if path.exists() and log_path.exists() and not retrain:
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model.eval(), json.loads(log_path.read_text())
+    torch.manual_seed(seed)
+    model = build_model(RESNET)
+    cpu = time.process_time()
+    log = train_model(model, data.train, TrainConfig(**{**RESNET_TRAIN.__dict__, "seed": seed}))
+    cpu = time.process_time() - cpu
+    log = {
+        "seconds": log["seconds"],
+        "cpu_seconds": cpu,
+        "losses": log["losses"],
+        "test_accuracy": accuracy(model, data.test),
+    }
+    CACHE.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    log_path.write_text(json.dumps(log))
+    return model.eval(), log
+
+
+def section_train(args) -> dict:
+    rows = []
+    if "resnet" in args.models:
+        data = fashion(RESNET.image_size, args.train_per_class)
+        for seed in args.seeds:
+            _, log = trained_resnet(seed, data, args.retrain)
+            rows.append({"model": "resnet18-w32", "seed": seed, "train_images": len(data.train), **log})
+            print(f"resnet18 w32 seed {seed}: test {log['test_accuracy']:.2f}%  {log['seconds']:.0f}s", flush=True)
+    if "vit" in args.models:
+        data = fashion(None, VIT_TRAIN["per_class"])
+        for seed in args.seeds:
+            _, log = trained_vit(seed, data, args.retrain)
+            rows.append({"model": "hf-vit", "seed": seed, "train_images": len(data.train), **log})
+            print(f"hf vit seed {seed}: test {log['test_accuracy']:.2f}%  {log['seconds']:.0f}s", flush=True)
+    recipe = {"resnet": RESNET.model_dump(), "resnet_train": RESNET_TRAIN.__dict__, "vit": VIT, "vit_train": VIT_TRAIN}
+    return {"rows": rows, "recipe": recipe}
+
+
+def vit_path(seed: int) -> Path:
+    return CACHE / f"hf_vit_seed{seed}"
+
+
+def trained_vit(seed: int, data, retrain: bool = False) -> tuple[nn.Module, dict]:
+    """The HF ViT of `VIT` trained with AdamW + cosine decay (`VIT_TRAIN`), cached as a
+    `save_pretrained` folder."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from modhifi_core.vision import LogitsOnly, load_hf_image_classifier
+
+    folder, log_path = vit_path(seed), vit_path(seed) / "train_log.json"
+    if log_path.exists() and not retrain:
+        return load_hf_image_classifier(folder), json.loads(log_path.read_text())
+    torch.manual_seed(seed)
+    model = ViTForImageClassification(ViTConfig(**VIT))
+    wrapper = LogitsOnly(model)
+    cpu, wall = time.process_time(), time.perf_counter()
+    losses = train_adamw(wrapper, data.train, seed)
+    log = {
+        "seconds": time.perf_counter() - wall,
+        "cpu_seconds": time.process_time() - cpu,
+        "losses": losses,
+        "test_accuracy": accuracy(wrapper, data.test),
+    }
+    model.save_pretrained(str(folder))
+    log_path.write_text(json.dumps(log))
+    return model.eval(), log
+
+
+def train_adamw(model: nn.Module, train, seed: int, epochs: int | None = None, lr: float | None = None) -> list[float]:
+    """AdamW with cosine decay over all steps (transformers train badly with plain SGD);
+    returns the mean loss per epoch. The model is left in eval mode."""
+    epochs = epochs or VIT_TRAIN["epochs"]
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr or VIT_TRAIN["lr"], weight_decay=VIT_TRAIN["weight_decay"])
+    steps = epochs * -(-len(train) // VIT_TRAIN["batch_size"])
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    losses = []
+    model.train()
+    for epoch in range(epochs):
+        total = 0.0
+        for images, labels in train.loader(VIT_TRAIN["batch_size"], shuffle=True, seed=seed + epoch):
+            loss = F.cross_entropy(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += float(loss.detach()) * len(labels)
+        losses.append(total / len(train))
+    model.eval()
+    return losses
+
+
+PRUNE_TARGETS = (0.5, 0.25, 0.15)
+PRUNE_RUNS = [  # (label, method, options); every method ends with BN recalibration
+    ("ModHiFi-P uniform, scalar δ*", "modhifi", {"compensation": "scalar"}),
+    ("ModHiFi-P uniform, full refit", "modhifi-full", {"compensation": "full"}),
+    ("L2 magnitude", "l2", {}),
+    ("L1 magnitude", "l1", {}),
+    ("random", "random", {}),
+]
+
+
+def calibration_subset(train, samples: int, seed: int = 0) -> torch.Tensor:
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:samples]
+    return train.images[order.sort().values]
+
+
+def section_prune(args) -> dict:
+    """ModHiFi-P vs L2/L1/random on the Fashion-MNIST ResNet-18s, no fine-tuning."""
+    from modhifi_core.pruning import prune_model
+
+    data = fashion(RESNET.image_size, args.train_per_class)
+    test = per_class_subset(data.test, args.test_per_class)
+    calibration = calibration_subset(data.train, args.images or 256)
+    runs = [run for run in PRUNE_RUNS if run[1] in args.methods] if args.methods else PRUNE_RUNS
+    rows = []
+    for seed in args.seeds:
+        model, _ = trained_resnet(seed, data)
+        dense = accuracy(model, test)
+        print(f"seed {seed}: dense test accuracy {dense:.2f}% ({len(test)} test images)", flush=True)
+        for target in args.targets or PRUNE_TARGETS:
+            for label, method, options in runs:
+                options = {**options, "seed": seed} if method == "random" else options
+                start = time.perf_counter()
+                engine_method = "modhifi" if method.startswith("modhifi") else method
+                result = prune_model(model, calibration, engine_method, target_flops=target, **options)
+                row = {
+                    "seed": seed,
+                    "target_flops": target,
+                    "method": label,
+                    "dense_test_accuracy": dense,
+                    "flops_ratio": result.report["flops_ratio"],
+                    "params_ratio": result.report["params_ratio"],
+                    "test_accuracy": accuracy(result.model, test),
+                    "seconds": time.perf_counter() - start,
+                }
+                rows.append(row)
+                print(
+                    f"  {target:4.2f} {label:32s} flops {row['flops_ratio']:.3f} acc {row['test_accuracy']:6.2f}"
+                    f"  ({row['seconds']:.0f}s)",
+                    flush=True,
+                )
+    summary = summarise(rows, ("target_flops", "method"), "test_accuracy")
+    goals = {}
+    for label in ("ModHiFi-P uniform, scalar δ*", "ModHiFi-P uniform, full refit"):
+        margins = paired_margins(rows, 0.25, label, "L2 magnitude")
+        if margins:
+            goals[f"{label} - L2 at 0.25"] = {
+                "margin_mean": statistics.mean(margins),
+                "margins": margins,
+                "goal": 5.0,
+                "met": statistics.mean(margins) >= 5.0,
+            }
+    for key, goal in goals.items():
+        print(f"goal {key}: {goal['margin_mean']:+.2f} points (need +5) -> {'met' if goal['met'] else 'NOT met'}")
+    return {
+        "calibration_images": len(calibration),
+        "test_images": len(test),
+        "rows": rows,
+        "summary": summary,
+        "goals": goals,
+    }
+
+
+def summarise(rows: list[dict], keys: tuple[str, ...], value: str) -> list[dict]:
+    """Mean and sample std of `value` over the rows sharing `keys` (in first-seen order)."""
+    groups: dict[tuple, list[float]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row[value])
+    out = []
+    for key, values in groups.items():
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        out.append({**dict(zip(keys, key)), "mean": statistics.mean(values), "std": std, "n": len(values)})
+    return out
+
+
+def paired_margins(rows: list[dict], target: float, label: str, baseline: str) -> list[float]:
+    by = {(r["seed"], r["target_flops"], r["method"]): r["test_accuracy"] for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    return [
+        by[(s, target, label)] - by[(s, target, baseline)]
+        for s in seeds
+        if (s, target, label) in by and (s, target, baseline) in by
+    ]
+
+
+def per_class_subset(data, per_class: int):
+    """The first `per_class` samples of each class (order kept): a fixed, stratified subset."""
+    keep = [torch.nonzero(data.labels == k).flatten()[:per_class] for k in range(data.num_classes)]
+    return data.subset(torch.cat(keep).sort().values)
+
+
+def relearn(model: nn.Module, retain, kind: str, steps: int = 20, seed: int = 0) -> nn.Module:
+    """The relearning attack of method.md §3: `steps` optimiser steps (batch 64) on
+    retained data only, at a tenth of the training learning rate. Returns a new model."""
+    import copy
+
+    model = copy.deepcopy(model).train()
+    if kind == "resnet":
+        optimizer = torch.optim.SGD(model.parameters(), lr=RESNET_TRAIN.lr / 10, momentum=0.9)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=VIT_TRAIN["lr"] / 10)
+    batches = iter(retain.loader(64, shuffle=True, seed=seed))
+    for _ in range(steps):
+        try:
+            images, labels = next(batches)
+        except StopIteration:
+            batches = iter(retain.loader(64, shuffle=True, seed=seed + 1))
+            images, labels = next(batches)
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def section_unlearn(args) -> dict:
+    """ModHiFi-U for every class: UA/RA/TA/MIA without fine-tuning, then the durability
+    figures — UA after BN recalibration on retained data (BN networks) and after a
+    20-step relearning attack on retained data."""
+    import copy
+
+    from modhifi_core.batchnorm import has_batchnorm, recalibrate_batchnorm
+    from modhifi_core.metrics import unlearning_metrics
+    from modhifi_core.splits import class_split
+    from modhifi_core.unlearning import unlearn
+
+    kind = args.model
+    size = RESNET.image_size if kind == "resnet" else None
+    full = fashion(size, args.split_per_class)
+    train, test = full.train, per_class_subset(full.test, args.test_per_class)
+    fractions = args.fractions or [None]
+    rows = []
+    for seed in args.seeds:
+        if kind == "resnet":
+            model = trained_resnet(seed, fashion(size, args.train_per_class))[0]
+        else:
+            from modhifi_core.vision import LogitsOnly
+
+            model = LogitsOnly(trained_vit(seed, fashion(None, VIT_TRAIN["per_class"]))[0]).eval()
+        for fraction in fractions:
+            for forget_class in args.classes:
+                split = class_split(train, forget_class)
+                original = unlearning_metrics(model, split, test)
+                options = {} if fraction is None else {"fraction": fraction}
+                if kind != "resnet":
+                    from modhifi_core.vision import mlp_output_layers
+
+                    fc2 = mlp_output_layers(model)
+                    options["layers"] = fc2 if args.vit_layers == "all" else fc2[-1:]
+                result = unlearn(model, split, "modhifi", **options)
+                row = {
+                    "model": kind,
+                    "seed": seed,
+                    "forget_class": forget_class,
+                    "fraction": fraction,
+                    "layers": list(options.get("layers", [])) or "last stage",
+                    "edit": result.log.get("edit"),
+                    "seconds": result.seconds,
+                    "original": original,
+                    **unlearning_metrics(result.model, split, test),
+                }
+                if has_batchnorm(result.model):
+                    recalibrated = copy.deepcopy(result.model)
+                    recalibrate_batchnorm(recalibrated, split.retain.images[:512].split(128))
+                    row["UA_after_bn_recalibration"] = 100.0 - accuracy(recalibrated, split.forget)
+                attacked = relearn(result.model, split.retain, kind, seed=seed)
+                row["UA_after_relearn"] = 100.0 - accuracy(attacked, split.forget)
+                rows.append(row)
+                extra = "".join(
+                    f" {k.replace('UA_after_', 'UA@')} {row[k]:5.1f}" for k in row if k.startswith("UA_after")
+                )
+                print(
+                    f"{kind} seed {seed} frac {fraction} class {forget_class}: UA {row['UA']:5.1f} "
+                    f"RA {row['RA']:5.1f} (orig {original['RA']:5.1f}) "
+                    f"TA {row['TA']:5.1f} (orig {original['TA']:5.1f}) "
+                    f"MIA {row['MIA']:5.1f}{extra}  {row['seconds']:.1f}s",
+                    flush=True,
+                )
+    summary = []
+    for (seed, fraction), group in _group(rows, ("seed", "fraction")).items():
+        summary.append(
+            {
+                "seed": seed,
+                "fraction": fraction,
+                "forget_accuracy_mean": statistics.mean(100 - r["UA"] for r in group),
+                "forget_accuracy_max": max(100 - r["UA"] for r in group),
+                "retain_drop_mean": statistics.mean(r["original"]["RA"] - r["RA"] for r in group),
+                "retain_drop_max": max(r["original"]["RA"] - r["RA"] for r in group),
+                "test_drop_mean": statistics.mean(r["original"]["TA"] - r["TA"] for r in group),
+                "classes": len(group),
+            }
+        )
+        print(f"summary {summary[-1]}", flush=True)
+    return {
+        "model": kind,
+        "split_train_per_class": args.split_per_class,
+        "test_per_class": args.test_per_class,
+        "rows": rows,
+        "summary": summary,
+    }
+
+
+def _group(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    return groups
+
+
+def section_speed(args) -> dict:
+    """HF ResNet-50 (the default ResNetConfig) at 224 px, random weights with BN statistics
+    recalibrated on gaussian images: FLOPs cut vs measured CPU latency speed-up."""
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    from modhifi_core.vision import LogitsOnly, prune_hf_classifier
+
+    torch.manual_seed(0)
+    model = ResNetForImageClassification(ResNetConfig(num_labels=1000)).eval()
+
+    def prune(method: str, target: float, options: dict):
+        result = prune_hf_classifier(model, calibration, method, target_flops=target, **options)
+        return LogitsOnly(result.model).eval(), result.report
+
+    calibration = gaussian_calibration(LogitsOnly(model), args.images or 16)
+    return speed_rows("HF ResNet-50 224x224", LogitsOnly(model).eval(), prune, args)
+
+
+def section_speed_zoo(args) -> dict:
+    """torchvision resnet50 at 224 px (needs .venv-zoo): as `speed`."""
+    from modhifi_core.pruning import prune_model
+    from modhifi_core.sources.torchvision_zoo import build_zoo_model
+
+    torch.manual_seed(0)
+    model = build_zoo_model("torchvision:resnet50")
+    calibration = gaussian_calibration(model, args.images or 16)
+
+    def prune(method: str, target: float, options: dict):
+        result = prune_model(model, calibration, method, target_flops=target, **options)
+        return result.model, result.report
+
+    return speed_rows("torchvision resnet50 224x224", model, prune, args)
+
+
+def gaussian_calibration(model: nn.Module, samples: int) -> torch.Tensor:
+    from modhifi_core.batchnorm import recalibrate_batchnorm
+
+    images = torch.randn(samples, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    recalibrate_batchnorm(model, images.split(8))
+    return images
+
+
+def speed_rows(setting: str, dense: nn.Module, prune, args) -> dict:
+    from modhifi_core.pruning.report import latency_report
+
+    batch = args.batch or 16
+    runs = [("L2 magnitude", "l2", {}), ("ModHiFi-P scalar", "modhifi", {"compensation": "scalar"})]
+    rows = []
+    for target in (0.5, 0.25):
+        for label, method, options in runs:
+            start = time.perf_counter()
+            pruned, report = prune(method, target, {**options, "round_to": 8, "batch_size": 8})
+            prune_seconds = time.perf_counter() - start
+            latency = latency_report(dense, pruned, (3, 224, 224), batch, warmup=2, repeats=args.repeats)
+            row = {
+                "model": setting,
+                "method": label,
+                "target_flops": target,
+                "round_to": 8,
+                "flops_ratio": report["flops_ratio"],
+                "params_ratio": report["params_ratio"],
+                "prune_seconds": prune_seconds,
+                **latency,
+                "speedup_per_flops_cut": latency["latency_speedup"] * report["flops_ratio"],
+            }
+            rows.append(row)
+            print(
+                f"{setting} {label:17s} target {target:.2f}: flops {row['flops_ratio']:.3f} latency "
+                f"{latency['latency_dense_ms']:.0f} -> {latency['latency_pruned_ms']:.0f} ms  speed-up "
+                f"{latency['latency_speedup']:.2f}x = {row['speedup_per_flops_cut']:.2f} of the cut (goal 0.9)",
+                flush=True,
+            )
+    goals = {
+        f"{r['method']} at {r['target_flops']}": {"value": r["speedup_per_flops_cut"], "goal": 0.9,
+                                                  "met": r["speedup_per_flops_cut"] >= 0.9}
+        for r in rows
+    }  # fmt: skip
+    return {"batch": batch, "repeats": args.repeats, "rows": rows, "goals": goals}
+
+
+SECTIONS = {
+    "train": section_train,
+    "prune": section_prune,
+    "unlearn": section_unlearn,
+    "speed": section_speed,
+    "speed-zoo": section_speed_zoo,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("section", choices=sorted(SECTIONS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--models", nargs="+", default=["resnet", "vit"])
+    parser.add_argument("--train-per-class", type=int, default=500)
+    parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--images", type=int, default=None, help="calibration / scoring images")
+    parser.add_argument("--targets", type=float, nargs="+", default=None)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="prune: methods to run (modhifi modhifi-full l2 l1 random; default all)",
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=None, help="speed: latency batch (default 16)")
+    parser.add_argument("--repeats", type=int, default=5, help="speed: timed passes per model")
+    parser.add_argument("--model", choices=["resnet", "vit"], default="resnet", help="unlearn: which model")
+    parser.add_argument(
+        "--vit-layers", choices=["all", "last"], default="all", help="unlearn: fc2 of every block or the last"
+    )
+    parser.add_argument("--fractions", type=float, nargs="+", default=None, help="unlearn: HiFi fractions")
+    parser.add_argument("--classes", type=int, nargs="+", default=list(range(10)))
+    parser.add_argument("--split-per-class", type=int, default=200, help="unlearn: D_f/D_r from this many per class")
+    parser.add_argument("--test-per-class", type=int, default=200, help="prune/unlearn: test images per class")
+    parser.add_argument("--out", default=None, help="result file name (default vision_<section>.json)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    result = SECTIONS[args.section](args)
+    result.update(
+        {"section": args.section, "seconds": time.perf_counter() - start, "torch": torch.__version__,
+         "python": platform.python_version(), "threads": args.threads}
+    )  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    atomic_write_json(RESULTS / (args.out or f"vision_{args.section.replace('-', '_')}.json"), result)
+
+
+if __name__ == "__main__":
+    main()

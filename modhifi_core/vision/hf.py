@@ -1,0 +1,169 @@
+"""Hugging Face image classifiers through the engine's pruning and unlearning paths.
+
+The engine's layers (Torch-Pruning's tracer, statistics hooks, BN recalibration,
+`predict`) call `model(images)` and expect logits; an HF classifier takes
+`pixel_values=` and returns an `ImageClassifierOutput`. `LogitsOnly` adapts one to the
+other, so the HF network itself (as `.model`) is what gets traced, scored and edited:
+
+    pruned = prune_hf_classifier(hf_model, images, "modhifi", target_flops=0.5)   # CNNs
+    result = unlearn_hf_classifier(hf_vit, split, fraction=0.05)                   # ViT / Swin
+
+Pruning here (CNNs) removes conv channels (ResNet) and the MLP neurons inside ConvNeXt
+blocks (`pwconv1 -> pwconv2`) through `modhifi_core.pruning.prune_model`. Groups that
+cannot be pruned exactly — the channels ConvNeXt's depthwise convs read, its LayerNorm
+stem — are left untouched and named in `report["untouched_groups"]`; nothing raises for
+them. ViT/Swin are refused there: Torch-Pruning would cut q/k/v channels across heads,
+and attention is a pass-through (method.md §3b); their MLP neurons belong to the FFN
+pruner (`modhifi_core.pruning.ffn`).
+
+A per-layer pruned CNN has no `config.json` that stock `transformers` could rebuild it
+from (ResNetConfig gives one width per stage), so `save_hf_pruned` writes
+`save_pretrained`'s folder plus `modhifi_shapes.json` (the shape record of
+`modhifi_core.vision.shapes`), and `load_hf_pruned` rebuilds from both.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from pathlib import Path
+
+from torch import Tensor, nn
+
+from modhifi_core.data import ArrayDataset
+from modhifi_core.errors import InputError
+from modhifi_core.pruning import PruningResult, prune_model
+from modhifi_core.safe_io import atomic_write_json
+from modhifi_core.splits import ForgetSplit
+from modhifi_core.unlearning import UnlearnResult, unlearn
+from modhifi_core.vision.shapes import apply_shape_record, shape_record
+
+SHAPES_FILE = "modhifi_shapes.json"
+# LayerNorm transformers whose residual-stream MLPs ModHiFi-U edits. Their fc2 (the down
+# projection whose inputs are the MLP neurons) is `*.mlp.fc2` in transformers 5.x and
+# `*.layer.N.output.dense` (beside `attention.output.dense`) in 4.x.
+LAYERNORM_TRANSFORMERS = ("vit", "deit", "swin", "swinv2")
+_MLP_OUTPUT_PATTERNS = ("*.mlp.fc2", "*.output.dense")
+
+
+class LogitsOnly(nn.Module):
+    """`model(pixel_values=x).logits` as `forward(x)`; the HF model is `self.model`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+def load_hf_image_classifier(folder: str | Path) -> nn.Module:
+    """An HF image classifier from a local folder (no hub access), in eval mode.
+    The one place this module loads HF folders (swap for modhifi_core.sources.huggingface)."""
+    from transformers import AutoModelForImageClassification
+
+    try:
+        model = AutoModelForImageClassification.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load an image classifier from {folder}: {exc}") from None
+    return model.eval()
+
+
+def model_type(model: nn.Module) -> str:
+    """The HF `config.model_type` of `model` (or of a `LogitsOnly`'s inner model)."""
+    inner = model.model if isinstance(model, LogitsOnly) else model
+    config = getattr(inner, "config", None)
+    if config is None:
+        raise InputError(f"{type(inner).__name__} is not a Hugging Face model (no .config)")
+    return config.model_type
+
+
+def prune_hf_classifier(
+    model: nn.Module, calibration: Tensor | ArrayDataset, method: str = "modhifi", **options
+) -> PruningResult:
+    """`prune_model` on an HF image classifier: calibration images `(N, C, H, W)` as the
+    model's `pixel_values`; options as for `prune_model`. Returns the pruned HF model
+    (a new module, the input is untouched) and the report, with `shape_record` added."""
+    kind = model_type(model)
+    if kind in LAYERNORM_TRANSFORMERS:
+        # Torch-Pruning would also cut q/k/v output channels across heads; attention is a
+        # pass-through here (method.md §3b): MLP neurons are pruned by the FFN pruner.
+        raise InputError(
+            f"{kind} models are pruned by MLP neurons only (modhifi_core.pruning.ffn), not through prune_model"
+        )
+    result = prune_model(LogitsOnly(model).eval(), calibration, method, **options)
+    pruned = result.model.model.eval()
+    report = dict(result.report)
+    report["shape_record"] = shape_record(pruned, model)
+    return PruningResult(pruned, report)
+
+
+def mlp_output_layers(model: nn.Module) -> tuple[str, ...]:
+    """Names (inside `LogitsOnly`, prefix "model.") of the residual-stream MLP down
+    projections (fc2) of an HF ViT/DeiT/Swin, in module order."""
+    kind = model_type(model)
+    if kind not in LAYERNORM_TRANSFORMERS:
+        raise InputError(f"no residual-stream MLP layer set known for model type {kind!r}")
+    inner = model.model if isinstance(model, LogitsOnly) else model
+    names = tuple(
+        f"model.{name}"
+        for name, module in inner.named_modules()
+        if isinstance(module, nn.Linear)
+        and any(fnmatch.fnmatchcase(name, pattern) for pattern in _MLP_OUTPUT_PATTERNS)
+        and ".attention." not in name
+    )
+    if not names:
+        raise InputError(f"found no MLP fc2 layers in the {kind} model")
+    return names
+
+
+def unlearn_hf_classifier(
+    model: nn.Module, split: ForgetSplit, method: str = "modhifi", **hyperparameters
+) -> UnlearnResult:
+    """`unlearn` on an HF image classifier; the result's model is an edited copy (the HF
+    model itself, unwrapped), layer names in its log carry the adapter's "model." prefix.
+    ModHiFi-U defaults for LayerNorm transformers: `layers` = every residual-stream MLP
+    fc2 (`mlp_output_layers`), edit `negate` (chosen by the engine for LayerNorm networks)."""
+    wrapper = LogitsOnly(model).eval()
+    if method == "modhifi" and "layers" not in hyperparameters and model_type(model) in LAYERNORM_TRANSFORMERS:
+        hyperparameters["layers"] = mlp_output_layers(model)
+    result = unlearn(wrapper, split, method, **hyperparameters)
+    return UnlearnResult(result.model.model.eval(), result.seconds, result.log)
+
+
+def save_hf_pruned(model: nn.Module, folder: str | Path) -> Path:
+    """`save_pretrained(folder)` plus `folder/modhifi_shapes.json`: the layers whose shape
+    differs from a dense build of `model.config` (empty for an unpruned model)."""
+    from transformers import AutoModelForImageClassification
+
+    folder = Path(folder)
+    model.save_pretrained(str(folder))
+    dense = AutoModelForImageClassification.from_config(model.config)
+    atomic_write_json(folder / SHAPES_FILE, {"layer_shapes": shape_record(model, dense)})
+    return folder
+
+
+def load_hf_pruned(folder: str | Path) -> nn.Module:
+    """The network `save_hf_pruned` wrote: config -> dense build -> resized -> weights."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    folder = Path(folder)
+    shapes_path = folder / SHAPES_FILE
+    if not shapes_path.exists():
+        return load_hf_image_classifier(folder)
+    try:
+        record = json.loads(shapes_path.read_text())["layer_shapes"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"{shapes_path} is not a shape record: {exc}") from None
+    config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    model = apply_shape_record(AutoModelForImageClassification.from_config(config), record)
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        raise InputError(f"{folder} has no model.safetensors")
+    try:
+        model.load_state_dict(load_file(str(weights)), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise InputError(f"{weights} does not fit the recorded shapes: {' '.join(first[:3])}") from None
+    return model.eval()
