@@ -15,7 +15,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install run test test-slow lint format bench clean
+.PHONY: install run test test-slow test-zoo lint format bench clean
 
 install: $(STAMP) $(BIN)/modhifi
 
@@ -55,6 +55,12 @@ format: install
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# torchvision/timm adapters: their own venv (torch 2.14.1 + torchvision 0.29.1, 6.6 GB),
+# never the main one. Not in CI's default run (~5 min quiet, 8.5 min to build the venv).
+test-zoo:
+	bash scripts/zoo_venv.sh
+	.venv-zoo/bin/python -m pytest -q tests/zoo tests/test_vision_shapes.py
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow

@@ -20,7 +20,7 @@ class Section(BaseModel):
 
 
 class DataParams(Section):
-    dataset: Literal["digits", "cifar10"] = "digits"
+    dataset: Literal["digits", "cifar10", "fashion-mnist"] = "digits"
     data_dir: str | None = None
     image_size: int = Field(8, ge=4, le=512)
     channels: int = Field(1, ge=1, le=3)

@@ -12,11 +12,16 @@ from flows.console import emit
 
 def train(
     out: Path = typer.Option(..., "--out", help="Where to write the checkpoint (.pt)."),
-    dataset: str = typer.Option("digits", help="digits (bundled) or cifar10 (needs --data-dir)."),
+    dataset: str = typer.Option(
+        "digits",
+        help="digits (bundled), fashion-mnist (Debian dataset-fashion-mnist or --data-dir) or cifar10 (--data-dir).",
+    ),
     data_dir: Path | None = typer.Option(None, help="Folder of the CIFAR-10 python batches."),
     model: str = typer.Option("resnet18", help="resnet18, resnet50, vgg11, vgg19 or vit."),
     width: int = typer.Option(16, min=1, help="Stem width (64 in the original networks)."),
-    image_size: int | None = typer.Option(None, help="Resize images to this many px (default: 8 digits, 32 cifar10)."),
+    image_size: int | None = typer.Option(
+        None, help="Resize images to this many px (default: 8 digits, 28 fashion-mnist, 32 cifar10)."
+    ),
     epochs: int = typer.Option(30, min=1),
     lr: float = typer.Option(0.05, min=0.0),
     batch_size: int = typer.Option(64, min=1),
@@ -26,8 +31,8 @@ def train(
     """Train a model (SGD, cosine schedule, seeded) and report its test accuracy."""
     from modhifi_core.params import DataParams, ModelParams, TrainParams
 
-    size = image_size or (8 if dataset == "digits" else 32)
-    channels = 1 if dataset == "digits" else 3
+    native = {"digits": (8, 1), "fashion-mnist": (28, 1)}.get(dataset, (32, 3))  # (px, channels)
+    size, channels = image_size or native[0], native[1]
     d = DataParams(dataset=dataset, data_dir=str(data_dir) if data_dir else None, image_size=size, channels=channels)
     m, t = ModelParams(name=model, width=width), TrainParams(epochs=epochs, lr=lr, batch_size=batch_size)
 
