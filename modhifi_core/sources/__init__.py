@@ -1,0 +1,5 @@
+"""Where models come from besides modhifi's own zoo: local Hugging Face folders (`hf:DIR`)."""
+
+from modhifi_core.sources.huggingface import KINDS, LoadedModel, check_folder, load_hf, parse_hf_source, save_hf
+
+__all__ = ["KINDS", "LoadedModel", "check_folder", "load_hf", "parse_hf_source", "save_hf"]
