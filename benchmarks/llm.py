@@ -112,7 +112,7 @@ def run_smollm2(args) -> None:
     out.update(dense_perplexity_grid=dense["perplexity"], grid_tokens=dense["tokens"], dense_grid_eval_s=eval_s)
     out["forward_over_calibration_s"] = forward_s
     log(f"dense perplexity {dense['perplexity']:.3f} over {dense['tokens']} tokens ({eval_s:.0f} s)")
-    write("smollm2", out)
+    write(f"smollm2_{args.part}", out)
 
     stats = {}
     start = time.perf_counter()
@@ -142,7 +142,7 @@ def run_smollm2(args) -> None:
             "compensation_s": report["compensation_s"],
         }
         out["rows"].append(entry)
-        write("smollm2", out)
+        write(f"smollm2_{args.part}", out)
         log(f"{label:40s} {calib:5s} {target} ppl {measured['perplexity']:10.3f} ({measured['tokens']} tokens)")
         return result
 
@@ -161,10 +161,38 @@ def run_smollm2(args) -> None:
     if args.save:
         save_hf(default.model, args.save, tokenizer=tokenizer, source=args.cache, lineage={"params": default.report})
     del default
-    write("smollm2", out)
+    write(f"smollm2_{args.part}", out)
     for label, score, compensation in HEADLINE[1:]:
         for target in targets:
             row(label, score, compensation, "text", **target)
+    if args.part == "text":
+        return
+
+
+def run_smollm2_self(args) -> None:
+    """Data-free: the default at every target calibrated on self-sampled sequences."""
+    loaded = smollm2(args.cache)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    held_out = text_windows(HELD_OUT, tokenizer, args.eval, 256, seed=1)[: args.grid_eval]
+    out = {"model": "SmolLM2-135M-Instruct", "evaluation": f"first {args.grid_eval} of the held-out windows"}
+    out["rows"] = []
+    dense = perplexity(model, held_out)
+    out["dense_perplexity_grid"] = dense["perplexity"]
+    stats = {}
+    targets = [{"fraction": f} for f in FRACTIONS] + [{"target_params": 0.8}]
+
+    def row(label, score, compensation, calib, **target):
+        result = prune_transformer(
+            model, None, statistics=stats[calib], score=score, compensation=compensation, seq_len=256, **target
+        )
+        measured = perplexity(result.model, held_out)
+        out["rows"].append(
+            {"label": label, "score": score, "compensation": compensation, "calibration": calib, **target}
+            | {"perplexity": measured["perplexity"], "ratio_to_dense": measured["perplexity"] / dense["perplexity"]}
+            | {"params_ratio": result.report["params_ratio"], "width": result.report["widths"][0]}
+        )
+        write(f"smollm2_{args.part}", out)
+        log(f"{label:40s} {calib:5s} {target} ppl {measured['perplexity']:10.3f}")
 
     start = time.perf_counter()
     self_calibration = sample_sequences(
@@ -176,7 +204,7 @@ def run_smollm2(args) -> None:
         temperature=args.temperature,
         top_p=args.top_p,
         prompt=args.prompt,
-        batch_size=32,
+        batch_size=args.self_calib,
     )
     out["self_sampling_s"] = time.perf_counter() - start
     out["self_sampling"] = {"n": args.self_calib, "temperature": args.temperature, "top_p": args.top_p}
@@ -186,12 +214,39 @@ def run_smollm2(args) -> None:
     log(f"self-sampled {args.self_calib}x256 in {out['self_sampling_s']:.0f} s")
     for target in targets:
         row(*HEADLINE[0], "self", **target)
+    row(*HEADLINE[1], "self", target_params=0.8)
+
+
+def run_smollm2_extra(args) -> None:
+    """The 64-window evaluation of the default, the rest of the grid, sequential refits."""
+    loaded = smollm2(args.cache)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    calibration = text_windows(CALIBRATION, tokenizer, args.calib, 256, seed=0)
+    held_out_full = text_windows(HELD_OUT, tokenizer, args.eval, 256, seed=1)
+    held_out = held_out_full[: args.grid_eval]
+    out = {"model": "SmolLM2-135M-Instruct", "rows": []}
+    stats = {"text": collect_ffn_statistics(model, calibration)}
+    dense = perplexity(model, held_out)
+
+    def row(label, score, compensation, calib, windows=held_out, reference=dense, **target):
+        result = prune_transformer(
+            model, None, statistics=stats[calib], score=score, compensation=compensation, seq_len=256, **target
+        )
+        measured = perplexity(result.model, windows)
+        out["rows"].append(
+            {"label": label, "score": score, "compensation": compensation, "calibration": calib, **target}
+            | {"perplexity": measured["perplexity"], "tokens": measured["tokens"]}
+            | {"ratio_to_dense": measured["perplexity"] / reference["perplexity"]}
+            | {"params_ratio": result.report["params_ratio"], "width": result.report["widths"][0]}
+        )
+        write(f"smollm2_{args.part}", out)
+        log(f"{label:40s} {calib:5s} {target} ppl {measured['perplexity']:10.3f} ({measured['tokens']} tokens)")
 
     full_dense = perplexity(model, held_out_full)
     out.update(dense_perplexity=full_dense["perplexity"], tokens=full_dense["tokens"])
     log(f"dense perplexity {full_dense['perplexity']:.3f} over {full_dense['tokens']} tokens")
-    for calib in ("text", "self"):
-        row(*HEADLINE[0], calib, windows=held_out_full, reference=full_dense, target_params=0.8)
+    for label, score, compensation in HEADLINE:
+        row(label, score, compensation, "text", windows=held_out_full, reference=full_dense, target_params=0.8)
 
     for label, score, compensation in GRID:
         row(label, score, compensation, "text", fraction=0.3)
@@ -203,7 +258,7 @@ def run_smollm2(args) -> None:
         | {"fraction": 0.3, "perplexity": ppl, "ratio_to_dense": ppl / dense["perplexity"]}
         | {"seconds": time.perf_counter() - start}
     )
-    write("smollm2", out)
+    write(f"smollm2_{args.part}", out)
     log(f"sequential 30% ppl {ppl:.3f}")
 
 
@@ -247,6 +302,7 @@ def run_minilm(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("section", choices=("smollm2", "minilm"))
+    parser.add_argument("--part", choices=("text", "self", "extra"), default="text", help="smollm2 only")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/modhifi_llm/smollm2-f32"))
     parser.add_argument("--calib", type=int, default=128)
     parser.add_argument("--eval", type=int, default=64)
@@ -262,7 +318,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    {"smollm2": run_smollm2, "minilm": run_minilm}[args.section](args)
+    if args.section == "minilm":
+        run_minilm(args)
+    else:
+        {"text": run_smollm2, "self": run_smollm2_self, "extra": run_smollm2_extra}[args.part](args)
 
 
 if __name__ == "__main__":

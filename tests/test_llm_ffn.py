@@ -46,11 +46,13 @@ def test_statistics_match_brute_force_layerwise_and_in_one_pass(family):
     inputs = example_inputs(family)
     stored = _activations(model, inputs)
     for layerwise in (True, False):
-        stats = collect_ffn_statistics(model, [inputs], layerwise=layerwise)
+        stats = collect_ffn_statistics(model, [inputs], layerwise=layerwise, product_dtype=torch.float64)
+        default = collect_ffn_statistics(model, [inputs], layerwise=layerwise)  # float32 products per batch
         assert set(stats) == set(stored)
         for name, h in stored.items():
             # float64 sums of the same products: only summation order differs
             torch.testing.assert_close(stats[name].gram, h.T @ h, rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(default[name].gram, h.T @ h, rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(stats[name].mean, h.mean(0), rtol=1e-10, atol=1e-12)
             assert stats[name].tokens == h.shape[0]
 
@@ -58,8 +60,8 @@ def test_statistics_match_brute_force_layerwise_and_in_one_pass(family):
 def test_statistics_add_over_batches():
     model = tiny("llama")
     a, b = example_inputs("llama", seed=1), example_inputs("llama", seed=2)
-    both = collect_ffn_statistics(model, [a, b])
-    one, two = collect_ffn_statistics(model, [a]), collect_ffn_statistics(model, [b])
+    both = collect_ffn_statistics(model, [a, b], product_dtype=torch.float64)
+    one, two = (collect_ffn_statistics(model, [x], product_dtype=torch.float64) for x in (a, b))
     for name in both:
         torch.testing.assert_close(both[name].gram, one[name].gram + two[name].gram, rtol=1e-10, atol=1e-10)
         assert both[name].tokens == one[name].tokens + two[name].tokens
@@ -69,7 +71,7 @@ def test_scores_follow_their_definitions():
     model = tiny("gpt2")
     inputs = example_inputs("gpt2")
     h = _activations(model, inputs)
-    stats = collect_ffn_statistics(model, [inputs])
+    stats = collect_ffn_statistics(model, [inputs], product_dtype=torch.float64)  # exact: formulas checked
     block = find_ffn_blocks(model)[0]
     w = dict(model.named_modules())[block.down_name].weight.T.double()  # Conv1D: (out, neurons)
     x = h[block.name]
@@ -95,7 +97,7 @@ def test_least_squares_refit_is_the_least_squares_optimum(family):
     model = tiny(family)
     inputs = example_inputs(family, batch=8, length=16)
     h = _activations(model, inputs)
-    stats = collect_ffn_statistics(model, [inputs])
+    stats = collect_ffn_statistics(model, [inputs], product_dtype=torch.float64)  # exact: formulas checked
     block = find_ffn_blocks(model)[0]
     layer = dict(model.named_modules())[block.down_name]
     w = (layer.weight.T if family == "gpt2" else layer.weight).double().clone()
@@ -117,7 +119,7 @@ def test_least_squares_refit_is_the_least_squares_optimum(family):
 def test_delta_star_equals_least_squares_without_ridge():
     model = tiny("llama")
     inputs = example_inputs("llama", batch=8, length=16)
-    stats = collect_ffn_statistics(model, [inputs])
+    stats = collect_ffn_statistics(model, [inputs], product_dtype=torch.float64)  # exact: formulas checked
     block = find_ffn_blocks(model)[0]
     kept = torch.arange(0, block.width, 3)
     by_ls, by_delta = copy.deepcopy(model), copy.deepcopy(model)
@@ -133,7 +135,7 @@ def test_delta_star_equals_least_squares_without_ridge():
 def test_removal_equals_zeroing_the_neurons(family):
     model = tiny(family)
     inputs = example_inputs(family)
-    stats = collect_ffn_statistics(model, [inputs])
+    stats = collect_ffn_statistics(model, [inputs], product_dtype=torch.float64)  # exact: formulas checked
     result = prune_transformer(model, None, statistics=stats, fraction=0.5, compensation="none", score="energy")
     zeroed = copy.deepcopy(model)
     modules = dict(zeroed.named_modules())
