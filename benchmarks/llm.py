@@ -217,6 +217,29 @@ def run_smollm2_self(args) -> None:
     row(*HEADLINE[1], "self", target_params=0.8)
 
 
+def run_smollm2_baselines(args) -> None:
+    """The goal's baselines, most informative targets first (a parallel process to `text`)."""
+    loaded = smollm2(args.cache)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    calibration = text_windows(CALIBRATION, tokenizer, args.calib, 256, seed=0)
+    held_out = text_windows(HELD_OUT, tokenizer, args.eval, 256, seed=1)[: args.grid_eval]
+    out = {"model": "SmolLM2-135M-Instruct", "rows": []}
+    stats = collect_ffn_statistics(model, calibration)
+    for target in ({"fraction": 0.3}, {"target_params": 0.8}, {"fraction": 0.5}, {"fraction": 0.1}):
+        for label, score, compensation in (HEADLINE[3], HEADLINE[2], HEADLINE[1]):
+            result = prune_transformer(
+                model, None, statistics=stats, score=score, compensation=compensation, seq_len=256, **target
+            )
+            measured = perplexity(result.model, held_out)
+            out["rows"].append(
+                {"label": label, "score": score, "compensation": compensation, "calibration": "text", **target}
+                | {"perplexity": measured["perplexity"], "tokens": measured["tokens"]}
+                | {"params_ratio": result.report["params_ratio"], "width": result.report["widths"][0]}
+            )
+            write(f"smollm2_{args.part}", out)
+            log(f"{label:40s} {target} ppl {measured['perplexity']:10.3f} ({measured['tokens']} tokens)")
+
+
 def run_smollm2_extra(args) -> None:
     """The 64-window evaluation of the default, the rest of the grid, sequential refits."""
     loaded = smollm2(args.cache)
@@ -302,7 +325,7 @@ def run_minilm(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("section", choices=("smollm2", "minilm"))
-    parser.add_argument("--part", choices=("text", "self", "extra"), default="text", help="smollm2 only")
+    parser.add_argument("--part", choices=("text", "self", "baselines", "extra"), default="text", help="smollm2 only")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/modhifi_llm/smollm2-f32"))
     parser.add_argument("--calib", type=int, default=128)
     parser.add_argument("--eval", type=int, default=64)
@@ -321,7 +344,8 @@ def main() -> None:
     if args.section == "minilm":
         run_minilm(args)
     else:
-        {"text": run_smollm2, "self": run_smollm2_self, "extra": run_smollm2_extra}[args.part](args)
+        parts = {"text": run_smollm2, "self": run_smollm2_self, "baselines": run_smollm2_baselines}
+        {**parts, "extra": run_smollm2_extra}[args.part](args)
 
 
 if __name__ == "__main__":
