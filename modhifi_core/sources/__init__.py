@@ -1,1 +1,7 @@
-"""Model sources beyond modhifi's own zoo: Hugging Face folders, torchvision and timm."""
+"""Where models come from besides modhifi's own zoo: local Hugging Face folders (`hf:DIR`,
+`huggingface.py`) and torchvision/timm architectures with a weights file
+(`torchvision:ARCH`, `timm:ARCH`, `torchvision_zoo.py`)."""
+
+from modhifi_core.sources.huggingface import KINDS, LoadedModel, check_folder, load_hf, parse_hf_source, save_hf
+
+__all__ = ["KINDS", "LoadedModel", "check_folder", "load_hf", "parse_hf_source", "save_hf"]

@@ -1,0 +1,72 @@
+"""Measurements for language models: perplexity (causal LMs) and agreement of mean-pooled
+sentence embeddings between a dense and a pruned encoder."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, windows: Tensor, batch_size: int = 4) -> dict:
+    """`exp` of the mean next-token negative log-likelihood over every window of
+    `windows` `(N, L)` (each predicts its last L−1 tokens). Returns `perplexity`, `nll`
+    (nats per token) and `tokens` (predicted tokens counted)."""
+    model.eval()
+    total, tokens = 0.0, 0
+    for chunk in windows.split(batch_size):
+        logits = model(input_ids=chunk, use_cache=False).logits[:, :-1].float()
+        targets = chunk[:, 1:]
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum").item()
+        tokens += targets.numel()
+    nll = total / tokens
+    return {"perplexity": math.exp(nll), "nll": nll, "tokens": tokens}
+
+
+@torch.no_grad()
+def sentence_embeddings(
+    model: nn.Module, tokenizer: Any, sentences: list[str], batch_size: int = 64, max_length: int = 128
+) -> Tensor:
+    """Mean-pooled last hidden states over each sentence's real tokens `(S, hidden)`
+    (sentence-transformers' pooling for all-MiniLM-L6-v2, before normalisation)."""
+    model.eval()
+    rows = []
+    for start in range(0, len(sentences), batch_size):
+        batch = tokenizer(
+            sentences[start : start + batch_size],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        hidden = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        rows.append((hidden * mask).sum(1) / mask.sum(1).clamp_min(1))
+    return torch.cat(rows)
+
+
+def neighbours(embeddings: Tensor, k: int) -> Tensor:
+    """Indices `(S, k)` of each row's k nearest other rows by cosine similarity."""
+    unit = F.normalize(embeddings.double(), dim=1)
+    similarity = unit @ unit.T
+    similarity.fill_diagonal_(-math.inf)
+    return similarity.topk(k, dim=1).indices
+
+
+def encoder_agreement(dense: Tensor, pruned: Tensor, k: int = 10) -> dict:
+    """From embeddings `(S, hidden)` of the same sentences: `mean_cosine` between each
+    sentence's dense and pruned embedding (and its minimum), and `top{k}_agreement`, the
+    mean fraction of each sentence's k nearest neighbours (among the S) that both agree on."""
+    cosine = F.cosine_similarity(dense.double(), pruned.double(), dim=1)
+    a, b = neighbours(dense, k), neighbours(pruned, k)
+    overlap = (a.unsqueeze(2) == b.unsqueeze(1)).any(2).double().mean(1)
+    return {
+        "mean_cosine": cosine.mean().item(),
+        "min_cosine": cosine.min().item(),
+        f"top{k}_agreement": overlap.mean().item(),
+        "sentences": dense.shape[0],
+    }

@@ -1,0 +1,335 @@
+"""Local Hugging Face model folders: load them safely, write pruned models back.
+
+    load_hf(DIR, kind="auto") -> LoadedModel(model, tokenizer, path, weights, weights_format)
+    save_hf(model, OUT, tokenizer=..., source=DIR, lineage={...}) -> OUT
+
+Loading never runs remote code and never downloads: `HF_HUB_OFFLINE=1` is set before
+transformers is imported, `local_files_only=True` and `trust_remote_code=False` are passed,
+and the folder is checked first so that each bad case is one InputError line, at once:
+a missing folder, no `config.json`, no weights, a config naming custom code (`auto_map`)
+or an unknown `model_type`, a truncated safetensors file, a `pytorch_model.bin` that
+`torch.load(weights_only=True)` refuses (a pickled payload), a `.gguf` without the GGUF
+magic. Weights: `model.safetensors` (or a sharded index), `pytorch_model.bin` through
+`weights_only=True`, or a single `*.gguf` through transformers' GGUF loader (dequantised to
+`dtype`). The model class is the config's architecture when transformers has it in one
+of its auto mappings (an allow-list), else the Auto class for `kind`.
+
+Saving writes a plain folder that stock `from_pretrained` loads with no modhifi import:
+`config.json`, `model.safetensors`, the tokenizer files (copied from the source folder, or
+written by the tokenizer), and `modhifi.json` (lineage: parents' hashes, params, code
+version). The folder is assembled under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from modhifi_core.errors import InputError
+from modhifi_core.safe_io import atomic_write_json, sha256_file
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+KINDS = ("auto", "causal-lm", "encoder", "image-classification")
+SAFETENSORS, SAFETENSORS_INDEX, TORCH_BIN = "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "preprocessor_config.json",
+    "generation_config.json",
+)
+LINEAGE_FILE = "modhifi.json"
+
+
+@dataclass
+class LoadedModel:
+    """A model loaded from `path`: its tokenizer (None when the folder has none), the
+    weight files read and their format (`safetensors`, `bin` or `gguf`)."""
+
+    model: nn.Module
+    tokenizer: Any
+    path: Path
+    weights: list[Path]
+    weights_format: str
+
+
+def parse_hf_source(source: str) -> Path:
+    """`hf:DIR` -> DIR (a plain path is accepted too)."""
+    return Path(source[3:] if source.startswith("hf:") else source).expanduser()
+
+
+# ---------------------------------------------------------------- checks (fast, no transformers)
+
+
+def check_folder(path: str | os.PathLike) -> tuple[dict | None, list[Path], str]:
+    """Validate a model folder without loading it: returns (config dict or None for a
+    GGUF-only folder, weight files, format). Raises InputError naming the problem."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"model folder {path} does not exist")
+    ggufs = sorted(path.glob("*.gguf"))
+    config_path = path / "config.json"
+    config = _read_config(config_path) if config_path.is_file() else None
+    if config is None and not ggufs:
+        raise InputError(f"{path} has no config.json (and no .gguf file): not a Hugging Face model folder")
+    if config is not None:
+        _check_config(config, config_path)
+    if (path / SAFETENSORS_INDEX).is_file():
+        shards = _index_shards(path / SAFETENSORS_INDEX)
+        for shard in shards:
+            check_safetensors(shard)
+        return config, shards, "safetensors"
+    if (path / SAFETENSORS).is_file():
+        check_safetensors(path / SAFETENSORS)
+        return config, [path / SAFETENSORS], "safetensors"
+    if (path / TORCH_BIN).is_file():
+        check_torch_bin(path / TORCH_BIN)
+        return config, [path / TORCH_BIN], "bin"
+    if ggufs:
+        if len(ggufs) > 1:
+            raise InputError(f"{path} has {len(ggufs)} .gguf files; keep one")
+        check_gguf(ggufs[0])
+        return config, ggufs, "gguf"
+    raise InputError(f"{path} has config.json but no weights ({SAFETENSORS}, {TORCH_BIN} or a .gguf file)")
+
+
+def _read_config(config_path: Path) -> dict:
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{config_path} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{config_path} is not a JSON object")
+    return config
+
+
+def _check_config(config: dict, config_path: Path) -> None:
+    if "auto_map" in config:
+        raise InputError(f"{config_path} needs custom code (auto_map); modhifi never runs remote code")
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise InputError(
+            f"{config_path}: model_type {model_type!r} is not a built-in transformers architecture "
+            "(remote code is not run)"
+        )
+
+
+def _index_shards(index_path: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{index_path} is not a safetensors index: {exc}") from None
+    shards = sorted({index_path.parent / name for name in weight_map.values()})
+    missing = [s.name for s in shards if not s.is_file()]
+    if missing:
+        raise InputError(f"{index_path.parent} lacks {len(missing)} weight shard(s), e.g. {missing[0]}")
+    return shards
+
+
+def check_safetensors(path: Path) -> None:
+    """The header parses and the file holds every byte the header points at."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            (header_len,) = struct.unpack("<Q", handle.read(8))
+            if header_len > size - 8:
+                raise ValueError("header longer than the file")
+            header = json.loads(handle.read(header_len))
+        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    except (struct.error, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise InputError(f"{path} is not a readable safetensors file ({exc})") from None
+    expected = 8 + header_len + max(ends, default=0)
+    if size < expected:
+        raise InputError(f"{path} is truncated: {size} bytes, its header needs {expected}")
+
+
+def check_torch_bin(path: Path) -> None:
+    """`torch.load(weights_only=True)` accepts it: tensors only, no pickled code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path} holds a pickled payload that weights_only loading refuses: {first}") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise InputError(f"{path} is not a readable torch state dict ({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{path} holds a {type(state).__name__}, not a state dict")
+
+
+def check_gguf(path: Path) -> None:
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic != b"GGUF":
+        raise InputError(f"{path} is not a GGUF file (magic {magic!r})")
+
+
+# ---------------------------------------------------------------- load
+
+
+def _model_class(config: Any, kind: str) -> type:
+    """The config's own architecture if an auto mapping lists it (the allow-list), else
+    the Auto class for `kind`."""
+    import transformers
+    from transformers.models.auto import modeling_auto as auto
+
+    tables = {
+        "causal-lm": auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        "encoder": auto.MODEL_MAPPING_NAMES,
+        "image-classification": auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+    }
+    fallback = {
+        "causal-lm": transformers.AutoModelForCausalLM,
+        "encoder": transformers.AutoModel,
+        "image-classification": transformers.AutoModelForImageClassification,
+    }
+    allowed = set()
+    for name, table in tables.items():
+        if kind in ("auto", name):
+            for value in table.values():
+                allowed.update(value if isinstance(value, (list, tuple)) else [value])
+    for architecture in getattr(config, "architectures", None) or []:
+        if architecture in allowed and hasattr(transformers, architecture):
+            return getattr(transformers, architecture)
+    if kind == "auto":
+        return transformers.AutoModel
+    return fallback[kind]
+
+
+def load_hf(path: str | os.PathLike, kind: str = "auto", dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load a local Hugging Face folder (or `hf:DIR`) as an eval-mode model of `dtype`.
+
+    `kind`: `auto` (the config's architecture, e.g. `LlamaForCausalLM`, `BertModel`),
+    `causal-lm`, `encoder` (the bare model) or `image-classification`. A GGUF-only folder
+    loads as a causal LM. The tokenizer is loaded when the folder (or the GGUF) has one."""
+    if kind not in KINDS:
+        raise InputError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
+    path = parse_hf_source(str(path))
+    config_dict, weights, weights_format = check_folder(path)
+    import transformers
+
+    common = {"local_files_only": True, "trust_remote_code": False, "dtype": dtype}
+    if weights_format == "gguf":
+        gguf = {"gguf_file": weights[0].name}
+        config = transformers.AutoConfig.from_pretrained(path, **gguf, local_files_only=True)
+        cls = _model_class(config, "causal-lm" if kind == "auto" else kind)
+        model = cls.from_pretrained(path, **gguf, **common)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, **gguf, local_files_only=True)
+        _forget_gguf_origin(model)
+    else:
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        cls = _model_class(config, kind)
+        try:
+            model = cls.from_pretrained(path, config=config, use_safetensors=weights_format == "safetensors", **common)
+        except (OSError, ValueError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{path}: transformers could not load the weights: {first}") from None
+        tokenizer = _load_tokenizer(path)
+    model.eval()
+    return LoadedModel(model, tokenizer, path, weights, weights_format)
+
+
+def _forget_gguf_origin(model: nn.Module) -> None:
+    """A dequantised GGUF model is plain float weights; drop the quantizer flags that make
+    `save_pretrained` refuse it and would make the saved config point at a GGUF file."""
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    for attr in ("quantization_config", "gguf_file"):
+        if hasattr(model.config, attr):
+            delattr(model.config, attr)
+    if hasattr(model, "is_quantized"):
+        model.is_quantized = False
+
+
+def _load_tokenizer(path: Path) -> Any:
+    if not any((path / name).is_file() for name in TOKENIZER_FILES[:7]):
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: the tokenizer files do not load: {str(exc).splitlines()[0]}") from None
+
+
+def weights_digest(weights: list[Path]) -> dict[str, str]:
+    """sha256 of each weight file, by file name."""
+    return {w.name: sha256_file(w) for w in weights}
+
+
+# ---------------------------------------------------------------- save
+
+
+def save_hf(
+    model: nn.Module,
+    out: str | os.PathLike,
+    *,
+    tokenizer: Any = None,
+    source: str | os.PathLike | None = None,
+    lineage: dict | None = None,
+) -> Path:
+    """Write `model` (a transformers PreTrainedModel) as a stock folder at `out`:
+    `config.json` (the model's current config: pruned widths, added biases),
+    `model.safetensors`, tokenizer files (copied from `source` when it has them, else
+    `tokenizer.save_pretrained`), and `modhifi.json` = `lineage` plus `code_version` and
+    the weight hash. An existing `out` is replaced only once the new folder is complete."""
+    from modhifi_core.checkpoint import code_version
+
+    if not hasattr(model, "save_pretrained"):
+        raise InputError(f"{type(model).__name__} is not a transformers model; cannot write a Hugging Face folder")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _forget_gguf_origin(model)
+        model.save_pretrained(staging, safe_serialization=True)
+        copied = _copy_tokenizer_files(Path(source), staging) if source is not None else []
+        if not copied and tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+        record = {
+            **(lineage or {}),
+            "code_version": code_version(),
+            "weights": weights_digest(sorted(staging.glob("*.safetensors"))),
+        }
+        atomic_write_json(staging / LINEAGE_FILE, record)
+        _replace_folder(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def _copy_tokenizer_files(source: Path, target: Path) -> list[str]:
+    source = parse_hf_source(str(source))
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file() and not (target / name).exists():
+            shutil.copy2(source / name, target / name)
+            copied.append(name)
+    return copied
+
+
+def _replace_folder(staging: Path, out: Path) -> None:
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
