@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     from modhifi_core.errors import InputError
     from modhifi_core.params import describe_validation_error
 
+    # Hugging Face's loading/saving progress bars would break the one-line error contract.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     try:
         app(args=argv, prog_name="modhifi")
     except InputError as exc:

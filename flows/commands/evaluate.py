@@ -11,7 +11,10 @@ from flows.console import emit
 
 
 def evaluate(
-    model: Path = typer.Option(..., "--model", help="Checkpoint to evaluate."),
+    model: Path = typer.Option(..., "--model", help="Checkpoint to evaluate, or hf:DIR (a Hugging Face causal LM)."),
+    text: str | None = typer.Option(None, "--text", help="hf:DIR: held-out text (file or folder) for perplexity."),
+    samples: int = typer.Option(16, min=1, help="hf:DIR: windows of --text to evaluate."),
+    length: int = typer.Option(256, min=2, help="hf:DIR: tokens per window."),
     dataset: str | None = typer.Option(None, help="Dataset (default: the one the model was trained on)."),
     data_dir: Path | None = typer.Option(None, help="Folder of the CIFAR-10 python batches."),
     forget_class: int | None = typer.Option(
@@ -19,7 +22,10 @@ def evaluate(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
 ) -> None:
-    """Test accuracy and per-class accuracy of a checkpoint (and UA, RA, TA, MIA for a forgotten class)."""
+    """Test accuracy and per-class accuracy of a checkpoint (and UA, RA, TA, MIA for a forgotten class);
+    perplexity of a Hugging Face language model on --text."""
+    if str(model).startswith("hf:"):
+        return evaluate_hf(str(model), text, samples, length, as_json)
     from flows.commands.loading import load_model_and_data
     from modhifi_core.metadata import read_metadata
     from modhifi_core.operations.evaluate import evaluate as evaluate_model
@@ -31,3 +37,18 @@ def evaluate(
     split = forget_split(data.train, forgotten) if forgotten else None
     metrics = evaluate_model(ckpt.model, data, split)
     emit({**metrics, "model": str(model), "sha256": ckpt.sha256}, as_json, title=f"evaluation of {model}")
+
+
+def evaluate_hf(source: str, text: str | None, samples: int, length: int, as_json: bool) -> None:
+    """`modhifi evaluate --model hf:DIR --text FILE`: perplexity on held-out text."""
+    from modhifi_core.errors import InputError
+    from modhifi_core.language import perplexity, text_windows
+    from modhifi_core.sources import load_hf
+
+    if text is None:
+        raise InputError("--model hf:DIR needs --text FILE (held-out text to measure perplexity on)")
+    loaded = load_hf(source)
+    if loaded.tokenizer is None:
+        raise InputError(f"{source} has no tokenizer files: cannot tokenise --text")
+    result = perplexity(loaded.model, text_windows(text, loaded.tokenizer, samples, length, seed=1))
+    emit({**result, "model": source}, as_json, title=f"evaluation of {source}")

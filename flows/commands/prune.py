@@ -11,8 +11,8 @@ from flows.console import emit
 
 
 def prune(
-    model: Path = typer.Option(..., "--model", help="Checkpoint to prune."),
-    out: Path = typer.Option(..., "--out", help="Where to write the pruned checkpoint (.pt)."),
+    model: Path = typer.Option(..., "--model", help="Checkpoint to prune (.pt), or hf:DIR (a Hugging Face folder)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the pruned checkpoint (.pt; for hf:DIR a folder)."),
     target_flops: float = typer.Option(0.5, help="Fraction of the dense FLOPs that remains, in (0, 1)."),
     method: str = typer.Option("modhifi", help="modhifi, magnitude (= l2), l1, l2 or random."),
     calibration: str = typer.Option(
@@ -28,9 +28,22 @@ def prune(
     batch_size: int = typer.Option(128, min=1, help="Calibration batch size."),
     latency_repeats: int = typer.Option(20, min=1, help="Interleaved timed forward passes (batch 64) per model."),
     seed: int = typer.Option(0, min=0, help="Seed of the calibration subset, gaussian/synthetic data and random."),
+    target_params: float | None = typer.Option(None, help="hf:DIR: fraction of all parameters that remains."),
+    ffn_fraction: float | None = typer.Option(None, help="hf:DIR: fraction of FFN neurons removed per layer."),
+    eval_text: str | None = typer.Option(None, help="hf:DIR: held-out text (file or folder) for perplexity."),
+    length: int = typer.Option(256, min=2, help="hf:DIR: tokens per calibration sequence."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
 ) -> None:
-    """Prune a checkpoint's channels physically and report accuracy, FLOPs/params ratios and CPU speed-up."""
+    """Prune physically and report accuracy (perplexity), FLOPs/params ratios and CPU speed-up.
+
+    A checkpoint: channels (ModHiFi-P or a baseline) to --target-flops. hf:DIR: FFN neurons
+    of a Hugging Face transformer (--method modhifi, wanda-sp, flap, magnitude or random)
+    to --target-params or by --ffn-fraction, calibrated on text:PATH or synthetic
+    (self-sampled); the output folder loads with stock transformers."""
+    if str(model).startswith("hf:"):
+        hf_args = dict(target_params=target_params, fraction=ffn_fraction, samples=calibration_samples, length=length)
+        hf_args.update(eval_text=eval_text, latency_repeats=min(latency_repeats, 3), batch_size=batch_size, seed=seed)
+        return prune_hf(str(model), out, method, calibration, hf_args, as_json)
     from modhifi_core.params import CollectParams, PruneParams
 
     options = dict(target_flops=target_flops, method=method, compensation=compensation, allocation=allocation)
@@ -55,3 +68,23 @@ def prune(
     )
     sha = outcome.save(out)
     emit({**outcome.metrics, "target_flops": target_flops, "out": str(out), "sha256": sha}, as_json, f"pruned {model}")
+
+
+def prune_hf(source: str, out: Path, method: str, calibration: str, options: dict, as_json: bool) -> None:
+    """`modhifi prune --model hf:DIR`: an adapter over `prune_language_model`."""
+    from modhifi_core.operations.prune_language_model import check_options, prune_language_model
+
+    check_options(method, calibration, options["target_params"], options["fraction"])
+    from modhifi_core.sources import load_hf, save_hf
+    from modhifi_core.sources.huggingface import weights_digest
+
+    loaded = load_hf(source)
+    result = prune_language_model(loaded.model, loaded.tokenizer, calibration, method=method, **options)
+    lineage = {
+        "operation": "prune",
+        "parents": {"model": weights_digest(loaded.weights)},
+        "params": {"method": method, **options},
+    }
+    lineage["metrics"] = {k: v for k, v in result.metrics.items() if not k.startswith("latency") and k != "seconds"}
+    folder = save_hf(result.model, out, tokenizer=loaded.tokenizer, source=loaded.path, lineage=lineage)
+    emit({**result.metrics, "out": str(folder)}, as_json, f"pruned {source}")

@@ -226,6 +226,7 @@ def load_hf(path: str | os.PathLike, kind: str = "auto", dtype: torch.dtype = to
     config_dict, weights, weights_format = check_folder(path)
     import transformers
 
+    transformers.utils.logging.disable_progress_bar()  # callers report in one line, not bars
     common = {"local_files_only": True, "trust_remote_code": False, "dtype": dtype}
     if weights_format == "gguf":
         gguf = {"gguf_file": weights[0].name}

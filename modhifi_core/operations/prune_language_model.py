@@ -1,0 +1,153 @@
+"""Operation `prune_language_model`: FFN-neuron pruning of a Hugging Face transformer
+(`modhifi_core.pruning.ffn.prune_transformer`) with its calibration and its evidence —
+what `modhifi prune --model hf:DIR` runs.
+
+Methods, one name each (method.md §3b):
+
+| method     | score (on the down projection's inputs)  | compensation |
+|------------|------------------------------------------|--------------|
+| `modhifi`  | energy `Q_jj` (the paper's LLM score)    | least-squares refit of the down projection |
+| `wanda-sp` | `‖h_j‖·‖W_down[:, j]‖`                   | none |
+| `flap`     | fluctuation                              | bias (FLAP) |
+| `magnitude`| weight magnitude                         | none |
+| `random`   | random                                   | none |
+
+Calibration: `text:PATH` (a file or folder, tokenised into seeded windows) or
+`synthetic` (sequences sampled from the model itself: data-free; causal LMs only).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from modhifi_core.errors import InputError
+from modhifi_core.language import perplexity, sample_sequences, text_windows
+from modhifi_core.pruning.ffn import prune_transformer
+
+METHODS = {
+    "modhifi": ("energy", "ls"),
+    "wanda-sp": ("wanda-sp", "none"),
+    "flap": ("fluctuation", "bias"),
+    "magnitude": ("magnitude", "none"),
+    "random": ("random", "none"),
+}
+
+
+@dataclass
+class LanguagePruning:
+    """The pruned model (a new module), the calibration it was scored on `(n, length)`,
+    the metrics and the pruning report."""
+
+    model: nn.Module
+    calibration: Tensor
+    metrics: dict[str, Any]
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def check_options(method: str, calibration: str, target_params: float | None, fraction: float | None) -> None:
+    """`InputError` for a bad method, calibration or target, before any model is loaded."""
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r} for a language model; choose one of {', '.join(METHODS)}")
+    if not (calibration.startswith("text:") or calibration == "synthetic"):
+        raise InputError(f"calibration must be text:PATH or synthetic for a language model, got {calibration!r}")
+    if (target_params is None) == (fraction is None):
+        raise InputError("give exactly one of target_params (--target-params) and fraction (--ffn-fraction)")
+    for name, value in (("target_params", target_params), ("fraction", fraction)):
+        if value is not None and not 0.0 < value < 1.0:
+            raise InputError(f"{name} must be a fraction strictly between 0 and 1, got {value}")
+
+
+def calibration_windows(model: nn.Module, tokenizer: Any, source: str, n: int, length: int, seed: int = 0) -> Tensor:
+    """`(n, length)` token ids: windows of the text at `text:PATH`, or `synthetic`
+    sequences sampled from `model`."""
+    if tokenizer is None:
+        raise InputError("the model folder has no tokenizer: text calibration and sampling need one")
+    if source.startswith("text:"):
+        return text_windows(source.removeprefix("text:"), tokenizer, n, length, seed)
+    if source == "synthetic":
+        return sample_sequences(model, tokenizer, n, length, seed=seed)
+    raise InputError(f"calibration must be text:PATH or synthetic for a language model, got {source!r}")
+
+
+def prune_language_model(
+    model: nn.Module,
+    tokenizer: Any,
+    calibration: str,
+    *,
+    method: str = "modhifi",
+    target_params: float | None = None,
+    fraction: float | None = None,
+    samples: int = 32,
+    length: int = 256,
+    seed: int = 0,
+    eval_text: str | None = None,
+    eval_samples: int = 16,
+    latency_repeats: int = 3,
+    batch_size: int = 4,
+) -> LanguagePruning:
+    """Prune `model`'s FFN neurons with `method` to `target_params` (fraction of all the
+    model's parameters that remains) or by `fraction` (of FFN neurons removed per layer).
+
+    Metrics: `params_ratio`, `flops_ratio` (per token at `length`), `perplexity` and
+    `dense_perplexity` on `eval_samples` windows of `eval_text` (a causal LM, when given),
+    `latency_speedup` (CPU, dense ÷ pruned, median of `latency_repeats` interleaved
+    forwards of one `length`-token sequence), `seconds`."""
+    check_options(method, calibration, target_params, fraction)
+    start = time.perf_counter()
+    windows = calibration_windows(model, tokenizer, calibration, samples, length, seed)
+    score, compensation = METHODS[method]
+    result = prune_transformer(
+        model,
+        windows,
+        fraction=fraction,
+        target_params=target_params,
+        seq_len=length,
+        score=score,
+        compensation=compensation,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    metrics: dict[str, Any] = {
+        "method": method,
+        "score": score,
+        "compensation": compensation,
+        "calibration": calibration,
+        "calibration_tokens": int(windows.numel()),
+        "params_ratio": result.report["params_ratio"],
+        "flops_ratio": result.report["flops_ratio"],
+        "seconds": time.perf_counter() - start,
+    }
+    if eval_text is not None:
+        held_out = text_windows(eval_text, tokenizer, eval_samples, length, seed + 1)
+        metrics["dense_perplexity"] = perplexity(model, held_out, batch_size)["perplexity"]
+        metrics["perplexity"] = perplexity(result.model, held_out, batch_size)["perplexity"]
+        metrics["eval_tokens"] = int(held_out.numel())
+    if latency_repeats > 0:
+        metrics.update(_latency(model, result.model, windows[:1], latency_repeats))
+    return LanguagePruning(result.model, windows, metrics, result.report)
+
+
+@torch.inference_mode()
+def _latency(dense: nn.Module, pruned: nn.Module, ids: Tensor, repeats: int) -> dict[str, float]:
+    """Median seconds of dense and pruned forwards on `ids`, timed alternately."""
+    timings: dict[str, list[float]] = {"dense": [], "pruned": []}
+    for model in (dense, pruned):
+        model(input_ids=ids)  # warm-up
+    for _ in range(repeats):
+        for name, model in (("dense", dense), ("pruned", pruned)):
+            begin = time.perf_counter()
+            model(input_ids=ids)
+            timings[name].append(time.perf_counter() - begin)
+    dense_s, pruned_s = statistics.median(timings["dense"]), statistics.median(timings["pruned"])
+    return {
+        "latency_dense_ms": 1000 * dense_s,
+        "latency_pruned_ms": 1000 * pruned_s,
+        "latency_speedup": dense_s / pruned_s,
+        "latency_tokens": int(ids.numel()),
+    }
