@@ -1,6 +1,7 @@
 """Baselines in ModHiFi-P's call shape: Torch-Pruning's group magnitude (L1, L2) and
 random importance, uniform per-group allocation, same FLOPs search, same compensation
-options (default none) and the same BN recalibration."""
+options (default none) and the same BN recalibration (`recalibrate=False`: none, the
+paper's L2 row)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def magnitude_prune(
     rounds: int | None = None,
     round_to: int = 1,
     batch_size: int = 128,
+    recalibrate: bool = True,
 ) -> PruningResult:
     """Group Lp-magnitude pruning (`p` = 1 or 2); the calibration data serves BN
     recalibration (and compensation, if asked)."""
@@ -42,6 +44,7 @@ def magnitude_prune(
         rounds=rounds,
         round_to=round_to,
         batch_size=batch_size,
+        recalibrate=recalibrate,
     )
 
 
@@ -57,6 +60,7 @@ def random_prune(
     rounds: int | None = None,
     round_to: int = 1,
     batch_size: int = 128,
+    recalibrate: bool = True,
 ) -> PruningResult:
     """Random channels (seeded), uniform per group."""
     importance = random_importance(seed)
@@ -72,4 +76,5 @@ def random_prune(
         rounds=rounds,
         round_to=round_to,
         batch_size=batch_size,
+        recalibrate=recalibrate,
     )
