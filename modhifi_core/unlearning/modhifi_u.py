@@ -51,16 +51,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from modhifi_core.batchnorm import has_batchnorm
+from modhifi_core.batchnorm import has_batchnorm, recalibrate_batchnorm
 from modhifi_core.errors import InputError
-from modhifi_core.fidelity import scores_from_statistics
+from modhifi_core.fidelity import kernel_slices, saliency_from_statistics, scores_from_statistics
 from modhifi_core.models import classifier_name
+from modhifi_core.pruning.coupling import Coupling
 from modhifi_core.splits import ForgetSplit
 from modhifi_core.statistics import collect_statistics, prunable_layers
+from modhifi_core.training import predict
 from modhifi_core.unlearning.contract import UnlearnResult, check_choice, check_float, check_int, run_method
 from modhifi_core.unstructured.masks import Masks
 
 EDITS = ("auto", "zero", "negate")
+SCORES = ("saliency", "fidelity")
+DURABLE_DESIGNS = ("head", "iterate")
 
 
 @dataclass(frozen=True)
@@ -69,9 +73,14 @@ class ModHiFiUParams:
     images (0 = all); `batch_size`: scoring batch."""
 
     layers: str | int | tuple[str, ...] | None = None
-    fraction: float = 0.09
+    fraction: float = 0.05
     edit: str = "auto"
+    score: str = "saliency"
     centered: bool = False
+    durable: bool = False
+    durable_design: str = "head"
+    durable_rounds: int = 4
+    head_fraction: float = 1.0
     contrastive: bool = False
     retain_fraction: float = 0.05
     forget_images: Tensor | None = None
@@ -87,6 +96,12 @@ class ModHiFiUParams:
             check_int("layers", self.layers, 1)
         check_float("fraction", self.fraction, 0.0, 1.0)
         check_choice("edit", self.edit, EDITS)
+        check_choice("score", self.score, SCORES)
+        check_choice("durable_design", self.durable_design, DURABLE_DESIGNS)
+        check_int("durable_rounds", self.durable_rounds, 1)
+        check_float("head_fraction", self.head_fraction, 0.0, 1.0)
+        if not isinstance(self.durable, bool):
+            raise InputError(f"durable must be true or false, got {self.durable!r}")
         if not isinstance(self.centered, bool):
             raise InputError(f"centered must be true or false, got {self.centered!r}")
         if not isinstance(self.contrastive, bool):
@@ -113,12 +128,31 @@ def _modhifi_u(model: nn.Module, split: ForgetSplit, params: ModHiFiUParams, mas
     forget = forget[: params.samples or len(forget)]
     names = select_layers(model, params.layers, forget[:1])
     edit = params.edit if params.edit != "auto" else default_edit(model)
-    hifi = hifi_components(model, forget, names, params.fraction, params.centered, params.batch_size)
+    head = None
+    if params.durable and params.durable_design == "head":  # scored on the model before the stage edit
+        head = head_components(model, forget, _forget_class(model, split, forget), params.head_fraction)
+    log = _edit_stage(model, split, params, forget, names, edit)
+    if head is not None:
+        log["head_negated"] = negate_head(model, *head)
+    elif params.durable:
+        retain = params.retain_images if params.retain_images is not None else split.retain.images
+        retain = retain[: params.retain_samples or len(retain)]
+        log["rounds"] = _iterate(model, split, params, forget, retain, names, edit)
+    return log
+
+
+def _edit_stage(
+    model: nn.Module, split: ForgetSplit, params: ModHiFiUParams, forget: Tensor, names: list[str], edit: str
+) -> dict:
+    """One scoring pass and one edit of the chosen layers (steps 1-3 of the module docstring)."""
+    hifi = hifi_components(model, forget, names, params.fraction, params.centered, params.batch_size, params.score)
     spared = {}
     if params.contrastive:
         retain = params.retain_images if params.retain_images is not None else split.retain.images
         retain = retain[: params.retain_samples or len(retain)]
-        retain_hifi = hifi_components(model, retain, names, params.retain_fraction, params.centered, params.batch_size)
+        retain_hifi = hifi_components(
+            model, retain, names, params.retain_fraction, params.centered, params.batch_size, params.score
+        )
         for name in names:
             spared[name] = int((hifi[name] & retain_hifi[name]).sum())
             hifi[name] &= ~retain_hifi[name]
@@ -134,7 +168,69 @@ def _modhifi_u(model: nn.Module, split: ForgetSplit, params: ModHiFiUParams, mas
             else:
                 slices[selected] = -slices[selected]
             edited[name] = int(selected.sum())
-    return {"layers": names, "edit": edit, "edited_components": edited, "spared_components": spared}
+    return {
+        "layers": names,
+        "edit": edit,
+        "score": params.score,
+        "edited_components": edited,
+        "spared_components": spared,
+    }
+
+
+def _iterate(
+    model: nn.Module,
+    split: ForgetSplit,
+    params: ModHiFiUParams,
+    forget: Tensor,
+    retain: Tensor,
+    names: list[str],
+    edit: str,
+) -> list[dict]:
+    """Durable design `iterate`: recalibrate BN on `retain`, and while the scoring forget
+    samples are still recognised (> 2% of them assigned to the forget class), re-score on
+    the recalibrated model and edit again; at most `durable_rounds` rounds in all."""
+    target = _forget_class(model, split, forget)
+    rounds = []
+    for index in range(params.durable_rounds):
+        recalibrate_batchnorm(model, retain.split(params.batch_size))
+        recognised = 100.0 * float((predict(model, forget).argmax(1) == target).float().mean())
+        rounds.append({"round": index + 1, "forget_recognised": recognised})
+        if recognised <= 2.0 or index + 1 == params.durable_rounds:
+            break
+        _edit_stage(model, split, params, forget, names, edit)
+    return rounds
+
+
+def _forget_class(model: nn.Module, split: ForgetSplit, forget: Tensor) -> int:
+    """The class being forgotten: the split's, else the model's majority vote on `forget`."""
+    if split.forget_class is not None:
+        return int(split.forget_class)
+    return int(torch.mode(predict(model, forget).argmax(1)).values)
+
+
+def head_components(model: nn.Module, forget: Tensor, forget_class: int, fraction: float) -> tuple[int, Tensor]:
+    """Durable design `head`: the classifier's HiFi components for the forget class's logit —
+    the inputs `i` whose mean contribution `E Σ_p A_ki = w_ki · E Σ_p x_i` on `forget` raises
+    logit `k = forget_class`, the top `fraction` of the inputs (at least one; positive ones
+    only). Returns `(k, indices)`."""
+    layer = model.get_submodule(classifier_name(model))
+    stats = collect_statistics(model, forget.split(256), layers=[classifier_name(model)])[classifier_name(model)]
+    contribution = (kernel_slices(layer)[forget_class] * stats.input_sum[:, :]).sum(-1) / stats.samples
+    k = max(1, math.ceil(fraction * len(contribution)))
+    top = torch.topk(contribution, k).indices
+    return forget_class, top[contribution[top] > 0]
+
+
+def negate_head(model: nn.Module, forget_class: int, inputs: Tensor) -> int:
+    """Negate the classifier weights `W[forget_class, inputs]` in place: the forget class's
+    logit then falls on exactly the features that raised it. No BN follows the classifier, so
+    BN recalibration cannot undo it, and fine-tuning on retained data alone only pushes that
+    logit further down. Returns the number of weights negated."""
+    layer = model.get_submodule(classifier_name(model))
+    with torch.no_grad():
+        view = layer.weight.view(layer.weight.shape[0], layer.weight.shape[1], -1)
+        view[forget_class, inputs.to(layer.weight.device)] *= -1.0
+    return int(len(inputs))
 
 
 def default_edit(model: nn.Module) -> str:
@@ -144,20 +240,41 @@ def default_edit(model: nn.Module) -> str:
 
 
 def hifi_components(
-    model: nn.Module, images: Tensor, names: list[str], fraction: float, centered: bool, batch_size: int = 128
+    model: nn.Module,
+    images: Tensor,
+    names: list[str],
+    fraction: float,
+    centered: bool,
+    batch_size: int = 128,
+    score: str = "saliency",
 ) -> dict[str, Tensor]:
-    """Boolean `(c_out, c_in)` per layer: each output channel's top-`fraction` inputs by
-    singleton fidelity on `images`."""
+    """Boolean `(c_out, c_in)` per layer: each output channel's top-`fraction` inputs on
+    `images` by `score` — `saliency` (R̃ centred on the running mean of the BN after the
+    layer; `centered` is ignored) or `fidelity` (s_ci, centred iff `centered`)."""
+    check_choice("score", score, SCORES)
     batches = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
     stats = collect_statistics(model, batches, layers=names)
+    centres = output_centres(model, names, images[:1]) if score == "saliency" else {}
     modules = dict(model.named_modules())
     result = {}
     for name in names:
-        scores = scores_from_statistics(stats[name], modules[name], centered=centered)
+        if score == "saliency":
+            scores = saliency_from_statistics(stats[name], modules[name], centres.get(name))
+        else:
+            scores = scores_from_statistics(stats[name], modules[name], centered=centered)
         k = max(1, math.ceil(fraction * scores.shape[1]))
         top = torch.topk(scores, k, dim=1).indices
         result[name] = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, top, True).cpu()
     return result
+
+
+def output_centres(model: nn.Module, names: list[str], example: Tensor) -> dict[str, Tensor | None]:
+    """`m_c` for each layer: the running mean of the BatchNorm after it (minus its bias),
+    None where none follows (and for every layer of a network without BatchNorm)."""
+    if not has_batchnorm(model):
+        return dict.fromkeys(names)
+    coupling = Coupling(model, example.to(next(model.parameters()).device), [classifier_name(model)])
+    return {name: coupling.output_centre(name) for name in names}
 
 
 def select_layers(model: nn.Module, layers: str | int | tuple[str, ...] | None, example: Tensor) -> list[str]:
