@@ -262,6 +262,8 @@ def modhifi_section(args: argparse.Namespace) -> dict:
                 result = unlearn(model, split, "l1sparse", seed=seed)
                 l1_rows.append({"seed": seed, "class": k, "seconds": result.seconds})
                 print(f"seed {seed} class {k} l1-sparse {result.seconds:.1f}s", flush=True)
+        if args.out:  # partial results after each seed
+            atomic_write_json(args.out.with_suffix(".partial.json"), {"runs": rows, "l1sparse": l1_rows})
     summary = summarise_modhifi(rows)
     return {"runs": rows, "l1sparse": l1_rows, "summary": summary, "goals": modhifi_goals(summary, l1_rows)}
 
