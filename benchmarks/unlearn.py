@@ -230,6 +230,8 @@ def modhifi_section(args: argparse.Namespace) -> dict:
         model = cached_model(data, seed, args.cache)
         synthetic = cached_synthetic(model, data, seed, args.cache)
         runs = MODHIFI_RUNS + (FIRST_SEED_RUNS if seed == args.seeds[0] else [])
+        if args.settings:
+            runs = [run for run in runs if run[0].startswith(tuple(args.settings))]
         for k in args.classes:
             split = class_split(data.train, k)
             original_ra = accuracy(model, split.retain)
@@ -372,6 +374,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--cache", type=Path, default=None, help="folder caching trained models and synthetic sets")
+    parser.add_argument(
+        "--settings", type=lambda s: s.split(","), default=None, help="modhifi: run only settings with these prefixes"
+    )
     args = parser.parse_args()
     defaults = {
         "table": ([3, 8], [0.0, 0.95], TABLE_METHODS),

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from modhifi_core.errors import InputError
-from modhifi_core.statistics import layer_statistics
 from modhifi_core.fidelity import (
     compensation,
     optimal_compensation,
@@ -26,6 +25,7 @@ from modhifi_core.fidelity import (
     singleton_scores,
     subset_fidelity,
 )
+from modhifi_core.statistics import layer_statistics
 
 RTOL = 1e-8
 
