@@ -148,6 +148,7 @@ def section_accuracy(args) -> dict:
         print(f"seed {seed}: dense test accuracy {dense[seed]:.2f}%", flush=True)
         for calibration in args.calibrations:
             source, count, runs = CALIBRATIONS[calibration]
+            runs = [run for run in runs if not args.methods or run[0] in args.methods]
             images = pools[source][:count] if source == "synthetic" else calibration_subset(data, count, seed)
             for target in TARGETS:
                 for label, method, options in runs:
@@ -372,6 +373,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="trainings (accuracy)")
     parser.add_argument(
         "--calibrations", nargs="+", default=list(CALIBRATIONS), choices=list(CALIBRATIONS), help="(accuracy)"
+    )
+    parser.add_argument(
+        "--methods", type=lambda s: s.split(";"), default=None, help="accuracy: only these run labels (';'-separated)"
     )
     parser.add_argument("--out", type=Path, default=None, help="where the accuracy section writes (partial) results")
     parser.add_argument("--cache", type=Path, default=None, help="folder caching trained models and synthetic sets")
