@@ -50,6 +50,8 @@ MODHIFI_RUNS = [
     ("plain (default), synthetic", {}, "synthetic"),
     ("durable (head), real D_f", {"durable": True}, "real"),
     ("durable (head), synthetic", {"durable": True}, "synthetic"),
+    ("plain, fraction auto, synthetic", {"fraction": "auto"}, "synthetic"),
+    ("durable (head), fraction auto, synthetic", {"durable": True, "fraction": "auto"}, "synthetic"),
     ("score fidelity, fraction 0.09 (old default), synthetic", {"score": "fidelity", "fraction": 0.09}, "synthetic"),
 ]
 # Run on the first seed only (evidence for a design that was not kept).

@@ -109,3 +109,20 @@ def test_iterate_design_logs_its_rounds(tiny, split):
     assert 1 <= len(result.log["rounds"]) <= 2
     bn = result.model.get_submodule("layer4.1.bn2")
     assert bn.num_batches_tracked != tiny.get_submodule("layer4.1.bn2").num_batches_tracked  # re-estimated
+
+
+def test_auto_fraction_keeps_the_smallest_grid_edit_that_forgets(tiny, split):
+    from modhifi_core.unlearning.modhifi_u import AUTO_FRACTIONS, AUTO_RECOGNISED
+
+    result = unlearn(tiny, split, "modhifi", fraction="auto")
+    chosen = result.log["fraction_chosen"]
+    assert chosen in AUTO_FRACTIONS
+    fixed = unlearn(tiny, split, "modhifi", fraction=chosen)
+    assert all(torch.equal(a, b) for a, b in zip(result.model.parameters(), fixed.model.parameters()))
+    if chosen != AUTO_FRACTIONS[0]:  # the grid step before it did not forget
+        smaller = unlearn(tiny, split, "modhifi", fraction=AUTO_FRACTIONS[AUTO_FRACTIONS.index(chosen) - 1])
+        assert accuracy(smaller.model, split.forget) > AUTO_RECOGNISED
+    if result.log["forget_recognised"] <= AUTO_RECOGNISED:
+        assert accuracy(result.model, split.forget) <= AUTO_RECOGNISED
+    with pytest.raises(InputError, match="fraction must be a number"):
+        unlearn(tiny, split, "modhifi", fraction="most")
