@@ -2,7 +2,7 @@
 and the HiFi noise sanity check. Prints a table per section and writes
 benchmarks/results/prune_<section>.json.
 
-    python benchmarks/prune.py accuracy   # digits ResNet-18 w16: methods x FLOPs targets
+    python benchmarks/prune.py accuracy   # digits ResNet-18 w16, 3 trainings: methods x FLOPs x calibration
     python benchmarks/prune.py noise      # HiFi 20% vs non-HiFi 80% vs random 20%
     python benchmarks/prune.py speed18    # ResNet-18 w64 32x32, random weights and inputs
     python benchmarks/prune.py speed50    # ResNet-50 224x224 (latency batch 16 by default)
@@ -19,6 +19,7 @@ import argparse
 import copy
 import json
 import platform
+import statistics
 import sys
 import threading
 import time
@@ -36,30 +37,72 @@ from modhifi_core.pruning import prune_model
 from modhifi_core.pruning.coupling import Coupling
 from modhifi_core.pruning.report import latency_report
 from modhifi_core.statistics import collect_statistics
+from modhifi_core.synthesis import synthesize
 from modhifi_core.training import TrainConfig, accuracy, train_model
 
 RESULTS = Path(__file__).parent / "results"
 TARGETS = (0.5, 0.25, 0.15, 0.08)
-ACCURACY_RUNS = [  # (label, method, options)
-    ("ModHiFi-P uniform, no compensation", "modhifi", {"compensation": "none"}),
-    ("ModHiFi-P uniform, scalar δ*", "modhifi", {"compensation": "scalar"}),
-    ("ModHiFi-P uniform, full refit", "modhifi", {"compensation": "full"}),
-    ("ModHiFi-P union, scalar δ*", "modhifi", {"compensation": "scalar", "allocation": "union"}),
-    ("ModHiFi-P union, full refit", "modhifi", {"compensation": "full", "allocation": "union"}),
-    ("L2 magnitude", "l2", {}),
-    ("L1 magnitude", "l1", {}),
-    ("random", "random", {}),
-    ("L2 magnitude + full refit (control)", "l2", {"compensation": "full"}),
+SEEDS = (0, 1, 2)
+
+
+def modhifi_run(score: str, compensation: str, order: str = "joint") -> tuple[str, str, dict]:
+    label = f"ModHiFi-P {score}, {compensation}" + (f", {order}" if compensation != "none" else "")
+    return label, "modhifi", {"score": score, "compensation": compensation, "compensation_order": order}
+
+
+BASELINE_RUNS = [
+    (f"{label}{suffix}", method, {"recalibrate": recal})
+    for label, method in (("L2", "l2"), ("L1", "l1"), ("random", "random"))
+    for suffix, recal in ((" + BN recal", True), (", no BN recal", False))
 ]
+L2 = ("L2 + BN recal", "l2", {"recalibrate": True})
+# The grid is cut to fit a shared 2-core CPU: sequential order (≈4x the cost of joint) is run
+# for the saliency score only, and the calibration-set ablations run the main contenders only.
+MAIN_RUNS = (
+    [modhifi_run("saliency", "none")]
+    + [modhifi_run("saliency", c, o) for c in ("scalar", "full") for o in ("joint", "sequential")]
+    + [modhifi_run("fidelity", "none"), modhifi_run("fidelity", "scalar"), modhifi_run("fidelity", "full")]
+    + BASELINE_RUNS
+)
+CALIBRATIONS = {  # label -> (source, count, runs)
+    "real 512": ("real", 512, MAIN_RUNS),
+    "synthetic 512": (
+        "synthetic",
+        512,
+        [modhifi_run("saliency", c, o) for c in ("scalar", "full") for o in ("joint", "sequential")] + [L2],
+    ),
+    "synthetic 2000": ("synthetic", 2000, [modhifi_run("saliency", "scalar"), modhifi_run("saliency", "full"), L2]),
+    "real 1437 (all)": ("real", 1437, [modhifi_run("saliency", "scalar"), modhifi_run("saliency", "full"), L2]),
+}
+SYNTHETIC_PER_CLASS = 200
 
 
-def digits_model(seed: int = 0) -> tuple[nn.Module, object]:
-    """The default digits model: ResNet-18 width 16 on 8x8 digits, 30 epochs."""
+def digits_model(seed: int = 0, cache: Path | None = None) -> tuple[nn.Module, object]:
+    """The default digits model: ResNet-18 width 16 on 8x8 digits, 30 epochs, seeded
+    (weights cached in `cache` when given)."""
     data = load_dataset("digits")
     torch.manual_seed(seed)
     model = build_model(ModelConfig())
-    train_model(model, data.train, TrainConfig(seed=seed))
+    path = cache / f"digits_seed{seed}.pt" if cache else None
+    if path and path.exists():
+        model.load_state_dict(torch.load(path))
+    else:
+        train_model(model, data.train, TrainConfig(seed=seed))
+        if path:
+            torch.save(model.state_dict(), path)
     return model.eval(), data
+
+
+def synthetic_images(model: nn.Module, data, seed: int, cache: Path | None) -> torch.Tensor:
+    """2000 DeepInversion samples (200 per class, labels interleaved), seeded, cached."""
+    path = cache / f"synthetic_seed{seed}.pt" if cache else None
+    if path and path.exists():
+        return torch.load(path)
+    result = synthesize(model, SYNTHETIC_PER_CLASS, image_shape=(1, 8, 8), seed=seed, reference=data.train)
+    images = result.samples.images
+    if path:
+        torch.save(images, path)
+    return images
 
 
 def calibration_subset(data, samples: int, seed: int = 0) -> torch.Tensor:
@@ -67,38 +110,72 @@ def calibration_subset(data, samples: int, seed: int = 0) -> torch.Tensor:
     return data.train.images[order.sort().values]
 
 
-def section_accuracy(args) -> dict:
-    model, data = digits_model()
-    calibration = calibration_subset(data, args.images or 512)
-    dense = accuracy(model, data.test)
-    print(f"dense test accuracy {dense:.2f}%  ({len(calibration)} calibration images)", flush=True)
-    rows = []
-    for target in TARGETS:
-        for label, method, options in ACCURACY_RUNS:
-            start = time.perf_counter()
-            result = prune_model(model, calibration, method, target_flops=target, **options)
-            row = {
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    keys = sorted({(r["calibration"], r["method"], r["target_flops"]) for r in rows}, key=str)
+    summary = []
+    for calibration, method, target in keys:
+        key = (calibration, method, target)
+        picked = [r for r in rows if (r["calibration"], r["method"], r["target_flops"]) == key]
+        mean, std = mean_std([r["test_accuracy"] for r in picked])
+        summary.append(
+            {
+                "calibration": calibration,
+                "method": method,
                 "target_flops": target,
-                "method": label,
-                "flops_ratio": result.report["flops_ratio"],
-                "params_ratio": result.report["params_ratio"],
-                "test_accuracy": accuracy(result.model, data.test),
-                "rounds": len(result.report["rounds"]),
-                "seconds": time.perf_counter() - start,
+                "seeds": sorted(r["seed"] for r in picked),
+                "test_accuracy_mean": mean,
+                "test_accuracy_std": std,
+                "seconds_mean": statistics.fmean(r["seconds"] for r in picked),
             }
-            rows.append(row)
-            print(
-                f"{target:5.2f}  {label:38s} flops {row['flops_ratio']:.3f}  params {row['params_ratio']:.3f}  "
-                f"acc {row['test_accuracy']:6.2f}  ({row['seconds']:.1f}s)",
-                flush=True,
-            )
-    by = {(r["target_flops"], r["method"]): r["test_accuracy"] for r in rows}
-    goals = {}
-    for target, need in ((0.25, 5.0), (0.15, 10.0)):
-        l2 = by[(target, "L2 magnitude")]
-        for label in ("ModHiFi-P uniform, scalar δ*", "ModHiFi-P uniform, full refit"):
-            goals[f"{label} - L2 at {target}"] = {"margin": by[(target, label)] - l2, "goal": need}
-    return {"dense_test_accuracy": dense, "calibration_images": len(calibration), "rows": rows, "goals": goals}
+        )
+    return summary
+
+
+def section_accuracy(args) -> dict:
+    """Methods x FLOPs targets x calibration sets on 3 trainings, no fine-tuning."""
+    rows, dense = [], {}
+    out = args.out or RESULTS / "prune_accuracy.json"
+    for seed in args.seeds:
+        model, data = digits_model(seed, args.cache)
+        dense[seed] = accuracy(model, data.test)
+        pools = {"real": calibration_subset(data, len(data.train), seed)}
+        if any(CALIBRATIONS[c][0] == "synthetic" for c in args.calibrations):
+            pools["synthetic"] = synthetic_images(model, data, seed, args.cache)
+        print(f"seed {seed}: dense test accuracy {dense[seed]:.2f}%", flush=True)
+        for calibration in args.calibrations:
+            source, count, runs = CALIBRATIONS[calibration]
+            runs = [run for run in runs if not args.methods or run[0] in args.methods]
+            images = pools[source][:count] if source == "synthetic" else calibration_subset(data, count, seed)
+            for target in TARGETS:
+                for label, method, options in runs:
+                    start = time.perf_counter()
+                    result = prune_model(model, images, method, target_flops=target, **options)
+                    row = {
+                        "seed": seed,
+                        "calibration": calibration,
+                        "calibration_samples": len(images),
+                        "target_flops": target,
+                        "method": label,
+                        "options": options,
+                        "flops_ratio": result.report["flops_ratio"],
+                        "params_ratio": result.report["params_ratio"],
+                        "test_accuracy": accuracy(result.model, data.test),
+                        "rounds": len(result.report["rounds"]),
+                        "seconds": time.perf_counter() - start,
+                    }
+                    rows.append(row)
+                    print(
+                        f"{seed} {calibration:16s} {target:5.2f}  {label:38s} flops {row['flops_ratio']:.3f}  "
+                        f"acc {row['test_accuracy']:6.2f}  ({row['seconds']:.1f}s)",
+                        flush=True,
+                    )
+            partial = {"dense_test_accuracy": dense, "rows": rows, "summary": summarise(rows), "complete": False}
+            out.write_text(json.dumps(partial, indent=2, sort_keys=True, default=str) + "\n")
+    return {"dense_test_accuracy": dense, "rows": rows, "summary": summarise(rows), "complete": True}
 
 
 def section_noise(args) -> dict:
@@ -293,6 +370,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed forward passes per model (speed)")
     parser.add_argument("--batch", type=int, default=None, help="latency batch (default 64; 16 for ResNet-50)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for timing (1: steadiest when shared)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="trainings (accuracy)")
+    parser.add_argument(
+        "--calibrations", nargs="+", default=list(CALIBRATIONS), choices=list(CALIBRATIONS), help="(accuracy)"
+    )
+    parser.add_argument(
+        "--methods", type=lambda s: s.split(";"), default=None, help="accuracy: only these run labels (';'-separated)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="where the accuracy section writes (partial) results")
+    parser.add_argument("--cache", type=Path, default=None, help="folder caching trained models and synthetic sets")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in args.sections:
@@ -309,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
                 "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
             }
         )
-        path = RESULTS / f"prune_{name}.json"
+        path = args.out if name == "accuracy" and args.out else RESULTS / f"prune_{name}.json"
         path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
         print(f"wrote {path} ({result['seconds']:.0f}s)", flush=True)
 

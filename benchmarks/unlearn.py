@@ -1,10 +1,10 @@
-"""Unlearning benchmarks on the digits model: the Unlearn-Sparse table, a ModHiFi-U
-ablation (HiFi fraction, centring, contrastive sparing) and backdoor cleansing.
+"""Unlearning benchmarks on the digits model: the Unlearn-Sparse table, ModHiFi-U with
+its durability audit (plain vs durable, real vs synthetic forget samples) and backdoor cleansing.
 Prints a table per section and writes benchmarks/results/unlearn_<section>.json.
 
     python benchmarks/unlearn.py table      # {dense, OMP 50/90/95%} x methods: UA MIA RA TA RTE Avg.Gap
     python benchmarks/unlearn.py table --forget-random 0.1   # the same, random forgetting (10%)
-    python benchmarks/unlearn.py modhifi    # ModHiFi-U settings over forget classes (dense model)
+    python benchmarks/unlearn.py modhifi --seeds 0,1,2 --cache DIR   # ModHiFi-U: plain/durable x real/synthetic
     python benchmarks/unlearn.py backdoor   # clean accuracy and ASR before/after (prune-then-)unlearning
 
 The grid is set by flags (`--seeds`, `--classes`, `--sparsities`, `--methods`); the full
@@ -21,6 +21,7 @@ more threads mostly add contention, and RTE is wall-clock.
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import statistics
 import time
@@ -33,28 +34,32 @@ from modhifi_core.metrics import average_gap, unlearning_metrics
 from modhifi_core.models import ModelConfig, build_model
 from modhifi_core.safe_io import atomic_write_json
 from modhifi_core.splits import class_split, random_split
+from modhifi_core.synthesis import synthesize
 from modhifi_core.training import TrainConfig, accuracy, train_model
 from modhifi_core.unlearning import METHODS, unlearn
+from modhifi_core.unlearning.durability import durability_metrics
+from modhifi_core.unlearning.modhifi_u import head_components, negate_head
 from modhifi_core.unstructured import omp
 
 RESULTS = Path(__file__).parent / "results"
 TABLE_METHODS = ["retrain", "ft", "ga", "rl", "ff", "iu", "l1sparse", "modhifi", "modhifi-contrastive"]
 VARIANTS = {"modhifi-contrastive": ("modhifi", {"contrastive": True, "fraction": 0.2})}
-ABLATION = [  # (label, hyper-parameters of ModHiFi-U)
-    ("fraction 0.07", {"fraction": 0.07}),
-    ("fraction 0.08", {"fraction": 0.08}),
-    ("fraction 0.09 (default)", {}),
-    ("fraction 0.10", {"fraction": 0.10}),
-    ("fraction 0.12", {"fraction": 0.12}),
-    ("fraction 0.09, centred scores", {"centered": True}),
-    ("fraction 0.10, centred scores", {"fraction": 0.10, "centered": True}),
-    ("fraction 0.09, negate", {"edit": "negate"}),
-    ("last block only (layer4.1), 0.2", {"layers": "layer4.1.*", "fraction": 0.2}),
-    ("contrastive 0.10 / retain 0.10", {"contrastive": True, "fraction": 0.10, "retain_fraction": 0.10}),
-    ("contrastive 0.12 / retain 0.01", {"contrastive": True, "fraction": 0.12, "retain_fraction": 0.01}),
-    ("contrastive 0.15 / retain 0.02", {"contrastive": True, "fraction": 0.15, "retain_fraction": 0.02}),
-    ("contrastive 0.20 / retain 0.05", {"contrastive": True, "fraction": 0.20, "retain_fraction": 0.05}),
+# ModHiFi-U section: (label, hyper-parameters, forget samples "real" | "synthetic").
+MODHIFI_RUNS = [
+    ("plain (default), real D_f", {}, "real"),
+    ("plain (default), synthetic", {}, "synthetic"),
+    ("durable (head), real D_f", {"durable": True}, "real"),
+    ("durable (head), synthetic", {"durable": True}, "synthetic"),
+    ("plain, fraction auto, synthetic", {"fraction": "auto"}, "synthetic"),
+    ("durable (head), fraction auto, synthetic", {"durable": True, "fraction": "auto"}, "synthetic"),
+    ("score fidelity, fraction 0.09 (old default), synthetic", {"score": "fidelity", "fraction": 0.09}, "synthetic"),
 ]
+# Run on the first seed only (evidence for a design that was not kept).
+FIRST_SEED_RUNS = [
+    ("durable (iterate, real retain), real D_f", {"durable": True, "durable_design": "iterate"}, "real"),
+    ("head edit only, no stage edit (control), synthetic", {"head_only": True}, "synthetic"),
+]
+SYNTHETIC_PER_CLASS = 200
 BACKDOOR_METHODS = ["ft", "ga", "rl", "iu", "l1sparse"]
 
 
@@ -184,47 +189,140 @@ def print_table(summary: list[dict]) -> None:
         print(f"{e['sparsity']:8.2f} {e['method']:20s} " + " ".join(f"{c:>15s}" for c in cells))
 
 
-def modhifi_ablation(args: argparse.Namespace) -> dict:
+def cached_model(data, seed: int, cache: Path | None) -> torch.nn.Module:
+    """The seed's default digits model (TrainConfig defaults), weights cached in `cache`."""
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig())
+    path = cache / f"digits_seed{seed}.pt" if cache else None
+    if path and path.exists():
+        model.load_state_dict(torch.load(path))
+    else:
+        train_model(model, data.train, TrainConfig(seed=seed))
+        if path:
+            torch.save(model.state_dict(), path)
+    return model.eval()
+
+
+def cached_synthetic(model, data, seed: int, cache: Path | None) -> torch.Tensor:
+    """200 DeepInversion samples per class, labels interleaved (class k: `[k::10]`), cached."""
+    path = cache / f"synthetic_seed{seed}.pt" if cache else None
+    if path and path.exists():
+        return torch.load(path)
+    images = synthesize(model, SYNTHETIC_PER_CLASS, image_shape=(1, 8, 8), seed=seed, reference=data.train)
+    if path:
+        torch.save(images.samples.images, path)
+    return images.samples.images
+
+
+def head_only(model, split, forget_images):
+    """Control: only the classifier-head edit of the durable design, no stage edit."""
+    start = time.perf_counter()
+    edited = copy.deepcopy(model)
+    negate_head(edited, *head_components(edited, forget_images, split.forget_class, 1.0))
+    return edited, time.perf_counter() - start
+
+
+def modhifi_section(args: argparse.Namespace) -> dict:
+    """ModHiFi-U over seeds x classes: UA RA TA MIA, UA after BN recalibration and after the
+    relearning attack, seconds; plain vs durable, real vs synthetic forget samples, and
+    l1-sparse's time on the first class of each seed for the ratio."""
     data = load_dataset("digits")
-    rows = []
+    rows, l1_rows = [], []
     for seed in args.seeds:
-        model, _ = dense_model(data.train, seed, TrainConfig(epochs=args.epochs, seed=seed))
-        splits = {k: class_split(data.train, k) for k in args.classes}
-        original_ra = {k: accuracy(model, s.retain) for k, s in splits.items()}
-        for label, hyperparameters in ABLATION:
-            for k, split in splits.items():
-                result = unlearn(model, split, "modhifi", **hyperparameters)
-                metrics = unlearning_metrics(result.model, split, data.test)
-                rows.append(
-                    {
-                        "seed": seed,
-                        "setting": label,
-                        "class": k,
-                        **metrics,
-                        "RTE": result.seconds,
-                        "RA_drop": original_ra[k] - metrics["RA"],
-                    }
+        model = cached_model(data, seed, args.cache)
+        synthetic = cached_synthetic(model, data, seed, args.cache)
+        runs = MODHIFI_RUNS + (FIRST_SEED_RUNS if seed == args.seeds[0] else [])
+        if args.settings:
+            runs = [run for run in runs if run[0] in args.settings]
+        for k in args.classes:
+            split = class_split(data.train, k)
+            original_ra = accuracy(model, split.retain)
+            for label, hyperparameters, source in runs:
+                forget_images = synthetic[k::10] if source == "synthetic" else split.forget.images
+                if hyperparameters.get("head_only"):
+                    edited, seconds = head_only(model, split, forget_images)
+                else:
+                    options = {**hyperparameters, **({"forget_images": forget_images} if source == "synthetic" else {})}
+                    result = unlearn(model, split, "modhifi", **options)
+                    edited, seconds = result.model, result.seconds
+                row = {
+                    "seed": seed,
+                    "class": k,
+                    "setting": label,
+                    **unlearning_metrics(edited, split, data.test),
+                    **durability_metrics(edited, split),
+                    "seconds": seconds,
+                    "original_RA": original_ra,
+                }
+                row["RA_drop"] = original_ra - row["RA"]
+                rows.append(row)
+                print(
+                    f"seed {seed} class {k} {label:52s} UA {row['UA']:5.1f} RA {row['RA']:5.1f} TA {row['TA']:5.1f} "
+                    f"MIA {row['MIA']:5.1f} recal {row['UA_after_bn_recalibration']:5.1f} "
+                    f"relearn {row['UA_after_relearning']:5.1f} {seconds:5.2f}s",
+                    flush=True,
                 )
-    print(f"{'setting':36s} {'UA mean':>8s} {'UA min':>7s} {'RA mean':>8s} {'RA min':>7s} {'UA>=98 & RA drop<=5':>20s}")
+            if k == args.classes[0] and not args.skip_l1:
+                result = unlearn(model, split, "l1sparse", seed=seed)
+                l1_rows.append({"seed": seed, "class": k, "seconds": result.seconds})
+                print(f"seed {seed} class {k} l1-sparse {result.seconds:.1f}s", flush=True)
+        if args.out:  # partial results after each seed
+            atomic_write_json(args.out.with_suffix(".partial.json"), {"runs": rows, "l1sparse": l1_rows})
+    summary = summarise_modhifi(rows)
+    return {"runs": rows, "l1sparse": l1_rows, "summary": summary, "goals": modhifi_goals(summary, l1_rows)}
+
+
+def summarise_modhifi(rows: list[dict]) -> list[dict]:
     summary = []
-    for label, _ in ABLATION:
+    for label in dict.fromkeys(r["setting"] for r in rows):
         sel = [r for r in rows if r["setting"] == label]
-        ok = sum(r["UA"] >= 98 and r["RA_drop"] <= 5 for r in sel)
-        entry = {
-            "setting": label,
-            "UA": mean_std([r["UA"] for r in sel]),
-            "RA": mean_std([r["RA"] for r in sel]),
-            "UA_min": min(r["UA"] for r in sel),
-            "RA_min": min(r["RA"] for r in sel),
-            "both_ok": ok,
-            "n": len(sel),
-        }
-        summary.append(entry)
-        print(
-            f"{label:36s} {entry['UA'][0]:8.1f} {entry['UA_min']:7.1f} {entry['RA'][0]:8.1f} {entry['RA_min']:7.1f} "
-            f"{ok:>14d} / {len(sel)}"
+        entry = {"setting": label, "n": len(sel)}
+        for key in ("UA", "RA", "TA", "MIA", "UA_after_bn_recalibration", "UA_after_relearning", "seconds", "RA_drop"):
+            entry[key] = mean_std([r[key] for r in sel])
+        entry["UA_min"] = min(r["UA"] for r in sel)
+        entry["RA_drop_max"] = max(r["RA_drop"] for r in sel)
+        entry["plain_ok"] = sum(r["UA"] >= 98 and r["RA_drop"] <= 5 for r in sel)
+        entry["durable_ok"] = sum(
+            r["UA_after_bn_recalibration"] >= 90 and r["UA_after_relearning"] >= 90 and r["RA_drop"] <= 5 for r in sel
         )
-    return {"runs": rows, "summary": summary}
+        summary.append(entry)
+    header = f"{'setting':52s} {'n':>3s} " + " ".join(
+        f"{k:>12s}" for k in ("UA", "RA", "TA", "MIA", "UA recal", "UA relearn", "s")
+    )
+    print(header + "  UA>=98&RA-5  durable ok")
+    for e in summary:
+        cells = " ".join(
+            f"{e[k][0]:6.1f}±{e[k][1]:5.1f}"
+            for k in ("UA", "RA", "TA", "MIA", "UA_after_bn_recalibration", "UA_after_relearning", "seconds")
+        )
+        print(f"{e['setting']:52s} {e['n']:3d} {cells}  {e['plain_ok']:4d}  {e['durable_ok']:4d}")
+    return summary
+
+
+def modhifi_goals(summary: list[dict], l1_rows: list[dict]) -> dict:
+    """Issue 11's goals 2 and 3 (synthetic forget samples)."""
+    by = {e["setting"]: e for e in summary}
+    plain, durable = by.get("plain (default), synthetic"), by.get("durable (head), synthetic")
+    l1_seconds = statistics.fmean(r["seconds"] for r in l1_rows) if l1_rows else float("nan")
+    goals = {}
+    if plain:
+        ratio = l1_seconds / plain["seconds"][0]
+        goals["goal2"] = {
+            "pairs_ok": plain["plain_ok"],
+            "pairs": plain["n"],
+            "l1sparse_seconds": l1_seconds,
+            "modhifi_seconds": plain["seconds"][0],
+            "time_ratio": ratio,
+            "met": plain["plain_ok"] >= plain["n"] - 1 and ratio >= 20,
+        }
+    if durable:
+        goals["goal3"] = {
+            "pairs_ok": durable["durable_ok"],
+            "pairs": durable["n"],
+            "met": durable["durable_ok"] >= round(0.9 * durable["n"]),
+        }
+    print(goals)
+    return goals
 
 
 def backdoor(args: argparse.Namespace) -> dict:
@@ -277,6 +375,11 @@ def main() -> None:
     parser.add_argument("--target", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--cache", type=Path, default=None, help="folder caching trained models and synthetic sets")
+    parser.add_argument(
+        "--settings", type=lambda s: s.split(";"), default=None, help="modhifi: only these settings (';'-separated)"
+    )
+    parser.add_argument("--skip-l1", action="store_true", help="modhifi: do not time l1-sparse")
     args = parser.parse_args()
     defaults = {
         "table": ([3, 8], [0.0, 0.95], TABLE_METHODS),
@@ -299,7 +402,7 @@ def main() -> None:
         print("note: Avg. Gap needs retrain as the first method; it is left empty")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    result = {"table": table, "modhifi": modhifi_ablation, "backdoor": backdoor}[args.section](args)
+    result = {"table": table, "modhifi": modhifi_section, "backdoor": backdoor}[args.section](args)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     result = {
         "section": args.section,

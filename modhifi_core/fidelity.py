@@ -10,7 +10,12 @@ Everything here is computed from `LayerStatistics` sums, never from materialised
 `μ_ci = w_ciᵀ ū_i`. Fidelities and singleton scores are dimensionless, in [0, 1];
 compensation coefficients `δ` are dimensionless multipliers of the kept kernel slices.
 
-The raw-input forms (`singleton_scores`, `subset_fidelity`, `compensation`) take a
+The selection score (method.md §1, what ModHiFi-P and ModHiFi-U rank by) is the signed
+saliency `R̃_ci = E <A_ci, Y_c − m_c> = (Q_c 1)_i − m_c · E Σ_p A_ci,p`, with `m_c` the
+running mean of the BatchNorm that normalises `Y_c` (0 where none follows). It has the
+units of `Y²` summed over positions, per sample; only its order matters.
+
+The raw-input forms (`singleton_scores`, `saliency_scores`, `subset_fidelity`, `compensation`) take a
 layer and its input batch `(N, c_in, H, W)` for a conv, `(N, c_in)` or `(N, T, c_in)`
 for a Linear; the pipeline uses the streaming forms on collected statistics.
 """
@@ -71,6 +76,52 @@ def scores_from_statistics(stats: LayerStatistics, layer: nn.Module, centered: b
 def singleton_scores(layer: nn.Module, inputs: Tensor, centered: bool = False) -> Tensor:
     """Singleton fidelities of `layer` on the raw input batch `inputs`: float64 `(c_out, c_in)`."""
     return scores_from_statistics(layer_statistics(layer, inputs), layer, centered)
+
+
+def saliency_from_statistics(stats: LayerStatistics, layer: nn.Module, bn_mean: Tensor | None = None) -> Tensor:
+    """The saliency `R̃_ci = (Q_c 1)_i − m_c · E Σ_p A_ci,p` of `layer` (its current weights)
+    from streaming statistics, no extra pass: `(Q_c 1)_i = w_ciᵀ M[i, c]` from the cross
+    moments and `Σ_p A_ci,p = w_ciᵀ (Σ_p U_i,p)` from the mean patch times the positions.
+
+    `E` is the mean over the `stats.samples` calibration samples (per sample, as for `Q`);
+    `Y_c` is the layer's output without its bias, so for a biased layer pass the centre of
+    that output (`running_mean − bias`, see `modhifi_core.pruning.coupling.Coupling.output_centre`).
+    `bn_mean`: `(c_out,)` or None (= 0). Returns float64 `(c_out, c_in)`."""
+    weight = kernel_slices(layer)
+    if weight.shape != stats.cross.shape:
+        raise InputError(f"weight of shape {tuple(weight.shape)} does not match statistics {tuple(stats.cross.shape)}")
+    scores = (weight * stats.cross).sum(-1)
+    if bn_mean is not None:
+        centre = torch.as_tensor(bn_mean).to(scores).reshape(-1)
+        if centre.shape != (weight.shape[0],):
+            raise InputError(f"bn_mean must have shape ({weight.shape[0]},), got {tuple(centre.shape)}")
+        scores = scores - centre.unsqueeze(1) * (weight * stats.input_sum).sum(-1)
+    return scores / max(stats.samples, 1)
+
+
+def saliency_scores(layer: nn.Module, inputs: Tensor, bn_mean: Tensor | None = None) -> Tensor:
+    """`R̃_ci = E <A_ci, Y_c − m_c>` of `layer` on the raw input batch `inputs` (`(N, c_in, H, W)`
+    for a conv, `(N, c_in)` or `(N, T, c_in)` for a Linear): float64 `(c_out, c_in)`.
+
+    `E` averages over the N samples (per sample; <.,.> sums over output positions or
+    tokens); `Y_c = Σ_i A_ci` is the output without bias; `bn_mean` is `m_c`, `(c_out,)`,
+    or None for `m_c = 0`. Higher = more salient; negative = anti-aligned with `Y_c − m_c`."""
+    return saliency_from_statistics(layer_statistics(layer, inputs), layer, bn_mean)
+
+
+def saliency_order_scores(stats: LayerStatistics, layer: nn.Module, bn_mean: Tensor | None = None) -> Tensor:
+    """`R̃_ci / E||Y_c − m_c||²`: the saliency made comparable across output channels (a
+    positive per-row scale, so each row's order is that of `R̃`); 0 for a silent output.
+    `E||Y_c − m_c||² = E Σ_p Y² − 2 m_c E Σ_p Y + P m_c²` from the same statistics."""
+    scores = saliency_from_statistics(stats, layer, bn_mean)
+    samples = max(stats.samples, 1)
+    energy = stats.output_sq / samples
+    if bn_mean is not None:
+        centre = torch.as_tensor(bn_mean).to(energy).reshape(-1)
+        output_sum = (kernel_slices(layer) * stats.input_sum).sum((1, 2)) / samples
+        energy = energy - 2 * centre * output_sum + (stats.positions / samples) * centre**2
+    energy = energy.unsqueeze(1)
+    return torch.where(energy > 0, scores / energy.clamp_min(torch.finfo(scores.dtype).tiny), 0.0)
 
 
 def kept_similarity(

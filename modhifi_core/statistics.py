@@ -106,6 +106,15 @@ def layer_statistics(layer: nn.Module, inputs: Tensor) -> LayerStatistics:
         return _batch_statistics(layer, inputs, layer(inputs))
 
 
+def target_statistics(layer: nn.Module, inputs: Tensor, targets: Tensor) -> LayerStatistics:
+    """Statistics of `layer` on `inputs` with its output replaced by `targets` (same shape as
+    `layer(inputs)`, bias included): `cross` and `output_sq` then describe `targets`. Used to
+    refit a layer on changed inputs towards another model's outputs (sequential compensation)."""
+    _check_layer(layer, "layer")
+    with torch.no_grad():
+        return _batch_statistics(layer, inputs, targets)
+
+
 def collect_statistics(
     model: nn.Module,
     batches: Iterable[Tensor | tuple | list],

@@ -19,9 +19,13 @@ from modhifi_core.errors import InputError
 from modhifi_core.fidelity import (
     compensation,
     optimal_compensation,
+    saliency_from_statistics,
+    saliency_order_scores,
+    saliency_scores,
     singleton_scores,
     subset_fidelity,
 )
+from modhifi_core.statistics import layer_statistics
 
 RTOL = 1e-8
 
@@ -217,3 +221,50 @@ def test_bad_arguments_are_refused_with_one_line():
         singleton_scores(nn.Conv2d(4, 4, 3, groups=2), torch.randn(2, 4, 5, 5))
     with pytest.raises(InputError, match="NaN"):
         singleton_scores(layer, torch.full((2, 4), float("nan"), dtype=torch.float64))
+
+
+def brute_saliency(components: torch.Tensor, bn_mean: torch.Tensor | None) -> torch.Tensor:
+    """R̃[c, i] = mean over samples of Σ_p A[n, c, i, p] (Y[n, c, p] − m_c)."""
+    output = components.sum(2, keepdim=True)  # (n, c, 1, p)
+    if bn_mean is not None:
+        output = output - bn_mean.view(1, -1, 1, 1)
+    return (components * output).sum(-1).mean(0)
+
+
+@pytest.mark.parametrize("centre", ["none", "bn_mean"])
+@pytest.mark.parametrize("name,layer,x,components_of", CASES, ids=IDS)
+def test_saliency_scores_match_brute_force(name, layer, x, components_of, centre):
+    components = components_of(layer, x)
+    bn_mean = None if centre == "none" else torch.linspace(-0.7, 0.9, layer.weight.shape[0], dtype=torch.float64)
+    scores = saliency_scores(layer, x, bn_mean=bn_mean)
+    assert scores.shape == (layer.weight.shape[0], layer.weight.shape[1])
+    torch.testing.assert_close(scores, brute_saliency(components, bn_mean), rtol=RTOL, atol=1e-10)
+
+
+@pytest.mark.parametrize("name,layer,x,components_of", CASES, ids=IDS)
+def test_streaming_saliency_from_merged_shards_equals_the_raw_form(name, layer, x, components_of):
+    bn_mean = torch.linspace(0.5, -0.4, layer.weight.shape[0], dtype=torch.float64)
+    merged = layer_statistics(layer, x[:2]) + layer_statistics(layer, x[2:])
+    torch.testing.assert_close(
+        saliency_from_statistics(merged, layer, bn_mean), saliency_scores(layer, x, bn_mean), rtol=RTOL, atol=1e-10
+    )
+
+
+@pytest.mark.parametrize("name,layer,x,components_of", CASES, ids=IDS)
+def test_saliency_order_scores_keep_each_rows_order_and_sum_to_one_when_centred_on_the_mean(
+    name, layer, x, components_of
+):
+    components = components_of(layer, x)
+    output = components.sum(2)  # (n, c, p)
+    mean = output.mean((0, 2))  # centring on the output's own mean: Σ_i R̃_ci = E||Y_c − m_c||²
+    stats = layer_statistics(layer, x)
+    ordered = saliency_order_scores(stats, layer, mean)
+    raw = saliency_from_statistics(stats, layer, mean)
+    assert torch.equal(ordered.argsort(1), raw.argsort(1))
+    torch.testing.assert_close(ordered.sum(1), torch.ones(len(mean), dtype=torch.float64), rtol=1e-8, atol=1e-10)
+
+
+def test_saliency_refuses_a_bn_mean_of_the_wrong_shape():
+    layer = nn.Linear(3, 2).double()
+    with pytest.raises(InputError, match="bn_mean must have shape"):
+        saliency_scores(layer, torch.randn(4, 3, dtype=torch.float64), bn_mean=torch.zeros(3))

@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from modhifi_core.batchnorm import recalibrate_batchnorm
@@ -291,3 +292,127 @@ def test_unsupported_layers_are_named_and_left_untouched():
     assert result.model.stem.out_channels == 8
     assert result.model.mid.out_channels < 16 or result.model.pointwise.out_channels < 16
     assert result.model(images).shape == (32, 10)
+
+
+# --- saliency score, BN centre, compensation order -------------------------------------------
+
+
+def small_bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(2, 6, 3, padding=1, bias=False),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 5, 3, padding=1, bias=True),
+        nn.BatchNorm2d(5),
+        nn.ReLU(),
+        nn.Conv2d(5, 4, (1, 3), padding=(0, 1), bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    ).double()
+
+
+def warmed(net: nn.Module, images: torch.Tensor) -> nn.Module:
+    recalibrate_batchnorm(net, [images])
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.3, 0.3)
+    return net.eval()
+
+
+def test_output_centre_is_the_following_bn_running_mean_minus_the_bias():
+    images = torch.randn(16, 2, 6, 6, dtype=torch.float64)
+    net = warmed(small_bn_net(), images)
+    coupling = Coupling(net, images[:1], ["11"])
+    assert torch.equal(coupling.output_centre("0"), net[1].running_mean.double())
+    torch.testing.assert_close(coupling.output_centre("3"), (net[4].running_mean - net[3].bias).double().detach())
+    assert coupling.output_centre("11") is None  # the classifier: no BN follows
+
+
+def test_saliency_ranking_uses_the_bn_centre():
+    from modhifi_core.fidelity import saliency_order_scores, saliency_scores
+    from modhifi_core.pruning.modhifi_p import saliency_importance
+
+    images = torch.randn(16, 2, 6, 6, dtype=torch.float64)
+    net = warmed(small_bn_net(), images)
+    coupling = Coupling(net, images[:1], ["11"])
+    stats = collect_statistics(net, [images], coupling.consumer_layers())
+    importance = saliency_importance(net, coupling, stats)
+    inputs = []
+    handle = net[6].register_forward_hook(lambda m, a, o: inputs.append(a[0]))
+    with torch.no_grad():
+        net(images)
+    handle.remove()
+    expected = saliency_scores(net[6], inputs[0], net[7].running_mean)
+    got = importance.scores[net[6]]
+    assert torch.equal(got.argsort(1), expected.argsort(1))
+    torch.testing.assert_close(got, saliency_order_scores(stats["6"], net[6], net[7].running_mean))
+
+
+def layer_io(net: nn.Module, layer: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    captured = {}
+    handle = layer.register_forward_hook(lambda m, a, o: captured.update(x=a[0], y=o))
+    with torch.no_grad():
+        net.eval()(images)
+    handle.remove()
+    return captured["x"], captured["y"]
+
+
+def test_sequential_full_refit_fits_dense_outputs_on_the_pruned_upstream_inputs():
+    from modhifi_core.pruning.compensation import sequential_compensation
+
+    images = torch.randn(24, 2, 6, 6, dtype=torch.float64)
+    net = warmed(small_bn_net(), images)
+    dense = copy.deepcopy(net)
+    coupling = Coupling(net, images[:1], ["11"])
+    kept = {group.root: torch.arange(0, group.size, 2) for group in coupling.groups}
+    kept_inputs = coupling.kept_inputs(kept)
+    assert set(kept_inputs) == {"3", "6", "11"}
+    sequential_compensation(
+        net, [images[:12], images[12:]], kept_inputs, lambda: coupling.mask(kept), coupling.feeds_batchnorm, "full", 0.0
+    )
+    # Layer "6": refit on its inputs in the (masked, upstream-refit) net towards the dense output.
+    x, _ = layer_io(net, net[6], images)
+    _, target = layer_io(dense, dense[6], images)
+    index = kept_inputs["6"]
+    patches = F.unfold(x[:, index], (1, 3), padding=(0, 1))  # (n, |C|·3, P)
+    design = patches.permute(0, 2, 1).reshape(-1, patches.shape[1])
+    goal = target.permute(0, 2, 3, 1).reshape(-1, target.shape[1])
+    design, goal = design - design.mean(0), goal - goal.mean(0)  # BN follows: centred fit
+    solution = torch.linalg.lstsq(design, goal).solution.T  # (c_out, |C|·3)
+    torch.testing.assert_close(net[6].weight[:, index].reshape(4, -1).detach(), solution, rtol=1e-7, atol=1e-9)
+    dropped = torch.ones(5, dtype=torch.bool)
+    dropped[index] = False
+    assert (net[6].weight[:, dropped] == 0).all()
+
+
+@pytest.mark.parametrize("score", ["saliency", "fidelity"])
+@pytest.mark.parametrize("order", ["joint", "sequential"])
+def test_scores_and_orders_prune_to_the_target_and_beat_no_compensation(trained, score, order):
+    model, data = trained
+    calibration = data.train.images[:128]
+    result = prune_model(model, calibration, "modhifi", target_flops=0.5, score=score, compensation_order=order)
+    assert abs(result.report["flops_ratio"] - 0.5) <= 0.02
+    assert (result.report["score"], result.report["compensation_order"]) == (score, order)
+    assert accuracy(result.model, data.test) > 50.0
+
+
+def test_new_options_are_refused_with_one_line(trained):
+    model, data = trained
+    with pytest.raises(InputError, match="score must be one of saliency, fidelity"):
+        prune_model(model, data.train.images[:32], "modhifi", score="energy")
+    with pytest.raises(InputError, match="compensation_order must be one of joint, sequential"):
+        prune_model(model, data.train.images[:32], "modhifi", compensation_order="backwards")
+
+
+def test_baselines_without_recalibration_keep_the_bn_statistics_of_kept_channels(trained):
+    model, data = trained
+    result = prune_model(model, data.train.images[:64], "l2", target_flops=0.5, recalibrate=False)
+    assert result.report["bn_recalibration"] is False
+    before, after = model.get_submodule("bn1"), result.model.get_submodule("bn1")
+    assert after.num_batches_tracked == before.num_batches_tracked

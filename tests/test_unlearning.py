@@ -190,10 +190,10 @@ def test_modhifi_u_zeroes_hifi_components_of_the_last_stage(tiny, split):
             assert not changed.any(), name
             continue
         slices = changed.reshape(param.shape[0], param.shape[1], -1).any(-1)  # edited (c, i) components
-        assert 0 < int(slices.sum(1).max()) <= -(-9 * param.shape[1] // 100)  # <= ceil(9% of c_in) per output
+        assert 0 < int(slices.sum(1).max()) <= -(-5 * param.shape[1] // 100)  # <= ceil(5% of c_in) per output
         assert (param.reshape(*slices.shape, -1)[slices] == 0).all()
     assert forget_accuracy(result.model, split) < 10.0
-    assert accuracy(result.model, split.retain) > 70.0  # measured 82.9 on this model
+    assert accuracy(result.model, split.retain) > 70.0  # a floor; 82.9 measured with the earlier fidelity default
 
 
 def test_modhifi_u_layer_choice_and_contrastive_sparing(tiny, split):

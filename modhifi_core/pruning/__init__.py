@@ -2,7 +2,7 @@
 
     prune_model(model, calibration, "modhifi", target_flops=0.5) -> PruningResult(model, report)
 
-Methods: `modhifi` (Subset Fidelity, union rule, compensation), `l1` / `l2` (Torch-Pruning
+Methods: `modhifi` (saliency or Subset Fidelity score, union rule, compensation), `l1` / `l2` (Torch-Pruning
 group magnitude; `magnitude` is L2) and `random`. All remove channels physically via
 Torch-Pruning's DependencyGraph and recalibrate BatchNorm on the calibration data.
 """
@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
 from modhifi_core.pruning.baselines import magnitude_prune, random_prune
-from modhifi_core.pruning.modhifi_p import ALLOCATIONS, COMPENSATIONS, PruningResult, modhifi_prune, prune_with
+from modhifi_core.pruning.compensation import ORDERS
+from modhifi_core.pruning.modhifi_p import ALLOCATIONS, COMPENSATIONS, SCORES, PruningResult, modhifi_prune, prune_with
 
 METHODS = ("modhifi", "magnitude", "l1", "l2", "random")
 
@@ -22,6 +23,8 @@ __all__ = [
     "ALLOCATIONS",
     "COMPENSATIONS",
     "METHODS",
+    "ORDERS",
+    "SCORES",
     "PruningResult",
     "magnitude_prune",
     "modhifi_prune",
@@ -36,7 +39,8 @@ def prune_model(
 ) -> PruningResult:
     """Dispatch to `modhifi_prune`, `magnitude_prune` (`l1`, `l2`, `magnitude` = L2) or
     `random_prune` with the same keyword options (`target_flops`, `keep_fraction`,
-    `compensation`, `ridge`, `rounds`, `round_to`, `batch_size`; `seed` for random)."""
+    `compensation`, `ridge`, `rounds`, `round_to`, `batch_size`; `seed` for random; `score`
+    and `compensation_order` for modhifi; `recalibrate` for the baselines)."""
     if method == "modhifi":
         return modhifi_prune(model, calibration, **options)
     if method in ("magnitude", "l1", "l2"):

@@ -2,7 +2,8 @@
 random importance, uniform per-group allocation, same FLOPs search, same compensation
 options (default none) and the same BN recalibration. Keyword options are those of
 `prune_with` (`keep_fraction`, `compensation`, `ridge`, `rounds`, `round_to`,
-`batch_size`, `example_inputs`, `ignored_layers`)."""
+`batch_size`, `example_inputs`, `ignored_layers`; `recalibrate=False`: no BN
+recalibration, the paper's L2 row)."""
 
 from __future__ import annotations
 

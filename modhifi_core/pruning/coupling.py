@@ -69,6 +69,24 @@ class Coupling:
         node = self.graph.module2node[self.model.get_submodule(layer)]
         return bool(node.outputs) and all(out.type == _T.BN for out in node.outputs)
 
+    def following_batchnorm(self, layer: str) -> nn.Module | None:
+        """The BatchNorm that normalises `layer`'s output (its only consumer), or None."""
+        node = self.graph.module2node[self.model.get_submodule(layer)]
+        if len(node.outputs) == 1 and node.outputs[0].type == _T.BN:
+            return node.outputs[0].module
+        return None
+
+    def output_centre(self, layer: str) -> Tensor | None:
+        """`m_c` of method.md §1 for `layer`'s bias-free output `Y_c`: the running mean of the
+        BatchNorm that follows it, minus the layer's bias (float64 `(c_out,)`); None (= 0)
+        where no BatchNorm follows or it tracks no running statistics."""
+        bn = self.following_batchnorm(layer)
+        if bn is None or getattr(bn, "running_mean", None) is None:
+            return None
+        centre = bn.running_mean.detach().double().clone()
+        bias = getattr(self.model.get_submodule(layer), "bias", None)
+        return centre - bias.detach().double() if bias is not None else centre
+
     def consumer_layers(self) -> list[str]:
         return sorted({name for group in self.groups for name in group.consumers})
 

@@ -1,7 +1,9 @@
 """ModHiFi-P structured pruning (method.md §2) and the loop its baselines share.
 
 One round: trace the coupled channel groups, collect statistics on the calibration
-data, turn an importance into keep levels, pick the keep fraction (given, or searched so
+data, score (`score`: the saliency `R̃_ci` centred on the running mean of the BN after the
+layer, the paper's implementation and the default; or the singleton fidelity `s_ci`),
+turn the importance into keep levels, pick the keep fraction (given, or searched so
 the predicted FLOPs meet the round's target), compensate the kept kernels, remove the
 dropped channels physically, recalibrate BatchNorm. Aggressive FLOPs targets take
 several rounds with geometrically spaced targets, statistics re-collected each round.
@@ -10,6 +12,7 @@ several rounds with geometrically spaced targets, statistics re-collected each r
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 import warnings
@@ -22,9 +25,20 @@ from modhifi_core.batchnorm import recalibrate_batchnorm
 from modhifi_core.calibration import calibration_batches
 from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
-from modhifi_core.fidelity import DEFAULT_RIDGE, component_moments, kernel_slices, singleton_from_moments
+from modhifi_core.fidelity import (
+    DEFAULT_RIDGE,
+    component_moments,
+    kernel_slices,
+    saliency_order_scores,
+    singleton_from_moments,
+)
 from modhifi_core.models import classifier_name
-from modhifi_core.pruning.compensation import full_compensation, scalar_compensation
+from modhifi_core.pruning.compensation import (
+    ORDERS,
+    full_compensation,
+    scalar_compensation,
+    sequential_compensation,
+)
 from modhifi_core.pruning.coupling import Coupling
 from modhifi_core.pruning.flops import flops_by_layer
 from modhifi_core.pruning.importance import FidelityImportance, RankedImportance
@@ -34,6 +48,7 @@ from modhifi_core.statistics import LayerStatistics, collect_kept_gram, collect_
 
 COMPENSATIONS = ("none", "scalar", "full")
 ALLOCATIONS = ("uniform", "union")
+SCORES = ("saliency", "fidelity")
 # Absolute tolerance on the achieved FLOPs ratio (fraction of dense FLOPs).
 FLOPS_TOLERANCE = 0.02
 
@@ -57,13 +72,16 @@ def modhifi_prune(
     keep_fraction: float | None = None,
     allocation: str = "uniform",
     compensation: str = "scalar",
+    score: str = "saliency",
+    compensation_order: str = "joint",
     ridge: float = DEFAULT_RIDGE,
     rounds: int | None = None,
     round_to: int = 1,
     batch_size: int = 128,
     **loop_options,
 ) -> PruningResult:
-    """ModHiFi-P: singleton fidelities on `calibration` images `(N, C, H, W)`, union rule
+    """ModHiFi-P: scores on `calibration` images `(N, C, H, W)` — `score="saliency"` (R̃
+    centred on the following BN's running mean, default) or `"fidelity"` (s_ci) — union rule
     per consumer, coupled groups kept iff any consumer keeps them, compensation `none`,
     `scalar` (δ*, the paper) or `full` (least-squares refit), BN recalibration.
 
@@ -73,10 +91,15 @@ def modhifi_prune(
     for every layer decides how many channels each group keeps (with `keep_fraction`,
     exactly the paper's per-output rule); `uniform` — every group keeps the same fraction
     of its channels, chosen in union-rule order (measured better at a FLOPs target:
-    benchmarks/README.md)."""
+    benchmarks/README.md). `compensation_order`: `joint` (every layer refit on the dense
+    inputs) or `sequential` (each refit on the already pruned upstream activations towards
+    the dense outputs; `compensation.sequential_compensation`)."""
     if allocation not in ALLOCATIONS:
         raise InputError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
-    factory = fidelity_importance if allocation == "union" else uniform_fidelity_importance
+    if score not in SCORES:
+        raise InputError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
+    base = saliency_importance if score == "saliency" else fidelity_importance
+    factory = base if allocation == "union" else _uniform(base)
     return prune_with(
         model,
         calibration,
@@ -91,6 +114,8 @@ def modhifi_prune(
         batch_size=batch_size,
         needs_statistics=True,
         allocation=allocation,
+        compensation_order=compensation_order,
+        score=score,
         **loop_options,
     )
 
@@ -106,11 +131,28 @@ def fidelity_importance(model: nn.Module, coupling: Coupling, stats: dict[str, L
     return FidelityImportance(scores, silent)
 
 
+def saliency_importance(model: nn.Module, coupling: Coupling, stats: dict[str, LayerStatistics]) -> FidelityImportance:
+    """Union-rule importance from the saliency `R̃_ci` centred on `m_c` (the running mean of
+    the BN after each consumer, 0 where none), each output's row divided by its centred
+    energy `E||Y_c − m_c||²` so that ties between outputs compare like for like."""
+    modules = dict(model.named_modules())
+    scores, silent = {}, {}
+    for name, layer_stats in stats.items():
+        scores[modules[name]] = saliency_order_scores(layer_stats, modules[name], coupling.output_centre(name))
+        silent[modules[name]] = layer_stats.output_sq <= 0
+    return FidelityImportance(scores, silent)
+
+
 def uniform_fidelity_importance(
     model: nn.Module, coupling: Coupling, stats: dict[str, LayerStatistics]
 ) -> RankedImportance:
     """Union-rule order within each group, the same kept fraction in every group."""
     return RankedImportance(fidelity_importance(model, coupling, stats))
+
+
+def _uniform(base: ImportanceFactory) -> ImportanceFactory:
+    """`base`'s union-rule order within each group, the same kept fraction in every group."""
+    return lambda model, coupling, stats: RankedImportance(base(model, coupling, stats))
 
 
 def prune_with(
@@ -128,12 +170,17 @@ def prune_with(
     batch_size: int = 128,
     needs_statistics: bool = False,
     allocation: str = "uniform",
+    compensation_order: str = "joint",
+    score: str | None = None,
+    recalibrate: bool = True,
     example_inputs: Tensor | None = None,
     ignored_layers: list[str] | None = None,
     statistics: dict[str, LayerStatistics] | None = None,
 ) -> PruningResult:
     """The shared pruning loop; every method is this call with its importance factory.
-    `allocation` only labels the report (the factory's keep levels implement it).
+    `allocation` and `score` only label the report (the factory implements them).
+    `recalibrate=False` skips BN recalibration after each round (an ablation only: the
+    paper's L2 row had none).
 
     `calibration`: anything `calibration_batches` takes (a tensor, a dataset, a list of
     input batches, a DataLoader). `example_inputs`: the batch Torch-Pruning traces
@@ -144,6 +191,8 @@ def prune_with(
     rounds re-collect on the pruned model."""
     batches = calibration_batches(calibration, batch_size)
     rounds = _validate(target_flops, keep_fraction, compensation, ridge, rounds, round_to, batch_size)
+    if compensation_order not in ORDERS:
+        raise InputError(f"compensation_order must be one of {', '.join(ORDERS)}, got {compensation_order!r}")
     start = time.perf_counter()
     dense = model.eval()
     model = copy.deepcopy(model).eval()
@@ -178,10 +227,21 @@ def prune_with(
                 _check_reachable(price, levels, round_to, target_flops, dense_flops)
             goal = dense_flops * target_flops ** ((index + 1) / rounds)
             fraction, kept, _ = fraction_for_flops(levels, price, goal, round_to)
-        if compensation != "none":
+        if compensation != "none" and compensation_order == "sequential":
+            sequential_compensation(
+                model,
+                batches,
+                coupling.kept_inputs(kept),
+                functools.partial(coupling.mask, kept),
+                coupling.feeds_batchnorm,
+                compensation,
+                ridge,
+            )
+        elif compensation != "none":
             _compensate(model, coupling, stats, batches, kept, compensation, ridge)
         coupling.prune(kept)
-        recalibrate_batchnorm(model, batches)
+        if recalibrate:
+            recalibrate_batchnorm(model, batches)
         log.append(
             {
                 "round": index + 1,
@@ -204,7 +264,10 @@ def prune_with(
             "target_flops": target_flops,
             "keep_fraction": keep_fraction,
             "compensation": compensation,
+            "compensation_order": compensation_order,
+            "score": score,
             "ridge": ridge,
+            "bn_recalibration": recalibrate,
             "round_to": round_to,
             "calibration_samples": sum(len(b) for b in batches),
             "first_round_statistics": "given" if statistics is not None else "collected",
