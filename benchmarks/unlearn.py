@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from modhifi_core.data import load_dataset
+from modhifi_core.durability import durability_metrics
 from modhifi_core.metrics import average_gap, unlearning_metrics
 from modhifi_core.models import ModelConfig, build_model
 from modhifi_core.safe_io import atomic_write_json
@@ -37,7 +38,6 @@ from modhifi_core.splits import class_split, random_split
 from modhifi_core.synthesis import synthesize
 from modhifi_core.training import TrainConfig, accuracy, train_model
 from modhifi_core.unlearning import METHODS, unlearn
-from modhifi_core.unlearning.durability import durability_metrics
 from modhifi_core.unlearning.modhifi_u import head_components, negate_head
 from modhifi_core.unstructured import omp
 

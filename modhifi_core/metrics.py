@@ -13,7 +13,7 @@ All are percentages (0-100). For a split `s` of a training set and the dataset's
 
 RTE (the unlearning step's wall-clock seconds) is measured by the method itself
 (`UnlearnResult.seconds`). The durability audit — UA after BN recalibration on D_r and
-after a relearning attack on D_r — is `modhifi_core.unlearning.durability.durability_metrics`.
+after a relearning attack on D_r — is `modhifi_core.durability.durability_metrics`.
 """
 
 from __future__ import annotations

@@ -75,8 +75,10 @@ class PruneParams(Section):
 
     method: Literal["modhifi", "magnitude", "l1", "l2", "random"] = "modhifi"
     target_flops: float = Field(0.5, gt=0.0, lt=1.0)  # fraction of the dense FLOPs that remains
-    # δ* (scalar, the paper) or least-squares refit (full); null: scalar for modhifi, none for baselines
+    # δ* (scalar, the paper) or least-squares refit (full); null: full for modhifi (measured best), none for baselines
     compensation: Literal["none", "scalar", "full"] | None = None
+    score: Literal["saliency", "fidelity"] = "saliency"  # modhifi's selection score: R̃ (the paper's) or s_ci
+    compensation_order: Literal["joint", "sequential"] = "joint"  # sequential: best at 8% FLOPs, ~4x slower
     allocation: Literal["uniform", "union"] = "uniform"  # how many channels each group keeps (modhifi)
     rounds: int | None = Field(None, ge=1, le=64)  # null: one round per halving of FLOPs
     ridge: float = Field(1e-4, ge=0.0, le=1.0)  # λ, scaled by the mean Gram diagonal
@@ -122,6 +124,14 @@ class FinetuneParams(Section):
     per_class: int = Field(50, ge=1, le=100_000)  # samples synthesised per class when none are given
 
 
+class EvaluateParams(Section):
+    """The audit of an unlearned model: does the forgetting survive a relearning attack
+    (`relearn_steps` SGD steps on retained data only)? BN recalibration is always audited."""
+
+    relearn_steps: int = Field(50, ge=0, le=100_000)
+    relearn_lr: float = Field(0.01, gt=0.0, le=10.0)
+
+
 class ScheduleParams(Section):
     cron: str = "0 2 * * *"
     timezone: str = "UTC"
@@ -139,6 +149,7 @@ class Params(Section):
     prune: PruneParams = PruneParams()
     unlearn: UnlearnParams = UnlearnParams()
     finetune: FinetuneParams = FinetuneParams()
+    evaluate: EvaluateParams = EvaluateParams()
     schedule: ScheduleParams = ScheduleParams()
 
 

@@ -3,8 +3,8 @@
 
 Base, pruned, unlearned and final models: test and per-class accuracy; for the final
 model the unlearning evidence of what its metadata records as forgotten, and whether
-the forgetting survives BN recalibration; the FLOPs/params ratios and latency speed-up
-the prune stage measured.
+the forgetting survives BN recalibration and a relearning attack (`evaluate.*`); the
+FLOPs/params ratios and latency speed-up the prune stage measured.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 
 from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.data import load_from_spec
+from modhifi_core.durability import RelearningAttack
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.evaluate import evaluate
 from modhifi_core.params import Params
@@ -30,7 +31,11 @@ def run(ws: Workspace, params: Params) -> dict:
     final = read_metadata(models["final"].metadata)
     data = load_from_spec(final.data)
     split = forget_split(data.train, final.forgotten)
-    results = {name: evaluate(ckpt.model, data, split if name == "final" else None) for name, ckpt in models.items()}
+    e = params.evaluate
+    attack = RelearningAttack(steps=e.relearn_steps, lr=e.relearn_lr, seed=params.seed)
+    results = {
+        name: evaluate(ckpt.model, data, split if name == "final" else None, attack) for name, ckpt in models.items()
+    }
     metrics: dict = {"forget_class": final.forgotten_class, "forget": split.describe()}
     metrics.update({f"{name}_test_accuracy": r["test_accuracy"] for name, r in results.items()})
     metrics.update({k: v for k, v in results["final"].items() if k not in ("per_class_accuracy", "train_accuracy")})

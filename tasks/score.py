@@ -1,5 +1,6 @@
-"""Stage score: per-component scores of the base model from collect's statistics
-(`modhifi_core.operations.score`), and a per-layer quantile table for DVC plots."""
+"""Stage score: per-component scores of the base model (`prune.score`: saliency or
+fidelity) from collect's statistics (`modhifi_core.operations.score`), and a per-layer
+quantile table for DVC plots."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ QUANTILES = {"p10": 0.1, "p25": 0.25, "median": 0.5, "p75": 0.75, "p90": 0.9}
 
 def run(ws: Workspace, params: Params) -> dict:
     model = load_checkpoint(ws.artifact("base_model")).model
-    scores = score(model, load_statistics(ws))
+    scores = score(model, load_statistics(ws), params.prune.score)
     atomic_torch_save(ws.artifact("scores"), scores)
     atomic_write_text(ws.artifact("scores_csv"), summary_csv(scores))
     everything = torch.cat([s.flatten() for s in scores.values()])

@@ -72,10 +72,12 @@ def isolated_env(home: Path) -> dict:
 
 
 def modhifi(root: Path, env: dict, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    # tasks/ and flows/ are not installed: outside a workspace they come from this checkout.
+    path = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(REPO)]))
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args],
         cwd=root,
-        env=env,
+        env={**env, "PYTHONPATH": path},
         capture_output=True,
         text=True,
         timeout=timeout,

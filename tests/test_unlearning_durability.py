@@ -10,17 +10,17 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from modhifi_core.checkpoint import load_checkpoint
-from modhifi_core.errors import InputError
-from modhifi_core.fidelity import saliency_scores
-from modhifi_core.splits import class_split
-from modhifi_core.training import accuracy
-from modhifi_core.unlearning import unlearn
-from modhifi_core.unlearning.durability import (
+from modhifi_core.durability import (
     RelearningAttack,
     durability_metrics,
     forgetting_after_recalibration,
     relearned,
 )
+from modhifi_core.errors import InputError
+from modhifi_core.fidelity import saliency_scores
+from modhifi_core.splits import class_split
+from modhifi_core.training import accuracy
+from modhifi_core.unlearning import unlearn
 from modhifi_core.unlearning.modhifi_u import hifi_components
 
 

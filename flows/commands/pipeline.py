@@ -149,6 +149,7 @@ SUMMARY_ROWS = [
     ("TA: test accuracy without the class (%)", "TA"),
     ("MIA-Efficacy (%)", "MIA"),
     ("UA after BN recalibration on retained data (%)", "UA_after_bn_recalibration"),
+    ("UA after the relearning attack on retained data (%)", "UA_after_relearning"),
     ("final model test accuracy, retained classes (%)", "final_TA"),
 ]
 

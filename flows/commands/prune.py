@@ -19,9 +19,9 @@ def prune(
         "synthetic", help="synthetic (made from the model: data-free), real (training images) or gaussian."
     ),
     calibration_samples: int = typer.Option(512, min=1, help="Calibration images to score and recalibrate on."),
-    compensation: str | None = typer.Option(
-        None, help="none, scalar or full (default: scalar for modhifi, else none)."
-    ),
+    compensation: str | None = typer.Option(None, help="none, scalar or full (default: full for modhifi, else none)."),
+    score: str = typer.Option("saliency", help="ModHiFi selection score: saliency (R-tilde, the paper's) or fidelity."),
+    compensation_order: str = typer.Option("joint", help="joint or sequential (refits on pruned upstream inputs)."),
     allocation: str = typer.Option("uniform", help="ModHiFi allocation across layers: uniform or union."),
     rounds: int | None = typer.Option(None, min=1, help="Pruning rounds (default: one per halving of FLOPs)."),
     round_to: int = typer.Option(1, min=1, help="Round kept channel counts up to a multiple of this."),
@@ -47,6 +47,7 @@ def prune(
     from modhifi_core.params import CollectParams, PruneParams
 
     options = dict(target_flops=target_flops, method=method, compensation=compensation, allocation=allocation)
+    options.update(score=score, compensation_order=compensation_order)
     settings = PruneParams(**options, rounds=rounds, round_to=round_to, latency_repeats=latency_repeats)
     CollectParams(calibration=calibration, samples=calibration_samples, batch_size=batch_size)  # validated up front
 

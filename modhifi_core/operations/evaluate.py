@@ -3,24 +3,29 @@ unlearning evidence and whether the forgetting survives (audit figures)."""
 
 from __future__ import annotations
 
-import copy
-
-import torch
 from torch import nn
 
-from modhifi_core.batchnorm import recalibrate_batchnorm
 from modhifi_core.data import DatasetSplits
+from modhifi_core.durability import (
+    RelearningAttack,
+    forgetting_after_recalibration,
+    forgetting_after_relearning,
+)
 from modhifi_core.errors import InputError
 from modhifi_core.metrics import unlearning_metrics
 from modhifi_core.splits import ForgetSplit
 from modhifi_core.training import accuracy, per_class_accuracy, predict
 
 
-def evaluate(model: nn.Module, data: DatasetSplits, split: ForgetSplit | None = None) -> dict:
+def evaluate(
+    model: nn.Module, data: DatasetSplits, split: ForgetSplit | None = None, attack: RelearningAttack | None = None
+) -> dict:
     """`test_accuracy`, `train_accuracy` (%), `per_class_accuracy` (% per class on the
-    test set); with a forget `split` also UA, RA, TA, MIA (method.md §5) and
-    `UA_after_bn_recalibration`. Refuses a model whose number of outputs is not the
-    dataset's number of classes."""
+    test set); with a forget `split` also UA, RA, TA, MIA (method.md §5) and the audit of
+    whether the forgetting survives: `UA_after_bn_recalibration` (BN statistics
+    re-estimated on retained data) and `UA_after_relearning` (`attack`, default 50 SGD
+    steps at lr 0.01 on retained data; `RelearningAttack(steps=0)` skips it). Refuses a
+    model whose number of outputs is not the dataset's number of classes."""
     check_classes(model, data)
     metrics = {
         "test_accuracy": accuracy(model, data.test),
@@ -30,6 +35,9 @@ def evaluate(model: nn.Module, data: DatasetSplits, split: ForgetSplit | None = 
     if split is not None:
         metrics.update(unlearning_metrics(model, split, data.test))
         metrics["UA_after_bn_recalibration"] = forgetting_after_recalibration(model, split)
+        attack = attack or RelearningAttack()
+        if attack.steps > 0:
+            metrics["UA_after_relearning"] = forgetting_after_relearning(model, split, attack)
     return metrics
 
 
@@ -38,13 +46,3 @@ def check_classes(model: nn.Module, data: DatasetSplits) -> None:
     outputs = predict(model, data.test.images[:1]).shape[-1]
     if outputs != data.num_classes:
         raise InputError(f"the model has {outputs} classes, the dataset {data.num_classes}")
-
-
-def forgetting_after_recalibration(model: nn.Module, split: ForgetSplit) -> float:
-    """UA after re-estimating the BN statistics on the retained training data: an audit of
-    whether the forgetting lives in the weights or only in stale BN statistics (for
-    ModHiFi-U's zeroing it is the latter: digits, UA 100 -> 0 after recalibration)."""
-    probe = copy.deepcopy(model)
-    with torch.no_grad():
-        recalibrate_batchnorm(probe, split.retain.images.split(256))
-    return 100.0 - accuracy(probe, split.forget)

@@ -107,9 +107,11 @@ def prune_checkpoint(
 
 
 def pruning_options(params: PruneParams, seed: int = 0) -> dict:
-    """The keyword arguments of `prune` that `params` describes (a null compensation:
-    the method's default — scalar δ* for modhifi, none for the baselines)."""
-    compensation = params.compensation or ("scalar" if params.method == "modhifi" else "none")
+    """The keyword arguments of `prune` that `params` describes. A null compensation is
+    the method's default: the least-squares refit (`full`) for modhifi — better than the
+    paper's scalar δ* at every FLOPs target on 3 trainings (benchmarks/README.md) — and
+    none for the baselines."""
+    compensation = params.compensation or ("full" if params.method == "modhifi" else "none")
     options = {
         "method": params.method,
         "target_flops": params.target_flops,
@@ -119,7 +121,7 @@ def pruning_options(params: PruneParams, seed: int = 0) -> dict:
         "round_to": params.round_to,
     }
     if params.method == "modhifi":
-        options["allocation"] = params.allocation
+        options.update(allocation=params.allocation, score=params.score, compensation_order=params.compensation_order)
     if params.method == "random":
         options["seed"] = seed
     return options

@@ -92,8 +92,8 @@ def plot_fidelity(scores: dict[str, torch.Tensor]) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)), 4))
     ax.boxplot([scores[n].flatten().numpy() for n in names], showfliers=False)
     ax.set_xticks(range(1, len(names) + 1), names, rotation=70, ha="right", fontsize=7)
-    ax.set_ylabel("singleton fidelity s_ci (0-1)")
-    ax.set_title("How much of each output a single input channel explains, per layer")
+    ax.set_ylabel("score per component (saliency R̃ or fidelity s_ci)")
+    ax.set_title("How much each input channel contributes to each output, per layer")
     fig.tight_layout()
     return fig
 
@@ -145,6 +145,7 @@ def render_markdown(params: Params, evaluation: dict, pruned: dict, figures: lis
         ("TA (%)", evaluation["TA"]),
         ("MIA-Efficacy (%)", evaluation["MIA"]),
         ("UA after BN recalibration on retained data (%)", evaluation["UA_after_bn_recalibration"]),
+        ("UA after the relearning attack on retained data (%)", evaluation.get("UA_after_relearning", float("nan"))),
         ("final test accuracy, all classes (%)", evaluation["final_test_accuracy"]),
     ]
     lines = [

@@ -3,41 +3,45 @@ model's prunable layers on calibration data, and the per-component scores made f
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from torch import Tensor, nn
 
 from modhifi_core import statistics as layer_statistics
 from modhifi_core.calibration import calibration_batches
 from modhifi_core.errors import InputError
-from modhifi_core.fidelity import scores_from_statistics
+from modhifi_core.fidelity import saliency_from_statistics, scores_from_statistics
 from modhifi_core.models import classifier_name
 from modhifi_core.pruning.coupling import Coupling
 from modhifi_core.statistics import LayerStatistics
 
-SCORES = ("fidelity",)
+SCORES = ("saliency", "fidelity")
 
 
 @dataclass
 class ModelStatistics:
     """Float64 sums per consumer layer of a prunable channel group (`layers`), whether
-    each layer's output feeds a BatchNorm (`centered`: scores use centred contributions)
-    and the number of calibration samples. Shards of calibration data add up."""
+    each layer's output feeds a BatchNorm (`centered`: fidelity uses centred
+    contributions), the saliency's centre `m_c` per layer (`centres`: the running mean of
+    the BN after it minus its bias; absent where none follows) and the number of
+    calibration samples. Shards of calibration data add up."""
 
     layers: dict[str, LayerStatistics]
     centered: dict[str, bool]
     samples: int
+    centres: dict[str, Tensor] = field(default_factory=dict)
 
     def to_payload(self) -> dict:
         """Plain tensors and containers (`torch.save` + `weights_only=True` load)."""
         layers = {name: asdict(s) for name, s in self.layers.items()}
-        return {"layers": layers, "centered": self.centered, "samples": self.samples}
+        return {"layers": layers, "centered": self.centered, "samples": self.samples, "centres": self.centres}
 
     @classmethod
     def from_payload(cls, payload: dict) -> ModelStatistics:
         try:
             layers = {name: LayerStatistics(**s) for name, s in payload["layers"].items()}
-            return cls(layers, dict(payload["centered"]), int(payload["samples"]))
+            centres = dict(payload.get("centres") or {})
+            return cls(layers, dict(payload["centered"]), int(payload["samples"]), centres)
         except (KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"not a modhifi statistics file ({type(exc).__name__}: {exc})") from None
 
@@ -61,11 +65,13 @@ def collect_statistics(
     layers = coupling.consumer_layers()
     stats = layer_statistics.collect_statistics(model, batches, layers)
     centered = {name: coupling.feeds_batchnorm(name) for name in layers}
-    return ModelStatistics(stats, centered, sum(len(b) for b in batches))
+    centres = {name: c for name in layers if (c := coupling.output_centre(name)) is not None}
+    return ModelStatistics(stats, centered, sum(len(b) for b in batches), centres)
 
 
-def score(model: nn.Module, statistics: ModelStatistics, kind: str = "fidelity") -> dict[str, Tensor]:
+def score(model: nn.Module, statistics: ModelStatistics, kind: str = "saliency") -> dict[str, Tensor]:
     """Per layer, the score `(c_out, c_in)` of every component `(c, i)` (method.md §1):
+    `saliency` — `R̃_ci = E<A_ci, Y_c − m_c>`, what ModHiFi-P and ModHiFi-U rank by;
     `fidelity` — the singleton Subset Fidelity `s_ci`, centred where the output feeds a BN."""
     if kind not in SCORES:
         raise InputError(f"unknown score {kind!r}; choose one of {', '.join(SCORES)}")
@@ -73,6 +79,11 @@ def score(model: nn.Module, statistics: ModelStatistics, kind: str = "fidelity")
     missing = sorted(set(statistics.layers) - set(modules))
     if missing:
         raise InputError(f"the statistics name layers the model does not have: {missing[:3]}")
+    if kind == "saliency":
+        return {
+            name: saliency_from_statistics(s, modules[name], statistics.centres.get(name)).float()
+            for name, s in statistics.layers.items()
+        }
     return {
         name: scores_from_statistics(s, modules[name], statistics.centered[name]).float()
         for name, s in statistics.layers.items()
