@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from flows.commands.loading import check_output
 from flows.console import emit
 
 
@@ -28,6 +29,7 @@ def prune(
     batch_size: int = typer.Option(128, min=1, help="Calibration batch size."),
     latency_repeats: int = typer.Option(20, min=1, help="Interleaved timed forward passes (batch 64) per model."),
     seed: int = typer.Option(0, min=0, help="Seed of the calibration subset, gaussian/synthetic data and random."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it already exists."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
 ) -> None:
     """Prune a checkpoint's channels physically and report accuracy, FLOPs/params ratios and CPU speed-up."""
@@ -36,6 +38,7 @@ def prune(
     options = dict(target_flops=target_flops, method=method, compensation=compensation, allocation=allocation)
     settings = PruneParams(**options, rounds=rounds, round_to=round_to, latency_repeats=latency_repeats)
     CollectParams(calibration=calibration, samples=calibration_samples, batch_size=batch_size)  # validated up front
+    check_output(out, overwrite)
 
     from flows.commands.loading import load_model_and_data
     from modhifi_core.calibration import calibration_set
