@@ -3,9 +3,8 @@ adapter over `modhifi_core.operations.train`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
