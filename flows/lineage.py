@@ -76,10 +76,10 @@ def trace(artifact: Path, workspace: Path | None = None, verify: bool = False) -
         result.verified = False if verify else None
         return result
     lock = yaml.safe_load((root / "dvc.lock").read_text()).get("stages", {})
-    if verify:
-        _verify_chain(result, artifact, root, _locked_paths(lock, root))
     producer, recorded = _producer(lock, root, artifact, md5)
     if producer is None:
+        if verify:
+            _verify_chain(result, artifact, root, _locked_paths(lock, root))
         result.unverifiable.append(f"{artifact.name} (md5 {md5}) is not an output recorded in {root / 'dvc.lock'}")
         result.verified = False if verify else None
         return result
@@ -88,7 +88,9 @@ def trace(artifact: Path, workspace: Path | None = None, verify: bool = False) -
         result.problems.append(f"{artifact} differs from the {producer} output recorded in dvc.lock")
     result.stages = [_stage(name, lock[name], root) for name in _ancestors(lock, producer)]
     if verify:
-        _verify(root, result)
+        _verify(root, result)  # DVC's findings first: they name the changed file itself
+        _verify_chain(result, artifact, root, _locked_paths(lock, root))
+        result.verified = not result.problems
     return result
 
 

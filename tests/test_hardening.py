@@ -482,3 +482,20 @@ def test_two_runs_with_one_seed_give_byte_identical_checkpoints(tmp_path, model)
     assert pruned[0] == pruned[1]
     stored = json.dumps(load_checkpoint(tmp_path / "pruned0.pt").metadata)
     assert "latency_speedup" not in stored and "latency_dense_ms" not in stored and "seconds" not in stored
+
+
+# --- a full disk, simulated with ulimit -f -----------------------------------------------
+
+
+def test_a_full_disk_gives_one_line_and_leaves_the_previous_file(tmp_path):
+    """`ulimit -f 64` (64 KiB per file): the checkpoint (~200 KiB) cannot be written. The
+    command says so in one line, the previous --out file is intact, no temporary file is left."""
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"the previous checkpoint")
+    before = hashes(tmp_path)
+    command = f"ulimit -f 64; exec {sys.executable} -m flows.cli train --width 4 --epochs 1 --overwrite --out {out}"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1", "MODHIFI_PROGRESS": "0"}
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2, result.stderr
+    one_line(result, f"cannot write {out}: File too large")
+    assert hashes(tmp_path) == before
