@@ -499,3 +499,14 @@ def test_a_full_disk_gives_one_line_and_leaves_the_previous_file(tmp_path):
     assert result.returncode == 2, result.stderr
     one_line(result, f"cannot write {out}: File too large")
     assert hashes(tmp_path) == before
+
+
+def test_atomic_writes_get_the_users_umask_not_0600(tmp_path):
+    from modhifi_core.safe_io import atomic_write_text
+
+    previous = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
