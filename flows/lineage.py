@@ -6,12 +6,18 @@ joined to its MLflow run (through the `md5/<path>` tags the stage runner sets), 
 adds the time, the git commit and the Prefect flow-run id. A checkpoint's own metadata
 (parents' sha256, params, metrics) travels with the file, so a copy outside the
 workspace still tells what it can. `verify` asks DVC to re-hash every ancestor's deps
-and outs on disk.
+and outs on disk, and walks the chain of parent sha256s that the checkpoints record
+about themselves (metadata `parents`, roles `model` and `teacher`): every recorded
+parent must be a checkpoint present in the workspace (or beside the artifact when there
+is no workspace) with exactly that sha256, and so on up to a model with no parent. The
+two checks are independent: DVC's record can be rewritten to match a swapped file, the
+sha256 inside the child checkpoint (covered by its own digest) cannot.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,6 +51,7 @@ class Lineage:
     unverifiable: list[str]
     verified: bool | None = None
     problems: list[str] = field(default_factory=list)
+    chain: list[dict] = field(default_factory=list)  # with verify: (file, role, parent, sha256) links
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,12 +70,16 @@ def trace(artifact: Path, workspace: Path | None = None, verify: bool = False) -
     result = Lineage(str(artifact), md5, sha256_file(artifact), str(root) if root else None, None, [], None, [])
     result.checkpoint = _checkpoint_summary(artifact)
     if root is None or not (root / "dvc.lock").is_file():
+        if verify:
+            _verify_chain(result, artifact, root or artifact.parent, [])
         result.unverifiable.append("no dvc.lock found: the stages that produced this file cannot be listed or verified")
         result.verified = False if verify else None
         return result
     lock = yaml.safe_load((root / "dvc.lock").read_text()).get("stages", {})
     producer, recorded = _producer(lock, root, artifact, md5)
     if producer is None:
+        if verify:
+            _verify_chain(result, artifact, root, _locked_paths(lock, root))
         result.unverifiable.append(f"{artifact.name} (md5 {md5}) is not an output recorded in {root / 'dvc.lock'}")
         result.verified = False if verify else None
         return result
@@ -77,7 +88,9 @@ def trace(artifact: Path, workspace: Path | None = None, verify: bool = False) -
         result.problems.append(f"{artifact} differs from the {producer} output recorded in dvc.lock")
     result.stages = [_stage(name, lock[name], root) for name in _ancestors(lock, producer)]
     if verify:
-        _verify(root, result)
+        _verify(root, result)  # DVC's findings first: they name the changed file itself
+        _verify_chain(result, artifact, root, _locked_paths(lock, root))
+        result.verified = not result.problems
     return result
 
 
@@ -204,6 +217,64 @@ def _verify(root: Path, result: Lineage) -> None:
     result.verified = not result.problems
 
 
+CHAIN_ROLES = ("model", "teacher")  # parents that are checkpoints (`synthetic` is a samples digest)
+
+
+def _locked_paths(lock: dict, root: Path) -> list[Path]:
+    """Every .pt file that dvc.lock names as a dep or out (a `model.path` may lie outside)."""
+    paths = [entry["path"] for stage in lock.values() for key in ("deps", "outs") for entry in stage.get(key, [])]
+    return [(root / p).resolve() for p in paths if str(p).endswith(".pt") and (root / p).is_file()]
+
+
+def _verify_chain(result: Lineage, artifact: Path, search_root: Path, extra: list[Path]) -> None:
+    """Walk the parents recorded inside the checkpoints from `artifact` upwards; a parent
+    sha256 that no checkpoint on disk has is a break, added to `result.problems`."""
+    if artifact.suffix != ".pt":
+        return
+    files = [
+        p for p in search_root.rglob("*.pt") if not any(s.startswith(".") for s in p.relative_to(search_root).parts)
+    ]
+    by_sha = {sha256_file(p): p.resolve() for p in sorted({*files, *extra})}
+    frontier, seen = [artifact], set()
+    while frontier:
+        path = frontier.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        parents = _recorded_parents(path)
+        if parents is None:
+            result.problems.append(f"parent chain: {path} is not a readable modhifi checkpoint")
+            continue
+        for role, sha in sorted(parents.items()):
+            if role not in CHAIN_ROLES:
+                continue
+            found = by_sha.get(sha)
+            if found is None:
+                result.problems.append(
+                    f"parent chain broken: {path} records its {role} as sha256 {sha}, "
+                    f"which no checkpoint in {search_root} has"
+                )
+                continue
+            result.chain.append({"file": str(path), "role": role, "parent": str(found), "sha256": sha})
+            frontier.append(found)
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)  # .dvc/cache, temporary files
+
+
+def _recorded_parents(path: Path) -> dict[str, str] | None:
+    from modhifi_core.checkpoint import load_checkpoint
+    from modhifi_core.metadata import read_metadata
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return dict(read_metadata(load_checkpoint(path).metadata).parents)
+    except InputError:
+        return None
+
+
 def _checkpoint_summary(path: Path) -> dict | None:
     """What the file says about itself, if it is a modhifi checkpoint."""
     if path.suffix != ".pt":
@@ -212,7 +283,9 @@ def _checkpoint_summary(path: Path) -> dict | None:
     from modhifi_core.metadata import read_metadata
 
     try:
-        ckpt = load_checkpoint(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's own warning about unsafe files; the refusal says it
+            ckpt = load_checkpoint(path)
     except InputError as exc:
         return {"error": str(exc)}
     meta = read_metadata(ckpt.metadata)
@@ -283,6 +356,13 @@ def to_markdown(lineage: Lineage) -> str:
         lines += [f"- stage: {meta.get('stage')}; code version: {meta.get('code_version')}"]
         lines += [f"- parent `{k}` sha256 `{v}`" for k, v in (meta.get("parents") or {}).items()]
         lines += [f"- params: `{json.dumps(meta.get('params'), sort_keys=True)}`"]
+        lines += [f"- refused: {meta['error']}"] if "error" in meta else []
+    if lineage.chain:
+        lines += ["", "## Parent chain recorded in the checkpoints (verified on disk)", ""]
+        lines += [
+            f"- `{link['file']}` {link['role']} = `{link['parent']}` (sha256 `{link['sha256']}`)"
+            for link in lineage.chain
+        ]
     return "\n".join(lines) + "\n"
 
 

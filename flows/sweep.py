@@ -4,6 +4,14 @@
 pipeline (only the affected stages execute; DVC's run-cache restores outputs it has
 seen before), records the evaluation metrics, and finally restores the original
 params.yaml and its outputs. Several assignments sweep their cartesian product.
+
+DVC's stages read params.yaml itself, so a point's values have to be in that file while
+it runs. Before the first point the user's file is copied, byte for byte, to a backup
+(`modhifi_core.params.sweep_backup_path`) together with this process's pid; the finally
+clause restores it and deletes the backup. If the sweep is killed (SIGKILL, power loss)
+the next command that loads params.yaml — `modhifi run`, `stage`, `sweep` — finds the
+backup of a dead process and restores the user's file, comments included, before it reads
+anything (`modhifi_core.params.restore_interrupted_sweep`).
 """
 
 from __future__ import annotations
@@ -12,13 +20,14 @@ import csv
 import io
 import itertools
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from modhifi_core.errors import InputError
-from modhifi_core.params import validate_params
+from modhifi_core.params import restore_interrupted_sweep, sweep_backup_path, validate_params
 from modhifi_core.safe_io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 COLUMNS = ("pruned_test_accuracy", "flops_ratio", "params_ratio", "latency_speedup", "UA", "RA", "TA", "MIA")
@@ -58,10 +67,13 @@ def apply(params: dict, point: dict) -> dict:
 def run_sweep(root: Path, assignments: list[str], run_pipeline: Callable[[], dict]) -> dict:
     """Run every point of the sweep; returns and writes `outputs/sweeps/<name>.{json,csv,png}`."""
     params_file = root / "params.yaml"
+    restore_interrupted_sweep(params_file)
     original = params_file.read_text()
     params = yaml.safe_load(original)
     grid = parse_assignments(assignments, params)
     rows = []
+    backup = sweep_backup_path(params_file)
+    atomic_write_json(backup, {"pid": os.getpid(), "params": original})
     try:
         for point in points(grid):
             atomic_write_text(params_file, yaml.safe_dump(apply(params, point), sort_keys=False))
@@ -70,6 +82,7 @@ def run_sweep(root: Path, assignments: list[str], run_pipeline: Callable[[], dic
             rows.append({**point, **{c: metrics.get(c) for c in COLUMNS}, "ran": ",".join(summary["ran"])})
     finally:
         atomic_write_text(params_file, original)
+        backup.unlink(missing_ok=True)
     run_pipeline()  # back to the original params' outputs (restored from DVC's run-cache)
     name = "sweep-" + "-".join(k.replace(".", "_") for k in grid)
     folder = root / "outputs" / "sweeps"

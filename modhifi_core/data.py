@@ -337,7 +337,11 @@ def _read_sample_file(path: Path) -> tuple[Tensor, Tensor]:
             x = torch.as_tensor(obj["images"], dtype=torch.float32)
             y = torch.as_tensor(obj["labels"], dtype=torch.int64) if "labels" in obj else None
     except Exception as exc:
-        raise InputError(f"unreadable sample file {path}: {exc}") from None
+        if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            # torch's own message advises turning the protection off; never repeat that advice
+            raise InputError(f"refusing to load {path}: it contains objects that could run code when loaded") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"unreadable sample file {path}: {reason}") from None
     if x.ndim != 4:
         raise InputError(f"{path}: images must have shape (N, C, H, W), got {tuple(x.shape)}")
     if y is None:

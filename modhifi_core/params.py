@@ -154,19 +154,96 @@ class Params(Section):
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; any problem raises `InputError` with one line."""
+    """Read and validate params.yaml; any problem raises `InputError` with one line.
+
+    Refused up front: an empty file, a missing top-level section (every section of
+    `Params` must be written out, so what runs is what the file says), a key given twice
+    at any level (plain YAML keeps the last one silently), and any invalid value. A
+    params.yaml left rewritten by a killed `modhifi sweep` is first restored from the
+    sweep's backup (see `restore_interrupted_sweep`)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"params file not found: {path}")
+    restore_interrupted_sweep(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise InputError(f"{path}: not valid YAML{where}") from None
+        problem = str(getattr(exc, "problem", None) or "")
+        what = problem if problem.startswith("duplicated key") else f"not valid YAML ({problem or 'unreadable'})"
+        raise InputError(f"{path}: {what}{where}") from None
+    if raw is None:
+        raise InputError(f"{path} is empty; it must hold every section ({', '.join(Params.model_fields)})")
     if not isinstance(raw, dict):
         raise InputError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    missing = [name for name in Params.model_fields if name not in raw]
+    if missing:
+        raise InputError(f"{path}: missing section(s) {', '.join(missing)} (every section must be given)")
     return validate_params(raw, source=str(path))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a mapping key given twice."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicated key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping)
+
+
+def sweep_backup_path(params_file: Path) -> Path:
+    """Where `modhifi sweep` keeps the user's params.yaml while it runs a sweep point."""
+    return params_file.with_name(f".{params_file.name}.sweep-backup.json")
+
+
+def restore_interrupted_sweep(params_file: Path) -> bool:
+    """Put back the user's params.yaml if a sweep was killed while a point's values were
+    in it (its backup exists and the sweep's process is gone); returns whether it did.
+    A live sweep's backup is left alone: its stages read the point's values on purpose."""
+    import json
+    import sys
+
+    from modhifi_core.safe_io import atomic_write_text
+
+    backup = sweep_backup_path(params_file)
+    if not backup.is_file():
+        return False
+    try:
+        record = json.loads(backup.read_text())
+        pid, text = int(record["pid"]), str(record["params"])
+    except (ValueError, KeyError, TypeError):
+        raise InputError(f"{backup}: unreadable sweep backup; check {params_file} by hand and delete it") from None
+    if _process_alive(pid):
+        return False
+    atomic_write_text(params_file, text)
+    backup.unlink()
+    print(f"warning: restored {params_file} from the backup of an interrupted sweep (pid {pid})", file=sys.stderr)
+    return True
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, killed but not yet reaped, does not)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def validate_params(raw: dict, source: str = "params") -> Params:

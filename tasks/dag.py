@@ -26,19 +26,21 @@ class Stage:
 
 def read_stages(dvc_yaml: Path) -> dict[str, Stage]:
     """Stages of `dvc_yaml` in file order, each with its upstream stage names."""
-    if not dvc_yaml.is_file():
-        raise InputError(f"no dvc.yaml in {dvc_yaml.parent}")
-    raw = yaml.safe_load(dvc_yaml.read_text()).get("stages", {})
     stages = {}
-    for name, spec in raw.items():
-        outs = [_path_of(o) for key in ("outs", "metrics", "plots") for o in spec.get(key, [])]
-        stages[name] = Stage(
-            name=name,
-            cmd=spec["cmd"],
-            deps=tuple(spec.get("deps", [])),
-            outs=tuple(outs),
-            params=tuple(_path_of(p) for p in spec.get("params", [])),
-        )
+    for name, spec in _raw_stages(dvc_yaml).items():
+        try:
+            outs = [_path_of(o) for key in ("outs", "metrics", "plots") for o in spec.get(key) or []]
+            stages[name] = Stage(
+                name=name,
+                cmd=spec["cmd"],
+                deps=tuple(_path_of(d) for d in spec.get("deps") or []),
+                outs=tuple(outs),
+                params=tuple(_path_of(p) for p in spec.get("params") or []),
+            )
+        except (TypeError, AttributeError, StopIteration):
+            raise InputError(
+                f"{dvc_yaml}: stage {name!r} lists an entry that is neither a path nor a mapping"
+            ) from None
     producers = {out: s.name for s in stages.values() for out in s.outs}
     linked = {}
     for stage in stages.values():
@@ -46,6 +48,31 @@ def read_stages(dvc_yaml: Path) -> dict[str, Stage]:
         upstream.discard(stage.name)
         linked[stage.name] = Stage(**{**stage.__dict__, "upstream": tuple(sorted(upstream))})
     return linked
+
+
+def _raw_stages(dvc_yaml: Path) -> dict[str, dict]:
+    """The `stages` mapping of `dvc_yaml`; any problem raises `InputError` naming the file."""
+    if not dvc_yaml.is_file():
+        raise InputError(f"no dvc.yaml in {dvc_yaml.parent}")
+    try:
+        raw = yaml.safe_load(dvc_yaml.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise InputError(f"{dvc_yaml}: not valid YAML{where}") from None
+    if raw is None:
+        raise InputError(f"{dvc_yaml} is empty; it must define `stages:`")
+    if not isinstance(raw, dict):
+        raise InputError(f"{dvc_yaml}: expected a mapping with `stages:`, got a {type(raw).__name__}")
+    stages = raw.get("stages")
+    if not isinstance(stages, dict) or not stages:
+        raise InputError(f"{dvc_yaml}: `stages:` must be a non-empty mapping of stage name to stage")
+    for name, spec in stages.items():
+        if not isinstance(spec, dict):
+            raise InputError(f"{dvc_yaml}: stage {name!r} must be a mapping (cmd, deps, outs, ...)")
+        if not isinstance(spec.get("cmd"), str) or not spec["cmd"].strip():
+            raise InputError(f"{dvc_yaml}: stage {name!r} has no 'cmd'")
+    return stages
 
 
 def topological_order(stages: dict[str, Stage]) -> list[str]:

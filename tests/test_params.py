@@ -23,8 +23,12 @@ def test_committed_params_yaml_lists_every_knob():
 
 
 def _write(tmp_path, raw):
+    """The committed params.yaml with `raw`'s sections merged in (every section is required)."""
+    full = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in raw.items():
+        full[section] = {**full[section], **values} if isinstance(full.get(section), dict) else values
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(full))
     return path
 
 

@@ -77,7 +77,7 @@ def test_bad_input_exits_2_with_one_line_and_keeps_the_old_output(
 ):
     out = tmp_path / "out.pt"
     out.write_bytes(b"previous artifact")
-    args = ["prune", "--model", str(tiny_digits_checkpoint), "--calibration", "real", "--out", str(out)]
+    args = ["prune", "--model", str(tiny_digits_checkpoint), "--calibration", "real", "--out", str(out), "--overwrite"]
     code, stdout, stderr = run_cli([*args, *extra], capsys)
     assert code == 2
     assert message in stderr and len(stderr.strip().splitlines()) == 1

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from flows.commands.loading import check_output
 from flows.console import emit
 
 
@@ -41,6 +42,7 @@ def finetune(
     per_class: int = typer.Option(50, "--per-class", help="With --data synthetic: samples to synthesise per class."),
     seed: int = typer.Option(0, min=0),
     data_dir: Path | None = typer.Option(None, help="Folder of the CIFAR-10 python batches."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it already exists."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
 ) -> None:
     """Fine-tune a checkpoint (distil on synthetic data or cross-entropy on real data); report accuracy."""
@@ -59,8 +61,7 @@ def finetune(
     )
     if kind == "synthetic" and teacher is None:
         raise InputError("distillation on synthetic data needs --teacher (the original model)")
-    if out.is_dir():
-        raise InputError(f"--out {out} is a folder; give a checkpoint file path")
+    check_output(out, overwrite)
 
     from flows.commands.loading import load_model_and_data
     from modhifi_core.checkpoint import load_checkpoint

@@ -34,3 +34,5 @@ def lineage(
         failed = result.problems or result.unverifiable
         print(f"error: lineage verification failed: {failed[0]}", file=sys.stderr)
         raise typer.Exit(3)
+    if result.checkpoint and "error" in result.checkpoint:  # e.g. a hostile pickle: the report says what it could
+        raise InputError(result.checkpoint["error"])

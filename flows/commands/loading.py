@@ -1,13 +1,20 @@
-"""What every command that takes `--model` does first: load the checkpoint safely and the
-real data its metadata names (optionally another dataset or data folder)."""
+"""What every command does first: refuse an output path it could not (or should not) write,
+refuse work that cannot fit in memory, and — for commands that take `--model` — load the
+checkpoint safely with the real data its metadata names (optionally another dataset or data
+folder). All of it before any work starts."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from modhifi_core.checkpoint import Checkpoint, load_checkpoint
 from modhifi_core.data import DatasetSplits, data_spec, load_from_spec
+from modhifi_core.errors import InputError
 from modhifi_core.metadata import read_metadata
+
+_PSEUDO_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
 
 
 def load_model_and_data(
@@ -21,3 +28,78 @@ def load_model_and_data(
     )
     data = load_from_spec(spec, dataset=dataset, data_dir=str(data_dir) if data_dir else None)
     return ckpt, data
+
+
+def check_output(path: Path, overwrite: bool = False, folder: bool = False) -> Path:
+    """Refuse (`InputError`, one line naming `path`) an `--out` that this command must not
+    or cannot write: an existing file (or, with `folder`, an existing non-empty folder)
+    unless `overwrite`; a folder where a file is wanted (and vice versa); a path under a
+    pseudo-filesystem (/proc, /sys, /dev); a parent that is a file or is not writable.
+
+    Writability is probed by creating (and at once deleting) an unnamed temporary file in
+    the nearest existing parent folder, not with `os.access`: root passes every permission
+    check, yet cannot write into /proc or a read-only mount. Nothing is left on disk.
+    """
+    path = Path(path)
+    absolute = Path(os.path.abspath(path))
+    for pseudo in _PSEUDO_FILESYSTEMS:
+        if absolute == pseudo or pseudo in absolute.parents:
+            raise InputError(f"--out {path}: cannot write under {pseudo} (not a place for files)")
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise InputError(f"--out {path} is a file; give a folder path")
+        if path.is_dir() and any(path.iterdir()) and not overwrite:
+            raise InputError(f"--out {path} already exists and is not empty; pass --overwrite to replace it")
+    else:
+        if path.is_dir():
+            raise InputError(f"--out {path} is a folder; give a checkpoint file path")
+        if path.exists() and not overwrite:
+            raise InputError(f"--out {path} already exists; pass --overwrite to replace it")
+    _check_writable(path, absolute)
+    return path
+
+
+def _check_writable(path: Path, absolute: Path) -> None:
+    parent = absolute.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"--out {path}: cannot create it, {parent} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise InputError(f"--out {path}: cannot write in {parent} ({exc.strerror or type(exc).__name__})") from None
+
+
+def available_memory_bytes() -> int:
+    """Memory this process may still allocate: MemAvailable of /proc/meminfo (else the
+    free physical pages), capped by the cgroup limit when one is set."""
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if available is None:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        usage = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+        if limit != "max":
+            available = min(available, int(limit) - usage)
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def check_fits_in_memory(needed_bytes: int, what: str) -> None:
+    """Refuse work whose estimated memory (`needed_bytes`) exceeds what is available."""
+    available = available_memory_bytes()
+    if needed_bytes > available:
+        raise InputError(f"{what} needs about {_gib(needed_bytes)} of memory, but only {_gib(available)} is available")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"

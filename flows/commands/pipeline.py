@@ -30,10 +30,12 @@ def run(
     from flows.dvc import StageFailed, ensure_dvc_project
     from flows.locking import workspace_lock
     from modhifi_core.errors import InputError
+    from tasks.dag import read_stages
     from tasks.workspace import Workspace
 
     ws = Workspace.at(workspace)
     ws.params()  # invalid params.yaml: nothing runs
+    read_stages(ws.root / "dvc.yaml")  # nor does a broken dvc.yaml (before Prefect starts)
     _embedded_prefect(ws)
     # Stage processes write to DVC's pipe, not a terminal: ask them for their progress
     # bars explicitly (MODHIFI_PROGRESS=0 from the caller still wins).

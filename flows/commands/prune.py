@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from flows.commands.loading import check_output
 from flows.console import emit
 
 
@@ -32,6 +33,7 @@ def prune(
     ffn_fraction: float | None = typer.Option(None, help="hf:DIR: fraction of FFN neurons removed per layer."),
     eval_text: str | None = typer.Option(None, help="hf:DIR: held-out text (file or folder) for perplexity."),
     length: int = typer.Option(256, min=2, help="hf:DIR: tokens per calibration sequence."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it already exists."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
 ) -> None:
     """Prune physically and report accuracy (perplexity), FLOPs/params ratios and CPU speed-up.
@@ -43,6 +45,7 @@ def prune(
     if str(model).startswith("hf:"):
         hf_args = dict(target_params=target_params, fraction=ffn_fraction, samples=calibration_samples, length=length)
         hf_args.update(eval_text=eval_text, latency_repeats=min(latency_repeats, 3), batch_size=batch_size, seed=seed)
+        check_output(out, overwrite, folder=True)
         return prune_hf(str(model), out, method, calibration, hf_args, as_json)
     from modhifi_core.params import CollectParams, PruneParams
 
@@ -50,6 +53,7 @@ def prune(
     options.update(score=score, compensation_order=compensation_order)
     settings = PruneParams(**options, rounds=rounds, round_to=round_to, latency_repeats=latency_repeats)
     CollectParams(calibration=calibration, samples=calibration_samples, batch_size=batch_size)  # validated up front
+    check_output(out, overwrite)
 
     from flows.commands.loading import load_model_and_data
     from modhifi_core.calibration import calibration_set

@@ -13,7 +13,11 @@ from pathlib import Path
 
 import typer
 
+from flows.commands.loading import check_fits_in_memory, check_output
 from flows.console import emit
+
+# The samples exist three times at the end: the result, its normalised copy and the .npz bytes.
+SAMPLE_COPIES = 3
 
 
 def synthesize(
@@ -34,6 +38,7 @@ def synthesize(
         None, help="Also measure real data's diversity for scale: a dataset name, e.g. digits (not used to synthesise)."
     ),
     seed: int = typer.Option(0, min=0),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it already holds samples."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
 ) -> None:
     """Synthesise class-balanced labelled samples from a model and report how the model judges them."""
@@ -46,6 +51,7 @@ def synthesize(
         raise InputError(f"--per-class must be at least 1, got {per_class}")
     if (source is not None) != (method == "folder"):
         raise InputError("--source DIR goes with --method folder, and only with it")
+    check_output(out, overwrite, folder=True)
     check_output_folder(out)
     wanted = parse_classes(classes)
 
@@ -64,6 +70,10 @@ def synthesize(
         real = load_from_spec(spec, dataset=reference).train
     if per_class is None and method != "folder":
         per_class = 50
+    if method != "folder":
+        count = per_class * (len(wanted) if wanted else ckpt.config.num_classes)
+        needed = SAMPLE_COPIES * count * (4 * shape[0] * shape[1] * shape[2] + 8)
+        check_fits_in_memory(needed, f"synthesising {count:,} samples of shape {shape}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # result.warnings are printed below, once
         result = synthesis.synthesize(

@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from flows.commands.loading import check_output
 from flows.console import emit
 
 
@@ -39,6 +40,7 @@ def unlearn(
     ),
     seed: int = typer.Option(0, min=0, help="Seed of the random forget split, synthesis and pruning's initialisation."),
     data_dir: Path | None = typer.Option(None, help="Folder of the CIFAR-10 python batches."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it already exists."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
 ) -> None:
     """Unlearn with ModHiFi-U or an Unlearn-Sparse baseline; report UA, RA, TA, MIA (%) and seconds."""
@@ -58,6 +60,7 @@ def unlearn(
         sparsity=0.95 if sparsity is None else sparsity,
         retrain_epochs=retrain_epochs,
     )
+    check_output(out, overwrite)
 
     from flows.commands.loading import load_model_and_data
     from modhifi_core.operations.unlearn import unlearn_checkpoint

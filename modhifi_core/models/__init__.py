@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
@@ -56,6 +57,15 @@ def build_model(config: ModelConfig) -> nn.Module:
     for name, shape in config.layer_shapes.items():
         _resize_module(model, name, shape)
     return model
+
+
+def parameter_bytes(config: ModelConfig) -> int:
+    """Bytes of the parameters and buffers of `config`'s network, counted on the meta
+    device: nothing is allocated, so a config far too large for memory can be refused."""
+    with torch.device("meta"):
+        model = build_model(config)
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def layer_shapes(model: nn.Module) -> dict[str, list[int]]:
