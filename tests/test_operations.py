@@ -76,7 +76,7 @@ def test_l2_with_full_compensation_from_params_is_honoured(tiny_digits_checkpoin
     settings = PruneParams(method="l2", compensation="full", target_flops=0.5, latency_repeats=1)
     assert pruning_options(settings)["compensation"] == "full"
     assert pruning_options(PruneParams(method="l2"))["compensation"] == "none"
-    assert pruning_options(PruneParams(method="modhifi"))["compensation"] == "scalar"
+    assert pruning_options(PruneParams(method="modhifi"))["compensation"] == "full"
     ckpt = load_checkpoint(tiny_digits_checkpoint)
     data = load_from_spec(read_metadata(ckpt.metadata).data)
     calibration = data.train.subset(torch.arange(128))
