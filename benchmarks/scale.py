@@ -71,6 +71,8 @@ def run_mode(args) -> dict:
         stats = collect_statistics(model, batches)
         record["seconds"] = time.perf_counter() - start
     else:
+        from distributed import get_task_stream
+
         from flows.cluster import open_executor
 
         workers = int(args.mode.removeprefix("cluster"))
@@ -81,14 +83,30 @@ def run_mode(args) -> dict:
             record["cluster_start_seconds"] = time.perf_counter() - start
             record["shards"] = shards = args.shards_per_worker * workers
             start = time.perf_counter()
-            stats = collect_statistics(model, batches, executor=executor, shards=shards)
+            with get_task_stream(client=executor._client) as stream:
+                stats = collect_statistics(model, batches, executor=executor, shards=shards)
             record["seconds"] = time.perf_counter() - start
+            record["tasks"] = task_timings(stream.data)
             record["worker_peak_rss_mib"] = sorted(executor._client.run(peak_rss_mib).values())
     record["load_after"] = os.getloadavg()
     record["client_peak_rss_mib"] = peak_rss_mib()
     record["images_per_second"] = args.images / record["seconds"]
     torch.save({name: vars(value) for name, value in stats.items()}, args.save)
     return record
+
+
+def task_timings(stream: list[dict]) -> list[dict]:
+    """Per shard task, as Dask's task stream saw it: the worker and the seconds spent per
+    action (compute — the shard's pass incl. unpickling the model — transfer, deserialize)."""
+    timings = []
+    for task in stream:
+        if not str(task["key"]).startswith("run_shard"):
+            continue
+        actions: dict = {}
+        for part in task.get("startstops", []):
+            actions[part["action"]] = actions.get(part["action"], 0.0) + part["stop"] - part["start"]
+        timings.append({"worker": task.get("worker"), **{f"{k}_s": v for k, v in actions.items()}})
+    return timings
 
 
 def serialisation_costs(args, shards: int) -> dict:

@@ -97,7 +97,11 @@ def map_shards(
     packed = split_shards(batches, shards)
     model_bytes = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
     futures = [executor.submit(run_shard, work, model_bytes, shard, tuple(args)) for shard in packed]
-    results = [future.result() for future in futures]
+    try:
+        results = [future.result() for future in futures]
+    finally:
+        for future in futures:  # after a failure, stop the shards that have not started
+            future.cancel()
     for result in results:
         if isinstance(result, InputError):
             raise result

@@ -133,7 +133,7 @@ def collect_statistics(
 
     `executor`: run the pass as `shards` tasks on it (default two per worker; see
     `modhifi_core.sharding.map_shards`) and add their sums; `batches` is then read into a
-    list first. `None`: one pass in this process.
+    list first. `None` (default): one pass in this process, and `shards` is ignored.
     """
     del centered  # the sums serve both variants (see docstring)
     names = prunable_layers(model) if layers is None else list(layers)
