@@ -15,6 +15,11 @@ is the size of these sums (about one copy of the layer's weight plus `c_in·kk²
 statistics of two data shards merge by addition. The full Gram of a kept channel set,
 needed only for compensation, comes from a second pass (`collect_kept_gram`).
 
+Both passes take an optional `executor` (any `concurrent.futures.Executor`, e.g. a Dask
+`Client.get_executor()` supplied by the orchestration layer): the batches are then cut
+into contiguous shards, each shard's sums computed by one task (`modhifi_core.sharding`)
+and the float64 results added — equal to the single-process sums up to float64 round-off.
+
 Per-batch products run in the activations' dtype (float32 for a float32 model, so the
 pass costs about a forward pass); every accumulator is float64.
 """
@@ -22,6 +27,7 @@ pass costs about a forward pass); every accumulator is float64.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +36,7 @@ from torch import Tensor, nn
 
 from modhifi_core.errors import InputError
 from modhifi_core.progress import progress
+from modhifi_core.sharding import map_shards
 
 # Unfolded patches are built in chunks of at most this many elements (bounds memory).
 _UNFOLD_CHUNK_ELEMENTS = 1 << 24
@@ -120,6 +127,9 @@ def collect_statistics(
     batches: Iterable[Tensor | tuple | list],
     layers: list[str] | None = None,
     centered: bool = False,
+    *,
+    executor: Executor | None = None,
+    shards: int | None = None,
 ) -> dict[str, LayerStatistics]:
     """Run `model` (eval mode, no gradients) over `batches` and return, for each layer
     named in `layers` (default: every prunable layer), its summed `LayerStatistics`.
@@ -129,6 +139,10 @@ def collect_statistics(
     patch, so centring is applied when scoring. Raises `InputError` for an empty
     calibration set, an unknown or unsupported layer name, or NaN/inf activations
     (naming the first layer whose input is not finite).
+
+    `executor`: run the pass as `shards` tasks on it (default two per worker; see
+    `modhifi_core.sharding.map_shards`) and add their sums; `batches` is then read into a
+    list first. `None` (default): one pass in this process, and `shards` is ignored.
     """
     del centered  # the sums serve both variants (see docstring)
     names = prunable_layers(model) if layers is None else list(layers)
@@ -137,6 +151,8 @@ def collect_statistics(
         if name not in modules:
             raise InputError(f"the model has no layer named {name!r}")
         _check_layer(modules[name], name)
+    if executor is not None:
+        return _add_shards(map_shards(executor, collect_statistics, model, batches, (names,), shards))
     totals: dict[str, LayerStatistics] = {}
 
     def hook_for(name: str) -> Callable:
@@ -151,11 +167,17 @@ def collect_statistics(
 
 
 def collect_kept_gram(
-    model: nn.Module, batches: Iterable[Tensor | tuple | list], kept: dict[str, Tensor]
+    model: nn.Module,
+    batches: Iterable[Tensor | tuple | list],
+    kept: dict[str, Tensor],
+    *,
+    executor: Executor | None = None,
+    shards: int | None = None,
 ) -> dict[str, Tensor]:
     """Second pass for compensation: for each layer name in `kept` (a 1-D index tensor of
     its kept input channels `C`), the float64 sum `Σ U_C,p U_C,pᵀ` over samples and
-    positions, shape `(|C|·kk, |C|·kk)` ordered channel-major (`C[0]`'s `kk` offsets first)."""
+    positions, shape `(|C|·kk, |C|·kk)` ordered channel-major (`C[0]`'s `kk` offsets first).
+    `executor`, `shards`: as in `collect_statistics`."""
     modules = dict(model.named_modules())
     grams: dict[str, Tensor] = {}
 
@@ -172,6 +194,8 @@ def collect_kept_gram(
         if name not in modules:
             raise InputError(f"the model has no layer named {name!r}")
         _check_layer(modules[name], name)
+    if executor is not None:
+        return _add_shards(map_shards(executor, collect_kept_gram, model, batches, (kept,), shards))
     _run_hooked(model, batches, {name: hook_for(name) for name in kept}, desc="kept-set Gram")
     return grams
 
@@ -181,6 +205,15 @@ def kept_gram(layer: nn.Module, inputs: Tensor, kept: Tensor) -> Tensor:
     _check_layer(layer, "layer")
     with torch.no_grad():
         return _kept_gram(layer, inputs, torch.as_tensor(kept).long(), "layer")
+
+
+def _add_shards(parts: list[dict]) -> dict:
+    """Per-layer sum of the shards' results, added in shard order (float64 throughout)."""
+    total = dict(parts[0])
+    for part in parts[1:]:
+        for name, value in part.items():
+            total[name] = total[name] + value
+    return total
 
 
 # --- one batch ----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The engine never imports orchestration code (architecture.md)."""
+"""The engine never imports orchestration code (architecture.md): no Prefect, MLflow, DVC,
+nor Dask — the orchestration layer hands the engine a `concurrent.futures` executor."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from pathlib import Path
 
 ENGINE = Path(__file__).resolve().parent.parent / "modhifi_core"
-FORBIDDEN = {"prefect", "mlflow", "dvc", "flows", "tasks"}
+FORBIDDEN = {"prefect", "mlflow", "dvc", "dask", "distributed", "prefect_dask", "flows", "tasks"}
 
 
 def test_no_orchestration_imports_in_modhifi_core():
@@ -29,7 +30,7 @@ def test_engine_imports_without_orchestration_packages_loaded():
         "import sys, pkgutil, importlib, modhifi_core\n"
         "for m in pkgutil.walk_packages(modhifi_core.__path__, 'modhifi_core.'):\n"
         "    importlib.import_module(m.name)\n"
-        "bad = [m for m in ('prefect', 'mlflow', 'dvc') if m in sys.modules]\n"
+        "bad = [m for m in ('prefect', 'mlflow', 'dvc', 'dask', 'distributed') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -1,7 +1,11 @@
 """Streaming statistics: hooks over a whole model agree with the raw single-layer forms,
-shards merge by addition, and bad calibration data is refused with the layer named."""
+shards merge by addition (also when run as tasks on an executor), and bad calibration
+data is refused with the layer named."""
 
 from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import pytest
 import torch
@@ -10,6 +14,7 @@ from torch import nn
 from modhifi_core.errors import InputError
 from modhifi_core.fidelity import scores_from_statistics, singleton_scores
 from modhifi_core.models import ModelConfig, build_model
+from modhifi_core.sharding import split_shards
 from modhifi_core.statistics import (
     collect_kept_gram,
     collect_statistics,
@@ -143,3 +148,80 @@ def test_unsupported_layers_are_named_and_refused_for_scoring():
         collect_statistics(model, [torch.randn(2, 4, 9, 9)], layers=["1"])
     with pytest.raises(InputError, match="no layer named 'nope'"):
         collect_statistics(model, [torch.randn(2, 4, 9, 9)], layers=["nope"])
+
+
+# --- sharded over an executor (modhifi_core.sharding) ---------------------------------------
+
+
+def relative_error(a, b) -> float:
+    """Largest field-wise `max|a - b| / max|b|` over every layer's sums (1 for a mismatch
+    of sample or position counts)."""
+    worst = 0.0
+    for name in b:
+        if (a[name].samples, a[name].positions) != (b[name].samples, b[name].positions):
+            return 1.0
+        for field in ("cross", "gram_diag", "output_sq", "input_sum"):
+            x, y = getattr(a[name], field), getattr(b[name], field)
+            worst = max(worst, ((x - y).abs().max() / y.abs().max().clamp_min(1e-300)).item())
+    return worst
+
+
+@pytest.fixture(scope="module")
+def many_batches():
+    generator = torch.Generator().manual_seed(2)
+    return [torch.randn(n, 1, 8, 8, dtype=torch.float64, generator=generator) for n in (4, 6, 3, 5, 2, 7, 4)]
+
+
+def test_shards_are_contiguous_balanced_and_compact(many_batches):
+    storage = torch.cat(many_batches)
+    views = list(storage.split([len(b) for b in many_batches]))
+    shards = split_shards([(v, torch.zeros(len(v))) for v in views] + [storage[:0]], shards=3)
+    assert [s.sizes for s in shards] == [[4, 6, 3], [5, 2], [7, 4]]
+    torch.testing.assert_close(torch.cat([b for s in shards for b in s.batches()]), storage, rtol=0, atol=0)
+    # each shard owns just its images: a view would pickle the whole calibration set
+    assert [s.images.untyped_storage().nbytes() for s in shards] == [s.nbytes for s in shards]
+    assert len(split_shards(many_batches, shards=50)) == len(many_batches)
+    with pytest.raises(InputError, match="shards must be at least 1"):
+        split_shards(many_batches, shards=0)
+    with pytest.raises(InputError, match="calibration data is empty"):
+        split_shards([storage[:0]], shards=2)
+
+
+@pytest.mark.parametrize("shards", [None, 1, 3, 7])
+def test_thread_pool_statistics_equal_single_process(model_and_batches, many_batches, shards):
+    # Two threads running forward passes at once: each task must hook its own model copy,
+    # or every layer's sums would count the other thread's batches too.
+    model, _ = model_and_batches
+    local = collect_statistics(model, many_batches)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        sharded = collect_statistics(model, many_batches, executor=pool, shards=shards)
+    assert set(sharded) == set(local)
+    # float64 sums added in another order: round-off of a few ulps, far below 1e-10
+    assert relative_error(sharded, local) <= 1e-10
+
+
+def test_process_pool_statistics_and_kept_gram_equal_single_process(model_and_batches, many_batches):
+    model, _ = model_and_batches
+    kept = {"layer2.0.conv2": torch.tensor([5, 0, 2]), "fc": torch.tensor([1, 7])}
+    local, local_gram = collect_statistics(model, many_batches), collect_kept_gram(model, many_batches, kept)
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        sharded = collect_statistics(model, many_batches, executor=pool, shards=3)
+        gram = collect_kept_gram(model, many_batches, kept, executor=pool, shards=3)
+    assert relative_error(sharded, local) <= 1e-10
+    for name in kept:
+        torch.testing.assert_close(gram[name], local_gram[name], rtol=1e-10, atol=1e-12)
+
+
+def test_sharded_statistics_refuse_bad_data_like_the_local_pass(model_and_batches):
+    model, batches = model_and_batches
+    broken = build_model(ModelConfig(name="resnet18", width=4, image_size=8)).double().eval()
+    broken.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        broken.layer3[0].bn1.running_var.fill_(-1.0)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        with pytest.raises(InputError, match="layer3.0.conv2"):
+            collect_statistics(broken, batches, executor=pool)
+        with pytest.raises(InputError, match="calibration data is empty"):
+            collect_statistics(model, [], executor=pool)
+        with pytest.raises(InputError, match="no layer named 'nope'"):
+            collect_statistics(model, batches, layers=["nope"], executor=pool)

@@ -1,0 +1,243 @@
+"""Activation statistics single-process vs sharded over a Dask LocalCluster of 1 and 2 workers.
+
+Default: ResNet-50 (the zoo's, ImageNet stem, 1000 classes, float32, random init) at
+224 px on 512 gaussian calibration images (seed 0) in batches of 32, every prunable layer
+(`collect_statistics`). Each mode runs in a fresh process so that its peak RSS is its own:
+
+* `single`   — `collect_statistics(model, batches)` in one process, one torch thread;
+* `cluster1`, `cluster2` — `flows.cluster.open_executor("local", N)` (one-thread worker
+  processes), then `collect_statistics(..., executor=..., shards=2N)`; cluster start-up is
+  timed apart from the pass. Peak RSS of the client and of every worker.
+
+Also measured, in the driver: the serialisation the sharded path adds (pickling the model
+once per pass, unpickling it once per shard, a shard's images and a shard's result each
+way) and the bytes each pass moves (the model once per worker — `flows.cluster.DaskExecutor`
+scatters it — plus the images and a result per shard; a shard's images are task arguments,
+which Dask sends client → scheduler → worker, so on the wire they count twice). Every
+cluster result is compared with the single-process one (max |a - b| / max |b| per field).
+
+Goals (issue 14): 2 workers ≥ 1.6× single-process throughput; the 1-worker cluster path
+≤ 10% slower than single-process. Writes benchmarks/results/scale.json (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def model_and_batches(args):
+    import torch
+
+    from modhifi_core.models import ModelConfig, build_model
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    config = ModelConfig(
+        name=args.model, num_classes=1000, in_channels=3, width=64, image_size=args.image_size, stem="imagenet"
+    )
+    model = build_model(config).eval()
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(args.images, 3, args.image_size, args.image_size, generator=generator)
+    return model, [batch.clone() for batch in images.split(args.batch)]
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def run_mode(args) -> dict:
+    """One mode, in this (fresh) process; saves the statistics for the driver to compare."""
+    import torch
+
+    from modhifi_core.statistics import collect_statistics
+
+    model, batches = model_and_batches(args)
+    record = {"mode": args.mode, "load_before": os.getloadavg(), "rss_before_pass_mib": peak_rss_mib()}
+    if args.mode == "single":
+        start = time.perf_counter()
+        stats = collect_statistics(model, batches)
+        record["seconds"] = time.perf_counter() - start
+    else:
+        from distributed import get_task_stream
+
+        from flows.cluster import open_executor
+
+        workers = int(args.mode.removeprefix("cluster"))
+        start = time.perf_counter()
+        with open_executor("local", workers=workers) as executor:
+            # warm workers, as a long-lived cluster's are: torch and the engine imported
+            executor._client.run(importlib.import_module, "modhifi_core.statistics")
+            record["cluster_start_seconds"] = time.perf_counter() - start
+            record["shards"] = shards = args.shards_per_worker * workers
+            start = time.perf_counter()
+            with get_task_stream(client=executor._client) as stream:
+                stats = collect_statistics(model, batches, executor=executor, shards=shards)
+            record["seconds"] = time.perf_counter() - start
+            record["tasks"] = task_timings(stream.data)
+            record["worker_peak_rss_mib"] = sorted(executor._client.run(peak_rss_mib).values())
+    record["load_after"] = os.getloadavg()
+    record["client_peak_rss_mib"] = peak_rss_mib()
+    record["images_per_second"] = args.images / record["seconds"]
+    torch.save({name: vars(value) for name, value in stats.items()}, args.save)
+    return record
+
+
+def task_timings(stream: list[dict]) -> list[dict]:
+    """Per shard task, as Dask's task stream saw it: the worker and the seconds spent per
+    action (compute — the shard's pass incl. unpickling the model — transfer, deserialize)."""
+    timings = []
+    for task in stream:
+        if not str(task["key"]).startswith("run_shard"):
+            continue
+        actions: dict = {}
+        for part in task.get("startstops", []):
+            actions[part["action"]] = actions.get(part["action"], 0.0) + part["stop"] - part["start"]
+        timings.append({"worker": task.get("worker"), **{f"{k}_s": v for k, v in actions.items()}})
+    return timings
+
+
+def serialisation_costs(args, shards: int) -> dict:
+    """What the sharded path adds per pass and per shard, timed in this process."""
+    from modhifi_core.sharding import split_shards
+    from modhifi_core.statistics import collect_statistics
+
+    model, batches = model_and_batches(args)
+    start = time.perf_counter()
+    model_bytes = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    dump_model = time.perf_counter() - start
+    start = time.perf_counter()
+    pickle.loads(model_bytes)
+    load_model = time.perf_counter() - start
+    shard = split_shards(batches, shards)[0]
+    start = time.perf_counter()
+    shard_bytes = pickle.dumps(shard, protocol=pickle.HIGHEST_PROTOCOL)
+    pickle.loads(shard_bytes)
+    shard_round_trip = time.perf_counter() - start
+    result = collect_statistics(model, shard.batches()[:1])  # same shapes as a shard's result
+    start = time.perf_counter()
+    result_bytes = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    pickle.loads(result_bytes)
+    result_round_trip = time.perf_counter() - start
+    return {
+        "model_mib": len(model_bytes) / 2**20,
+        "shard_images_mib": len(shard_bytes) / 2**20,
+        "result_mib": len(result_bytes) / 2**20,
+        "pickle_model_once_per_pass_s": dump_model,
+        "unpickle_model_per_shard_s": load_model,
+        "shard_images_round_trip_s": shard_round_trip,
+        "result_round_trip_s": result_round_trip,
+        "overhead_per_shard_s": load_model + shard_round_trip + result_round_trip,
+    }
+
+
+def bytes_moved(costs: dict, shards: int, workers: int, images_mib: float) -> dict:
+    """The model is scattered once per worker (flows.cluster.DaskExecutor); images and results
+    travel once per shard."""
+    to_workers = workers * costs["model_mib"] + images_mib
+    back = shards * costs["result_mib"]
+    return {"to_workers_mib": to_workers, "results_back_mib": back, "total_mib": to_workers + back}
+
+
+def relative_error(path_a: Path, path_b: Path) -> float:
+    import torch
+
+    a, b = torch.load(path_a, weights_only=True), torch.load(path_b, weights_only=True)
+    worst = 0.0
+    for name, fields in b.items():
+        for field in ("cross", "gram_diag", "output_sq", "input_sum"):
+            x, y = a[name][field], fields[field]
+            worst = max(worst, ((x - y).abs().max() / y.abs().max().clamp_min(1e-300)).item())
+    return worst
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet50", choices=["resnet18", "resnet50"])
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--shards-per-worker", type=int, default=2)
+    parser.add_argument("--modes", default="single,cluster1,cluster2")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/scale.json")
+    parser.add_argument("--mode", help=argparse.SUPPRESS)  # internal: run one mode here
+    parser.add_argument("--save", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mode:
+        print(json.dumps(run_mode(args)))
+        return
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", MODHIFI_PROGRESS="0", PYTHONPATH=str(REPO))
+    scratch = Path(tempfile.mkdtemp(prefix="modhifi-scale-"))
+    common = ["--model", args.model, "--images", str(args.images), "--batch", str(args.batch)]
+    common += ["--image-size", str(args.image_size), "--shards-per-worker", str(args.shards_per_worker)]
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    runs = {}
+    for mode in args.modes.split(","):
+        save = scratch / f"{mode}.pt"
+        command = [sys.executable, __file__, *common, "--mode", mode, "--save", str(save)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"mode {mode} failed:\n{done.stderr[-3000:]}")
+        runs[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(json.dumps(runs[mode]), flush=True)
+    for mode in runs:
+        if mode != "single" and "single" in runs:
+            runs[mode]["max_relative_error_vs_single"] = relative_error(scratch / f"{mode}.pt", scratch / "single.pt")
+    for mode in runs:
+        (scratch / f"{mode}.pt").unlink()
+    images_mib = args.images * 3 * args.image_size**2 * 4 / 2**20
+    serialisation = {}
+    for mode, record in runs.items():
+        if "shards" in record:
+            costs = serialisation_costs(args, record["shards"])
+            serialisation[mode] = {
+                **costs,
+                "bytes_moved": bytes_moved(costs, record["shards"], int(mode.removeprefix("cluster")), images_mib),
+            }
+    summary = {}
+    if "single" in runs:
+        single = runs["single"]["seconds"]
+        for mode in runs:
+            if mode != "single":
+                summary[f"{mode}_speedup_vs_single"] = single / runs[mode]["seconds"]
+        if "cluster2" in runs:
+            summary["goal_2_workers_at_least_1.6x"] = summary["cluster2_speedup_vs_single"] >= 1.6
+        if "cluster1" in runs:
+            summary["cluster1_overhead_fraction"] = runs["cluster1"]["seconds"] / single - 1
+            summary["goal_1_worker_overhead_at_most_10pct"] = summary["cluster1_overhead_fraction"] <= 0.10
+    result = {
+        "config": {
+            "model": args.model,
+            "images": args.images,
+            "batch": args.batch,
+            "image_size": args.image_size,
+            "data": "gaussian N(0,1) images, seed 0; random-init weights, seed 0; float32; one torch thread",
+            "shards_per_worker": args.shards_per_worker,
+            "cpus": os.cpu_count(),
+            "uptime_at_start": uptime,
+            "uptime_at_end": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+        },
+        "runs": runs,
+        "serialisation": serialisation,
+        "summary": summary,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
