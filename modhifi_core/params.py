@@ -132,6 +132,15 @@ class EvaluateParams(Section):
     relearn_lr: float = Field(0.01, gt=0.0, le=10.0)
 
 
+class ClusterParams(Section):
+    """Where the collect stage computes its statistics: null (this process), `local` (a
+    Dask LocalCluster of `workers` processes, started and closed by the stage) or the
+    `tcp://host:port` of a running Dask scheduler (docs/cluster.md)."""
+
+    address: str | None = None
+    workers: int = Field(2, ge=1, le=4096)
+
+
 class ScheduleParams(Section):
     cron: str = "0 2 * * *"
     timezone: str = "UTC"
@@ -150,6 +159,7 @@ class Params(Section):
     unlearn: UnlearnParams = UnlearnParams()
     finetune: FinetuneParams = FinetuneParams()
     evaluate: EvaluateParams = EvaluateParams()
+    cluster: ClusterParams = ClusterParams()
     schedule: ScheduleParams = ScheduleParams()
 
 

@@ -1,10 +1,12 @@
 """Stage collect: streaming activation statistics of the base model on the calibration set
-(`modhifi_core.operations.collect_statistics`), for the score and prune stages."""
+(`modhifi_core.operations.collect_statistics`), for the score and prune stages; on a
+Dask cluster when `cluster.address` is set."""
 
 from __future__ import annotations
 
 import torch
 
+from flows.cluster import open_executor
 from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.data import load_from_spec
 from modhifi_core.metadata import read_metadata
@@ -19,7 +21,8 @@ def run(ws: Workspace, params: Params) -> dict:
     base = load_checkpoint(ws.artifact("base_model"))
     data = load_from_spec(read_metadata(base.metadata).data)
     calibration = stage_calibration(ws, params, base, data)
-    stats = collect_statistics(base.model, calibration, batch_size=params.collect.batch_size)
+    with open_executor(params.cluster.address, params.cluster.workers) as executor:
+        stats = collect_statistics(base.model, calibration, batch_size=params.collect.batch_size, executor=executor)
     atomic_torch_save(ws.artifact("statistics"), stats.to_payload())
     return {"layers": len(stats.layers), "samples": stats.samples}
 

@@ -322,7 +322,10 @@ def _duplicate(key_line: str) -> Callable[[str], str]:
     [
         (lambda text: "", "is empty; it must hold every section"),
         (lambda text: "# only comments\n", "is empty"),
-        (lambda text: text.split("\nprune:")[0] + "\n", "missing section(s) prune, unlearn, finetune, evaluate, schedule"),
+        (
+            lambda text: text.split("\nprune:")[0] + "\n",
+            "missing section(s) prune, unlearn, finetune, evaluate, cluster, schedule",
+        ),
         (_duplicate("  epochs: 30\n"), "duplicated key 'epochs' at line"),
         (lambda text: text + "seed: 1\n", "duplicated key 'seed' at line"),
     ],

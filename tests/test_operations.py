@@ -122,3 +122,17 @@ def test_cli_finetune_of_a_pipeline_unlearned_model_keeps_the_class_forgotten(cl
     assert report["samples"] == int((data.train.labels != 3).sum()), "only retained classes were used"
     final = read_metadata(load_checkpoint(out).metadata)
     assert final.forgotten == {"class": 3, "method": "modhifi"} and final.parents["model"] == unlearned.save(path)
+
+
+def test_collect_statistics_on_an_executor_equals_the_single_process_sums(branchy):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from modhifi_core import collect_statistics
+
+    model, inputs = branchy
+    alone = collect_statistics(model, inputs, batch_size=16)
+    with ThreadPoolExecutor(2) as pool:
+        sharded = collect_statistics(model, inputs, batch_size=16, executor=pool)
+    assert set(sharded.layers) == set(alone.layers) and sharded.samples == alone.samples
+    for name, stats in alone.layers.items():
+        assert torch.allclose(sharded.layers[name].cross, stats.cross, rtol=1e-10, atol=0)

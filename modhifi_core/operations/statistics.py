@@ -3,6 +3,7 @@ model's prunable layers on calibration data, and the per-component scores made f
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 
 from torch import Tensor, nn
@@ -53,17 +54,20 @@ def collect_statistics(
     batch_size: int = 128,
     example_inputs: Tensor | None = None,
     ignored_layers: list[str] | None = None,
+    executor: Executor | None = None,
 ) -> ModelStatistics:
     """One streaming pass of `model` over `calibration` (a tensor, dataset, list of
     batches or DataLoader), hooking every consumer layer of the prunable channel groups
     Torch-Pruning finds (traced on `example_inputs`, default the first input;
-    `ignored_layers` default: the classifier)."""
+    `ignored_layers` default: the classifier). With an `executor` (any
+    `concurrent.futures.Executor`, e.g. a Dask client's), the batches are split into
+    shards whose float64 sums are computed on it and added: the same statistics."""
     batches = calibration_batches(calibration, batch_size)
     example = example_inputs if example_inputs is not None else batches[0][:1]
     protected = list(ignored_layers) if ignored_layers is not None else [classifier_name(model)]
     coupling = Coupling(model.eval(), example, protected)
     layers = coupling.consumer_layers()
-    stats = layer_statistics.collect_statistics(model, batches, layers)
+    stats = layer_statistics.collect_statistics(model, batches, layers, executor=executor)
     centered = {name: coupling.feeds_batchnorm(name) for name in layers}
     centres = {name: c for name in layers if (c := coupling.output_centre(name)) is not None}
     return ModelStatistics(stats, centered, sum(len(b) for b in batches), centres)
