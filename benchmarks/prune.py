@@ -85,7 +85,7 @@ def digits_model(seed: int = 0, cache: Path | None = None) -> tuple[nn.Module, o
     model = build_model(ModelConfig())
     path = cache / f"digits_seed{seed}.pt" if cache else None
     if path and path.exists():
-        model.load_state_dict(torch.load(path))
+        model.load_state_dict(torch.load(path, weights_only=True))
     else:
         train_model(model, data.train, TrainConfig(seed=seed))
         if path:
@@ -97,7 +97,7 @@ def synthetic_images(model: nn.Module, data, seed: int, cache: Path | None) -> t
     """2000 DeepInversion samples (200 per class, labels interleaved), seeded, cached."""
     path = cache / f"synthetic_seed{seed}.pt" if cache else None
     if path and path.exists():
-        return torch.load(path)
+        return torch.load(path, weights_only=True)
     result = synthesize(model, SYNTHETIC_PER_CLASS, image_shape=(1, 8, 8), seed=seed, reference=data.train)
     images = result.samples.images
     if path:

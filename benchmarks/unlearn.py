@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from prune import digits_model, synthetic_images  # benchmarks/prune.py: the same cached models and samples
 
 from modhifi_core.data import load_dataset
 from modhifi_core.durability import durability_metrics
@@ -35,7 +36,6 @@ from modhifi_core.metrics import average_gap, unlearning_metrics
 from modhifi_core.models import ModelConfig, build_model
 from modhifi_core.safe_io import atomic_write_json
 from modhifi_core.splits import class_split, random_split
-from modhifi_core.synthesis import synthesize
 from modhifi_core.training import TrainConfig, accuracy, train_model
 from modhifi_core.unlearning import METHODS, unlearn
 from modhifi_core.unlearning.modhifi_u import head_components, negate_head
@@ -189,31 +189,6 @@ def print_table(summary: list[dict]) -> None:
         print(f"{e['sparsity']:8.2f} {e['method']:20s} " + " ".join(f"{c:>15s}" for c in cells))
 
 
-def cached_model(data, seed: int, cache: Path | None) -> torch.nn.Module:
-    """The seed's default digits model (TrainConfig defaults), weights cached in `cache`."""
-    torch.manual_seed(seed)
-    model = build_model(ModelConfig())
-    path = cache / f"digits_seed{seed}.pt" if cache else None
-    if path and path.exists():
-        model.load_state_dict(torch.load(path))
-    else:
-        train_model(model, data.train, TrainConfig(seed=seed))
-        if path:
-            torch.save(model.state_dict(), path)
-    return model.eval()
-
-
-def cached_synthetic(model, data, seed: int, cache: Path | None) -> torch.Tensor:
-    """200 DeepInversion samples per class, labels interleaved (class k: `[k::10]`), cached."""
-    path = cache / f"synthetic_seed{seed}.pt" if cache else None
-    if path and path.exists():
-        return torch.load(path)
-    images = synthesize(model, SYNTHETIC_PER_CLASS, image_shape=(1, 8, 8), seed=seed, reference=data.train)
-    if path:
-        torch.save(images.samples.images, path)
-    return images.samples.images
-
-
 def head_only(model, split, forget_images):
     """Control: only the classifier-head edit of the durable design, no stage edit."""
     start = time.perf_counter()
@@ -229,8 +204,8 @@ def modhifi_section(args: argparse.Namespace) -> dict:
     data = load_dataset("digits")
     rows, l1_rows = [], []
     for seed in args.seeds:
-        model = cached_model(data, seed, args.cache)
-        synthetic = cached_synthetic(model, data, seed, args.cache)
+        model, _ = digits_model(seed, args.cache)
+        synthetic = synthetic_images(model, data, seed, args.cache)
         runs = MODHIFI_RUNS + (FIRST_SEED_RUNS if seed == args.seeds[0] else [])
         if args.settings:
             runs = [run for run in runs if run[0] in args.settings]

@@ -90,3 +90,15 @@ def test_import_closure_follows_function_level_imports(tmp_path):
     (package / "b.py").write_text("from . import c\n")
     (package / "c.py").write_text("import os\n")
     assert import_closure(tmp_path, "tasks.a") == {"tasks/__init__.py", "tasks/a.py", "tasks/b.py", "tasks/c.py"}
+
+
+def test_a_stage_reading_an_undeclared_params_key_is_refused():
+    from modhifi_core.params import Params
+    from tasks.runner import DeclaredParams
+
+    view = DeclaredParams(Params(), ("seed", "prune.target_flops", "unlearn"), "prune")
+    assert view.seed == 0 and view.prune.target_flops == 0.5 and view.unlearn.forget_class == 3
+    with pytest.raises(InputError, match="stage prune reads params key 'prune.method'"):
+        _ = view.prune.method
+    with pytest.raises(InputError, match="'collect'"):
+        _ = view.collect

@@ -52,7 +52,7 @@ def test_smollm2_gguf_prunes_saves_and_reloads_in_stock_transformers(tmp_path):
         "import sys, torch, transformers\n"
         f"m = transformers.AutoModelForCausalLM.from_pretrained({str(folder)!r}, local_files_only=True).eval()\n"
         f"t = transformers.AutoTokenizer.from_pretrained({str(folder)!r}, local_files_only=True)\n"
-        f"ids = torch.load({str(tmp_path / 'ids.pt')!r})\n"
+        f"ids = torch.load({str(tmp_path / 'ids.pt')!r}, weights_only=True)\n"
         "with torch.no_grad():\n"
         f"    torch.save(m(input_ids=ids).logits, {str(tmp_path / 'logits.pt')!r})\n"
         "assert not any(k.startswith('modhifi') for k in sys.modules)\n"
@@ -60,7 +60,7 @@ def test_smollm2_gguf_prunes_saves_and_reloads_in_stock_transformers(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, timeout=600, env={**os.environ, "PYTHONPATH": ""})
     with torch.no_grad():
         expected = result.model(input_ids=ids).logits
-    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=0, atol=0)
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt", weights_only=True), expected, rtol=0, atol=0)
 
 
 def test_minilm_ffn_30_percent_keeps_sentence_embeddings():

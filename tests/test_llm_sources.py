@@ -26,7 +26,7 @@ def _reload_logits_in_clean_python(folder, inputs_path, out_path, auto: str) -> 
     code = (
         "import sys, torch, transformers\n"
         f"model = transformers.{auto}.from_pretrained({str(folder)!r}, local_files_only=True).eval()\n"
-        f"ids = torch.load({str(inputs_path)!r})\n"
+        f"ids = torch.load({str(inputs_path)!r}, weights_only=True)\n"
         "with torch.no_grad():\n"
         "    out = model(**ids)\n"
         "out = out.logits if hasattr(out, 'logits') else out.last_hidden_state\n"
@@ -47,7 +47,9 @@ def test_pruned_model_saved_then_loaded_by_stock_transformers_gives_identical_ou
     )
     torch.save(inputs, tmp_path / "inputs.pt")
     _reload_logits_in_clean_python(folder, tmp_path / "inputs.pt", tmp_path / "out.pt", auto)
-    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), outputs(result.model, inputs), rtol=0, atol=0)
+    torch.testing.assert_close(
+        torch.load(tmp_path / "out.pt", weights_only=True), outputs(result.model, inputs), rtol=0, atol=0
+    )
     lineage = json.loads((folder / LINEAGE_FILE).read_text())
     assert lineage["parents"] == {"base": "abc"} and lineage["code_version"]
     assert set(lineage["weights"]) == {"model.safetensors"}
