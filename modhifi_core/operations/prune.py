@@ -59,7 +59,10 @@ def prune(
     if statistics is not None:
         common["statistics"] = statistics.layers
     if scores is not None:
-        common["scores"] = _scores_for(scores, method, options.get("score", "saliency"))
+        kind = options.get("score", "saliency")
+        if method == "modhifi" and scores.kind != kind:
+            raise InputError(f"the given scores are {scores.kind} scores, but pruning ranks by {kind} (prune.score)")
+        common["scores"] = scores.layers  # the baselines refuse them
     if method == "modhifi":
         common.setdefault("compensation", "full")  # measured best at every target (benchmarks/README.md)
         return modhifi_prune(model, calibration, target_flops, **common)
@@ -116,15 +119,6 @@ def prune_checkpoint(
         "prune", source.sha256, parents=parents or {}, params=run_params, metrics=evidence, report=result.report
     )
     return Outcome(result.model, source.config, metadata, metrics)
-
-
-def _scores_for(scores: ModelScores, method: str, kind: str) -> dict[str, Tensor]:
-    """The layers of `scores`, checked to be modhifi's and of the `kind` it ranks by."""
-    if method != "modhifi":
-        raise InputError(f"precomputed scores apply to modhifi only, not to {method}")
-    if scores.kind != kind:
-        raise InputError(f"the given scores are {scores.kind} scores, but pruning ranks by {kind} (prune.score)")
-    return scores.layers
 
 
 def pruning_options(params: PruneParams, seed: int = 0) -> dict:
