@@ -9,7 +9,8 @@ workspace still tells what it can. `verify` asks DVC to re-hash every ancestor's
 and outs on disk, and walks the chain of parent sha256s that the checkpoints record
 about themselves (metadata `parents`, roles `model` and `teacher`): every recorded
 parent must be a checkpoint present in the workspace (or beside the artifact when there
-is no workspace) with exactly that sha256, and so on up to a model with no parent. The
+is no workspace) with exactly that sha256, and so on up to a model with no parent; the
+`statistics` and `scores` a pruned model's first round used must be present the same way. The
 two checks are independent: DVC's record can be rewritten to match a swapped file, the
 sha256 inside the child checkpoint (covered by its own digest) cannot.
 """
@@ -218,6 +219,7 @@ def _verify(root: Path, result: Lineage) -> None:
 
 
 CHAIN_ROLES = ("model", "teacher")  # parents that are checkpoints (`synthetic` is a samples digest)
+INPUT_ROLES = ("statistics", "scores")  # parent files that are not checkpoints: checked, not walked
 
 
 def _locked_paths(lock: dict, root: Path) -> list[Path]:
@@ -246,17 +248,18 @@ def _verify_chain(result: Lineage, artifact: Path, search_root: Path, extra: lis
             result.problems.append(f"parent chain: {path} is not a readable modhifi checkpoint")
             continue
         for role, sha in sorted(parents.items()):
-            if role not in CHAIN_ROLES:
+            if role not in CHAIN_ROLES + INPUT_ROLES:
                 continue
             found = by_sha.get(sha)
             if found is None:
                 result.problems.append(
                     f"parent chain broken: {path} records its {role} as sha256 {sha}, "
-                    f"which no checkpoint in {search_root} has"
+                    f"which no {'checkpoint' if role in CHAIN_ROLES else 'file'} in {search_root} has"
                 )
                 continue
             result.chain.append({"file": str(path), "role": role, "parent": str(found), "sha256": sha})
-            frontier.append(found)
+            if role in CHAIN_ROLES:
+                frontier.append(found)
 
 
 def _hidden(relative: Path) -> bool:

@@ -73,6 +73,20 @@ def scores_from_statistics(stats: LayerStatistics, layer: nn.Module, centered: b
     return singleton_from_moments(*component_moments(stats, kernel_slices(layer), centered))
 
 
+def component_scores(
+    kind: str, stats: LayerStatistics, layer: nn.Module, centre: Tensor | None = None, centered: bool = False
+) -> Tensor:
+    """The score of every component `(c, i)` of `layer` from its statistics, float64
+    `(c_out, c_in)`: `kind="saliency"` — `R̃_ci` centred on `centre` (`m_c`, or None for
+    0); `"fidelity"` — the singleton `s_ci`, centred iff `centered`. The one computation
+    behind the score operation, ModHiFi-P's channel selection and ModHiFi-U's HiFi sets."""
+    if kind == "saliency":
+        return saliency_from_statistics(stats, layer, centre)
+    if kind == "fidelity":
+        return scores_from_statistics(stats, layer, centered)
+    raise InputError(f"unknown score {kind!r}; choose saliency or fidelity")
+
+
 def singleton_scores(layer: nn.Module, inputs: Tensor, centered: bool = False) -> Tensor:
     """Singleton fidelities of `layer` on the raw input batch `inputs`: float64 `(c_out, c_in)`."""
     return scores_from_statistics(layer_statistics(layer, inputs), layer, centered)
@@ -109,11 +123,14 @@ def saliency_scores(layer: nn.Module, inputs: Tensor, bn_mean: Tensor | None = N
     return saliency_from_statistics(layer_statistics(layer, inputs), layer, bn_mean)
 
 
-def saliency_order_scores(stats: LayerStatistics, layer: nn.Module, bn_mean: Tensor | None = None) -> Tensor:
+def saliency_order_scores(
+    stats: LayerStatistics, layer: nn.Module, bn_mean: Tensor | None = None, saliency: Tensor | None = None
+) -> Tensor:
     """`R̃_ci / E||Y_c − m_c||²`: the saliency made comparable across output channels (a
     positive per-row scale, so each row's order is that of `R̃`); 0 for a silent output.
-    `E||Y_c − m_c||² = E Σ_p Y² − 2 m_c E Σ_p Y + P m_c²` from the same statistics."""
-    scores = saliency_from_statistics(stats, layer, bn_mean)
+    `E||Y_c − m_c||² = E Σ_p Y² − 2 m_c E Σ_p Y + P m_c²` from the same statistics.
+    `saliency`: `R̃` already computed from `stats` (`component_scores`), else computed here."""
+    scores = saliency_from_statistics(stats, layer, bn_mean) if saliency is None else saliency.double()
     samples = max(stats.samples, 1)
     energy = stats.output_sq / samples
     if bn_mean is not None:

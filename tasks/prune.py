@@ -1,6 +1,8 @@
 """Stage prune: ModHiFi-P (or a baseline) of the base model to `prune.target_flops`
-(`modhifi_core.operations.prune_checkpoint`), starting from collect's statistics on the
-same calibration set; later rounds of an aggressive target re-collect on the pruned model.
+(`modhifi_core.operations.prune_checkpoint`). ModHiFi's first round ranks by the score
+stage's scores, made from collect's statistics on the same calibration set (both recorded
+as parents with their sha256); later rounds of an aggressive target re-collect and
+re-score on the pruned model.
 
 Writes the pruned checkpoint, its metrics (FLOPs/params ratios, accuracy, CPU latency)
 and a per-layer channel table for DVC plots and the report.
@@ -16,9 +18,10 @@ from modhifi_core.data import load_from_spec
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.prune import prune_checkpoint
 from modhifi_core.params import Params
-from modhifi_core.safe_io import atomic_write_json, atomic_write_text
+from modhifi_core.safe_io import atomic_write_json, atomic_write_text, sha256_file
 from tasks.calibration import stage_calibration, synthetic_parent
 from tasks.collect import load_statistics
+from tasks.score import load_scores
 from tasks.workspace import Workspace
 
 
@@ -26,6 +29,9 @@ def run(ws: Workspace, params: Params) -> dict:
     base = load_checkpoint(ws.artifact("base_model"))
     data = load_from_spec(read_metadata(base.metadata).data)
     p = params.prune
+    modhifi = p.method == "modhifi"
+    inputs = ("statistics", "scores") if modhifi else ("statistics",)
+    parents = {name: sha256_file(ws.artifact(name)) for name in inputs}
     outcome = prune_checkpoint(
         base,
         stage_calibration(ws, params, base, data),
@@ -37,7 +43,8 @@ def run(ws: Workspace, params: Params) -> dict:
         latency_batch=p.latency_batch,
         latency_repeats=p.latency_repeats,
         statistics=load_statistics(ws),
-        parents=synthetic_parent(ws, params.collect.calibration == "synthetic"),
+        scores=load_scores(ws) if modhifi else None,
+        parents=parents | synthetic_parent(ws, params.collect.calibration == "synthetic"),
     )
     outcome.save(ws.artifact("pruned_model"))
     atomic_write_json(ws.artifact("pruned_metrics"), outcome.metrics)

@@ -21,7 +21,7 @@ def run(ws: Workspace, params: Params) -> dict:
         evaluation=_json(ws.artifact("evaluation")),
         pruned=_json(ws.artifact("pruned_metrics")),
         layers=_csv(ws.artifact("pruned_layers")),
-        scores=torch.load(ws.artifact("scores"), weights_only=True),
+        scores=torch.load(ws.artifact("scores"), weights_only=True)["layers"],  # the score stage's ModelScores payload
         per_class=_csv(ws.artifact("per_class")),
         unlearned=_json(ws.artifact("unlearned_metrics")),
         images={"synthetic_preview.png": preview.read_bytes()} if preview.exists() else {},

@@ -1,6 +1,6 @@
 """Stage score: per-component scores of the base model (`prune.score`: saliency or
-fidelity) from collect's statistics (`modhifi_core.operations.score`), and a per-layer
-quantile table for DVC plots."""
+fidelity) from collect's statistics (`modhifi_core.operations.score`), the first-round
+ranking of the prune stage, and a per-layer quantile table for DVC plots."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import io
 import torch
 
 from modhifi_core.checkpoint import load_checkpoint
-from modhifi_core.operations.statistics import score
+from modhifi_core.operations.statistics import ModelScores, score
 from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_text
 from tasks.collect import load_statistics
@@ -22,10 +22,15 @@ QUANTILES = {"p10": 0.1, "p25": 0.25, "median": 0.5, "p75": 0.75, "p90": 0.9}
 def run(ws: Workspace, params: Params) -> dict:
     model = load_checkpoint(ws.artifact("base_model")).model
     scores = score(model, load_statistics(ws), params.prune.score)
-    atomic_torch_save(ws.artifact("scores"), scores)
-    atomic_write_text(ws.artifact("scores_csv"), summary_csv(scores))
-    everything = torch.cat([s.flatten() for s in scores.values()])
-    return {"layers": len(scores), "median_score": float(everything.median()), "mean_score": float(everything.mean())}
+    atomic_torch_save(ws.artifact("scores"), scores.to_payload())
+    atomic_write_text(ws.artifact("scores_csv"), summary_csv(scores.layers))
+    every = torch.cat([s.flatten() for s in scores.layers.values()])
+    return {"layers": len(scores.layers), "median_score": float(every.median()), "mean_score": float(every.mean())}
+
+
+def load_scores(ws: Workspace) -> ModelScores:
+    """The score stage's scores (loaded with weights_only=True)."""
+    return ModelScores.from_payload(torch.load(ws.artifact("scores"), map_location="cpu", weights_only=True))
 
 
 def summary_csv(scores: dict[str, torch.Tensor]) -> str:

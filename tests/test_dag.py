@@ -45,7 +45,9 @@ def test_order_and_closures(stages):
     for name in order:
         for up in stages[name].upstream:
             assert order.index(up) < order.index(name)
-    assert upstream_closure(stages, {"prune"}) == {"train_base", "synthesize", "collect", "prune"}
+    # collect -> score -> prune is a chain: prune's first round ranks by the score stage's scores
+    assert upstream_closure(stages, {"prune"}) == {"train_base", "synthesize", "collect", "score", "prune"}
+    assert {"outputs/statistics/statistics.pt", "outputs/scores/scores.pt"} <= set(stages["prune"].deps)
 
 
 def test_params_are_granular(stages):

@@ -439,6 +439,26 @@ def test_lineage_verify_walks_the_parent_chain_and_fails_on_a_break(cli, tmp_pat
     assert hashes(tmp_path) == before
 
 
+def test_lineage_verify_checks_the_statistics_and_scores_a_pruned_model_started_from(cli, tmp_path, model):
+    chain = tmp_path / "chain"
+    chain.mkdir()
+    base = chain / "base.pt"
+    shutil.copy(model, base)
+    inputs = {"statistics": chain / "statistics.pt", "scores": chain / "scores.pt"}
+    for name, path in inputs.items():
+        torch.save({"kind": "saliency", "layers": {name: torch.ones(2, 2)}}, path)
+    pruned = _child(base, chain / "pruned.pt", "prune", **inputs)
+
+    intact = cli("lineage", pruned, "--verify", "--format", "json")
+    links = {(link["role"], Path(link["parent"]).name) for link in intact.json()["chain"]}
+    assert links == {("model", "base.pt"), ("statistics", "statistics.pt"), ("scores", "scores.pt")}
+
+    torch.save({"kind": "saliency", "layers": {"other": torch.zeros(2, 2)}}, inputs["scores"])
+    broken = cli("lineage", pruned, "--verify")
+    assert broken.returncode == 3
+    one_line(broken, f"parent chain broken: {pruned.resolve()} records its scores as sha256")
+
+
 def _retrained(path: Path) -> Path:
     """Another valid checkpoint with the same parent (different weights)."""
     from modhifi_core.checkpoint import load_checkpoint, save_checkpoint

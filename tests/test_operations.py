@@ -136,3 +136,77 @@ def test_collect_statistics_on_an_executor_equals_the_single_process_sums(branch
     assert set(sharded.layers) == set(alone.layers) and sharded.samples == alone.samples
     for name, stats in alone.layers.items():
         assert torch.allclose(sharded.layers[name].cross, stats.cross, rtol=1e-10, atol=0)
+
+
+def _kept_head_inputs(dense: nn.Module, pruned: nn.Module) -> list[int]:
+    """The dense head's input channels the pruned head still reads (its columns are the
+    dense ones at the kept channels when nothing was compensated)."""
+    columns = dense.head.weight.T
+    return [j for j, column in enumerate(columns) if any(torch.equal(column, c) for c in pruned.head.weight.T)]
+
+
+@pytest.mark.parametrize("kind", ["saliency", "fidelity"])
+def test_pruning_from_the_score_operations_scores_gives_the_identical_model(branchy, kind):
+    from modhifi_core import collect_statistics, prune, score
+
+    model, inputs = branchy
+    statistics = collect_statistics(model, inputs, batch_size=32)
+    scores = score(model, statistics, kind)
+    options = {"target_flops": 0.3, "batch_size": 32, "score": kind}  # two rounds: the second re-scores
+    given = prune(model, inputs, statistics=statistics, scores=scores, **options)
+    itself = prune(model, inputs, **options)
+    assert given.report["first_round_scores"] == "given" and itself.report["first_round_scores"] == "computed"
+    assert len(given.report["rounds"]) == 2 and given.report["layers"] == itself.report["layers"]
+    mine, theirs = given.model.state_dict(), itself.model.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_the_given_scores_decide_the_kept_channels(branchy):
+    from modhifi_core import collect_statistics, prune, score
+
+    model, inputs = branchy
+    statistics = collect_statistics(model, inputs, batch_size=32)
+    scores = score(model, statistics)
+    flipped = copy.deepcopy(scores)
+    flipped.layers = {name: s.flip(1) for name, s in scores.layers.items()}  # each output ranks its inputs reversed
+    options = {"target_flops": 0.5, "batch_size": 32, "compensation": "none", "statistics": statistics}
+    honest = prune(model, inputs, scores=scores, **options).model
+    permuted = prune(model, inputs, scores=flipped, **options).model
+    assert _kept_head_inputs(model, honest) != _kept_head_inputs(model, permuted)
+
+
+def _drop_first(scores):
+    return dict(list(scores.items())[1:])
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "options", "message"),
+    [
+        (lambda s: s, {"score": "fidelity"}, "are saliency scores, but pruning ranks by fidelity"),
+        (lambda s: s, {"method": "l2"}, "apply to modhifi only"),
+        (_drop_first, {}, "do not match the model's prunable layers"),
+        (lambda s: {k: v[:, 1:] for k, v in s.items()}, {}, "expected finite"),
+        (lambda s: {k: v * float("nan") for k, v in s.items()}, {}, "expected finite"),
+    ],
+)
+def test_mismatched_scores_are_refused(branchy, corrupt, options, message):
+    from modhifi_core import collect_statistics, prune, score
+    from modhifi_core.errors import InputError
+    from modhifi_core.operations.statistics import ModelScores
+
+    model, inputs = branchy
+    statistics = collect_statistics(model, inputs, batch_size=32)
+    scores = score(model, statistics)
+    bad = ModelScores(scores.kind, corrupt(scores.layers))
+    with pytest.raises(InputError, match=message):
+        prune(model, inputs, statistics=statistics, scores=bad, batch_size=32, **options)
+
+
+def test_a_scores_file_of_another_format_is_refused():
+    from modhifi_core.errors import InputError
+    from modhifi_core.operations.statistics import ModelScores
+
+    with pytest.raises(InputError, match="not a modhifi scores file"):
+        ModelScores.from_payload({"conv": torch.zeros(2, 2)})  # the plain per-layer dict written before the kind
+    with pytest.raises(InputError, match="not a modhifi scores file"):
+        ModelScores.from_payload({"kind": "energy", "layers": {}})

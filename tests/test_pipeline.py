@@ -49,6 +49,8 @@ def test_first_run_executes_every_stage_and_dvc_agrees(ws):
     assert 0 <= metrics["UA"] <= 100 and 0 <= metrics["MIA"] <= 100
     for name in ("report.md", "report.html", "kept_channels.png", "fidelity_scores.png", "per_class_accuracy.png"):
         assert (root / "outputs/report" / name).stat().st_size > 0
+    text = (root / "outputs/report/report.md").read_text()
+    assert "round 1 ranked channels by the score stage's scores" in text and "collect's statistics" in text
 
 
 def test_immediate_rerun_executes_nothing(ws):
@@ -164,8 +166,13 @@ def test_lineage_lists_every_ancestor_with_dvc_lock_hashes(ws):
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
     assert record["produced_by"] == "finetune" and record["verified"] is True
     names = [stage["name"] for stage in record["stages"]]
-    assert set(names) == {"train_base", "synthesize", "collect", "prune", "unlearn", "finetune"}
-    assert names.index("train_base") < names.index("collect") < names.index("prune") < names.index("unlearn")
+    assert set(names) == {"train_base", "synthesize", "collect", "score", "prune", "unlearn", "finetune"}
+    assert names.index("train_base") < names.index("collect") < names.index("score") < names.index("prune")
+    assert names.index("prune") < names.index("unlearn")
+    # the pruned ancestor records collect's statistics and score's scores by sha256, verified on disk
+    inputs = {link["role"]: link["parent"] for link in record["chain"] if link["role"] in ("statistics", "scores")}
+    assert inputs["statistics"].endswith("outputs/statistics/statistics.pt")
+    assert inputs["scores"].endswith("outputs/scores/scores.pt")
     for stage in record["stages"]:
         assert stage["cmd"] == lock[stage["name"]]["cmd"]
         assert {d["path"]: d["md5"] for d in stage["deps"]} == {

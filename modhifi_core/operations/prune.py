@@ -19,7 +19,7 @@ from modhifi_core.data import ArrayDataset, DatasetSplits
 from modhifi_core.errors import InputError
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.outcome import Outcome
-from modhifi_core.operations.statistics import ModelStatistics
+from modhifi_core.operations.statistics import ModelScores, ModelStatistics
 from modhifi_core.params import PruneParams
 from modhifi_core.pruning import PruningResult, magnitude_prune, modhifi_prune, random_prune
 from modhifi_core.pruning.report import latency_report
@@ -37,6 +37,7 @@ def prune(
     example_inputs: Tensor | None = None,
     ignored_layers: list[str] | None = None,
     statistics: ModelStatistics | None = None,
+    scores: ModelScores | None = None,
     **options,
 ) -> PruningResult:
     """Prune `model` (untouched; the result holds a new module) to `target_flops` of its
@@ -48,13 +49,20 @@ def prune(
     `example_inputs`: what Torch-Pruning traces (default: the first calibration input).
     `ignored_layers`: layers whose output channels stay (default: the last Linear).
     `statistics`: the first round's statistics, if already collected (`collect_statistics`
-    on this model and calibration). Other options: `compensation` (`none`, `scalar`,
+    on this model and calibration). `scores`: modhifi's first-round scores, if already
+    computed (`score(model, statistics, kind)` with `kind` the `score` option, default
+    saliency); later rounds recompute both on the pruned model. Other options: `compensation` (`none`, `scalar`,
     `full`; default full for modhifi — the paper's is scalar — and none otherwise), `allocation`, `ridge`, `rounds`,
     `round_to`, `batch_size`, `keep_fraction`, `seed` (random).
     `report`: `flops_ratio`, `params_ratio`, per-layer channels/FLOPs/params, rounds."""
     common = {"example_inputs": example_inputs, "ignored_layers": ignored_layers, **options}
     if statistics is not None:
         common["statistics"] = statistics.layers
+    if scores is not None:
+        kind = options.get("score", "saliency")
+        if method == "modhifi" and scores.kind != kind:
+            raise InputError(f"the given scores are {scores.kind} scores, but pruning ranks by {kind} (prune.score)")
+        common["scores"] = scores.layers  # the baselines refuse them
     if method == "modhifi":
         common.setdefault("compensation", "full")  # measured best at every target (benchmarks/README.md)
         return modhifi_prune(model, calibration, target_flops, **common)
@@ -77,15 +85,18 @@ def prune_checkpoint(
     latency_batch: int = 64,
     latency_repeats: int = 20,
     statistics: ModelStatistics | None = None,
+    scores: ModelScores | None = None,
     parents: dict[str, str] | None = None,
 ) -> Outcome:
-    """`prune` on `source.model` with `params`, measured on `data.test`: metrics
-    `flops_ratio`, `params_ratio`, `test_accuracy`, `dense_test_accuracy` (%),
-    `latency_*` (median of `latency_repeats` interleaved dense/pruned passes on a random
-    batch of `latency_batch`) and `seconds`."""
+    """`prune` on `source.model` with `params` (the first round from `statistics` and
+    `scores`, if given), measured on `data.test`: metrics `flops_ratio`, `params_ratio`,
+    `test_accuracy`, `dense_test_accuracy` (%), where the first round's statistics and
+    scores came from (`first_round_*`: given or collected/computed), `rounds`, `latency_*`
+    (median of `latency_repeats` interleaved dense/pruned passes on a random batch of
+    `latency_batch`) and `seconds`."""
     start = time.perf_counter()
     options = pruning_options(params, seed)
-    result = prune(source.model, calibration, batch_size=batch_size, statistics=statistics, **options)
+    result = prune(source.model, calibration, batch_size=batch_size, statistics=statistics, scores=scores, **options)
     seconds = time.perf_counter() - start
     metrics = {
         "method": params.method,
@@ -95,6 +106,9 @@ def prune_checkpoint(
         "params_ratio": result.report["params_ratio"],
         "test_accuracy": accuracy(result.model, data.test),
         "dense_test_accuracy": accuracy(source.model, data.test),
+        "first_round_statistics": result.report["first_round_statistics"],
+        "first_round_scores": result.report["first_round_scores"],
+        "rounds": len(result.report["rounds"]),
     }
     evidence = dict(metrics)
     metrics.update(latency_report(source.model, result.model, data.image_shape, latency_batch, repeats=latency_repeats))

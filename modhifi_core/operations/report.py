@@ -156,6 +156,8 @@ def render_markdown(params: Params, evaluation: dict, pruned: dict, figures: lis
         f"with **{params.unlearn.method}** ({params.unlearn.data} data), "
         f"then fine-tuned {params.finetune.epochs} epochs.",
         "",
+        pruning_provenance(pruned),
+        "",
         "| result | value |",
         "|---|---|",
         *[f"| {label} | {value:.4g} |" for label, value in rows],
@@ -166,6 +168,27 @@ def render_markdown(params: Params, evaluation: dict, pruned: dict, figures: lis
     for figure in figures:
         lines += [f"![{figure}]({figure})", ""]
     return "\n".join(lines)
+
+
+def pruning_provenance(pruned: dict) -> str:
+    """One sentence: what the prune stage's first round ranked by, from which statistics,
+    and how many later rounds re-collected statistics on the pruned model."""
+    statistics = "its own statistics"
+    if pruned.get("first_round_statistics") == "given":
+        statistics = "collect's statistics (`outputs/statistics/statistics.pt`)"
+    if pruned["method"] != "modhifi":
+        ranking = f"{pruned['method']} importance"
+    elif pruned.get("first_round_scores") == "given":
+        ranking = "the score stage's scores (`outputs/scores/scores.pt`)"
+    else:
+        ranking = "scores it computed itself"
+    later = int(pruned.get("rounds", 1)) - 1
+    rest = (
+        f"the {later} later round{'s' if later > 1 else ''} re-collected statistics and re-scored on the pruned model"
+        if later
+        else "it took a single round"
+    )
+    return f"Pruning round 1 ranked channels by {ranking}, with {statistics}; {rest}."
 
 
 def _png(figure: plt.Figure) -> bytes:

@@ -1,5 +1,6 @@
 """Operations `collect_statistics` and `score`: the streaming activation statistics of a
-model's prunable layers on calibration data, and the per-component scores made from them."""
+model's prunable layers on calibration data, and the per-component scores made from them
+(`prune` can start its first round from both)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import Tensor, nn
 from modhifi_core import statistics as layer_statistics
 from modhifi_core.calibration import calibration_batches
 from modhifi_core.errors import InputError
-from modhifi_core.fidelity import saliency_from_statistics, scores_from_statistics
+from modhifi_core.fidelity import component_scores
 from modhifi_core.models import classifier_name
 from modhifi_core.pruning.coupling import Coupling
 from modhifi_core.statistics import LayerStatistics
@@ -73,22 +74,43 @@ def collect_statistics(
     return ModelStatistics(stats, centered, sum(len(b) for b in batches), centres)
 
 
-def score(model: nn.Module, statistics: ModelStatistics, kind: str = "saliency") -> dict[str, Tensor]:
+@dataclass
+class ModelScores:
+    """The `kind` score (`saliency` or `fidelity`) of every component, per layer: float64
+    `(c_out, c_in)` tensors (`layers`), exactly what ModHiFi-P's first round ranks by."""
+
+    kind: str
+    layers: dict[str, Tensor]
+
+    def to_payload(self) -> dict:
+        """Plain tensors and containers (`torch.save` + `weights_only=True` load)."""
+        return {"kind": self.kind, "layers": self.layers}
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> ModelScores:
+        try:
+            kind, layers = payload["kind"], dict(payload["layers"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"not a modhifi scores file ({type(exc).__name__}: {exc})") from None
+        if kind not in SCORES or not all(isinstance(v, Tensor) for v in layers.values()):
+            raise InputError(f"not a modhifi scores file (kind {kind!r}, or a layer without a tensor)")
+        return cls(kind, layers)
+
+
+def score(model: nn.Module, statistics: ModelStatistics, kind: str = "saliency") -> ModelScores:
     """Per layer, the score `(c_out, c_in)` of every component `(c, i)` (method.md §1):
     `saliency` — `R̃_ci = E<A_ci, Y_c − m_c>`, what ModHiFi-P and ModHiFi-U rank by;
-    `fidelity` — the singleton Subset Fidelity `s_ci`, centred where the output feeds a BN."""
+    `fidelity` — the singleton Subset Fidelity `s_ci`, centred where the output feeds a BN.
+    Kept in float64, so `prune(..., statistics=statistics, scores=...)` selects exactly
+    the channels it would select computing them itself."""
     if kind not in SCORES:
         raise InputError(f"unknown score {kind!r}; choose one of {', '.join(SCORES)}")
     modules = dict(model.named_modules())
     missing = sorted(set(statistics.layers) - set(modules))
     if missing:
         raise InputError(f"the statistics name layers the model does not have: {missing[:3]}")
-    if kind == "saliency":
-        return {
-            name: saliency_from_statistics(s, modules[name], statistics.centres.get(name)).float()
-            for name, s in statistics.layers.items()
-        }
-    return {
-        name: scores_from_statistics(s, modules[name], statistics.centered[name]).float()
+    layers = {
+        name: component_scores(kind, s, modules[name], statistics.centres.get(name), statistics.centered[name])
         for name, s in statistics.layers.items()
     }
+    return ModelScores(kind, layers)

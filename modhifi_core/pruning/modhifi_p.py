@@ -6,7 +6,9 @@ layer, the paper's implementation and the default; or the singleton fidelity `s_
 turn the importance into keep levels, pick the keep fraction (given, or searched so
 the predicted FLOPs meet the round's target), compensate the kept kernels, remove the
 dropped channels physically, recalibrate BatchNorm. Aggressive FLOPs targets take
-several rounds with geometrically spaced targets, statistics re-collected each round.
+several rounds with geometrically spaced targets, statistics re-collected each round;
+the first round can start from statistics and scores computed beforehand (the pipeline's
+collect and score stages).
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from modhifi_core.errors import InputError
 from modhifi_core.fidelity import (
     DEFAULT_RIDGE,
     component_moments,
+    component_scores,
     kernel_slices,
     saliency_order_scores,
-    singleton_from_moments,
 )
 from modhifi_core.models import classifier_name
 from modhifi_core.pruning.compensation import (
@@ -52,8 +54,9 @@ SCORES = ("saliency", "fidelity")
 # Absolute tolerance on the achieved FLOPs ratio (fraction of dense FLOPs).
 FLOPS_TOLERANCE = 0.02
 
-# (model, coupling, statistics of the consumer layers) -> an importance with keep_levels
-ImportanceFactory = Callable[[nn.Module, Coupling, dict[str, LayerStatistics]], object]
+# (model, coupling, statistics of the consumer layers, the round's given scores or None)
+# -> an importance with keep_levels
+ImportanceFactory = Callable[[nn.Module, Coupling, dict[str, LayerStatistics], dict[str, Tensor] | None], object]
 
 
 @dataclass
@@ -120,39 +123,61 @@ def modhifi_prune(
     )
 
 
-def fidelity_importance(model: nn.Module, coupling: Coupling, stats: dict[str, LayerStatistics]) -> FidelityImportance:
-    """`FidelityImportance` of the consumer layers, centred where the output feeds a BN."""
+def fidelity_importance(
+    model: nn.Module, coupling: Coupling, stats: dict[str, LayerStatistics], given: dict[str, Tensor] | None = None
+) -> FidelityImportance:
+    """`FidelityImportance` of the consumer layers from the singleton `s_ci` (`given`, else
+    computed from `stats`), centred where the output feeds a BN; outputs with no centred
+    energy are silent."""
     modules = dict(model.named_modules())
+    raw = layer_scores("fidelity", model, coupling, stats, given)
     scores, silent = {}, {}
     for name, layer_stats in stats.items():
-        q1, qdiag, energy = component_moments(layer_stats, kernel_slices(modules[name]), coupling.feeds_batchnorm(name))
-        scores[modules[name]] = singleton_from_moments(q1, qdiag, energy)
+        _, _, energy = component_moments(layer_stats, kernel_slices(modules[name]), coupling.feeds_batchnorm(name))
+        scores[modules[name]] = raw[name]
         silent[modules[name]] = energy <= 0
     return FidelityImportance(scores, silent)
 
 
-def saliency_importance(model: nn.Module, coupling: Coupling, stats: dict[str, LayerStatistics]) -> FidelityImportance:
-    """Union-rule importance from the saliency `R̃_ci` centred on `m_c` (the running mean of
-    the BN after each consumer, 0 where none), each output's row divided by its centred
-    energy `E||Y_c − m_c||²` so that ties between outputs compare like for like."""
+def saliency_importance(
+    model: nn.Module, coupling: Coupling, stats: dict[str, LayerStatistics], given: dict[str, Tensor] | None = None
+) -> FidelityImportance:
+    """Union-rule importance from the saliency `R̃_ci` (`given`, else computed from `stats`)
+    centred on `m_c` (the running mean of the BN after each consumer, 0 where none), each
+    output's row divided by its centred energy `E||Y_c − m_c||²` so that ties between
+    outputs compare like for like."""
     modules = dict(model.named_modules())
+    raw = layer_scores("saliency", model, coupling, stats, given)
     scores, silent = {}, {}
     for name, layer_stats in stats.items():
-        scores[modules[name]] = saliency_order_scores(layer_stats, modules[name], coupling.output_centre(name))
+        centre = coupling.output_centre(name)
+        scores[modules[name]] = saliency_order_scores(layer_stats, modules[name], centre, raw[name])
         silent[modules[name]] = layer_stats.output_sq <= 0
     return FidelityImportance(scores, silent)
 
 
-def uniform_fidelity_importance(
-    model: nn.Module, coupling: Coupling, stats: dict[str, LayerStatistics]
-) -> RankedImportance:
-    """Union-rule order within each group, the same kept fraction in every group."""
-    return RankedImportance(fidelity_importance(model, coupling, stats))
+def layer_scores(
+    kind: str,
+    model: nn.Module,
+    coupling: Coupling,
+    stats: dict[str, LayerStatistics],
+    given: dict[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """Per consumer layer, the `kind` score `(c_out, c_in)` of every component: `given`
+    (checked to cover these layers with these shapes), else `fidelity.component_scores`
+    on `stats`, centred as `coupling` says (the score operation computes the same)."""
+    modules = dict(model.named_modules())
+    if given is not None:
+        return _given_scores(given, {name: tuple(modules[name].weight.shape[:2]) for name in stats})
+    return {
+        name: component_scores(kind, s, modules[name], coupling.output_centre(name), coupling.feeds_batchnorm(name))
+        for name, s in stats.items()
+    }
 
 
 def _uniform(base: ImportanceFactory) -> ImportanceFactory:
     """`base`'s union-rule order within each group, the same kept fraction in every group."""
-    return lambda model, coupling, stats: RankedImportance(base(model, coupling, stats))
+    return lambda model, coupling, stats, given: RankedImportance(base(model, coupling, stats, given))
 
 
 def prune_with(
@@ -176,6 +201,7 @@ def prune_with(
     example_inputs: Tensor | None = None,
     ignored_layers: list[str] | None = None,
     statistics: dict[str, LayerStatistics] | None = None,
+    scores: dict[str, Tensor] | None = None,
 ) -> PruningResult:
     """The shared pruning loop; every method is this call with its importance factory.
     `allocation` and `score` only label the report (the factory implements them).
@@ -188,9 +214,13 @@ def prune_with(
     channels are never pruned (default: the last Linear, the classifier).
     `statistics`: the first round's consumer-layer statistics when already collected on
     this model and these calibration batches (the pipeline's collect stage); later
-    rounds re-collect on the pruned model."""
+    rounds re-collect on the pruned model. `scores`: the first round's per-layer `score`
+    scores `(c_out, c_in)` when already computed from those statistics (the score stage;
+    `score` methods only); later rounds recompute them on the pruned model."""
     batches = calibration_batches(calibration, batch_size)
     rounds = _validate(target_flops, keep_fraction, compensation, ridge, rounds, round_to, batch_size)
+    if scores is not None and score is None:
+        raise InputError(f"precomputed scores apply to modhifi only, not to {method}")
     if compensation_order not in ORDERS:
         raise InputError(f"compensation_order must be one of {', '.join(ORDERS)}, got {compensation_order!r}")
     start = time.perf_counter()
@@ -216,7 +246,7 @@ def prune_with(
             stats = _given_statistics(statistics, coupling.consumer_layers(), sum(len(b) for b in batches))
         elif needs_statistics or compensation != "none":
             stats = collect_statistics(model, batches, coupling.consumer_layers())
-        importance = importance_for(model, coupling, stats)
+        importance = importance_for(model, coupling, stats, scores if index == 0 else None)
         levels = {group.root: importance.keep_levels(group.group) for group in coupling.groups}
         price = FlopsModel(model, coupling.groups, flops, per_layer)
         statistics_seconds = time.perf_counter() - round_start
@@ -271,6 +301,7 @@ def prune_with(
             "round_to": round_to,
             "calibration_samples": sum(len(b) for b in batches),
             "first_round_statistics": "given" if statistics is not None else "collected",
+            "first_round_scores": "given" if scores is not None else "computed",
             "rounds": log,
             "untouched_groups": coupling.skipped,
             "unsupported_layers": unsupported_layers(dense),
@@ -311,6 +342,19 @@ def _given_statistics(
     if counts != {samples}:
         raise InputError(f"the given statistics cover {sorted(counts)} samples, the calibration data {samples}")
     return {name: statistics[name] for name in layers}
+
+
+def _given_scores(scores: dict[str, Tensor], shapes: dict[str, tuple[int, ...]]) -> dict[str, Tensor]:
+    """The given scores, checked to be one finite tensor per consumer layer with its `(c_out, c_in)`."""
+    if set(scores) != set(shapes):
+        odd = sorted(set(scores) ^ set(shapes))
+        raise InputError(f"the given scores do not match the model's prunable layers (differing: {odd[:3]})")
+    for name, shape in shapes.items():
+        value = scores[name]
+        if not isinstance(value, Tensor) or tuple(value.shape) != tuple(shape) or not bool(value.isfinite().all()):
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise InputError(f"the given scores of layer {name} are {got}, expected finite {tuple(shape)}")
+    return {name: scores[name].double() for name in shapes}
 
 
 def _validate(

@@ -78,7 +78,7 @@ from torch import Tensor, nn
 
 from modhifi_core.batchnorm import has_batchnorm, recalibrate_batchnorm
 from modhifi_core.errors import InputError
-from modhifi_core.fidelity import kernel_slices, saliency_from_statistics, scores_from_statistics
+from modhifi_core.fidelity import component_scores, kernel_slices
 from modhifi_core.models import classifier_name
 from modhifi_core.pruning.coupling import Coupling
 from modhifi_core.splits import ForgetSplit
@@ -312,10 +312,7 @@ def hifi_components(
     modules = dict(model.named_modules())
     result = {}
     for name in names:
-        if score == "saliency":
-            scores = saliency_from_statistics(stats[name], modules[name], centres.get(name))
-        else:
-            scores = scores_from_statistics(stats[name], modules[name], centered=centered)
+        scores = component_scores(score, stats[name], modules[name], centres.get(name), centered)
         k = max(1, math.ceil(fraction * scores.shape[1]))
         top = torch.topk(scores, k, dim=1).indices
         result[name] = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, top, True).cpu()
