@@ -88,6 +88,12 @@ class RunView:
         """A line about the run itself (what changed, the Prefect server)."""
         self._line(text)
 
+    def warn(self, text: str) -> None:
+        """A line the user must see even with --quiet (an output found damaged)."""
+        self._clear_bar()
+        self.stream.write(f"warning: {text}\n")
+        self.stream.flush()
+
     def started(self, stage: str, attempt: int = 1) -> None:
         self._last_bar_print = -math.inf
         self._line(f"{self._tag(stage)} started" + (f" (attempt {attempt})" if attempt > 1 else ""))

@@ -12,20 +12,36 @@ import codecs
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from modhifi_core.errors import InputError
 
 
 class StageFailed(RuntimeError):
-    """A stage's command failed; `bad_input` when it exited 2 (not worth retrying)."""
+    """A stage's command failed: `bad_input` when it exited 2, `signal` when a signal killed
+    it (SIGKILL: the kernel's out-of-memory killer or `kill -9`). Neither is worth retrying."""
 
-    def __init__(self, stage: str, code: int, tail: str) -> None:
-        self.stage, self.code, self.bad_input = stage, code, code == 2
-        super().__init__(f"stage {stage} failed (exit {code}): {tail.removeprefix('error: ')}")
+    def __init__(self, stage: str, code: int, tail: str, signal: int | None = None) -> None:
+        self.stage, self.code, self.bad_input, self.signal = stage, code, code == 2, signal
+        if signal is not None:
+            name = _signal_name(signal)
+            why = " (out of memory, or kill -9)" if name == "SIGKILL" else ""
+            super().__init__(f"stage {stage} was killed by {name}{why}; its previous outputs are back in place")
+        else:
+            super().__init__(f"stage {stage} failed (exit {code}): {tail.removeprefix('error: ')}")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 # Called with (text, complete): complete lines, and (complete=False) what a progress bar
@@ -136,37 +152,106 @@ def ensure_dvc_project(root: Path) -> None:
         raise InputError(f"dvc init failed in {root}: {_last_line(result)}")
 
 
-def changed_stages(root: Path) -> set[str]:
-    """Stages whose deps, params, code or outs differ from dvc.lock (or that never ran)."""
+@dataclass(frozen=True)
+class Status:
+    """What `dvc status` says of a workspace.
+
+    `changed`: stages whose deps, params, code or outs differ from dvc.lock (or that never
+    ran). `damaged`: per stage, the outputs dvc.lock records that are now `deleted` (a run
+    killed after DVC removed them) or `modified` (tampered with, or edited by hand).
+    """
+
+    changed: set[str]
+    damaged: dict[str, dict[str, str]]
+
+
+def status(root: Path) -> Status:
+    """`dvc status --json` of `root`, parsed."""
     result = dvc(root, "status", "--json")
     if result.returncode != 0:
         raise InputError(f"dvc status failed: {_last_line(result)}")
     text = result.stdout.strip()
-    status = json.loads(text[text.index("{") :]) if "{" in text else {}
-    return {key.split(":")[-1] for key in status}
+    raw = json.loads(text[text.index("{") :]) if "{" in text else {}
+    damaged: dict[str, dict[str, str]] = {}
+    for key, entries in raw.items():
+        for entry in entries if isinstance(entries, list) else []:
+            outs = entry.get("changed outs", {}) if isinstance(entry, dict) else {}
+            bad = {path: state for path, state in outs.items() if state in ("deleted", "modified")}
+            if bad:
+                damaged.setdefault(key.split(":")[-1], {}).update(bad)
+    return Status({key.split(":")[-1] for key in raw}, damaged)
 
 
-def reproduce(root: Path, stage: str, env: dict, force: bool = False, on_output: OnOutput | None = None) -> bool:
+def restore_outputs(root: Path, outs: dict[str, tuple[str, ...]]) -> set[str]:
+    """Put back the outputs dvc.lock records for the stages of `outs` (stage name -> its
+    output paths) from DVC's cache (`dvc checkout --force`), after removing the temporary
+    files an interrupted atomic write left beside them. Returns the stages DVC could not
+    restore (their outputs are not in its cache: the stage must run again)."""
+    for paths in outs.values():
+        for out in paths:
+            remove_partial_writes(root / out)
+    unrestored = set()
+    for stage in outs:
+        if dvc(root, "checkout", "--force", stage).returncode != 0:
+            unrestored.add(stage)
+    return unrestored
+
+
+def remove_partial_writes(output: Path) -> list[Path]:
+    """Delete what a killed atomic write of `output` left behind (`modhifi_core.safe_io`
+    writes a file, or a folder, as `.NAME.*.tmp` beside it, then renames it into place;
+    a replaced folder is retired as `.NAME.*.old` before removal): those siblings, and
+    `.*.tmp` files inside `output` when it is a folder. Call it only while holding the
+    workspace lock (no other run is writing there)."""
+    siblings = (f".{output.name}.*.tmp", f".{output.name}.*.old")
+    found = [path for pattern in siblings for path in output.parent.glob(pattern)] if output.parent.is_dir() else []
+    if output.is_dir():
+        found += [path for path in output.rglob(".*.tmp") if path.is_file()]
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return found
+
+
+def reproduce(
+    root: Path,
+    stage: str,
+    env: dict,
+    force: bool = False,
+    on_output: OnOutput | None = None,
+    outs: tuple[str, ...] = (),
+) -> bool:
     """`dvc repro --single-item STAGE` (`--force`: even if unchanged); returns whether
     DVC executed the stage's command. Its output, the stage's included, streams to
     `on_output` (see `OutputSplitter`); Python in the stage writes unbuffered so it does so
-    live."""
+    live. When the stage fails (or is killed) its outputs are restored from DVC's cache
+    and partial writes beside them (`outs`: the stage's output paths) are removed before
+    `StageFailed` is raised."""
     args = ("repro", "--single-item", *(["--force"] if force else []), stage)
     result = run_streaming(_dvc_argv(args), root, _dvc_env({"PYTHONUNBUFFERED": "1", **env}), on_output)
     if result.returncode != 0:
         # DVC deletes a stage's outputs before running it; put back the ones dvc.lock
         # records (from the cache) so a failed run leaves the previous artifacts in place.
-        dvc(root, "checkout", "--force", stage)
-        raise StageFailed(stage, _stage_exit_code(result), _last_line(result))
+        restore_outputs(root, {stage: outs})
+        code, killed_by = _stage_exit(result)
+        raise StageFailed(stage, code, _last_line(result), killed_by)
     return "didn't change, skipping" not in result.stdout + result.stderr
 
 
-def _stage_exit_code(result: subprocess.CompletedProcess) -> int:
-    text = result.stdout + result.stderr
-    marker = "failed to reproduce" if "failed to reproduce" in text else ""
-    if marker and "exited with 2" in text:
-        return 2
-    return result.returncode
+def _stage_exit(result: subprocess.CompletedProcess) -> tuple[int, int | None]:
+    """The stage command's exit code, and the signal that killed it (or None), from DVC's
+    `failed to run: CMD, exited with N` (N < 0: killed by signal -N; a shell reports 128+N)."""
+    found = re.findall(r"exited with (-?\d+)", result.stdout + result.stderr)
+    if not found:  # DVC itself was killed
+        return result.returncode, -result.returncode if result.returncode < 0 else None
+    code = int(found[-1])
+    if code < 0:
+        return code, -code
+    if code in (128 + signal.SIGKILL, 128 + signal.SIGTERM):
+        return code, code - 128
+    return code, None
 
 
 def _last_line(result: subprocess.CompletedProcess) -> str:

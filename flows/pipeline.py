@@ -62,13 +62,37 @@ def check_changes_ahead(root: Path) -> None:
     temporary server (seconds of CPU each, on separate cores). The next flow run on `root`
     uses the answer. Call it only while holding the workspace lock."""
     executor = ThreadPoolExecutor(max_workers=1)
-    _status_ahead[str(Path(root).resolve())] = executor.submit(dvc.changed_stages, root)
+    _status_ahead[str(Path(root).resolve())] = executor.submit(dvc.status, root)
     executor.shutdown(wait=False)  # the submitted call still runs to the end
 
 
-def _changed_stages(root: Path) -> set[str]:
+def _status(root: Path) -> dvc.Status:
     ahead = _status_ahead.pop(str(Path(root).resolve()), None)
-    return ahead.result() if ahead is not None else dvc.changed_stages(root)
+    return ahead.result() if ahead is not None else dvc.status(root)
+
+
+# Why an output dvc.lock records is not as it recorded it.
+_DAMAGE = {
+    "deleted": "is missing though dvc.lock records it (a run was interrupted?)",
+    "modified": "differs from the hash dvc.lock records (tampered with, or edited by hand)",
+}
+
+
+def restore_damaged_outputs(ws: Workspace, stages: dict, status: dvc.Status, force: bool) -> dvc.Status:
+    """Say, one line each (even with --quiet), which outputs recorded in dvc.lock are
+    missing or altered, then put them back from DVC's cache, so nothing is built on a
+    tampered artifact or rebuilt without a word. Returns the status after the repair
+    (with `force` every stage rebuilds anyway: only the report)."""
+    for paths in status.damaged.values():
+        for path, state in sorted(paths.items()):
+            action = "--force rebuilds it" if force else "restoring it from DVC's cache"
+            _view.warn(f"{path} {_DAMAGE[state]}: {action}")
+    if force or not status.damaged:
+        return status
+    outs = {stage: stages[stage].outs for stage in status.damaged if stage in stages}
+    for stage in sorted(dvc.restore_outputs(ws.root, outs)):
+        _view.warn(f"{stage}: its outputs are not in DVC's cache; the stage runs again")
+    return dvc.status(ws.root)
 
 
 def _show_output(text: str, complete: bool) -> None:
@@ -80,14 +104,14 @@ def _retry_unless_bad_input(task, task_run, state) -> bool:  # noqa: ANN001 - Pr
     try:
         state.result()
     except dvc.StageFailed as exc:
-        return not exc.bad_input
+        return not exc.bad_input and exc.signal is None
     except Exception:  # noqa: BLE001 - anything else may be transient
         return True
     return False
 
 
 @task(task_run_name="{name}", retries=1, retry_delay_seconds=2, retry_condition_fn=_retry_unless_bad_input)
-def stage_task(name: str, root: str, must_run: bool, force: bool, env: dict) -> object:
+def stage_task(name: str, root: str, must_run: bool, force: bool, env: dict, outs: tuple[str, ...]) -> object:
     """Reproduce one DVC stage, or finish as Skipped when nothing it depends on changed."""
     if not must_run:
         _view.finished(name, "skipped")
@@ -95,9 +119,10 @@ def stage_task(name: str, root: str, must_run: bool, force: bool, env: dict) -> 
     _view.started(name, task_run.run_count)
     start = time.perf_counter()
     try:
-        ran = dvc.reproduce(Path(root), name, env, force, on_output=_show_output)
+        ran = dvc.reproduce(Path(root), name, env, force, on_output=_show_output, outs=outs)
     except dvc.StageFailed as exc:
-        _view.failed(name, time.perf_counter() - start, f"exit {exc.code}")
+        reason = f"killed by signal {exc.signal}" if exc.signal else f"exit {exc.code}"
+        _view.failed(name, time.perf_counter() - start, reason)
         raise
     # The stage process left its MLflow record; log it here, where MLflow is already loaded.
     tracking.replay_pending(Workspace.at(root), name, env.get("MODHIFI_PARENT_RUN_ID"))
@@ -114,7 +139,11 @@ def run_stages(ws: Workspace, flow_name: str, force: bool = False) -> dict:
     selected = set(stages) if wanted is None else upstream_closure(stages, wanted)
     order = [name for name in topological_order(stages) if name in selected]
     _view.plan(order)
-    changed = set(order) if force else _changed_stages(ws.root)
+    status = restore_damaged_outputs(ws, stages, _status(ws.root), force)
+    changed = set(order) if force else status.changed
+    closed = tracking.close_interrupted_runs(ws)
+    if closed:
+        _view.note(f"MLflow: {closed} run(s) of an interrupted run marked FAILED")
     if force:
         _view.note(f"--force: running all {len(order)} stages")
     else:
@@ -130,7 +159,8 @@ def run_stages(ws: Workspace, flow_name: str, force: bool = False) -> dict:
     try:
         for name in order:
             must_run = name in changed or bool(executed.intersection(stages[name].upstream))
-            result = stage_task(name, str(ws.root), must_run, force, env, return_state=True).result()
+            state = stage_task(name, str(ws.root), must_run, force, env, stages[name].outs, return_state=True)
+            result = state.result()
             if result["ran"]:
                 executed.add(name)
                 summary["ran"].append(name)

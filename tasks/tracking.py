@@ -105,6 +105,27 @@ def replay(ws: Workspace, record: StageRecord, parent_run_id: str | None) -> str
     return run_id
 
 
+def close_interrupted_runs(ws: Workspace) -> int:
+    """Mark FAILED (tag `modhifi.interrupted`) every MLflow run of the workspace still
+    RUNNING; returns how many. Stage records a killed flow left unreplayed are logged now,
+    without a parent run. Call it only under the workspace lock: no run of this workspace
+    is live then, so a RUNNING one belongs to a `modhifi run` that was killed."""
+    import mlflow
+
+    for stale in sorted((ws.root / ".modhifi" / "tracking").glob("*.json")):
+        replay_pending(ws, stale.stem, None)
+    if not (ws.root / "mlflow.db").is_file():
+        return 0
+
+    experiment_id = configure(ws)
+    client = mlflow.tracking.MlflowClient(tracking_uri=ws.mlflow_uri)
+    runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
+    for run in runs:
+        client.set_tag(run.info.run_id, "modhifi.interrupted", "true")
+        client.set_terminated(run.info.run_id, status="FAILED")
+    return len(runs)
+
+
 def configure(ws: Workspace) -> str:
     """Point MLflow at the workspace's SQLite store; returns the experiment id."""
     import mlflow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -47,15 +48,15 @@ def run(
         raise InputError(f"unknown flow {flow_name!r}; choose one of {', '.join(FLOWS)}")
     ensure_dvc_project(ws.root)
     with workspace_lock(ws.run_lock, wait), watched_by(view):
-        if not force:
-            check_changes_ahead(ws.root)
+        check_changes_ahead(ws.root)  # with --force too: damaged outputs are reported
         view.note(_prefect_note())
         try:
             summary = FLOWS[flow_name](root=str(ws.root), **({"force": force} if flow_name == "pipeline" else {}))
         except StageFailed as exc:
             if exc.bad_input:
                 raise InputError(str(exc)) from None
-            raise
+            print(f"error: {exc}", file=sys.stderr)  # a crash or a kill: exit 1, not bad input
+            raise typer.Exit(1) from None
     result = _run_result(ws, summary)
     if as_json:
         emit(result, True, "")
