@@ -303,14 +303,15 @@ def _workspace(root: Path) -> Path:
         ("stages: {}\n", "must be a non-empty mapping"),
     ],
 )
-def test_a_broken_dvc_yaml_is_refused_naming_the_file(cli, tmp_path, text, message):
+@pytest.mark.parametrize("command", [("stage", "train_base"), ("run",)])
+def test_a_broken_dvc_yaml_is_refused_naming_the_file(cli, tmp_path, text, message, command):
     ws = _workspace(tmp_path / "ws")
     (ws / "dvc.yaml").write_text(text)
     before = hashes(ws)
-    result = cli("stage", "train_base", "--workspace", ws)
+    result = cli(*command, "--workspace", ws)
     assert result.returncode == 2
     one_line(result, str(ws / "dvc.yaml"), message)
-    assert hashes(ws) == before
+    assert hashes(ws) == before  # `run`: refused before Prefect, DVC or MLflow wrote anything
 
 
 def _duplicate(key_line: str) -> Callable[[str], str]:
