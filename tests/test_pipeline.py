@@ -220,6 +220,22 @@ def test_tampered_ancestor_fails_verification_and_is_named(ws):
     assert dvc_status(root, env) == {}
 
 
+def test_tampered_artifact_is_reported_and_restored_before_anything_runs(ws):
+    root, env = ws
+    model = root / "outputs/pruned/model.pt"
+    original = model.read_bytes()
+    middle = len(original) // 2
+    model.write_bytes(original[:middle] + bytes([original[middle] ^ 1]) + original[middle + 1 :])
+    summary, shown = run_pipeline_showing(root, env, "--quiet")
+    assert shown.strip().splitlines() == [
+        "warning: outputs/pruned/model.pt differs from the hash dvc.lock records (tampered with, or edited by hand): "
+        "restoring it from DVC's cache"
+    ]
+    assert summary["ran"] == []  # nothing was built on it, nor rebuilt without a word
+    assert model.read_bytes() == original
+    assert dvc_status(root, env) == {}
+
+
 def test_second_run_while_one_holds_the_lock_is_refused(ws):
     from flows.locking import workspace_lock
 
@@ -293,19 +309,3 @@ def test_invalid_params_runs_nothing(ws):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "prune.target_flops" in lines[0]
     assert (root / "dvc.lock").read_text() == lock_before
     assert json.loads((root / "outputs/evaluation/metrics.json").read_text())
-
-
-def test_tampered_artifact_is_reported_and_restored_before_anything_runs(ws):
-    root, env = ws
-    model = root / "outputs/pruned/model.pt"
-    original = model.read_bytes()
-    middle = len(original) // 2
-    model.write_bytes(original[:middle] + bytes([original[middle] ^ 1]) + original[middle + 1 :])
-    summary, shown = run_pipeline_showing(root, env, "--quiet")
-    assert shown.strip().splitlines() == [
-        "warning: outputs/pruned/model.pt differs from the hash dvc.lock records (tampered with, or edited by hand): "
-        "restoring it from DVC's cache"
-    ]
-    assert summary["ran"] == []  # nothing was built on it, nor rebuilt without a word
-    assert model.read_bytes() == original
-    assert dvc_status(root, env) == {}
