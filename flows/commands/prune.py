@@ -83,7 +83,7 @@ def prune_hf(source: str, out: Path, method: str, calibration: str, options: dic
     from modhifi_core.sources import load_hf, save_hf
     from modhifi_core.sources.huggingface import weights_digest
 
-    loaded = load_hf(source)
+    loaded = load_hf(source, need_tokenizer=True)
     result = prune_language_model(loaded.model, loaded.tokenizer, calibration, method=method, **options)
     lineage = {
         "operation": "prune",
