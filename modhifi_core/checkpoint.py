@@ -136,10 +136,16 @@ def _load_state(model: nn.Module, state: Any, path: Path) -> None:
             raise InputError(
                 f"{path}: config and weights disagree at {key} (config {tuple(tensor.shape)}, weights {got})"
             )
+    refuse_non_finite(state, path)
+    model.load_state_dict(state, strict=True)
+
+
+def refuse_non_finite(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Raise `InputError` naming the first floating-point tensor of `state` that holds NaN
+    or inf (such a model predicts nothing; every measurement with it would be meaningless)."""
     for key, tensor in state.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise InputError(f"{path}: weights {key} contain NaN or inf; refusing a broken model")
-    model.load_state_dict(state, strict=True)
 
 
 def content_digest(payload: dict[str, Any]) -> str:

@@ -84,7 +84,7 @@ class PruneParams(Section):
     ridge: float = Field(1e-4, ge=0.0, le=1.0)  # λ, scaled by the mean Gram diagonal
     round_to: int = Field(1, ge=1, le=256)
     latency_batch: int = Field(64, ge=1, le=65_536)  # batch of the CPU latency measurement
-    latency_repeats: int = Field(20, ge=1, le=10_000)  # interleaved dense/pruned timings, median
+    latency_repeats: int = Field(100, ge=1, le=10_000)  # interleaved dense/pruned timings, median
 
 
 class UnlearnParams(Section):

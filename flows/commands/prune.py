@@ -27,7 +27,7 @@ def prune(
     rounds: int | None = typer.Option(None, min=1, help="Pruning rounds (default: one per halving of FLOPs)."),
     round_to: int = typer.Option(1, min=1, help="Round kept channel counts up to a multiple of this."),
     batch_size: int = typer.Option(128, min=1, help="Calibration batch size."),
-    latency_repeats: int = typer.Option(20, min=1, help="Interleaved timed forward passes (batch 64) per model."),
+    latency_repeats: int = typer.Option(100, min=1, help="Interleaved timed forward passes (batch 64) per model."),
     seed: int = typer.Option(0, min=0, help="Seed of the calibration subset, gaussian/synthetic data and random."),
     target_params: float | None = typer.Option(None, help="hf:DIR: fraction of all parameters that remains."),
     ffn_fraction: float | None = typer.Option(None, help="hf:DIR: fraction of FFN neurons removed per layer."),
@@ -83,7 +83,7 @@ def prune_hf(source: str, out: Path, method: str, calibration: str, options: dic
     from modhifi_core.sources import load_hf, save_hf
     from modhifi_core.sources.huggingface import weights_digest
 
-    loaded = load_hf(source)
+    loaded = load_hf(source, need_tokenizer=True)
     result = prune_language_model(loaded.model, loaded.tokenizer, calibration, method=method, **options)
     lineage = {
         "operation": "prune",

@@ -83,7 +83,7 @@ def prune_checkpoint(
     seed: int = 0,
     batch_size: int = 128,
     latency_batch: int = 64,
-    latency_repeats: int = 20,
+    latency_repeats: int = 100,
     statistics: ModelStatistics | None = None,
     scores: ModelScores | None = None,
     parents: dict[str, str] | None = None,

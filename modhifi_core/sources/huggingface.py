@@ -23,6 +23,7 @@ version). The folder is assembled under a temporary name and renamed into place.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import shutil
@@ -34,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from modhifi_core.checkpoint import refuse_non_finite
 from modhifi_core.errors import InputError
 from modhifi_core.safe_io import atomic_write_json, sha256_file
 
@@ -155,6 +157,11 @@ def check_safetensors(path: Path) -> None:
                 raise ValueError("header longer than the file")
             header = json.loads(handle.read(header_len))
         ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+        for key, entry in header.items():
+            if key != "__metadata__":
+                _check_tensor_entry(path, key, entry)
+    except InputError:
+        raise
     except (struct.error, ValueError, KeyError, TypeError, IndexError) as exc:
         raise InputError(f"{path} is not a readable safetensors file ({exc})") from None
     expected = 8 + header_len + max(ends, default=0)
@@ -162,13 +169,38 @@ def check_safetensors(path: Path) -> None:
         raise InputError(f"{path} is truncated: {size} bytes, its header needs {expected}")
 
 
+_SAFETENSORS_ITEM_BYTES = {
+    **dict.fromkeys(("F64", "I64", "U64", "C64"), 8),
+    **dict.fromkeys(("F32", "I32", "U32"), 4),
+    **dict.fromkeys(("F16", "BF16", "I16", "U16"), 2),
+    **dict.fromkeys(("I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2", "F8_E8M0"), 1),
+}
+
+
+def _check_tensor_entry(path: Path, key: str, entry: dict) -> None:
+    """One header entry is honest: a known dtype, a shape of non-negative integers and a
+    byte range [start, end) exactly as long as that shape needs."""
+    dtype, shape, (start, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in _SAFETENSORS_ITEM_BYTES:
+        raise InputError(f"{path}: tensor {key} has an unknown dtype {dtype!r}")
+    if not all(isinstance(n, int) and n >= 0 for n in shape) or not 0 <= start <= end:
+        raise InputError(f"{path}: tensor {key} has an invalid shape {shape} or byte range [{start}, {end})")
+    needed = _SAFETENSORS_ITEM_BYTES[dtype] * math.prod(shape)
+    if end - start != needed:
+        raise InputError(
+            f"{path}: header lies about tensor {key}: shape {shape} of {dtype} needs {needed} bytes, "
+            f"its byte range holds {end - start}"
+        )
+
+
 def check_torch_bin(path: Path) -> None:
     """`torch.load(weights_only=True)` accepts it: tensors only, no pickled code."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path} holds a pickled payload that weights_only loading refuses: {first}") from None
+    except pickle.UnpicklingError:
+        raise InputError(
+            f"refusing to load {path}: it holds a pickled payload with objects that could run code when loaded"
+        ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         raise InputError(f"{path} is not a readable torch state dict ({type(exc).__name__})") from None
     if not isinstance(state, dict):
@@ -214,38 +246,64 @@ def _model_class(config: Any, kind: str) -> type:
     return fallback[kind]
 
 
-def load_hf(path: str | os.PathLike, kind: str = "auto", dtype: torch.dtype = torch.float32) -> LoadedModel:
+def load_hf(
+    path: str | os.PathLike, kind: str = "auto", dtype: torch.dtype = torch.float32, need_tokenizer: bool = False
+) -> LoadedModel:
     """Load a local Hugging Face folder (or `hf:DIR`) as an eval-mode model of `dtype`.
 
     `kind`: `auto` (the config's architecture, e.g. `LlamaForCausalLM`, `BertModel`),
     `causal-lm`, `encoder` (the bare model) or `image-classification`. A GGUF-only folder
-    loads as a causal LM. The tokenizer is loaded when the folder (or the GGUF) has one."""
+    loads as a causal LM. The tokenizer is loaded when the folder (or the GGUF) has one;
+    `need_tokenizer` refuses a folder without tokenizer files before any weight is read.
+    Weights holding NaN or inf are refused, naming the first such tensor."""
     if kind not in KINDS:
         raise InputError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
     path = parse_hf_source(str(path))
     config_dict, weights, weights_format = check_folder(path)
+    if need_tokenizer and weights_format != "gguf" and not _has_tokenizer_files(path):
+        raise InputError(f"{path} has no tokenizer files (e.g. tokenizer.json): cannot tokenise text for this model")
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # callers report in one line, not bars
-    common = {"local_files_only": True, "trust_remote_code": False, "dtype": dtype}
-    if weights_format == "gguf":
-        gguf = {"gguf_file": weights[0].name}
-        config = transformers.AutoConfig.from_pretrained(path, **gguf, local_files_only=True)
-        cls = _model_class(config, "causal-lm" if kind == "auto" else kind)
-        model = cls.from_pretrained(path, **gguf, **common)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(path, **gguf, local_files_only=True)
-        _forget_gguf_origin(model)
-    else:
-        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-        cls = _model_class(config, kind)
-        try:
-            model = cls.from_pretrained(path, config=config, use_safetensors=weights_format == "safetensors", **common)
-        except (OSError, ValueError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"{path}: transformers could not load the weights: {first}") from None
+    try:
+        if weights_format == "gguf":
+            model, tokenizer = _load_gguf(path, weights[0], kind, dtype)
+        else:
+            config = transformers.AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+            cls = _model_class(config, kind)
+            use_safetensors = weights_format == "safetensors"
+            model = cls.from_pretrained(
+                path,
+                config=config,
+                use_safetensors=use_safetensors,
+                local_files_only=True,
+                trust_remote_code=False,
+                dtype=dtype,
+            )
+            tokenizer = None
+    except (OSError, ValueError, RuntimeError, ImportError, KeyError, IndexError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: transformers could not load the weights: {first}") from None
+    refuse_non_finite(model.state_dict(), path)
+    if weights_format != "gguf":
         tokenizer = _load_tokenizer(path)
     model.eval()
     return LoadedModel(model, tokenizer, path, weights, weights_format)
+
+
+def _load_gguf(path: Path, gguf_path: Path, kind: str, dtype: torch.dtype) -> tuple[nn.Module, Any]:
+    """A single-file GGUF model, dequantised to `dtype`, and the tokenizer it embeds."""
+    import transformers
+
+    gguf = {"gguf_file": gguf_path.name, "local_files_only": True}
+    config = transformers.AutoConfig.from_pretrained(path, **gguf)
+    cls = _model_class(config, "causal-lm" if kind == "auto" else kind)
+    model = cls.from_pretrained(path, **gguf, trust_remote_code=False, dtype=dtype)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, **gguf)
+    _forget_gguf_origin(model)
+    return model, tokenizer
 
 
 def _forget_gguf_origin(model: nn.Module) -> None:
@@ -260,8 +318,12 @@ def _forget_gguf_origin(model: nn.Module) -> None:
         model.is_quantized = False
 
 
+def _has_tokenizer_files(path: Path) -> bool:
+    return any((path / name).is_file() for name in TOKENIZER_FILES[:7])
+
+
 def _load_tokenizer(path: Path) -> Any:
-    if not any((path / name).is_file() for name in TOKENIZER_FILES[:7]):
+    if not _has_tokenizer_files(path):
         return None
     from transformers import AutoTokenizer
 

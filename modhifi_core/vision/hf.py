@@ -30,10 +30,12 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
+from modhifi_core.checkpoint import refuse_non_finite
 from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
 from modhifi_core.pruning import PruningResult, prune_model
 from modhifi_core.safe_io import atomic_write_json
+from modhifi_core.sources.huggingface import check_folder
 from modhifi_core.splits import ForgetSplit
 from modhifi_core.unlearning import UnlearnResult, unlearn
 from modhifi_core.vision.shapes import apply_shape_record, shape_record
@@ -58,15 +60,12 @@ class LogitsOnly(nn.Module):
 
 
 def load_hf_image_classifier(folder: str | Path) -> nn.Module:
-    """An HF image classifier from a local folder (no hub access), in eval mode.
-    The one place this module loads HF folders (swap for modhifi_core.sources.huggingface)."""
-    from transformers import AutoModelForImageClassification
+    """An HF image classifier from a local folder, in eval mode, through
+    `modhifi_core.sources.load_hf` (its checks: no remote code, no hub access, no pickled
+    payload, honest safetensors headers, finite weights)."""
+    from modhifi_core.sources import load_hf
 
-    try:
-        model = AutoModelForImageClassification.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot load an image classifier from {folder}: {exc}") from None
-    return model.eval()
+    return load_hf(folder, kind="image-classification").model
 
 
 def model_type(model: nn.Module) -> str:
@@ -156,13 +155,16 @@ def load_hf_pruned(folder: str | Path) -> nn.Module:
         record = json.loads(shapes_path.read_text())["layer_shapes"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise InputError(f"{shapes_path} is not a shape record: {exc}") from None
-    config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    check_folder(folder)  # the same refusals as load_hf before anything is parsed by transformers
+    config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     model = apply_shape_record(AutoModelForImageClassification.from_config(config), record)
     weights = folder / "model.safetensors"
     if not weights.exists():
         raise InputError(f"{folder} has no model.safetensors")
+    state = load_file(str(weights))
+    refuse_non_finite(state, weights)
     try:
-        model.load_state_dict(load_file(str(weights)), strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         raise InputError(f"{weights} does not fit the recorded shapes: {' '.join(first[:3])}") from None
