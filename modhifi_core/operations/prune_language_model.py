@@ -18,17 +18,16 @@ Calibration: `text:PATH` (a file or folder, tokenised into seeded windows) or
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from modhifi_core.errors import InputError
 from modhifi_core.language import perplexity, sample_sequences, text_windows
 from modhifi_core.pruning.ffn import prune_transformer
+from modhifi_core.pruning.latency import time_alternately
 
 METHODS = {
     "modhifi": ("energy", "ls"),
@@ -133,18 +132,9 @@ def prune_language_model(
     return LanguagePruning(result.model, windows, metrics, result.report)
 
 
-@torch.inference_mode()
 def _latency(dense: nn.Module, pruned: nn.Module, ids: Tensor, repeats: int) -> dict[str, float]:
-    """Median seconds of dense and pruned forwards on `ids`, timed alternately."""
-    timings: dict[str, list[float]] = {"dense": [], "pruned": []}
-    for model in (dense, pruned):
-        model(input_ids=ids)  # warm-up
-    for _ in range(repeats):
-        for name, model in (("dense", dense), ("pruned", pruned)):
-            begin = time.perf_counter()
-            model(input_ids=ids)
-            timings[name].append(time.perf_counter() - begin)
-    dense_s, pruned_s = statistics.median(timings["dense"]), statistics.median(timings["pruned"])
+    """Median seconds of dense and pruned forwards on `ids`, timed alternately (one warm-up)."""
+    dense_s, pruned_s = time_alternately(dense, pruned, lambda m: m(input_ids=ids), warmup=1, repeats=repeats)
     return {
         "latency_dense_ms": 1000 * dense_s,
         "latency_pruned_ms": 1000 * pruned_s,

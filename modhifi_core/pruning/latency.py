@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -53,22 +54,30 @@ def compare_latency(
     warmup: int = 3,
     repeats: int = 10,
 ) -> tuple[float, float]:
-    """Median seconds `(dense, pruned)` on the same random batch, timed alternately so that
-    load from other processes affects both alike."""
+    """Median seconds `(dense, pruned)` on the same random batch `(batch_size, *image_shape)`."""
     inputs = torch.randn(batch_size, *image_shape, generator=torch.Generator().manual_seed(0))
+    return time_alternately(dense, pruned, lambda m: m(inputs.to(next(m.parameters()).device)), warmup, repeats)
+
+
+@torch.inference_mode()
+def time_alternately(
+    dense: nn.Module, pruned: nn.Module, forward: Callable[[nn.Module], object], warmup: int = 3, repeats: int = 10
+) -> tuple[float, float]:
+    """Median seconds `(dense, pruned)` of `forward(model)` (the models in eval mode), after
+    `warmup` untimed passes, timed alternately so that load from other processes affects
+    both alike. Any model kind: `forward` feeds it its inputs (images, token ids)."""
     models = (dense, pruned)
     states = [m.training for m in models]
     for m in models:
         m.eval()
     for _ in range(warmup):
         for m in models:
-            m(inputs.to(next(m.parameters()).device))
+            forward(m)
     timings: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
         for m, record in zip(models, timings):
-            batch = inputs.to(next(m.parameters()).device)
             start = _clock()
-            m(batch)
+            forward(m)
             record.append(_clock() - start)
     for m, state in zip(models, states):
         m.train(state)
