@@ -142,10 +142,12 @@ def test_aggressive_targets_iterate_and_stay_within_tolerance(trained):
 def test_keep_fraction_with_union_allocation_is_the_paper_rule(trained):
     model, data = trained
     calibration = data.train.images[:128]
-    result = prune_model(model, calibration, "modhifi", target_flops=None, keep_fraction=0.5, allocation="union")
-    assert result.report["rounds"][0]["keep_fraction"] == 0.5
-    # A consumer with many outputs keeps more than half of its inputs under the union rule.
-    assert result.model.fc.in_features >= 32
+    # At 0.5 the union of 8-channel layers' top-4 sets over their consumers is often every
+    # channel (this model: FLOPs ratio 1.0 on one machine, < 1 on another); 0.2 still removes.
+    result = prune_model(model, calibration, "modhifi", target_flops=None, keep_fraction=0.2, allocation="union")
+    assert result.report["rounds"][0]["keep_fraction"] == 0.2
+    # A consumer with many outputs keeps more than the fraction of its inputs under the union rule.
+    assert result.model.fc.in_features > 0.2 * 64
     assert result.report["flops_ratio"] < 1
 
 
