@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from modhifi_core.errors import InputError
 
 
@@ -172,14 +174,27 @@ def status(root: Path) -> Status:
         raise InputError(f"dvc status failed: {_last_line(result)}")
     text = result.stdout.strip()
     raw = json.loads(text[text.index("{") :]) if "{" in text else {}
+    recorded = locked_outs(root)
     damaged: dict[str, dict[str, str]] = {}
     for key, entries in raw.items():
+        stage = key.split(":")[-1]
         for entry in entries if isinstance(entries, list) else []:
             outs = entry.get("changed outs", {}) if isinstance(entry, dict) else {}
-            bad = {path: state for path, state in outs.items() if state in ("deleted", "modified")}
+            # A stage that never ran has its outputs "deleted" too: only what dvc.lock records is damage.
+            locked = recorded.get(stage, set())
+            bad = {path: s for path, s in outs.items() if s in ("deleted", "modified") and path in locked}
             if bad:
-                damaged.setdefault(key.split(":")[-1], {}).update(bad)
+                damaged.setdefault(stage, {}).update(bad)
     return Status({key.split(":")[-1] for key in raw}, damaged)
+
+
+def locked_outs(root: Path) -> dict[str, set[str]]:
+    """The output paths dvc.lock records, by stage (empty when there is no dvc.lock)."""
+    lock = root / "dvc.lock"
+    if not lock.is_file():
+        return {}
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    return {name: {out["path"] for out in entry.get("outs", [])} for name, entry in stages.items()}
 
 
 def restore_outputs(root: Path, outs: dict[str, tuple[str, ...]]) -> set[str]:

@@ -41,8 +41,9 @@ def _params(root):
 
 def test_first_run_executes_every_stage_and_dvc_agrees(ws):
     root, env = ws
-    summary = run_pipeline(root, env)
+    summary, shown = run_pipeline_showing(root, env)
     assert sorted(summary["ran"]) == sorted(ALL)
+    assert "warning" not in shown  # a first run has no dvc.lock: nothing is "missing"
     assert dvc_status(root, env) == {}
     metrics = summary["metrics"]
     assert metrics["flops_ratio"] == pytest.approx(0.5, abs=0.02)

@@ -44,6 +44,16 @@ def test_status_names_deleted_and_modified_outputs(project):
     assert status.damaged == {"copy": {"out/b.txt": "deleted"}, "folder": {"d": "modified"}}
 
 
+def test_stages_that_never_ran_are_changed_not_damaged(tmp_path, monkeypatch):
+    """Without dvc.lock DVC calls every output "deleted"; none of it is damage to report."""
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path / "site"))
+    (tmp_path / "dvc.yaml").write_text(DVC_YAML)
+    (tmp_path / "a.txt").write_text("payload\n")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q", "--no-scm"], cwd=tmp_path, check=True)
+    assert dvc.status(tmp_path) == dvc.Status({"copy", "folder"}, {})
+
+
 def test_restore_puts_back_the_locked_outputs_and_removes_partial_writes(project):
     (project / "out/b.txt").unlink()
     partial = project / "out/.b.txt.k3j2.tmp"
