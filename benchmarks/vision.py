@@ -3,8 +3,10 @@ Prints a table per section and writes benchmarks/results/vision_<section>.json.
 
     python benchmarks/vision.py train     # ResNet-18 w32 (3 seeds) and HF ViT/Swin on Fashion-MNIST
     python benchmarks/vision.py prune     # ModHiFi-P vs L2/L1/random at 50/25/15% FLOPs, ResNet-18
+    python benchmarks/vision.py prune-mlp # ViT MLP neurons: ModHiFi saliency/energy + LS vs Wanda-sp/magnitude/random
     python benchmarks/vision.py unlearn   # ModHiFi-U, all 10 classes: ResNet-18 (zero) and ViT/Swin (negate)
     python benchmarks/vision.py speed     # HF ResNet-50 224 px, random weights: latency vs FLOPs cut
+    python benchmarks/vision.py speed-vit # HF ViT-S/16 224 px, random weights: MLP neurons, latency vs FLOPs cut
     python benchmarks/vision.py speed-zoo # torchvision resnet50 (run with .venv-zoo/bin/python)
 
 Fashion-MNIST comes from Debian's `dataset-fashion-mnist` (installed with apt-get when
@@ -242,6 +244,59 @@ def section_prune(args) -> dict:
     }
 
 
+MLP_FRACTIONS = (0.25, 0.5, 0.75)
+MLP_RUNS = [  # (label, score, compensation) of `prune_transformer` on the ViT's MLP neurons
+    ("ModHiFi saliency + LS refit", "saliency", "ls"),
+    ("ModHiFi saliency, no refit", "saliency", "none"),
+    ("energy Q_jj + LS refit", "energy", "ls"),
+    ("Wanda-sp", "wanda-sp", "none"),
+    ("magnitude", "magnitude", "none"),
+    ("random", "random", "none"),
+]
+
+
+def section_prune_mlp(args) -> dict:
+    """MLP neurons of the Fashion-MNIST HF ViTs removed (attention a pass-through), every
+    score x compensation on one set of statistics per model, no fine-tuning."""
+    from modhifi_core.pruning.ffn import collect_ffn_statistics, prune_transformer
+    from modhifi_core.vision import LogitsOnly
+
+    data = fashion(None, VIT_TRAIN["per_class"])
+    test = per_class_subset(data.test, args.test_per_class)
+    calibration = calibration_subset(data.train, args.images or 256)
+    rows = []
+    for seed in args.seeds:
+        model, _ = trained_vit(seed, data)
+        dense = accuracy(LogitsOnly(model), test)
+        stats_start = time.perf_counter()
+        statistics_ = collect_ffn_statistics(model, calibration, batch_size=64)
+        stats_s = time.perf_counter() - stats_start
+        print(f"seed {seed}: dense {dense:.2f}% ({len(test)} test images), statistics {stats_s:.1f}s", flush=True)
+        for fraction in args.fractions or MLP_FRACTIONS:
+            for label, score, compensation in MLP_RUNS:
+                result = prune_transformer(
+                    model, fraction=fraction, score=score, compensation=compensation, statistics=statistics_,
+                    seq_len=17, seed=seed,
+                )  # fmt: skip
+                row = {
+                    "seed": seed,
+                    "mlp_fraction_removed": fraction,
+                    "method": label,
+                    "dense_test_accuracy": dense,
+                    "flops_ratio": result.report["flops_ratio"],
+                    "params_ratio": result.report["params_ratio"],
+                    "test_accuracy": accuracy(LogitsOnly(result.model), test),
+                    "seconds": result.report["seconds"],
+                }
+                rows.append(row)
+                print(
+                    f"  {fraction:4.2f} {label:30s} flops {row['flops_ratio']:.3f} acc {row['test_accuracy']:6.2f}",
+                    flush=True,
+                )
+    summary = summarise(rows, ("mlp_fraction_removed", "method"), "test_accuracy")
+    return {"calibration_images": len(calibration), "test_images": len(test), "rows": rows, "summary": summary}
+
+
 def summarise(rows: list[dict], keys: tuple[str, ...], value: str) -> list[dict]:
     """Mean and sample std of `value` over the rows sharing `keys` (in first-seen order)."""
     groups: dict[tuple, list[float]] = {}
@@ -406,6 +461,50 @@ def section_speed(args) -> dict:
     return speed_rows("HF ResNet-50 224x224", LogitsOnly(model).eval(), prune, args)
 
 
+def section_speed_vit(args) -> dict:
+    """HF ViT-S/16 (hidden 384, 12 blocks, 6 heads, MLP 1536) at 224 px, random weights:
+    MLP neurons removed (attention a pass-through), measured CPU latency vs FLOPs cut."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from modhifi_core.pruning.ffn import collect_ffn_statistics, prune_transformer
+    from modhifi_core.pruning.report import latency_report
+    from modhifi_core.vision import LogitsOnly
+
+    torch.manual_seed(0)
+    config = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
+                       image_size=224, patch_size=16, num_labels=1000)  # fmt: skip
+    model = ViTForImageClassification(config).eval()
+    calibration = torch.randn(args.images or 16, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    statistics_ = collect_ffn_statistics(model, calibration, batch_size=8)
+    batch, rows = args.batch or 16, []
+    for fraction in args.fractions or (0.5, 0.75):
+        start = time.perf_counter()
+        result = prune_transformer(model, fraction=fraction, statistics=statistics_, seq_len=197, round_to=8)
+        prune_seconds = time.perf_counter() - start
+        latency = latency_report(LogitsOnly(model), LogitsOnly(result.model), (3, 224, 224), batch, 2, args.repeats)
+        row = {
+            "model": "HF ViT-S/16 224x224",
+            "method": "ModHiFi energy + LS refit",
+            "mlp_fraction_removed": fraction,
+            "round_to": 8,
+            "flops_ratio": result.report["flops_ratio"],
+            "params_ratio": result.report["params_ratio"],
+            "prune_seconds": prune_seconds,
+            **latency,
+            "speedup_per_flops_cut": latency["latency_speedup"] * result.report["flops_ratio"],
+        }
+        rows.append(row)
+        print(
+            f"ViT-S/16 MLP {fraction:.2f} removed: flops {row['flops_ratio']:.3f} latency "
+            f"{latency['latency_dense_ms']:.0f} -> {latency['latency_pruned_ms']:.0f} ms  speed-up "
+            f"{latency['latency_speedup']:.2f}x = {row['speedup_per_flops_cut']:.2f} of the cut (goal 0.9)",
+            flush=True,
+        )
+    goals = {f"MLP {r['mlp_fraction_removed']}": {"value": r["speedup_per_flops_cut"], "goal": 0.9,
+                                                  "met": r["speedup_per_flops_cut"] >= 0.9} for r in rows}  # fmt: skip
+    return {"batch": batch, "repeats": args.repeats, "rows": rows, "goals": goals}
+
+
 def section_speed_zoo(args) -> dict:
     """torchvision resnet50 at 224 px (needs .venv-zoo): as `speed`."""
     from modhifi_core.pruning import prune_model
@@ -471,8 +570,10 @@ def speed_rows(setting: str, dense: nn.Module, prune, args) -> dict:
 SECTIONS = {
     "train": section_train,
     "prune": section_prune,
+    "prune-mlp": section_prune_mlp,
     "unlearn": section_unlearn,
     "speed": section_speed,
+    "speed-vit": section_speed_vit,
     "speed-zoo": section_speed_zoo,
 }
 
@@ -499,7 +600,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--vit-layers", choices=["all", "last"], default="all", help="unlearn: fc2 of every block or the last"
     )
-    parser.add_argument("--fractions", type=float, nargs="+", default=None, help="unlearn: HiFi fractions")
+    parser.add_argument(
+        "--fractions",
+        type=float,
+        nargs="+",
+        default=None,
+        help="HiFi fractions (unlearn), MLP fractions removed (prune-mlp, speed-vit)",
+    )
     parser.add_argument("--classes", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--split-per-class", type=int, default=200, help="unlearn: D_f/D_r from this many per class")
     parser.add_argument("--test-per-class", type=int, default=200, help="prune/unlearn: test images per class")
