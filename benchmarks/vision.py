@@ -206,16 +206,9 @@ def section_prune(args) -> dict:
                 start = time.perf_counter()
                 engine_method = "modhifi" if method.startswith("modhifi") else method
                 result = prune_model(model, calibration, engine_method, target_flops=target, **options)
-                row = {
-                    "seed": seed,
-                    "target_flops": target,
-                    "method": label,
-                    "dense_test_accuracy": dense,
-                    "flops_ratio": result.report["flops_ratio"],
-                    "params_ratio": result.report["params_ratio"],
-                    "test_accuracy": accuracy(result.model, test),
-                    "seconds": time.perf_counter() - start,
-                }
+                seconds = time.perf_counter() - start
+                row = pruned_row(seed, {"target_flops": target}, label, dense, result, accuracy(result.model, test))
+                row["seconds"] = seconds
                 rows.append(row)
                 print(
                     f"  {target:4.2f} {label:32s} flops {row['flops_ratio']:.3f} acc {row['test_accuracy']:6.2f}"
@@ -278,16 +271,9 @@ def section_prune_mlp(args) -> dict:
                     model, fraction=fraction, score=score, compensation=compensation, statistics=statistics_,
                     seq_len=17, seed=seed,
                 )  # fmt: skip
-                row = {
-                    "seed": seed,
-                    "mlp_fraction_removed": fraction,
-                    "method": label,
-                    "dense_test_accuracy": dense,
-                    "flops_ratio": result.report["flops_ratio"],
-                    "params_ratio": result.report["params_ratio"],
-                    "test_accuracy": accuracy(LogitsOnly(result.model), test),
-                    "seconds": result.report["seconds"],
-                }
+                measured = accuracy(LogitsOnly(result.model), test)
+                row = pruned_row(seed, {"mlp_fraction_removed": fraction}, label, dense, result, measured)
+                row["seconds"] = result.report["seconds"]
                 rows.append(row)
                 print(
                     f"  {fraction:4.2f} {label:30s} flops {row['flops_ratio']:.3f} acc {row['test_accuracy']:6.2f}",
@@ -295,6 +281,15 @@ def section_prune_mlp(args) -> dict:
                 )
     summary = summarise(rows, ("mlp_fraction_removed", "method"), "test_accuracy")
     return {"calibration_images": len(calibration), "test_images": len(test), "rows": rows, "summary": summary}
+
+
+def pruned_row(seed: int, target: dict, label: str, dense: float, result, test_accuracy: float) -> dict:
+    """One table row of a pruning benchmark: the target, the method, dense and pruned test
+    accuracy (%), and the FLOPs/params ratios of the result's report."""
+    report = result.report
+    return {"seed": seed, **target, "method": label, "dense_test_accuracy": dense,
+            "flops_ratio": report["flops_ratio"], "params_ratio": report["params_ratio"],
+            "test_accuracy": test_accuracy}  # fmt: skip
 
 
 def summarise(rows: list[dict], keys: tuple[str, ...], value: str) -> list[dict]:
