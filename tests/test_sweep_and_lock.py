@@ -101,3 +101,18 @@ def test_a_point_workspace_is_a_copy_with_its_params_and_the_shared_cache(tmp_pa
     cache = dvc(copy, "cache", "dir")
     assert cache.returncode == 0 and cache.stdout.strip() == str(root / ".dvc/cache")
     assert (root / "params.yaml").read_text() == "old: 1\n"  # the workspace itself untouched
+
+
+def test_where_the_points_run(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flows.sweep import sweep_executor
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))  # cluster.address: null
+    with sweep_executor(tmp_path, None) as executor:
+        assert executor is None  # one after the other, as before
+    with sweep_executor(tmp_path, 2) as executor:
+        assert isinstance(executor, ThreadPoolExecutor) and executor._max_workers == 2
+    with pytest.raises(InputError, match="--workers must be at least 1, got 0"):
+        with sweep_executor(tmp_path, 0):
+            pass
