@@ -7,7 +7,13 @@ Default: ResNet-50 (the zoo's, ImageNet stem, 1000 classes, float32, random init
 * `single`   — `collect_statistics(model, batches)` in one process, one torch thread;
 * `cluster1`, `cluster2` — `flows.cluster.open_executor("local", N)` (one-thread worker
   processes), then `collect_statistics(..., executor=..., shards=2N)`; cluster start-up is
-  timed apart from the pass. Peak RSS of the client and of every worker.
+  timed apart from the pass. Peak RSS of the client and of every worker, and what the
+  workers run with (torch threads, worker threads, the malloc settings).
+
+CPU seconds (user, sys) of the pass in every process — the client and each worker — are
+recorded next to the wall-clock time: on a machine shared with other work the wall-clock
+ratio measures the neighbours as much as modhifi, while `cpu_vs_single` (all processes'
+CPU over the single process's) is the cluster path's own cost.
 
 Also measured, in the driver: the serialisation the sharded path adds (pickling the model
 once per pass, unpickling it once per shard, a shard's images and a shard's result each
@@ -58,6 +64,16 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def cpu_seconds() -> dict:
+    """This process's CPU time so far: user and system seconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"user": usage.ru_utime, "sys": usage.ru_stime}
+
+
+def cpu_delta(after: dict, before: dict) -> dict:
+    return {key: after[key] - before[key] for key in after}
+
+
 def run_mode(args) -> dict:
     """One mode, in this (fresh) process; saves the statistics for the driver to compare."""
     import torch
@@ -67,9 +83,10 @@ def run_mode(args) -> dict:
     model, batches = model_and_batches(args)
     record = {"mode": args.mode, "load_before": os.getloadavg(), "rss_before_pass_mib": peak_rss_mib()}
     if args.mode == "single":
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         stats = collect_statistics(model, batches)
         record["seconds"] = time.perf_counter() - start
+        record["cpu_s"] = cpu_delta(cpu_seconds(), cpu)
     else:
         from distributed import get_task_stream
 
@@ -81,18 +98,35 @@ def run_mode(args) -> dict:
             # warm workers, as a long-lived cluster's are: torch and the engine imported
             executor._client.run(importlib.import_module, "modhifi_core.statistics")
             record["cluster_start_seconds"] = time.perf_counter() - start
-            record["shards"] = shards = args.shards_per_worker * workers
+            record["shards"] = shards = min(args.shards_per_worker * workers, len(batches))
+            client_cpu, worker_cpu = cpu_seconds(), executor._client.run(cpu_seconds)
             start = time.perf_counter()
             with get_task_stream(client=executor._client) as stream:
                 stats = collect_statistics(model, batches, executor=executor, shards=shards)
             record["seconds"] = time.perf_counter() - start
+            record["cpu_s"] = cpu_delta(cpu_seconds(), client_cpu)  # the client: pickling, adding
+            after = executor._client.run(cpu_seconds)
+            record["worker_cpu_s"] = [cpu_delta(after[w], worker_cpu[w]) for w in sorted(after)]
             record["tasks"] = task_timings(stream.data)
             record["worker_peak_rss_mib"] = sorted(executor._client.run(peak_rss_mib).values())
+            record["worker_setup"] = sorted(executor._client.run(worker_setup).values(), key=str)
     record["load_after"] = os.getloadavg()
     record["client_peak_rss_mib"] = peak_rss_mib()
     record["images_per_second"] = args.images / record["seconds"]
     torch.save({name: vars(value) for name, value in stats.items()}, args.save)
     return record
+
+
+def worker_setup(dask_worker) -> dict:  # noqa: ANN001 (Client.run passes the worker)
+    """What a worker's tasks run with: torch's intra-op threads, the worker's threads, the
+    malloc settings the nanny gave it."""
+    import torch
+
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "worker_threads": dask_worker.state.nthreads,
+        **{k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_")},
+    }
 
 
 def task_timings(stream: list[dict]) -> list[dict]:
@@ -149,6 +183,12 @@ def bytes_moved(costs: dict, shards: int, workers: int, images_mib: float) -> di
     to_workers = workers * costs["model_mib"] + images_mib
     back = shards * costs["result_mib"]
     return {"to_workers_mib": to_workers, "results_back_mib": back, "total_mib": to_workers + back}
+
+
+def total_cpu(record: dict) -> float:
+    """CPU seconds (user + sys) the pass took in all processes: the client and its workers."""
+    parts = [record["cpu_s"], *record.get("worker_cpu_s", [])]
+    return sum(part["user"] + part["sys"] for part in parts)
 
 
 def relative_error(path_a: Path, path_b: Path) -> float:
@@ -213,6 +253,7 @@ def main() -> None:
         for mode in runs:
             if mode != "single":
                 summary[f"{mode}_speedup_vs_single"] = single / runs[mode]["seconds"]
+                summary[f"{mode}_cpu_vs_single"] = total_cpu(runs[mode]) / total_cpu(runs["single"])
         if "cluster2" in runs:
             summary["goal_2_workers_at_least_1.6x"] = summary["cluster2_speedup_vs_single"] >= 1.6
         if "cluster1" in runs:

@@ -106,8 +106,12 @@ def _local_client(workers: int) -> Iterator[object]:
 
     # Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's
     # adaptive mmap threshold: every large torch temporary is then a fresh mmap, and the
-    # statistics pass ran 4x slower on a worker than in this process (measured).
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    # statistics pass ran 4x slower on a worker than in this process (measured). And a worker
+    # runs its tasks in a thread other than the main one, whose allocations glibc serves from
+    # a secondary arena that it hands back to the kernel eagerly: the same pass took 1.45x
+    # the CPU time there (ResNet-50, 224 px); with one arena (MALLOC_ARENA_MAX=1), 0.95x.
+    environ = {"MALLOC_TRIM_THRESHOLD_": None, "MALLOC_ARENA_MAX": 1}
+    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in environ.items()}):
         cluster = LocalCluster(
             n_workers=workers,
             threads_per_worker=1,

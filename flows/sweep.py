@@ -12,6 +12,14 @@ clause restores it and deletes the backup. If the sweep is killed (SIGKILL, powe
 the next command that loads params.yaml — `modhifi run`, `stage`, `sweep` — finds the
 backup of a dead process and restores the user's file, comments included, before it reads
 anything (`modhifi_core.params.restore_interrupted_sweep`).
+
+With an `executor` (`modhifi sweep --workers N`: a thread pool; or `cluster.address` set:
+the Dask cluster) the points run concurrently instead, each in its own copy of the
+workspace (`point_workspace`: the code, dvc.yaml, dvc.lock and outputs, the point's
+params.yaml, DVC's cache shared with the workspace's) by its own `modhifi run` process, so
+that no two runs write one workspace; the rows are gathered in point order and the copies
+removed. The user's params.yaml and outputs are not touched. A copy lives next to the
+workspace, so Dask workers on other machines need that folder on a shared filesystem.
 """
 
 from __future__ import annotations
@@ -21,7 +29,13 @@ import io
 import itertools
 import json
 import os
-from collections.abc import Callable
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -29,6 +43,7 @@ import yaml
 from modhifi_core.errors import InputError
 from modhifi_core.params import restore_interrupted_sweep, sweep_backup_path, validate_params
 from modhifi_core.safe_io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from tasks.workspace import Workspace
 
 COLUMNS = ("pruned_test_accuracy", "flops_ratio", "params_ratio", "latency_speedup", "UA", "RA", "TA", "MIA")
 
@@ -64,26 +79,21 @@ def apply(params: dict, point: dict) -> dict:
     return result
 
 
-def run_sweep(root: Path, assignments: list[str], run_pipeline: Callable[[], dict]) -> dict:
-    """Run every point of the sweep; returns and writes `outputs/sweeps/<name>.{json,csv,png}`."""
+def run_sweep(
+    root: Path, assignments: list[str], run_pipeline: Callable[[], dict], executor: Executor | None = None
+) -> dict:
+    """Run every point of the sweep (one after the other in `root` with `run_pipeline`, or
+    concurrently in workspace copies on `executor`); returns and writes
+    `outputs/sweeps/<name>.{json,csv,png}`."""
     params_file = root / "params.yaml"
     restore_interrupted_sweep(params_file)
     original = params_file.read_text()
     params = yaml.safe_load(original)
     grid = parse_assignments(assignments, params)
-    rows = []
-    backup = sweep_backup_path(params_file)
-    atomic_write_json(backup, {"pid": os.getpid(), "params": original})
-    try:
-        for point in points(grid):
-            atomic_write_text(params_file, yaml.safe_dump(apply(params, point), sort_keys=False))
-            summary = run_pipeline()
-            metrics = summary["metrics"]
-            rows.append({**point, **{c: metrics.get(c) for c in COLUMNS}, "ran": ",".join(summary["ran"])})
-    finally:
-        atomic_write_text(params_file, original)
-        backup.unlink(missing_ok=True)
-    run_pipeline()  # back to the original params' outputs (restored from DVC's run-cache)
+    if executor is None:
+        rows = _sequential(root, original, params, grid, run_pipeline)
+    else:
+        rows = _concurrent(root, params, grid, executor)
     name = "sweep-" + "-".join(k.replace(".", "_") for k in grid)
     folder = root / "outputs" / "sweeps"
     result = {"name": name, "grid": grid, "rows": rows}
@@ -91,6 +101,108 @@ def run_sweep(root: Path, assignments: list[str], run_pipeline: Callable[[], dic
     atomic_write_text(folder / f"{name}.csv", _csv(rows))
     atomic_write_bytes(folder / f"{name}.png", plot_sweep(rows, list(grid)))
     return result
+
+
+@contextmanager
+def sweep_executor(root: Path, workers: int | None) -> Iterator[Executor | None]:
+    """Where a sweep's points run: `workers` threads (each point its own process), else the
+    Dask cluster of `root`'s `cluster` params when one is set (no retries: a failed point
+    fails the same again), else None (one after the other)."""
+    if workers is not None:
+        if workers < 1:
+            raise InputError(f"--workers must be at least 1, got {workers}")
+        with ThreadPoolExecutor(workers) as pool:
+            yield pool
+        return
+    from flows.cluster import open_executor
+
+    cluster = Workspace.at(root).params().cluster
+    with open_executor(cluster.address, cluster.workers, retries=0) as executor:
+        yield executor
+
+
+def _row(point: dict, summary: dict) -> dict:
+    metrics = summary["metrics"]
+    return {**point, **{c: metrics.get(c) for c in COLUMNS}, "ran": ",".join(summary["ran"])}
+
+
+def _sequential(root: Path, original: str, params: dict, grid: dict, run_pipeline: Callable[[], dict]) -> list[dict]:
+    """Each point's values written to `root`'s params.yaml in turn (module docstring)."""
+    params_file = root / "params.yaml"
+    rows = []
+    backup = sweep_backup_path(params_file)
+    atomic_write_json(backup, {"pid": os.getpid(), "params": original})
+    try:
+        for point in points(grid):
+            atomic_write_text(params_file, yaml.safe_dump(apply(params, point), sort_keys=False))
+            rows.append(_row(point, run_pipeline()))
+    finally:
+        atomic_write_text(params_file, original)
+        backup.unlink(missing_ok=True)
+    run_pipeline()  # back to the original params' outputs (restored from DVC's run-cache)
+    return rows
+
+
+def _concurrent(root: Path, params: dict, grid: dict, executor: Executor) -> list[dict]:
+    """Every point as one `run_point` task on `executor`, in its own workspace copy."""
+    scratch = Path(tempfile.mkdtemp(prefix=f".{root.name}-sweep-", dir=root.parent))
+    futures = []
+    try:
+        for index, point in enumerate(points(grid)):
+            copy = point_workspace(root, scratch / f"point-{index}", apply(params, point))
+            futures.append(executor.submit(run_point, str(copy)))
+        summaries = [future.result() for future in futures]
+    finally:
+        wait(futures)  # no copy is removed under a running point
+        shutil.rmtree(scratch, ignore_errors=True)
+    return [_row(point, summary) for point, summary in zip(points(grid), summaries)]
+
+
+# Not copied into a point's workspace, by folder: version control, run state, tracking
+# stores, interpreters; DVC's cache and scratch (the copy uses the workspace's cache);
+# earlier sweeps.
+_NOT_COPIED = {
+    ".": {".git", ".prefect", ".modhifi-run.lock", ".modhifi-run.lock.pid", "mlflow.db", "mlartifacts", ".venv"},
+    ".dvc": {"cache", "tmp"},
+    "outputs": {"sweeps"},
+}
+
+
+def point_workspace(root: Path, copy: Path, params: dict) -> Path:
+    """A copy of workspace `root` at `copy` that runs with `params`: `root`'s files but
+    `_NOT_COPIED` (and outputs/sweeps), DVC without git, DVC's cache `root`'s. A point that
+    runs on the cluster computes its own statistics in its process (`cluster.address:
+    null`): its task holds a worker thread, and shards queued behind it would never start."""
+    from flows.dvc import dvc
+
+    def ignored(folder: str, names: list[str]) -> set[str]:
+        skip = _NOT_COPIED.get(Path(folder).relative_to(root).as_posix(), set())
+        return {name for name in names if name in skip or name == "__pycache__"}
+
+    shutil.copytree(root, copy, symlinks=True, ignore=ignored)
+    point = json.loads(json.dumps(params))
+    if point.get("cluster", {}).get("address") is not None:
+        point["cluster"]["address"] = None
+    atomic_write_text(copy / "params.yaml", yaml.safe_dump(point, sort_keys=False))
+    for setting in (("core.no_scm", "true"), ("cache.dir", str(root / ".dvc" / "cache"))):
+        done = dvc(copy, "config", "--local", *setting)
+        if done.returncode != 0:
+            raise InputError(f"cannot set up the sweep workspace {copy}: {done.stdout.strip()[-300:]}")
+    return copy
+
+
+def run_point(workspace: str) -> dict:
+    """The task of one concurrent point: `modhifi run --json --quiet` in `workspace` (its own
+    process, its own Prefect home) and the run's summary. Raises `RuntimeError` with the end
+    of its stderr when the run fails."""
+    env = dict(os.environ, MODHIFI_PROGRESS="0")
+    if not env.get("PREFECT_API_URL"):
+        env["PREFECT_HOME"] = str(Workspace.at(workspace).prefect_home)
+    command = [sys.executable, "-m", "flows.cli", "run", "--workspace", workspace, "--json", "--quiet"]
+    done = subprocess.run(command, cwd=workspace, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"sweep point in {workspace} failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def plot_sweep(rows: list[dict], keys: list[str]) -> bytes:

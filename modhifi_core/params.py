@@ -133,9 +133,9 @@ class EvaluateParams(Section):
 
 
 class ClusterParams(Section):
-    """Where the collect stage computes its statistics: null (this process), `local` (a
-    Dask LocalCluster of `workers` processes, started and closed by the stage) or the
-    `tcp://host:port` of a running Dask scheduler (docs/cluster.md)."""
+    """Where the collect, prune and unlearn stages compute activation statistics: null
+    (this process), `local` (a Dask LocalCluster of `workers` processes, started and closed
+    by the stage) or the `tcp://host:port` of a running Dask scheduler (docs/cluster.md)."""
 
     address: str | None = None
     workers: int = Field(2, ge=1, le=4096)

@@ -2,7 +2,8 @@
 (`modhifi_core.operations.prune_checkpoint`). ModHiFi's first round ranks by the score
 stage's scores, made from collect's statistics on the same calibration set (both recorded
 as parents with their sha256); later rounds of an aggressive target re-collect and
-re-score on the pruned model.
+re-score on the pruned model; those passes (and the compensation's kept-set Grams) run on
+the Dask cluster when `cluster.address` is set.
 
 Writes the pruned checkpoint, its metrics (FLOPs/params ratios, accuracy, CPU latency)
 and a per-layer channel table for DVC plots and the report.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 
+from flows.cluster import open_executor
 from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.data import load_from_spec
 from modhifi_core.metadata import read_metadata
@@ -32,20 +34,22 @@ def run(ws: Workspace, params: Params) -> dict:
     modhifi = p.method == "modhifi"
     inputs = ("statistics", "scores") if modhifi else ("statistics",)
     parents = {name: sha256_file(ws.artifact(name)) for name in inputs}
-    outcome = prune_checkpoint(
-        base,
-        stage_calibration(ws, params, base, data),
-        data,
-        p,
-        calibration_source=params.collect.calibration,
-        seed=params.seed,
-        batch_size=params.collect.batch_size,
-        latency_batch=p.latency_batch,
-        latency_repeats=p.latency_repeats,
-        statistics=load_statistics(ws),
-        scores=load_scores(ws) if modhifi else None,
-        parents=parents | synthetic_parent(ws, params.collect.calibration == "synthetic"),
-    )
+    with open_executor(params.cluster.address, params.cluster.workers) as executor:
+        outcome = prune_checkpoint(
+            base,
+            stage_calibration(ws, params, base, data),
+            data,
+            p,
+            calibration_source=params.collect.calibration,
+            seed=params.seed,
+            batch_size=params.collect.batch_size,
+            latency_batch=p.latency_batch,
+            latency_repeats=p.latency_repeats,
+            statistics=load_statistics(ws),
+            scores=load_scores(ws) if modhifi else None,
+            parents=parents | synthetic_parent(ws, params.collect.calibration == "synthetic"),
+            executor=executor,
+        )
     outcome.save(ws.artifact("pruned_model"))
     atomic_write_json(ws.artifact("pruned_metrics"), outcome.metrics)
     atomic_write_text(ws.artifact("pruned_layers"), layers_csv(outcome.metadata.report["layers"]))

@@ -4,10 +4,12 @@ model — prune-then-unlearn (`modhifi_core.operations.unlearn_checkpoint`).
 Data-free by default: the method sees only the synthesize stage's samples
 (`unlearn.data: synthetic`); `real` uses the training split. The evidence — UA, RA,
 TA, MIA-Efficacy on the real data, before and after — is stored with the checkpoint.
+ModHiFi-U's statistics passes run on the Dask cluster when `cluster.address` is set.
 """
 
 from __future__ import annotations
 
+from flows.cluster import open_executor
 from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.data import load_from_spec
 from modhifi_core.metadata import read_metadata
@@ -25,7 +27,10 @@ def run(ws: Workspace, params: Params) -> dict:
     synthetic = params.unlearn.data == "synthetic"
     samples = load_synthetic(ws.artifact("synthetic"), source.config.num_classes) if synthetic else None
     parents = synthetic_parent(ws, synthetic)
-    outcome = unlearn_checkpoint(source, data, params.unlearn, samples=samples, seed=params.seed, parents=parents)
+    with open_executor(params.cluster.address, params.cluster.workers) as executor:
+        outcome = unlearn_checkpoint(
+            source, data, params.unlearn, samples=samples, seed=params.seed, parents=parents, executor=executor
+        )
     outcome.save(ws.artifact("unlearned_model"))
     atomic_write_json(ws.artifact("unlearned_metrics"), outcome.metrics)
     return outcome.metrics

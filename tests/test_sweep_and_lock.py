@@ -65,3 +65,54 @@ def test_lock_refuses_a_second_holder_and_names_it(tmp_path):
     with workspace_lock(lock):  # ... but nothing locked, and the next holder names itself
         assert pid_file_of(lock).read_text() == str(os.getpid())
     assert not pid_file_of(lock).exists()  # a holder that finishes takes its pid with it
+
+
+def test_a_point_workspace_is_a_copy_with_its_params_and_the_shared_cache(tmp_path):
+    """What a concurrent point runs in: the workspace's files but its version control, run
+    state, tracking stores, DVC cache and earlier sweeps; its own params.yaml (statistics
+    in its own process); DVC without git, on the workspace's cache."""
+    from flows.dvc import dvc, ensure_dvc_project
+    from flows.sweep import point_workspace
+
+    root = tmp_path / "ws"
+    for name, text in {
+        "dvc.yaml": "stages: {}\n",
+        "params.yaml": "old: 1\n",
+        "tasks/prune.py": "code\n",
+        "tasks/__pycache__/prune.pyc": "",
+        "outputs/pruned/model.pt": "weights",
+        "outputs/sweeps/sweep-x.csv": "old table",
+        "mlflow.db": "",
+        ".prefect/db": "",
+    }.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    ensure_dvc_project(root)  # without git
+    (root / ".git").mkdir()  # stands for the user's repository: not copied
+    (root / ".dvc/cache/files").mkdir(parents=True)
+    params = {**PARAMS, "cluster": {"address": "local", "workers": 2}}
+    copy = point_workspace(root, tmp_path / "sweep/point-0", apply(params, {"prune.target_flops": 0.3}))
+    files = {p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file()}
+    assert {"dvc.yaml", "tasks/prune.py", "outputs/pruned/model.pt"} <= files
+    for gone in ("tasks/__pycache__", "outputs/sweeps", "mlflow.db", ".git", ".prefect", ".dvc/cache", ".dvc/tmp"):
+        assert not (copy / gone).exists(), gone
+    written = yaml.safe_load((copy / "params.yaml").read_text())
+    assert written["prune"]["target_flops"] == 0.3 and written["cluster"] == {"address": None, "workers": 2}
+    cache = dvc(copy, "cache", "dir")
+    assert cache.returncode == 0 and cache.stdout.strip() == str(root / ".dvc/cache")
+    assert (root / "params.yaml").read_text() == "old: 1\n"  # the workspace itself untouched
+
+
+def test_where_the_points_run(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flows.sweep import sweep_executor
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))  # cluster.address: null
+    with sweep_executor(tmp_path, None) as executor:
+        assert executor is None  # one after the other, as before
+    with sweep_executor(tmp_path, 2) as executor:
+        assert isinstance(executor, ThreadPoolExecutor) and executor._max_workers == 2
+    with pytest.raises(InputError, match="--workers must be at least 1, got 0"):
+        with sweep_executor(tmp_path, 0):
+            pass

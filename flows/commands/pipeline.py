@@ -191,11 +191,14 @@ def sweep(
     assignments: list[str] = typer.Argument(..., help="section.key=v1,v2,... (several: their cartesian product)."),
     workspace: Path = typer.Option(Path("."), help=WORKSPACE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Run N points at once, each in a workspace copy (default: on cluster.address if set)."
+    ),
 ) -> None:
     """Run the pipeline once per value and write one comparison table and plot."""
     from flows.dvc import ensure_dvc_project
     from flows.locking import workspace_lock
-    from flows.sweep import run_sweep
+    from flows.sweep import run_sweep, sweep_executor
     from tasks.workspace import Workspace
 
     ws = Workspace.at(workspace)
@@ -204,8 +207,8 @@ def sweep(
     from flows.pipeline import pipeline
 
     ensure_dvc_project(ws.root)
-    with workspace_lock(ws.run_lock):
-        result = run_sweep(ws.root, assignments, lambda: _run_result(ws, pipeline(root=str(ws.root))))
+    with workspace_lock(ws.run_lock), sweep_executor(ws.root, workers) as executor:
+        result = run_sweep(ws.root, assignments, lambda: _run_result(ws, pipeline(root=str(ws.root))), executor)
     if as_json:
         emit(result, True, "")
         return

@@ -11,6 +11,7 @@ metadata of the pruned model.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Executor
 
 from torch import Tensor, nn
 
@@ -53,7 +54,9 @@ def prune(
     computed (`score(model, statistics, kind)` with `kind` the `score` option, default
     saliency); later rounds recompute both on the pruned model. Other options: `compensation` (`none`, `scalar`,
     `full`; default full for modhifi — the paper's is scalar — and none otherwise), `allocation`, `ridge`, `rounds`,
-    `round_to`, `batch_size`, `keep_fraction`, `seed` (random).
+    `round_to`, `batch_size`, `keep_fraction`, `seed` (random), `executor` (a
+    `concurrent.futures.Executor`: every statistics pass — each round's statistics, the
+    compensation's kept-set Grams — runs as shards on it, with the same result).
     `report`: `flops_ratio`, `params_ratio`, per-layer channels/FLOPs/params, rounds."""
     common = {"example_inputs": example_inputs, "ignored_layers": ignored_layers, **options}
     if statistics is not None:
@@ -87,16 +90,25 @@ def prune_checkpoint(
     statistics: ModelStatistics | None = None,
     scores: ModelScores | None = None,
     parents: dict[str, str] | None = None,
+    executor: Executor | None = None,
 ) -> Outcome:
     """`prune` on `source.model` with `params` (the first round from `statistics` and
     `scores`, if given), measured on `data.test`: metrics `flops_ratio`, `params_ratio`,
     `test_accuracy`, `dense_test_accuracy` (%), where the first round's statistics and
     scores came from (`first_round_*`: given or collected/computed), `rounds`, `latency_*`
     (median of `latency_repeats` interleaved dense/pruned passes on a random batch of
-    `latency_batch`) and `seconds`."""
+    `latency_batch`) and `seconds`. `executor`: as in `prune`."""
     start = time.perf_counter()
     options = pruning_options(params, seed)
-    result = prune(source.model, calibration, batch_size=batch_size, statistics=statistics, scores=scores, **options)
+    result = prune(
+        source.model,
+        calibration,
+        batch_size=batch_size,
+        statistics=statistics,
+        scores=scores,
+        executor=executor,
+        **options,
+    )
     seconds = time.perf_counter() - start
     metrics = {
         "method": params.method,

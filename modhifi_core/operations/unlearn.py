@@ -12,6 +12,7 @@ was forgotten.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Executor
 
 import torch
 
@@ -40,6 +41,7 @@ def unlearn_checkpoint(
     samples: ArrayDataset | None = None,
     seed: int = 0,
     parents: dict[str, str] | None = None,
+    executor: Executor | None = None,
 ) -> Outcome:
     """Unlearn `params`' forget set from `source.model`.
 
@@ -47,7 +49,8 @@ def unlearn_checkpoint(
     samples of every class; made from the model now when None); with `real` the real
     training split. Retrain uses the model's training recipe unless hyper-parameters
     override it. Metrics: UA, RA, TA, MIA (%) after, `before_*` on the source model,
-    `seconds` (the unlearning step), `prune_seconds`."""
+    `seconds` (the unlearning step), `prune_seconds`. `executor`: where ModHiFi-U's
+    statistics passes run (`modhifi_core.unlearning.unlearn`); the result is the same."""
     meta = read_metadata(source.metadata)
     forgotten = _forget_record(params, seed)
     split = forget_split(data.train, forgotten)
@@ -72,7 +75,7 @@ def unlearn_checkpoint(
         method_split, hyperparameters = _synthetic_inputs(network, samples, data, params, seed)
     if params.method == "retrain":
         hyperparameters = {**meta.recipe, **hyperparameters}
-    result = unlearn(network, method_split, params.method, masks=masks, **hyperparameters)
+    result = unlearn(network, method_split, params.method, masks=masks, executor=executor, **hyperparameters)
     before = unlearning_metrics(source.model, split, data.test)
     after = unlearning_metrics(result.model, split, data.test)
     evidence = {**after, **{f"before_{k}": v for k, v in before.items()}}

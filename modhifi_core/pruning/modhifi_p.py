@@ -19,6 +19,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -202,6 +203,7 @@ def prune_with(
     ignored_layers: list[str] | None = None,
     statistics: dict[str, LayerStatistics] | None = None,
     scores: dict[str, Tensor] | None = None,
+    executor: Executor | None = None,
 ) -> PruningResult:
     """The shared pruning loop; every method is this call with its importance factory.
     `allocation` and `score` only label the report (the factory implements them).
@@ -216,7 +218,10 @@ def prune_with(
     this model and these calibration batches (the pipeline's collect stage); later
     rounds re-collect on the pruned model. `scores`: the first round's per-layer `score`
     scores `(c_out, c_in)` when already computed from those statistics (the score stage;
-    `score` methods only); later rounds recompute them on the pruned model."""
+    `score` methods only); later rounds recompute them on the pruned model.
+    `executor`: every statistics pass of the loop (each round's statistics and the joint
+    compensation's kept-set Grams) runs as shards on it (`modhifi_core.statistics`), the
+    same sums as without; `sequential` compensation and BN recalibration run here."""
     batches = calibration_batches(calibration, batch_size)
     rounds = _validate(target_flops, keep_fraction, compensation, ridge, rounds, round_to, batch_size)
     if scores is not None and score is None:
@@ -245,7 +250,7 @@ def prune_with(
         if index == 0 and statistics is not None:
             stats = _given_statistics(statistics, coupling.consumer_layers(), sum(len(b) for b in batches))
         elif needs_statistics or compensation != "none":
-            stats = collect_statistics(model, batches, coupling.consumer_layers())
+            stats = collect_statistics(model, batches, coupling.consumer_layers(), executor=executor)
         importance = importance_for(model, coupling, stats, scores if index == 0 else None)
         levels = {group.root: importance.keep_levels(group.group) for group in coupling.groups}
         price = FlopsModel(model, coupling.groups, flops, per_layer)
@@ -268,7 +273,7 @@ def prune_with(
                 ridge,
             )
         elif compensation != "none":
-            _compensate(model, coupling, stats, batches, kept, compensation, ridge)
+            _compensate(model, coupling, stats, batches, kept, compensation, ridge, executor)
         coupling.prune(kept)
         if recalibrate:
             recalibrate_batchnorm(model, batches)
@@ -319,9 +324,10 @@ def _compensate(
     kept: dict[str, Tensor],
     mode: str,
     ridge: float,
+    executor: Executor | None,
 ) -> None:
     kept_inputs = coupling.kept_inputs(kept)
-    grams = collect_kept_gram(model, batches, kept_inputs)
+    grams = collect_kept_gram(model, batches, kept_inputs, executor=executor)
     modules = dict(model.named_modules())
     for name, index in kept_inputs.items():
         feeds_bn = coupling.feeds_batchnorm(name)

@@ -18,6 +18,7 @@ Each returns an `UnlearnResult` and leaves `model` untouched; `masks` (a sparse 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Executor
 
 from torch import nn
 
@@ -41,12 +42,23 @@ METHODS: dict[str, Callable[..., UnlearnResult]] = {
     "iu": influence_unlearning,
     "l1sparse": l1_sparse,
 }
+# The methods whose work is activation-statistics passes (they take an `executor`).
+STATISTICS_METHODS = ("modhifi",)
 
 
 def unlearn(
-    model: nn.Module, split: ForgetSplit, method: str = "modhifi", masks: Masks | None = None, **hyperparameters
+    model: nn.Module,
+    split: ForgetSplit,
+    method: str = "modhifi",
+    masks: Masks | None = None,
+    *,
+    executor: Executor | None = None,
+    **hyperparameters,
 ) -> UnlearnResult:
-    """Unlearn `split.forget` from `model` with `method` (a name of `METHODS`)."""
+    """Unlearn `split.forget` from `model` with `method` (a name of `METHODS`). `executor`:
+    the methods that collect activation statistics (`STATISTICS_METHODS`) run those passes
+    as shards on it; the gradient-based ones run in this process and do not use it."""
     if method not in METHODS:
         raise InputError(f"unknown unlearning method {method!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[method](model, split, masks=masks, **hyperparameters)
+    placement = {"executor": executor} if method in STATISTICS_METHODS else {}
+    return METHODS[method](model, split, masks=masks, **placement, **hyperparameters)

@@ -69,8 +69,10 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import math
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import torch
@@ -146,12 +148,24 @@ class ModHiFiUParams:
         check_int("batch_size", self.batch_size, 1)
 
 
-def modhifi_u(model: nn.Module, split: ForgetSplit, masks: Masks | None = None, **hyperparameters) -> UnlearnResult:
-    """ModHiFi-U: zero (BN) or negate (LayerNorm) the forget class's HiFi components."""
-    return run_method("modhifi", _modhifi_u, ModHiFiUParams, model, split, masks, hyperparameters)
+def modhifi_u(
+    model: nn.Module,
+    split: ForgetSplit,
+    masks: Masks | None = None,
+    *,
+    executor: Executor | None = None,
+    **hyperparameters,
+) -> UnlearnResult:
+    """ModHiFi-U: zero (BN) or negate (LayerNorm) the forget class's HiFi components.
+    `executor` (not a hyper-parameter: it changes where, not what): every statistics pass
+    (the HiFi scores, the durable head's) runs as shards on it, the same sums as without."""
+    body = functools.partial(_modhifi_u, executor=executor)
+    return run_method("modhifi", body, ModHiFiUParams, model, split, masks, hyperparameters)
 
 
-def _modhifi_u(model: nn.Module, split: ForgetSplit, params: ModHiFiUParams, masks: Masks | None) -> dict:
+def _modhifi_u(
+    model: nn.Module, split: ForgetSplit, params: ModHiFiUParams, masks: Masks | None, executor: Executor | None
+) -> dict:
     if split.forget_class is None and params.forget_images is None:
         raise InputError("ModHiFi-U forgets a class: use a class-wise split (or pass forget_images)")
     forget = params.forget_images if params.forget_images is not None else split.forget.images
@@ -160,33 +174,39 @@ def _modhifi_u(model: nn.Module, split: ForgetSplit, params: ModHiFiUParams, mas
     edit = params.edit if params.edit != "auto" else default_edit(model)
     head = None
     if params.durable and params.durable_design == "head":  # scored on the model before the stage edit
-        head = head_components(model, forget, _forget_class(model, split, forget), params.head_fraction)
+        target = _forget_class(model, split, forget)
+        head = head_components(model, forget, target, params.head_fraction, executor=executor)
     if params.fraction == "auto":
-        log = _edit_auto(model, split, params, forget, names, edit)
+        log = _edit_auto(model, split, params, forget, names, edit, executor)
     else:
-        log = _edit_stage(model, split, params, forget, names, edit)
+        log = _edit_stage(model, split, params, forget, names, edit, executor)
     if head is not None:
         log["head_negated"] = negate_head(model, *head)
     elif params.durable:
         retain = params.retain_images if params.retain_images is not None else split.retain.images
         retain = retain[: params.retain_samples or len(retain)]
         chosen = dataclasses.replace(params, fraction=log.get("fraction_chosen", params.fraction))
-        log["rounds"] = _iterate(model, split, chosen, forget, retain, names, edit)
+        log["rounds"] = _iterate(model, split, chosen, forget, retain, names, edit, executor)
     return log
 
 
 def _edit_stage(
-    model: nn.Module, split: ForgetSplit, params: ModHiFiUParams, forget: Tensor, names: list[str], edit: str
+    model: nn.Module,
+    split: ForgetSplit,
+    params: ModHiFiUParams,
+    forget: Tensor,
+    names: list[str],
+    edit: str,
+    executor: Executor | None,
 ) -> dict:
     """One scoring pass and one edit of the chosen layers (steps 1-3 of the module docstring)."""
-    hifi = hifi_components(model, forget, names, params.fraction, params.centered, params.batch_size, params.score)
+    scoring = {"batch_size": params.batch_size, "score": params.score, "executor": executor}
+    hifi = hifi_components(model, forget, names, params.fraction, params.centered, **scoring)
     spared = {}
     if params.contrastive:
         retain = params.retain_images if params.retain_images is not None else split.retain.images
         retain = retain[: params.retain_samples or len(retain)]
-        retain_hifi = hifi_components(
-            model, retain, names, params.retain_fraction, params.centered, params.batch_size, params.score
-        )
+        retain_hifi = hifi_components(model, retain, names, params.retain_fraction, params.centered, **scoring)
         for name in names:
             spared[name] = int((hifi[name] & retain_hifi[name]).sum())
             hifi[name] &= ~retain_hifi[name]
@@ -212,7 +232,13 @@ def _edit_stage(
 
 
 def _edit_auto(
-    model: nn.Module, split: ForgetSplit, params: ModHiFiUParams, forget: Tensor, names: list[str], edit: str
+    model: nn.Module,
+    split: ForgetSplit,
+    params: ModHiFiUParams,
+    forget: Tensor,
+    names: list[str],
+    edit: str,
+    executor: Executor | None,
 ) -> dict:
     """`fraction="auto"`: edit at each of `AUTO_FRACTIONS` in turn (from the original
     weights) and keep the first that leaves <= `AUTO_RECOGNISED` % of the forget samples
@@ -224,7 +250,7 @@ def _edit_auto(
         with torch.no_grad():
             for name in names:
                 modules[name].weight.copy_(original[name])
-        log = _edit_stage(model, split, dataclasses.replace(params, fraction=fraction), forget, names, edit)
+        log = _edit_stage(model, split, dataclasses.replace(params, fraction=fraction), forget, names, edit, executor)
         recognised = 100.0 * float((predict(model, forget).argmax(1) == target).float().mean())
         if recognised <= AUTO_RECOGNISED:
             break
@@ -239,6 +265,7 @@ def _iterate(
     retain: Tensor,
     names: list[str],
     edit: str,
+    executor: Executor | None,
 ) -> list[dict]:
     """Durable design `iterate`: recalibrate BN on `retain`, and while the scoring forget
     samples are still recognised (> 2% of them assigned to the forget class), re-score on
@@ -251,7 +278,7 @@ def _iterate(
         rounds.append({"round": index + 1, "forget_recognised": recognised})
         if recognised <= 2.0 or index + 1 == params.durable_rounds:
             break
-        _edit_stage(model, split, params, forget, names, edit)
+        _edit_stage(model, split, params, forget, names, edit, executor)
     return rounds
 
 
@@ -262,13 +289,16 @@ def _forget_class(model: nn.Module, split: ForgetSplit, forget: Tensor) -> int:
     return int(torch.mode(predict(model, forget).argmax(1)).values)
 
 
-def head_components(model: nn.Module, forget: Tensor, forget_class: int, fraction: float) -> tuple[int, Tensor]:
+def head_components(
+    model: nn.Module, forget: Tensor, forget_class: int, fraction: float, *, executor: Executor | None = None
+) -> tuple[int, Tensor]:
     """Durable design `head`: the classifier's HiFi components for the forget class's logit —
     the inputs `i` whose mean contribution `E Σ_p A_ki = w_ki · E Σ_p x_i` on `forget` raises
     logit `k = forget_class`, the top `fraction` of the inputs (at least one; positive ones
-    only). Returns `(k, indices)`."""
-    layer = model.get_submodule(classifier_name(model))
-    stats = collect_statistics(model, forget.split(256), layers=[classifier_name(model)])[classifier_name(model)]
+    only). Returns `(k, indices)`. `executor`: the statistics pass runs as shards on it."""
+    name = classifier_name(model)
+    layer = model.get_submodule(name)
+    stats = collect_statistics(model, forget.split(256), layers=[name], executor=executor)[name]
     contribution = (kernel_slices(layer)[forget_class] * stats.input_sum[:, :]).sum(-1) / stats.samples
     k = max(1, math.ceil(fraction * len(contribution)))
     top = torch.topk(contribution, k).indices
@@ -301,13 +331,15 @@ def hifi_components(
     centered: bool,
     batch_size: int = 128,
     score: str = "saliency",
+    executor: Executor | None = None,
 ) -> dict[str, Tensor]:
     """Boolean `(c_out, c_in)` per layer: each output channel's top-`fraction` inputs on
     `images` by `score` — `saliency` (R̃ centred on the running mean of the BN after the
-    layer; `centered` is ignored) or `fidelity` (s_ci, centred iff `centered`)."""
+    layer; `centered` is ignored) or `fidelity` (s_ci, centred iff `centered`). `executor`:
+    the statistics pass runs as shards on it (the same sums)."""
     check_choice("score", score, SCORES)
     batches = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
-    stats = collect_statistics(model, batches, layers=names)
+    stats = collect_statistics(model, batches, layers=names, executor=executor)
     centres = output_centres(model, names, images[:1]) if score == "saliency" else {}
     modules = dict(model.named_modules())
     result = {}
