@@ -153,7 +153,7 @@ def test_language_pipeline_output_loads_with_stock_transformers(language_run):
     code = (
         "import sys, importlib.util\n"
         "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in getattr(f, '__module__', '')]\n"
-        "sys.path[:] = [p for p in sys.path if p and not p.startswith(sys.argv[2])]\n"
+        "sys.path[:] = [p for p in sys.path if p and p.rstrip('/') != sys.argv[2]]\n"
         "assert importlib.util.find_spec('modhifi_core') is None, 'modhifi is importable'\n"
         "import torch, transformers\n"
         "model = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[1], local_files_only=True).eval()\n"
