@@ -33,4 +33,5 @@ def run(ws: Workspace, params: Params) -> dict:
         "parents": {"base_model": sha256_file(ws.artifact("base_model"))},
     }
     atomic_write_json(out / "calibration.json", manifest)
-    return {"samples": int(windows.shape[0]), "tokens": int(windows.numel()), "distinct_tokens": int(windows.unique().numel())}
+    distinct = int(windows.unique().numel())
+    return {"samples": int(windows.shape[0]), "tokens": int(windows.numel()), "distinct_tokens": distinct}
