@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -32,7 +33,9 @@ def run(ws: Workspace, params: Params) -> dict:
     prune_metrics = json.loads(ws.artifact("pruned_metrics").read_text())
     metrics = {"dense_perplexity": dense_ppl, "perplexity": ppl, "perplexity_ratio": ppl / dense_ppl}
     metrics |= {k: prune_metrics[k] for k in ("params_ratio", "flops_ratio", "latency_speedup") if k in prune_metrics}
-    metrics |= {"eval_tokens": int(held_out.numel()), "eval_text": text, "method": lang.method}
+    files = json.dumps(text["files"], sort_keys=True).encode()
+    held_out_text = {"path": text["path"], "files": len(text["files"]), "sha256": hashlib.sha256(files).hexdigest()}
+    metrics |= {"eval_tokens": int(held_out.numel()), "eval_text": held_out_text, "method": lang.method}
     metrics["model_sha256"] = {"base": sha256_file(ws.artifact("base_model")), **pruned_weights(ws)}
     atomic_write_json(ws.artifact("evaluation"), metrics)
     rows = ["window,dense_nll,pruned_nll", *(f"{i},{d:.6f},{p:.6f}" for i, (d, p) in enumerate(zip(*nll.values())))]
@@ -41,4 +44,5 @@ def run(ws: Workspace, params: Params) -> dict:
 
 
 def pruned_weights(ws: Workspace) -> dict[str, str]:
+    """sha256 of the pruned folder's weight files, as `pruned/<file>`."""
     return {f"pruned/{p.name}": sha256_file(p) for p in sorted(ws.artifact(HF_FOLDER).glob("*.safetensors"))}
