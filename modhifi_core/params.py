@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from modhifi_core.errors import InputError
 
@@ -29,6 +29,8 @@ class DataParams(Section):
 
 class ModelParams(Section):
     path: str | None = None  # a trained checkpoint to start from; null: train_base trains one
+    # hf:DIR: a local Hugging Face causal LM (the `language` section then drives the run)
+    source: str | None = None
     name: Literal["resnet18", "resnet50", "vgg11", "vgg19", "vit"] = "resnet18"
     width: int = Field(16, ge=1, le=1024)
 
@@ -141,6 +143,34 @@ class ClusterParams(Section):
     workers: int = Field(2, ge=1, le=4096)
 
 
+class LanguageParams(Section):
+    """The run of a Hugging Face causal LM (`model.source: hf:DIR`): calibration windows
+    (`text:PATH` or `self`, sampled from the model with seeded `temperature`/`top_p`),
+    FFN pruning as `prune_language_model` takes it, perplexity on held-out `eval_text`."""
+
+    calibration: str = "self"  # self (data-free: sampled from the model) or text:PATH (a file or folder)
+    samples: int = Field(128, ge=1, le=1_000_000)  # calibration sequences N
+    length: int = Field(256, ge=2, le=65_536)  # tokens per sequence L (calibration and evaluation)
+    temperature: float = Field(1.0, gt=0.0, le=10.0)  # self-sampling
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    prompt: Literal["bos", "random"] = "bos"  # self-sampling: each sequence starts at BOS or a random token
+    eval_text: str | None = None  # held-out text (a file or folder) for perplexity; needed with model.source
+    eval_samples: int = Field(16, ge=1, le=1_000_000)
+    method: Literal["modhifi", "wanda-sp", "flap", "magnitude", "random"] = "modhifi"
+    target_params: float | None = Field(0.8, gt=0.0, lt=1.0)  # fraction of all parameters that remains
+    ffn_fraction: float | None = Field(None, gt=0.0, lt=1.0)  # or: fraction of FFN neurons removed per layer
+    batch_size: int = Field(4, ge=1, le=4096)  # sequences per forward
+    latency_repeats: int = Field(3, ge=0, le=1000)  # interleaved dense/pruned forwards of one sequence
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LanguageParams:
+        if self.calibration != "self" and not self.calibration.startswith("text:"):
+            raise ValueError(f"calibration must be self or text:PATH, got {self.calibration!r}")
+        if (self.target_params is None) == (self.ffn_fraction is None):
+            raise ValueError("give exactly one of target_params and ffn_fraction")
+        return self
+
+
 class ScheduleParams(Section):
     cron: str = "0 2 * * *"
     timezone: str = "UTC"
@@ -160,7 +190,36 @@ class Params(Section):
     finetune: FinetuneParams = FinetuneParams()
     evaluate: EvaluateParams = EvaluateParams()
     cluster: ClusterParams = ClusterParams()
+    language: LanguageParams = LanguageParams()
     schedule: ScheduleParams = ScheduleParams()
+
+    @model_validator(mode="after")
+    def _language_source(self, info: ValidationInfo) -> Params:
+        """`model.source: hf:DIR` names an existing model folder, with the texts it reads
+        existing and no zoo-only option that contradicts it. Relative paths are relative to
+        the folder of params.yaml (the workspace; validation context `root`)."""
+        root = Path((info.context or {}).get("root", "."))
+        source = self.model.source
+        if source is None:
+            return self
+        if not source.startswith("hf:"):
+            raise ValueError(f"model.source must be hf:DIR (a local Hugging Face folder), got {source!r}")
+        if not (root / Path(source[3:]).expanduser()).is_dir():
+            raise ValueError(f"model.source: model folder {source[3:]} does not exist")
+        if self.model.path is not None:
+            raise ValueError("model.path (a zoo checkpoint) contradicts model.source (hf:DIR); set one of them")
+        if self.cluster.address is not None:
+            raise ValueError("cluster.address applies to zoo models; a language model's collect runs in-process")
+        lang = self.language
+        if lang.eval_text is None:
+            raise ValueError("language.eval_text: model.source needs held-out text (a file or folder) for perplexity")
+        texts = {"language.eval_text": lang.eval_text}
+        if lang.calibration.startswith("text:"):
+            texts["language.calibration"] = lang.calibration.removeprefix("text:")
+        for key, text in texts.items():
+            if not (root / Path(text).expanduser()).exists():
+                raise ValueError(f"{key}: text {text} does not exist")
+        return self
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -190,7 +249,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     missing = [name for name in Params.model_fields if name not in raw]
     if missing:
         raise InputError(f"{path}: missing section(s) {', '.join(missing)} (every section must be given)")
-    return validate_params(raw, source=str(path))
+    return validate_params(raw, source=str(path), root=path.parent)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -256,9 +315,10 @@ def _process_alive(pid: int) -> bool:
     return state != "Z"
 
 
-def validate_params(raw: dict, source: str = "params") -> Params:
+def validate_params(raw: dict, source: str = "params", root: Path | None = None) -> Params:
+    """`raw` as `Params`; relative model and text paths are checked against `root`."""
     try:
-        return Params(**raw)
+        return Params.model_validate(raw, context={"root": str(root or Path("."))})
     except ValidationError as exc:
         raise InputError(f"{source}: {describe_validation_error(exc)}") from None
 

@@ -14,10 +14,14 @@ from modhifi_core.operations.statistics import ModelStatistics, collect_statisti
 from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save
 from tasks.calibration import stage_calibration
+from tasks.lm import collect as language_stage
+from tasks.lm import is_language
 from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
+    if is_language(params):
+        return language_stage.run(ws, params)
     base = load_checkpoint(ws.artifact("base_model"))
     data = load_from_spec(read_metadata(base.metadata).data)
     calibration = stage_calibration(ws, params, base, data)

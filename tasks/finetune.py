@@ -17,10 +17,13 @@ from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_json
 from modhifi_core.synthesis import load_synthetic
 from tasks.calibration import synthetic_parent
+from tasks.lm import is_language, skipped
 from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
+    if is_language(params):
+        return skipped(ws, "final_model", "final_metrics")
     student = load_checkpoint(ws.artifact("unlearned_model"))
     teacher = load_checkpoint(ws.artifact("base_model"))
     data = load_from_spec(read_metadata(student.metadata).data)

@@ -23,11 +23,15 @@ from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_json, atomic_write_text, sha256_file
 from tasks.calibration import stage_calibration, synthetic_parent
 from tasks.collect import load_statistics
+from tasks.lm import is_language
+from tasks.lm import prune as language_stage
 from tasks.score import load_scores
 from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
+    if is_language(params):
+        return language_stage.run(ws, params)
     base = load_checkpoint(ws.artifact("base_model"))
     data = load_from_spec(read_metadata(base.metadata).data)
     p = params.prune
@@ -53,6 +57,7 @@ def run(ws: Workspace, params: Params) -> dict:
     outcome.save(ws.artifact("pruned_model"))
     atomic_write_json(ws.artifact("pruned_metrics"), outcome.metrics)
     atomic_write_text(ws.artifact("pruned_layers"), layers_csv(outcome.metadata.report["layers"]))
+    ws.artifact("pruned_hf").mkdir(parents=True, exist_ok=True)  # a zoo model has no Hugging Face export
     return outcome.metrics
 
 

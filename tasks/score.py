@@ -14,12 +14,16 @@ from modhifi_core.operations.statistics import ModelScores, score
 from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_text
 from tasks.collect import load_statistics
+from tasks.lm import is_language
+from tasks.lm import score as language_stage
 from tasks.workspace import Workspace
 
 QUANTILES = {"p10": 0.1, "p25": 0.25, "median": 0.5, "p75": 0.75, "p90": 0.9}
 
 
 def run(ws: Workspace, params: Params) -> dict:
+    if is_language(params):
+        return language_stage.run(ws, params, summary_csv)
     model = load_checkpoint(ws.artifact("base_model")).model
     scores = score(model, load_statistics(ws), params.prune.score)
     atomic_torch_save(ws.artifact("scores"), scores.to_payload())

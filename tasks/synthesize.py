@@ -9,10 +9,14 @@ from __future__ import annotations
 from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.params import Params
 from modhifi_core.synthesis import InversionConfig, save_synthetic, synthesize
+from tasks.lm import is_language
+from tasks.lm import synthesize as language_stage
 from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
+    if is_language(params):
+        return language_stage.run(ws, params)
     base = load_checkpoint(ws.artifact("base_model"))
     s = params.synthesize
     knobs = s.model_dump(exclude={"method", "per_class", "source"})

@@ -26,8 +26,9 @@ from tasks.workspace import Workspace
 EXPERIMENT = "modhifi"
 # Artifacts registered as model versions when a stage writes them.
 REGISTERED = {"pruned_model": "modhifi-pruned", "unlearned_model": "modhifi-unlearned"}
-# Folders logged as MLflow artifacts when a stage writes them.
-LOGGED_FOLDERS = ("report",)
+# Folders logged as MLflow artifacts when a stage writes them (a language model's pruned
+# Hugging Face folder, with its modhifi.json lineage; empty for a zoo model).
+LOGGED_FOLDERS = ("report", "pruned_hf")
 DEFER = "MODHIFI_DEFER_TRACKING"  # set by `modhifi run`: the flow replays the records
 
 
@@ -53,7 +54,10 @@ def record_stage(
     among its outputs that MLflow registers or stores."""
     tags = {**base_tags(stage), **output_tags(ws, outs)}
     names = {ws.artifact(name).relative_to(ws.root).as_posix(): name for name in (*REGISTERED, *LOGGED_FOLDERS)}
-    register = {names[o]: _parent_sha256(ws, names[o]) for o in outs if names.get(o) in REGISTERED}
+    checkpoints = [names[o] for o in outs if names.get(o) in REGISTERED]
+    payloads = {name: _payload(ws, name) for name in checkpoints}
+    # A language-model run's model.pt files are records (of a folder, or of a skipped stage), not checkpoints.
+    register = {name: _parent_sha256(p) for name, p in payloads.items() if "record" not in p}
     folders = [o for o in outs if names.get(o) in LOGGED_FOLDERS]
     return StageRecord(stage, flatten(params), _numeric(metrics), tags, times[0], times[1], register, folders)
 
@@ -175,11 +179,15 @@ def _register_model(
     client.set_tag(run.info.run_id, "dvc_md5", tags["dvc_md5"])
 
 
-def _parent_sha256(ws: Workspace, artifact: str) -> str | None:
-    """The `model` parent a checkpoint records (read without rebuilding the model)."""
+def _payload(ws: Workspace, artifact: str) -> dict:
+    """A checkpoint's saved dict (read with weights_only=True, without rebuilding the model)."""
     import torch
 
-    payload = torch.load(ws.artifact(artifact), map_location="cpu", weights_only=True)
+    return torch.load(ws.artifact(artifact), map_location="cpu", weights_only=True)
+
+
+def _parent_sha256(payload: dict) -> str | None:
+    """The `model` parent a checkpoint records."""
     return (payload.get("metadata") or {}).get("parents", {}).get("model")
 
 

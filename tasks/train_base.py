@@ -13,10 +13,14 @@ from modhifi_core.operations.evaluate import evaluate
 from modhifi_core.operations.train import train_from_params
 from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_bytes, atomic_write_json
+from tasks.lm import base as language_stage
+from tasks.lm import is_language
 from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
+    if is_language(params):
+        return language_stage.run(ws, params)
     out = ws.artifact("base_model")
     d = params.data
     if params.model.path:

@@ -18,10 +18,13 @@ from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_json
 from modhifi_core.synthesis import load_synthetic
 from tasks.calibration import synthetic_parent
+from tasks.lm import is_language, skipped
 from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
+    if is_language(params):
+        return skipped(ws, "unlearned_model", "unlearned_metrics")
     source = load_checkpoint(ws.artifact("pruned_model"))
     data = load_from_spec(read_metadata(source.metadata).data)
     synthetic = params.unlearn.data == "synthetic"

@@ -23,6 +23,7 @@ ARTIFACTS = {
     "pruned_model": "outputs/pruned/model.pt",
     "pruned_metrics": "outputs/pruned/metrics.json",
     "pruned_layers": "outputs/pruned/layers.csv",
+    "pruned_hf": "outputs/pruned/hf",  # a language model's pruned Hugging Face folder (empty for a zoo model)
     "unlearned_model": "outputs/unlearned/model.pt",
     "unlearned_metrics": "outputs/unlearned/metrics.json",
     "final_model": "outputs/final/model.pt",

@@ -9,6 +9,7 @@ import pytest
 
 from modhifi_core.errors import InputError
 from tasks.dag import import_closure, read_stages, topological_order, upstream_closure
+from tasks.inputs import INPUTS
 from tasks.runner import STAGE_MODULES
 from tasks.workspace import ARTIFACTS
 
@@ -37,6 +38,18 @@ def test_code_deps_exist(stages):
         for dep in stage.deps:
             if not dep.startswith("outputs/"):
                 assert (REPO / dep).exists(), f"{stage.name} depends on missing {dep}"
+
+
+def test_external_inputs_are_deps_of_the_stages_that_read_them(stages):
+    """The hashes `modhifi run` writes of the model folder and the texts (tasks.inputs):
+    the stages reading them re-run when they change. The repository holds the zoo run's
+    (`{"path": null}`), so `dvc repro` works in a fresh checkout."""
+    readers = {"model_source": "train_base", "calibration_text": "synthesize", "eval_text": "evaluate"}
+    assert set(readers) == set(INPUTS)
+    for name, stage in readers.items():
+        assert INPUTS[name] in stages[stage].deps
+    every = {dep for stage in stages.values() for dep in stage.deps if dep.startswith("inputs/")}
+    assert every == set(INPUTS.values())
 
 
 def test_order_and_closures(stages):

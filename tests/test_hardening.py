@@ -325,7 +325,7 @@ def _duplicate(key_line: str) -> Callable[[str], str]:
         (lambda text: "# only comments\n", "is empty"),
         (
             lambda text: text.split("\nprune:")[0] + "\n",
-            "missing section(s) prune, unlearn, finetune, evaluate, cluster, schedule",
+            "missing section(s) prune, unlearn, finetune, evaluate, cluster, language, schedule",
         ),
         (_duplicate("  epochs: 30\n"), "duplicated key 'epochs' at line"),
         (lambda text: text + "seed: 1\n", "duplicated key 'seed' at line"),

@@ -35,7 +35,7 @@ def run(
     from tasks.workspace import Workspace
 
     ws = Workspace.at(workspace)
-    ws.params()  # invalid params.yaml: nothing runs
+    params = ws.params()  # invalid params.yaml: nothing runs
     read_stages(ws.root / "dvc.yaml")  # nor does a broken dvc.yaml (before Prefect starts)
     _embedded_prefect(ws)
     # Stage processes write to DVC's pipe, not a terminal: ask them for their progress
@@ -47,7 +47,10 @@ def run(
     if flow_name not in FLOWS:
         raise InputError(f"unknown flow {flow_name!r}; choose one of {', '.join(FLOWS)}")
     ensure_dvc_project(ws.root)
+    from tasks.inputs import refresh_inputs
+
     with workspace_lock(ws.run_lock, wait), watched_by(view):
+        refresh_inputs(ws, params)  # the model folder's and texts' hashes, before DVC compares its deps
         check_changes_ahead(ws.root)  # with --force too: damaged outputs are reported
         view.note(_prefect_note())
         try:
@@ -136,13 +139,43 @@ def _run_result(ws: object, summary: dict) -> dict:
         "stage_seconds": summary["seconds"],
         "order": summary["order"],
         "metrics": metrics,
+        "skipped_reasons": skip_reasons(ws),
+        "lineage": _lineage_file(ws),
         "workspace": str(ws.root),
     }
+
+
+def skip_reasons(ws: object) -> dict[str, str]:
+    """Stage -> the reason it recorded for not applying (`skipped` in its metrics file,
+    e.g. class unlearning on a language model)."""
+    from tasks.dag import read_stages
+
+    reasons = {}
+    for name, stage in read_stages(ws.root / "dvc.yaml").items():
+        for out in stage.outs:
+            path = ws.root / out
+            if out.endswith("metrics.json") and path.is_file():
+                reason = json.loads(path.read_text()).get("skipped")
+                if reason:
+                    reasons[name] = str(reason)
+    return reasons
+
+
+def _lineage_file(ws: object) -> str:
+    """Where a person reads the run's lineage: the pruned Hugging Face folder's
+    modhifi.json for a language model, else `modhifi lineage` on the final checkpoint."""
+    folder = ws.artifact("pruned_hf")
+    if (folder / "modhifi.json").is_file():
+        return str((folder / "modhifi.json").relative_to(ws.root))
+    return "modhifi lineage outputs/final/model.pt"
 
 
 SUMMARY_ROWS = [
     ("base model test accuracy (%)", "base_test_accuracy"),
     ("pruned test accuracy (%)", "pruned_test_accuracy"),
+    ("dense perplexity (held-out text)", "dense_perplexity"),
+    ("pruned perplexity (held-out text)", "perplexity"),
+    ("perplexity ratio (pruned / dense)", "perplexity_ratio"),
     ("pruned FLOPs / dense FLOPs", "flops_ratio"),
     ("pruned params / dense params", "params_ratio"),
     ("latency speed-up (dense / pruned, CPU)", "latency_speedup"),
@@ -171,16 +204,19 @@ def _print_summary(ws: object, result: dict) -> None:
     stages.add_column("stage")
     stages.add_column("status")
     stages.add_column("seconds", justify="right")
+    reasons = result["skipped_reasons"]
     for name in result["order"]:
+        status = f"skipped: {reasons[name]}" if name in reasons else None
         if name in result["stage_seconds"]:
-            stages.add_row(name, "ran", f"{result['stage_seconds'][name]:.1f}")
+            stages.add_row(name, status or "ran", f"{result['stage_seconds'][name]:.1f}")
         else:
-            stages.add_row(name, "skipped (unchanged)", "")
+            stages.add_row(name, status or "skipped (unchanged)", "")
     console.print(stages)
     root = result["workspace"]
+    lineage = result["lineage"]
     console.print(
         "\nOpen the results:\n"
-        f"  lineage report:  {root}/outputs/report/report.md  (or `modhifi lineage outputs/final/model.pt`)\n"
+        f"  lineage report:  {root}/outputs/report/report.md  (or `{lineage}`)\n"
         f"  MLflow UI:       .venv/bin/mlflow ui --backend-store-uri sqlite:///{root}/mlflow.db\n"
         f"  Prefect UI:      PREFECT_HOME={root}/.prefect .venv/bin/prefect server start\n"
         "  DVC:             .venv/bin/dvc metrics show; .venv/bin/dvc plots show"

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from modhifi_core.errors import InputError
 from modhifi_core.language import perplexity, sample_sequences, text_windows
-from modhifi_core.pruning.ffn import prune_transformer
+from modhifi_core.pruning.ffn import FFNStatistics, prune_transformer
 from modhifi_core.pruning.latency import time_alternately
 
 METHODS = {
@@ -89,6 +89,8 @@ def prune_language_model(
     eval_samples: int = 16,
     latency_repeats: int = 3,
     batch_size: int = 4,
+    windows: Tensor | None = None,
+    statistics: dict[str, FFNStatistics] | None = None,
 ) -> LanguagePruning:
     """Prune `model`'s FFN neurons with `method` to `target_params` (fraction of all the
     model's parameters that remains) or by `fraction` (of FFN neurons removed per layer).
@@ -96,10 +98,15 @@ def prune_language_model(
     Metrics: `params_ratio`, `flops_ratio` (per token at `length`), `perplexity` and
     `dense_perplexity` on `eval_samples` windows of `eval_text` (a causal LM, when given),
     `latency_speedup` (CPU, dense ÷ pruned, median of `latency_repeats` interleaved
-    forwards of one `length`-token sequence), `seconds`."""
+    forwards of one `length`-token sequence), `seconds`.
+
+    `windows` `(n, length)`: calibration token ids already made (e.g. by the pipeline's
+    synthesize stage; `calibration` then only names their source); `statistics`: from
+    `collect_ffn_statistics` of `model` on those windows (the pipeline's collect stage)."""
     check_options(method, calibration, target_params, fraction)
     start = time.perf_counter()
-    windows = calibration_windows(model, tokenizer, calibration, samples, length, seed)
+    if windows is None:
+        windows = calibration_windows(model, tokenizer, calibration, samples, length, seed)
     score, compensation = METHODS[method]
     result = prune_transformer(
         model,
@@ -111,6 +118,7 @@ def prune_language_model(
         compensation=compensation,
         seed=seed,
         batch_size=batch_size,
+        statistics=statistics,
     )
     metrics: dict[str, Any] = {
         "method": method,

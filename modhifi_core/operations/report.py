@@ -55,10 +55,101 @@ def report(results: RunResults) -> Report:
         **results.images,
     }
     text = render_markdown(results.params, results.evaluation, results.pruned, list(figures))
+    return Report(text, _html(text), figures)
+
+
+def _html(text: str) -> str:
     html = markdown_lib.markdown(text, extensions=["tables"])
     style = "body{font-family:sans-serif;max-width:960px;margin:auto}td,th{border:1px solid #ccc;padding:4px 8px}"
     head = f"<head><meta charset='utf-8'><title>modhifi report</title><style>{style}</style></head>"
-    return Report(text, f"<!doctype html><html>{head}<body>{html}</body></html>\n", figures)
+    return f"<!doctype html><html>{head}<body>{html}</body></html>\n"
+
+
+@dataclass
+class LanguageResults:
+    """What the report of a language-model run shows: the evaluate stage's metrics
+    (perplexity dense and pruned, ratios, speed-up), the prune stage's metrics, FFN
+    neurons per layer (`layer`, `channels_before`, `channels_after`), the score stage's
+    per-neuron scores by layer, per-window rows (`window`, `dense_nll`, `pruned_nll`),
+    and the stages that did not apply with their reason."""
+
+    params: Params
+    evaluation: dict
+    pruned: dict
+    layers: list[dict]
+    scores: dict[str, torch.Tensor]
+    windows: list[dict]
+    skipped: dict[str, str]
+
+
+def language_report(results: LanguageResults) -> Report:
+    """The report of a language-model run: its language section, figures of the FFN
+    neurons kept per layer, the neuron scores per layer and perplexity per window."""
+    figures = {
+        "kept_neurons.png": _png(plot_kept_channels(results.layers, "FFN neurons")),
+        "neuron_scores.png": _png(plot_fidelity(results.scores, f"{results.pruned['score']} score per FFN neuron")),
+        "perplexity_per_window.png": _png(plot_windows(results.windows)),
+    }
+    text = render_language(results, list(figures))
+    return Report(text, _html(text), figures)
+
+
+def render_language(results: LanguageResults, figures: list[str]) -> str:
+    e, p, lang = results.evaluation, results.pruned, results.params.language
+    target = (
+        f"{lang.target_params:.0%} of its parameters"
+        if lang.target_params
+        else f"{lang.ffn_fraction:.0%} fewer FFN neurons"
+    )
+    rows = [
+        ("dense perplexity", e["dense_perplexity"]),
+        ("pruned perplexity", e["perplexity"]),
+        ("perplexity ratio (pruned / dense)", e["perplexity_ratio"]),
+        ("parameters remaining", e["params_ratio"]),
+        (f"FLOPs per token remaining (at {lang.length} tokens)", e["flops_ratio"]),
+        ("CPU latency speed-up (dense / pruned, one sequence)", e.get("latency_speedup", float("nan"))),
+    ]
+    calibration = (
+        "sequences sampled from the model itself (data-free)" if lang.calibration == "self" else lang.calibration
+    )
+    lines = [
+        "# modhifi run report",
+        "",
+        "## Language model",
+        "",
+        f"`{results.params.model.source}` pruned with **{lang.method}** (score {p['score']}, compensation "
+        f"{p['compensation']}) to {target}, calibrated on {lang.samples} × {lang.length} tokens of {calibration}; "
+        f"perplexity on {e['eval_tokens']} held-out tokens of `{lang.eval_text}`. No fine-tuning.",
+        "",
+        "| result | value |",
+        "|---|---|",
+        *[f"| {label} | {value:.4g} |" for label, value in rows],
+        "",
+        "The prune stage scored each FFN block from collect's statistics itself; the score stage's "
+        "scores (`outputs/scores/scores.pt`, plotted below) are the same ranking, not read back.",
+        "",
+        *[f"- {stage}: skipped: {reason}" for stage, reason in results.skipped.items()],
+        "",
+        f"Lineage: `{p['lineage']}` (parents' sha256, params, code version); the folder loads with "
+        "`transformers` `from_pretrained` alone.",
+        "",
+    ]
+    for figure in figures:
+        lines += [f"![{figure}]({figure})", ""]
+    return "\n".join(lines)
+
+
+def plot_windows(rows: list[dict]) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = [int(r["window"]) for r in rows]
+    for column, label in (("dense_nll", "dense"), ("pruned_nll", "pruned")):
+        ax.plot(x, [float(r[column]) for r in rows], marker="o", label=label)
+    ax.set_xlabel("held-out window")
+    ax.set_ylabel("nats per token (log perplexity)")
+    ax.set_title("Perplexity per held-out window")
+    ax.legend()
+    fig.tight_layout()
+    return fig
 
 
 def unlearning_rows(results: RunResults) -> dict[str, dict[str, float]]:
@@ -71,7 +162,7 @@ def unlearning_rows(results: RunResults) -> dict[str, dict[str, float]]:
     }
 
 
-def plot_kept_channels(rows: list[dict]) -> plt.Figure:
+def plot_kept_channels(rows: list[dict], unit: str = "output channels") -> plt.Figure:
     names = [r["layer"] for r in rows]
     before = [int(r["channels_before"]) for r in rows]
     after = [int(r["channels_after"]) for r in rows]
@@ -80,19 +171,21 @@ def plot_kept_channels(rows: list[dict]) -> plt.Figure:
     ax.bar(x, before, color="#cccccc", label="dense")
     ax.bar(x, after, color="#1f77b4", label="kept after pruning")
     ax.set_xticks(list(x), names, rotation=70, ha="right", fontsize=7)
-    ax.set_ylabel("output channels")
-    ax.set_title("Channels kept per layer (ModHiFi-P)")
+    ax.set_ylabel(unit)
+    ax.set_title(f"{unit.capitalize()} kept per layer")
     ax.legend()
     fig.tight_layout()
     return fig
 
 
-def plot_fidelity(scores: dict[str, torch.Tensor]) -> plt.Figure:
+def plot_fidelity(
+    scores: dict[str, torch.Tensor], label: str = "score per component (saliency R̃ or fidelity s_ci)"
+) -> plt.Figure:
     names = list(scores)
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)), 4))
     ax.boxplot([scores[n].flatten().numpy() for n in names], showfliers=False)
     ax.set_xticks(range(1, len(names) + 1), names, rotation=70, ha="right", fontsize=7)
-    ax.set_ylabel("score per component (saliency R̃ or fidelity s_ci)")
+    ax.set_ylabel(label)
     ax.set_title("How much each input channel contributes to each output, per layer")
     fig.tight_layout()
     return fig

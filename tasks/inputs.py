@@ -1,0 +1,87 @@
+"""The external inputs of a language-model run as DVC deps.
+
+The model folder (`model.source: hf:DIR`) and the texts (`language.calibration:
+text:PATH`, `language.eval_text`) lie outside the workspace, and dvc.yaml is static (DVC
+interpolates `${...}` into a string, not into a list of deps, and a dep must exist in a
+zoo run too). So `modhifi run` writes each input's content hashes to a fixed file under
+`inputs/` before DVC decides what changed (`refresh_inputs`); dvc.yaml lists those files
+as deps of the stages that read the inputs, so an edited text or a new weight file re-runs
+them. A stage reading an input checks that it still hashes as recorded (`checked_input`).
+In a zoo run (or an input not used) the file records `{"path": null}`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from modhifi_core.errors import InputError
+from modhifi_core.params import Params
+from modhifi_core.safe_io import atomic_write_json, sha256_file
+from tasks.workspace import Workspace
+
+INPUTS = {
+    "model_source": "inputs/model-source.json",
+    "calibration_text": "inputs/calibration-text.json",
+    "eval_text": "inputs/eval-text.json",
+}
+
+
+def input_path(ws: Workspace, params: Params, name: str) -> Path | None:
+    """The path of external input `name` the params name (None when unused), resolved
+    against the workspace root. Reads only the keys that input needs (a stage sees only
+    the params it declares)."""
+    source = params.model.source
+    if source is None:
+        return None
+    if name == "model_source":
+        path = source.removeprefix("hf:")
+    elif name == "calibration_text":
+        calibration = params.language.calibration
+        path = calibration.removeprefix("text:") if calibration != "self" else None
+    else:
+        path = params.language.eval_text
+    return ws.root / Path(path).expanduser() if path else None
+
+
+def digest(name: str, path: Path | None) -> dict:
+    """`{"path", "files": {relative path: sha256}}` of a file or folder (every file under a
+    text folder; a model folder's config, weight and tokenizer files)."""
+    if path is None:
+        return {"path": None}
+    if name == "model_source":
+        files = _model_files(path)
+    else:
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    base = path if path.is_dir() else path.parent
+    return {"path": str(path), "files": {f.relative_to(base).as_posix(): sha256_file(f) for f in files}}
+
+
+def _model_files(path: Path) -> list[Path]:
+    from modhifi_core.sources.huggingface import TOKENIZER_FILES, check_folder
+
+    _, weights, _ = check_folder(path)
+    extra = [path / name for name in ("config.json", *TOKENIZER_FILES) if (path / name).is_file()]
+    return sorted({*weights, *extra})
+
+
+def refresh_inputs(ws: Workspace, params: Params) -> None:
+    """Write each input's digest to its `inputs/` file (rewritten only when it changed)."""
+    for name, file in INPUTS.items():
+        target = ws.root / file
+        record = digest(name, input_path(ws, params, name))
+        if not target.is_file() or json.loads(target.read_text()) != record:
+            atomic_write_json(target, record)
+
+
+def checked_input(ws: Workspace, params: Params, name: str) -> dict:
+    """The digest of input `name` now; InputError when it differs from what `inputs/`
+    records (the input changed after `modhifi run` hashed it). Without a record (a stage
+    run alone) it is written now."""
+    record = digest(name, input_path(ws, params, name))
+    target = ws.root / INPUTS[name]
+    if not target.is_file():
+        atomic_write_json(target, record)
+    elif json.loads(target.read_text()) != record:
+        raise InputError(f"{record['path']} changed after {INPUTS[name]} recorded it; run `modhifi run` again")
+    return record

@@ -1,0 +1,53 @@
+"""The pipeline's stages on a Hugging Face causal LM (`model.source: hf:DIR`), one module
+per stage (`tasks/lm/<stage>.py`, called by `tasks/<stage>.py`). dvc.yaml's paths are the
+same as for a zoo model; what each holds here:
+
+- train_base: `outputs/base/model.pt` records the source folder and its files' sha256 (not trained);
+- synthesize: `outputs/synthetic/calibration.pt`, `(N, L)` token ids sampled from the model
+  (`self`, data-free) or windows of `text:PATH`;
+- collect: `outputs/statistics/statistics.pt`, each FFN's down-projection input statistics;
+- score: `outputs/scores/scores.pt`, each FFN neuron's score under `language.method`;
+- prune: `outputs/pruned/hf/`, a stock Hugging Face folder with `modhifi.json` lineage
+  (`model.pt` records it);
+- unlearn, finetune: skipped (`SKIP_REASON`): a record `model.pt` and `metrics.json` with `skipped`;
+- evaluate: perplexity dense vs pruned on `language.eval_text`, the prune stage's ratios and speed-up.
+
+The prune stage scores from collect's statistics itself (`prune_transformer` ranks block by
+block): the score stage's file holds the same scores for the report and `dvc plots`; it is
+not read back. Records are plain dicts saved with torch (`record` names the kind), read
+with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from modhifi_core.params import Params
+from modhifi_core.safe_io import atomic_torch_save, atomic_write_json
+from tasks.workspace import Workspace
+
+SKIP_REASON = "class unlearning does not apply to a causal language model"
+CALIBRATION_FILE = "calibration.pt"  # in the synthesize stage's folder
+HF_FOLDER = "pruned_hf"  # the workspace artifact of the pruned Hugging Face folder
+
+
+def is_language(params: Params) -> bool:
+    """Whether the run is on a Hugging Face causal LM (`model.source: hf:DIR`)."""
+    return params.model.source is not None
+
+
+def read_record(path: object) -> dict:
+    """A record (or statistics, scores, windows) saved by these stages (weights_only)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def skipped(ws: Workspace, model: str, metrics: str) -> dict:
+    """A stage that does not apply: a record in place of its model and `skipped` metrics."""
+    atomic_torch_save(ws.artifact(model), {"record": "skipped", "reason": SKIP_REASON})
+    atomic_write_json(ws.artifact(metrics), {"skipped": SKIP_REASON})
+    return {"skipped": SKIP_REASON}
+
+
+def load_windows(ws: Workspace) -> torch.Tensor:
+    """The synthesize stage's calibration token ids `(N, L)`."""
+    return read_record(ws.artifact("synthetic") / CALIBRATION_FILE)["input_ids"]

@@ -1,0 +1,24 @@
+"""collect on a Hugging Face causal LM: FFN statistics on the calibration windows."""
+
+from __future__ import annotations
+
+from modhifi_core.params import Params
+from modhifi_core.pruning.ffn import FFNStatistics, collect_ffn_statistics
+from modhifi_core.safe_io import atomic_torch_save
+from tasks.lm import load_windows, read_record
+from tasks.lm.base import load_base
+from tasks.workspace import Workspace
+
+
+def run(ws: Workspace, params: Params) -> dict:
+    """Each FFN block's streaming statistics of its down-projection input on the windows."""
+    loaded = load_base(ws)
+    stats = collect_ffn_statistics(loaded.model, load_windows(ws), batch_size=params.language.batch_size)
+    blocks = {name: {"gram": s.gram, "total": s.total, "tokens": s.tokens} for name, s in stats.items()}
+    atomic_torch_save(ws.artifact("statistics"), {"record": "ffn-statistics", "blocks": blocks})
+    return {"layers": len(stats), "tokens": next(iter(stats.values())).tokens}
+
+
+def load_statistics(ws: Workspace) -> dict:
+    blocks = read_record(ws.artifact("statistics"))["blocks"]
+    return {name: FFNStatistics(b["gram"], b["total"], int(b["tokens"])) for name, b in blocks.items()}

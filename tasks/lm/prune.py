@@ -1,0 +1,73 @@
+"""prune on a Hugging Face causal LM: `prune_language_model` on the pipeline's windows
+and statistics, written as a stock Hugging Face folder with its lineage."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from modhifi_core.operations.prune_language_model import prune_language_model
+from modhifi_core.params import Params
+from modhifi_core.safe_io import atomic_torch_save, atomic_write_json, atomic_write_text, sha256_file
+from modhifi_core.sources import save_hf
+from tasks.lm import CALIBRATION_FILE, HF_FOLDER, load_windows, read_record
+from tasks.lm.base import load_base
+from tasks.lm.collect import load_statistics
+from tasks.workspace import Workspace
+
+# The language keys the prune stage reads (dvc.yaml declares them; modhifi.json records them).
+PRUNE_KEYS = (
+    "calibration",
+    "samples",
+    "length",
+    "method",
+    "target_params",
+    "ffn_fraction",
+    "batch_size",
+    "latency_repeats",
+)
+
+
+def run(ws: Workspace, params: Params) -> dict:
+    """`prune_language_model` on the windows and collect's statistics; writes the stock
+    Hugging Face folder with `modhifi.json` (parents' sha256, params, code version)."""
+    lang = params.language
+    loaded = load_base(ws)
+    statistics = load_statistics(ws)
+    options = {"target_params": lang.target_params, "fraction": lang.ffn_fraction, "seed": params.seed}
+    options |= {"latency_repeats": lang.latency_repeats, "batch_size": lang.batch_size, "length": lang.length}
+    result = prune_language_model(
+        loaded.model,
+        loaded.tokenizer,
+        "synthetic" if lang.calibration == "self" else lang.calibration,
+        method=lang.method,
+        windows=load_windows(ws),
+        statistics=statistics,
+        **options,
+    )
+    parents = {name: sha256_file(ws.artifact(name)) for name in ("base_model", "statistics")}
+    parents["calibration"] = sha256_file(ws.artifact("synthetic") / CALIBRATION_FILE)
+    parents["source_files"] = read_record(ws.artifact("base_model"))["files"]
+    used = {key: getattr(lang, key) for key in PRUNE_KEYS}
+    lineage = {"operation": "pipeline prune", "parents": parents, "params": {"language": used, "seed": params.seed}}
+    lineage["metrics"] = {k: v for k, v in result.metrics.items() if not k.startswith("latency") and k != "seconds"}
+    folder = save_hf(
+        result.model, ws.artifact(HF_FOLDER), tokenizer=loaded.tokenizer, source=loaded.path, lineage=lineage
+    )
+    relative = folder.relative_to(ws.root).as_posix()
+    parent = {"parents": {"model": parents["base_model"]}}  # what MLflow's registry reads
+    atomic_torch_save(ws.artifact("pruned_model"), {"record": "hf-folder", "folder": relative, "metadata": parent})
+    metrics = {**result.metrics, "widths": result.report["widths"], "lineage": f"{relative}/modhifi.json"}
+    atomic_write_json(ws.artifact("pruned_metrics"), metrics)
+    widths = _widths_csv(list(statistics), result.report["ffn_width_dense"], result.report["widths"])
+    atomic_write_text(ws.artifact("pruned_layers"), widths)
+    return metrics
+
+
+def _widths_csv(names: list[str], dense: list[int], kept: list[int]) -> str:
+    """One row per FFN block: neurons before and after pruning (the `dvc plots` columns)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["layer", "channels_before", "channels_after"])
+    writer.writerows(zip(names, dense, kept))
+    return out.getvalue()

