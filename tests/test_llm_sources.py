@@ -69,6 +69,25 @@ def test_safetensors_folder_loads_with_its_architecture_and_tokenizer(tmp_path):
     assert loaded.tokenizer("the word").input_ids == word_tokenizer()("the word").input_ids != []
 
 
+def test_an_encoder_asked_for_as_a_causal_lm_is_refused_not_given_a_random_head(tmp_path):
+    """transformers would build BertLMHeadModel with a random LM head and only print a
+    table; perplexity on it would be meaningless. The bare encoder still loads."""
+    tiny("bert").save_pretrained(tmp_path / "m")
+    word_tokenizer().save_pretrained(tmp_path / "m")
+    with pytest.raises(InputError, match=r"lack \d+ tensor\(s\).*another task \(its architectures: BertModel\)"):
+        load_hf(tmp_path / "m", kind="causal-lm")
+    assert type(load_hf(tmp_path / "m").model).__name__ == "BertModel"
+    text = tmp_path / "held_out.txt"
+    text.write_text(" ".join(["the word"] * 400))
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "evaluate", "--model", f"hf:{tmp_path / 'm'}", "--text", str(text)],
+        capture_output=True, text=True, env={**CLEAN_ENV, "PYTHONPATH": os.getcwd()}, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "BertModel" in lines[0], result.stderr
+
+
 def test_pytorch_bin_loads_through_weights_only(tmp_path):
     model = tiny("llama")
     folder = tmp_path / "bin"

@@ -47,6 +47,6 @@ def evaluate_hf(source: str, text: str | None, samples: int, length: int, as_jso
 
     if text is None:
         raise InputError("--model hf:DIR needs --text FILE (held-out text to measure perplexity on)")
-    loaded = load_hf(source, need_tokenizer=True)
+    loaded = load_hf(source, kind="causal-lm", need_tokenizer=True)  # perplexity needs an LM head
     result = perplexity(loaded.model, text_windows(text, loaded.tokenizer, samples, length, seed=1))
     emit({**result, "model": source}, as_json, title=f"evaluation of {source}")

@@ -272,14 +272,23 @@ def load_hf(
             config = transformers.AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
             cls = _model_class(config, kind)
             use_safetensors = weights_format == "safetensors"
-            model = cls.from_pretrained(
-                path,
-                config=config,
-                use_safetensors=use_safetensors,
-                local_files_only=True,
-                trust_remote_code=False,
-                dtype=dtype,
-            )
+            # transformers' own load report would print a table of the missing keys;
+            # refuse_missing_weights says it in one line instead.
+            verbosity = transformers.utils.logging.get_verbosity()
+            transformers.utils.logging.set_verbosity_error()
+            try:
+                model, info = cls.from_pretrained(
+                    path,
+                    config=config,
+                    use_safetensors=use_safetensors,
+                    local_files_only=True,
+                    trust_remote_code=False,
+                    dtype=dtype,
+                    output_loading_info=True,
+                )
+            finally:
+                transformers.utils.logging.set_verbosity(verbosity)
+            refuse_missing_weights(info.get("missing_keys") or [], cls.__name__, config, path)
             tokenizer = None
     except (OSError, ValueError, RuntimeError, ImportError, KeyError, IndexError) as exc:
         if isinstance(exc, InputError):
@@ -291,6 +300,19 @@ def load_hf(
         tokenizer = _load_tokenizer(path)
     model.eval()
     return LoadedModel(model, tokenizer, path, weights, weights_format)
+
+
+def refuse_missing_weights(missing: list[str], class_name: str, config: Any, path: Path) -> None:
+    """`InputError` when the checkpoint lacks tensors the model class needs: transformers
+    would initialise them at random (e.g. an encoder's folder loaded as a causal LM gets a
+    random language-model head), and every number measured on it would be meaningless."""
+    if not missing:
+        return
+    saved = ", ".join(getattr(config, "architectures", None) or []) or "not recorded"
+    raise InputError(
+        f"{path}: the weights lack {len(missing)} tensor(s) that {class_name} needs (e.g. {sorted(missing)[0]}), "
+        f"which would be random; the folder holds a model for another task (its architectures: {saved})"
+    )
 
 
 def _load_gguf(path: Path, gguf_path: Path, kind: str, dtype: torch.dtype) -> tuple[nn.Module, Any]:
