@@ -1,7 +1,7 @@
 """Vision benchmarks on real data bigger than digits (Fashion-MNIST) and standard shapes.
 Prints a table per section and writes benchmarks/results/vision_<section>.json.
 
-    python benchmarks/vision.py train     # ResNet-18 w32 (3 seeds) and HF ViT/Swin on Fashion-MNIST
+    python benchmarks/vision.py train     # ResNet-18 w32 (3 seeds) and HF ViT/Swin (--models resnet vit swin)
     python benchmarks/vision.py prune     # ModHiFi-P vs L2/L1/random at 50/25/15% FLOPs, ResNet-18
     python benchmarks/vision.py prune-mlp # ViT MLP neurons: ModHiFi saliency/energy + LS vs Wanda-sp/magnitude/random
     python benchmarks/vision.py unlearn   # ModHiFi-U, all 10 classes: ResNet-18 (zero) and ViT/Swin (negate)
@@ -44,6 +44,10 @@ RESNET_TRAIN = TrainConfig(epochs=3, lr=0.05, batch_size=64)
 # (4x4 patches, 49 tokens, 6 epochs reached 73.9% in 608 s wall / 82 s CPU, still underfit.)
 VIT = {"image_size": 28, "patch_size": 7, "num_channels": 1, "hidden_size": 64, "num_hidden_layers": 4,
        "num_attention_heads": 4, "intermediate_size": 128, "num_labels": 10}  # fmt: skip
+# HF Swin on 28 px: 2x2 patches (14x14 tokens), windows of 7, two stages (depths 2, 2) of
+# width 32 and 64 (MLP ratio 2); trained with the ViT's recipe.
+SWIN = {"image_size": 28, "patch_size": 2, "num_channels": 1, "embed_dim": 32, "depths": [2, 2],
+        "num_heads": [2, 4], "window_size": 7, "mlp_ratio": 2.0, "num_labels": 10}  # fmt: skip
 VIT_TRAIN = {"epochs": 12, "lr": 3e-3, "weight_decay": 0.05, "batch_size": 128, "per_class": 1000}
 
 
@@ -108,32 +112,39 @@ def section_train(args) -> dict:
             _, log = trained_resnet(seed, data, args.retrain)
             rows.append({"model": "resnet18-w32", "seed": seed, "train_images": len(data.train), **log})
             print(f"resnet18 w32 seed {seed}: test {log['test_accuracy']:.2f}%  {log['seconds']:.0f}s", flush=True)
-    if "vit" in args.models:
+    for kind in ("vit", "swin"):
+        if kind not in args.models:
+            continue
         data = fashion(None, VIT_TRAIN["per_class"])
         for seed in args.seeds:
-            _, log = trained_vit(seed, data, args.retrain)
-            rows.append({"model": "hf-vit", "seed": seed, "train_images": len(data.train), **log})
-            print(f"hf vit seed {seed}: test {log['test_accuracy']:.2f}%  {log['seconds']:.0f}s", flush=True)
-    recipe = {"resnet": RESNET.model_dump(), "resnet_train": RESNET_TRAIN.__dict__, "vit": VIT, "vit_train": VIT_TRAIN}
+            _, log = trained_transformer(kind, seed, data, args.retrain)
+            rows.append({"model": f"hf-{kind}", "seed": seed, "train_images": len(data.train), **log})
+            print(f"hf {kind} seed {seed}: test {log['test_accuracy']:.2f}%  {log['seconds']:.0f}s", flush=True)
+    recipe = {"resnet": RESNET.model_dump(), "resnet_train": RESNET_TRAIN.__dict__, "vit": VIT, "swin": SWIN,
+              "vit_train": VIT_TRAIN}  # fmt: skip
     return {"rows": rows, "recipe": recipe}
 
 
-def vit_path(seed: int) -> Path:
-    return CACHE / f"hf_vit_seed{seed}"
+def transformer_path(kind: str, seed: int) -> Path:
+    return CACHE / f"hf_{kind}_seed{seed}"
 
 
-def trained_vit(seed: int, data, retrain: bool = False) -> tuple[nn.Module, dict]:
-    """The HF ViT of `VIT` trained with AdamW + cosine decay (`VIT_TRAIN`), cached as a
-    `save_pretrained` folder."""
-    from transformers import ViTConfig, ViTForImageClassification
+def trained_transformer(kind: str, seed: int, data, retrain: bool = False) -> tuple[nn.Module, dict]:
+    """The HF ViT (`VIT`) or Swin (`SWIN`) trained with AdamW + cosine decay (`VIT_TRAIN`),
+    cached as a `save_pretrained` folder."""
+    import transformers
 
     from modhifi_core.vision import LogitsOnly, load_hf_image_classifier
 
-    folder, log_path = vit_path(seed), vit_path(seed) / "train_log.json"
+    folder = transformer_path(kind, seed)
+    log_path = folder / "train_log.json"
     if log_path.exists() and not retrain:
         return load_hf_image_classifier(folder), json.loads(log_path.read_text())
     torch.manual_seed(seed)
-    model = ViTForImageClassification(ViTConfig(**VIT))
+    if kind == "vit":
+        model = transformers.ViTForImageClassification(transformers.ViTConfig(**VIT))
+    else:
+        model = transformers.SwinForImageClassification(transformers.SwinConfig(**SWIN))
     wrapper = LogitsOnly(model)
     cpu, wall = time.process_time(), time.perf_counter()
     losses = train_adamw(wrapper, data.train, seed)
@@ -259,7 +270,7 @@ def section_prune_mlp(args) -> dict:
     calibration = calibration_subset(data.train, args.images or 256)
     rows = []
     for seed in args.seeds:
-        model, _ = trained_vit(seed, data)
+        model, _ = trained_transformer("vit", seed, data)
         dense = accuracy(LogitsOnly(model), test)
         stats_start = time.perf_counter()
         statistics_ = collect_ffn_statistics(model, calibration, batch_size=64)
@@ -367,7 +378,7 @@ def section_unlearn(args) -> dict:
         else:
             from modhifi_core.vision import LogitsOnly
 
-            model = LogitsOnly(trained_vit(seed, fashion(None, VIT_TRAIN["per_class"]))[0]).eval()
+            model = LogitsOnly(trained_transformer(kind, seed, fashion(None, VIT_TRAIN["per_class"]))[0]).eval()
         for fraction in fractions:
             for forget_class in args.classes:
                 split = class_split(train, forget_class)
@@ -591,7 +602,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=None, help="speed: latency batch (default 16)")
     parser.add_argument("--repeats", type=int, default=5, help="speed: timed passes per model")
-    parser.add_argument("--model", choices=["resnet", "vit"], default="resnet", help="unlearn: which model")
+    parser.add_argument("--model", choices=["resnet", "vit", "swin"], default="resnet", help="unlearn: which model")
     parser.add_argument(
         "--vit-layers", choices=["all", "last"], default="all", help="unlearn: fc2 of every block or the last"
     )
