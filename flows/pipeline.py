@@ -27,6 +27,7 @@ from flows import dvc
 from flows.console import RunView
 from tasks import tracking
 from tasks.dag import read_stages, topological_order, upstream_closure
+from tasks.inputs import refresh_inputs
 from tasks.workspace import Workspace
 
 # Flows users ask for: the stages each one targets (their upstream stages come along).
@@ -139,6 +140,9 @@ def run_stages(ws: Workspace, flow_name: str, force: bool = False) -> dict:
     selected = set(stages) if wanted is None else upstream_closure(stages, wanted)
     order = [name for name in topological_order(stages) if name in selected]
     _view.plan(order)
+    # The model folder's and texts' hashes (dvc.yaml deps) before DVC compares: a no-op when
+    # `modhifi run` refreshed them already; needed for sweeps and scheduled runs.
+    refresh_inputs(ws, ws.params())
     status = restore_damaged_outputs(ws, stages, _status(ws.root), force)
     changed = set(order) if force else status.changed
     closed = tracking.close_interrupted_runs(ws)
