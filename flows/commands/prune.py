@@ -77,19 +77,14 @@ def prune(
 
 def prune_hf(source: str, out: Path, method: str, calibration: str, options: dict, as_json: bool) -> None:
     """`modhifi prune --model hf:DIR`: an adapter over `prune_language_model`."""
-    from modhifi_core.operations.prune_language_model import check_options, prune_language_model
+    from modhifi_core.operations.prune_language_model import check_options, prune_language_model, save_language_model
 
     check_options(method, calibration, options["target_params"], options["fraction"])
-    from modhifi_core.sources import load_hf, save_hf
+    from modhifi_core.sources import load_hf
     from modhifi_core.sources.huggingface import weights_digest
 
     loaded = load_hf(source, need_tokenizer=True)
     result = prune_language_model(loaded.model, loaded.tokenizer, calibration, method=method, **options)
-    lineage = {
-        "operation": "prune",
-        "parents": {"model": weights_digest(loaded.weights)},
-        "params": {"method": method, **options},
-    }
-    lineage["metrics"] = {k: v for k, v in result.metrics.items() if not k.startswith("latency") and k != "seconds"}
-    folder = save_hf(result.model, out, tokenizer=loaded.tokenizer, source=loaded.path, lineage=lineage)
+    parents = {"model": weights_digest(loaded.weights)}
+    folder = save_language_model(result, out, loaded, "prune", parents, {"method": method, **options})
     emit({**result.metrics, "out": str(folder)}, as_json, f"pruned {source}")

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 
 from modhifi_core.errors import InputError
 from modhifi_core.language import perplexity, sample_sequences, text_windows
+from modhifi_core.metadata import without_timings
 from modhifi_core.pruning.ffn import FFNStatistics, prune_transformer
 from modhifi_core.pruning.latency import time_alternately
 
@@ -138,6 +140,18 @@ def prune_language_model(
     if latency_repeats > 0:
         metrics.update(_latency(model, result.model, windows[:1], latency_repeats))
     return LanguagePruning(result.model, windows, metrics, result.report)
+
+
+def save_language_model(
+    result: LanguagePruning, folder: str | Path, loaded: Any, operation: str, parents: dict, params: dict
+) -> Path:
+    """Write `result.model` to `folder` as a stock Hugging Face folder with the tokenizer
+    and files of `loaded` (the source's `LoadedModel`) and `modhifi.json`: `operation`,
+    `parents` (hashes), `params` and the metrics without timings. Returns the folder."""
+    from modhifi_core.sources import save_hf
+
+    lineage = {"operation": operation, "parents": parents, "params": params, "metrics": without_timings(result.metrics)}
+    return save_hf(result.model, folder, tokenizer=loaded.tokenizer, source=loaded.path, lineage=lineage)
 
 
 def _latency(dense: nn.Module, pruned: nn.Module, ids: Tensor, repeats: int) -> dict[str, float]:

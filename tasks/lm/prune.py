@@ -6,10 +6,9 @@ from __future__ import annotations
 import csv
 import io
 
-from modhifi_core.operations.prune_language_model import prune_language_model
+from modhifi_core.operations.prune_language_model import prune_language_model, save_language_model
 from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_json, atomic_write_text, sha256_file
-from modhifi_core.sources import save_hf
 from tasks.lm import CALIBRATION_FILE, HF_FOLDER, load_windows, read_record
 from tasks.lm.base import load_base
 from tasks.lm.collect import load_statistics
@@ -48,12 +47,8 @@ def run(ws: Workspace, params: Params) -> dict:
     parents = {name: sha256_file(ws.artifact(name)) for name in ("base_model", "statistics")}
     parents["calibration"] = sha256_file(ws.artifact("synthetic") / CALIBRATION_FILE)
     parents["source_files"] = read_record(ws.artifact("base_model"))["files"]
-    used = {key: getattr(lang, key) for key in PRUNE_KEYS}
-    lineage = {"operation": "pipeline prune", "parents": parents, "params": {"language": used, "seed": params.seed}}
-    lineage["metrics"] = {k: v for k, v in result.metrics.items() if not k.startswith("latency") and k != "seconds"}
-    folder = save_hf(
-        result.model, ws.artifact(HF_FOLDER), tokenizer=loaded.tokenizer, source=loaded.path, lineage=lineage
-    )
+    used = {"language": {key: getattr(lang, key) for key in PRUNE_KEYS}, "seed": params.seed}
+    folder = save_language_model(result, ws.artifact(HF_FOLDER), loaded, "pipeline prune", parents, used)
     relative = folder.relative_to(ws.root).as_posix()
     parent = {"parents": {"model": parents["base_model"]}}  # what MLflow's registry reads
     atomic_torch_save(ws.artifact("pruned_model"), {"record": "hf-folder", "folder": relative, "metadata": parent})
