@@ -34,7 +34,7 @@ from modhifi_core.errors import InputError
 from modhifi_core.fidelity import DEFAULT_RIDGE
 from modhifi_core.pruning.modhifi_p import PruningResult
 
-SCORES = ("energy", "saliency", "wanda-sp", "fluctuation", "magnitude", "random")
+SCORES = ("energy", "greedy", "saliency", "wanda-sp", "fluctuation", "magnitude", "random")
 COMPENSATIONS = ("none", "delta", "ls", "bias")
 # Config keys that hold a uniform FFN width, per family.
 _WIDTH_KEYS = ("intermediate_size", "n_inner")
@@ -304,10 +304,21 @@ def _collect_layerwise(
 # ---------------------------------------------------------------- scores
 
 
-def ffn_scores(model: nn.Module, block: FFNBlock, stats: FFNStatistics, score: str = "energy", seed: int = 0) -> Tensor:
+def ffn_scores(
+    model: nn.Module,
+    block: FFNBlock,
+    stats: FFNStatistics,
+    score: str = "energy",
+    seed: int = 0,
+    keep: int | None = None,
+    ridge: float = DEFAULT_RIDGE,
+) -> Tensor:
     """One importance per neuron of `block` `(width,)` float64, higher = keep.
 
     `energy` `Q_jj = ‖W[:, j]‖² E h_j²` (the paper's LLM score, method.md §3b);
+    `greedy` the order of greedy removal with refit (`greedy_removal_order`: the neuron
+    whose removal, after the least-squares refit of the rest, loses the least output
+    energy goes first; stopped once only `keep` remain, all of them when `keep` is None);
     `saliency` `R̃_j = Σ_c E[y_c W_cj h_j] = (WᵀW ⊙ E[h hᵀ])` summed over rows;
     `wanda-sp` `‖W[:, j]‖ · sqrt(E h_j²)` (ranks like energy); `fluctuation` (FLAP)
     `Var(h_j) ‖W[:, j]‖²`; `magnitude` the L2 norm of the neuron's weights in every
@@ -318,6 +329,11 @@ def ffn_scores(model: nn.Module, block: FFNBlock, stats: FFNStatistics, score: s
     second = stats.second_moment
     if score == "energy":
         return column_energy * second.diagonal()
+    if score == "greedy":
+        affine = dict(model.named_modules())[block.down_name].bias is not None
+        gram = second - torch.outer(stats.mean, stats.mean) if affine else second
+        removals = block.width - 1 if keep is None else block.width - keep
+        return removal_rank(greedy_removal_order(weight, gram, removals, ridge), block.width)
     if score == "wanda-sp":
         return column_energy.sqrt() * second.diagonal().clamp_min(0).sqrt()
     if score == "saliency":
@@ -331,6 +347,43 @@ def ffn_scores(model: nn.Module, block: FFNBlock, stats: FFNStatistics, score: s
         generator = torch.Generator().manual_seed(seed * 100003 + block.width + hash_name(block.name))
         return torch.rand(block.width, generator=generator, dtype=torch.float64)
     raise InputError(f"unknown FFN score {score!r}; choose one of {', '.join(SCORES)}")
+
+
+def greedy_removal_order(
+    w: Tensor, gram: Tensor, removals: int, ridge: float = DEFAULT_RIDGE, step: int = 16
+) -> Tensor:
+    """The first `removals` columns of `w` `(out, n)` removed greedily, in order (float64).
+
+    Removing column j and refitting the others by least squares on `gram` `(n, n)` loses
+    `‖W[:, j]‖² / (G⁻¹)_jj` of output energy (Optimal Brain Surgeon's cost; `G` ridged as in
+    `least_squares_correction`, `λ·mean(diag G)`). Each round removes the `step` cheapest
+    alive columns, then refits `W` and downdates `G⁻¹` for them jointly, so every cost is
+    the current one up to the `step` columns of one round (`step=1`: exact greedy)."""
+    n = gram.shape[0]
+    ridged = gram + ridge * gram.diagonal().mean() * torch.eye(n, dtype=gram.dtype)
+    inverse = torch.cholesky_inverse(torch.linalg.cholesky(ridged))
+    w = w.clone()
+    alive = torch.ones(n, dtype=torch.bool)
+    order: list[Tensor] = []
+    while (done := sum(len(o) for o in order)) < removals:
+        cost = w.pow(2).sum(0) / inverse.diagonal()
+        cost[~alive] = float("inf")
+        chosen = torch.sort(cost, stable=True).indices[: min(step, removals - done)]
+        block_inverse = torch.linalg.inv(inverse[chosen][:, chosen])
+        rows = block_inverse @ inverse[chosen]  # (|S|, n)
+        w -= w[:, chosen] @ rows
+        inverse -= inverse[:, chosen] @ rows
+        alive[chosen] = False
+        order.append(chosen)
+    return torch.cat(order) if order else torch.empty(0, dtype=torch.long)
+
+
+def removal_rank(order: Tensor, width: int) -> Tensor:
+    """Scores `(width,)` float64 from a removal order: the i-th removed gets i, never-removed
+    neurons `len(order)` (all tie above every removed one; `kept_neurons` breaks ties by index)."""
+    scores = torch.full((width,), float(len(order)), dtype=torch.float64)
+    scores[order] = torch.arange(len(order), dtype=torch.float64)
+    return scores
 
 
 def hash_name(name: str) -> int:
@@ -615,8 +668,9 @@ class _Plan:
 
 def _prune_block(model: nn.Module, block: FFNBlock, stats: FFNStatistics, plan: _Plan) -> bool:
     start = time.perf_counter()
-    scores = ffn_scores(model, block, stats, plan.score, plan.seed)
-    kept = kept_neurons(scores, plan.widths[block.name])
+    keep = plan.widths[block.name]
+    scores = ffn_scores(model, block, stats, plan.score, plan.seed, keep=keep, ridge=plan.ridge)
+    kept = kept_neurons(scores, keep)
     middle = time.perf_counter()
     compensate(model, block, stats, kept, plan.compensation, plan.ridge)
     remove_neurons(model, block, kept)
