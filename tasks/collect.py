@@ -27,8 +27,9 @@ def run(ws: Workspace, params: Params) -> dict:
     calibration = stage_calibration(ws, params, base, data)
     with open_executor(params.cluster.address, params.cluster.workers) as executor:
         stats = collect_statistics(base.model, calibration, batch_size=params.collect.batch_size, executor=executor)
+        workers = executor._max_workers if executor is not None else 1
     atomic_torch_save(ws.artifact("statistics"), stats.to_payload())
-    return {"layers": len(stats.layers), "samples": stats.samples}
+    return {"layers": len(stats.layers), "samples": stats.samples, "workers": workers}  # the address is a param
 
 
 def load_statistics(ws: Workspace) -> ModelStatistics:
