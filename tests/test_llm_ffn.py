@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -67,6 +68,25 @@ def test_statistics_add_over_batches():
     for name in both:
         torch.testing.assert_close(both[name].gram, one[name].gram + two[name].gram, rtol=1e-10, atol=1e-10)
         assert both[name].tokens == one[name].tokens + two[name].tokens
+
+
+@pytest.mark.parametrize("layerwise", (True, False))
+def test_sharded_statistics_equal_the_single_process_ones(layerwise):
+    """Two worker threads, three shards: the same sums up to float64 addition order."""
+    model = tiny("llama")
+    ids = torch.cat([example_inputs("llama", seed=s)["input_ids"] for s in range(3)])  # 9 rows: batches of 4, 4, 1
+    single = collect_ffn_statistics(model, ids, layerwise=layerwise, product_dtype=torch.float64)
+    with ThreadPoolExecutor(2) as executor:
+        sharded = collect_ffn_statistics(
+            model, ids, layerwise=layerwise, product_dtype=torch.float64, executor=executor, shards=3
+        )
+    assert set(sharded) == set(single)
+    for name, stats in single.items():
+        torch.testing.assert_close(sharded[name].gram, stats.gram, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(sharded[name].total, stats.total, rtol=1e-12, atol=1e-12)
+        assert sharded[name].tokens == stats.tokens == ids.numel()
+    with pytest.raises(InputError, match="one tensor"), ThreadPoolExecutor(1) as executor:
+        collect_ffn_statistics(model, [{"input_ids": ids}], executor=executor)
 
 
 def test_scores_follow_their_definitions():

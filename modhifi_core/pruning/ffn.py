@@ -25,6 +25,7 @@ import inspect
 import math
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import torch
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 from modhifi_core.errors import InputError
 from modhifi_core.fidelity import DEFAULT_RIDGE
 from modhifi_core.pruning.modhifi_p import PruningResult
+from modhifi_core.sharding import map_shards
 
 SCORES = ("energy", "greedy", "saliency", "wanda-sp", "fluctuation", "magnitude", "random")
 COMPENSATIONS = ("none", "delta", "ls", "bias")
@@ -75,6 +77,12 @@ class FFNStatistics:
         self.gram += (low.T @ low).double()
         self.total += h.double().sum(0)
         self.tokens += h.shape[0]
+
+    def __add__(self, other: FFNStatistics) -> FFNStatistics:
+        """The statistics of both token sets (the sums add)."""
+        return FFNStatistics(
+            self.gram + other.gram, self.total + other.total, self.tokens + other.tokens, self.product_dtype
+        )
 
     @property
     def second_moment(self) -> Tensor:
@@ -190,6 +198,8 @@ def collect_ffn_statistics(
     layerwise: bool = True,
     on_layer: Callable[[FFNBlock, FFNStatistics], bool] | None = None,
     product_dtype: torch.dtype = torch.float32,
+    executor: Executor | None = None,
+    shards: int | None = None,
 ) -> dict[str, FFNStatistics]:
     """Streaming statistics of every FFN block's down-projection input, keyed by block name.
 
@@ -200,7 +210,19 @@ def collect_ffn_statistics(
     complete; if it returns True (it changed the layer, e.g. pruned it) the layer is re-run
     so the next layer sees the changed outputs (sequential pruning). Otherwise (or if the
     blocks do not sit in one layer list, e.g. Swin's stages) one pass hooks every block.
-    `product_dtype`: see `FFNStatistics.add`."""
+    `product_dtype`: see `FFNStatistics.add`.
+
+    `executor` (any `concurrent.futures.Executor`, e.g. a Dask client's): the batches are
+    cut into `shards` contiguous shards (default two per worker, `sharding.map_shards`),
+    each task collects its shard's statistics with this function, and the sums are added
+    in float64 — the single-process result up to the order of the additions. Needs the
+    calibration as one token-id or pixel tensor and no `on_layer`."""
+    if executor is not None:
+        if on_layer is not None or not isinstance(calibration, Tensor):
+            raise InputError("sharded FFN statistics need the calibration as one tensor and no on_layer")
+        args = ([b.name for b in blocks] if blocks else None, layerwise, product_dtype)
+        results = map_shards(executor, _shard_statistics, model, calibration.split(batch_size), args, shards)
+        return {name: sum((r[name] for r in results[1:]), results[0][name]) for name in results[0]}
     blocks = blocks or find_ffn_blocks(model)
     batches = as_batches(calibration, batch_size)
     modules = dict(model.named_modules())
@@ -217,6 +239,15 @@ def collect_ffn_statistics(
         return _collect_all_at_once(model, batches, blocks, modules, product_dtype)
     finally:
         model.train(was_training)
+
+
+def _shard_statistics(
+    model: nn.Module, batches: list[Tensor], names: list[str] | None, layerwise: bool, product_dtype: torch.dtype
+) -> dict[str, FFNStatistics]:
+    """One sharded task: the statistics of `batches` (as the caller cut them) for `names`."""
+    blocks = [b for b in find_ffn_blocks(model) if names is None or b.name in names]
+    inputs = [as_batches(batch, len(batch))[0] for batch in batches]
+    return collect_ffn_statistics(model, inputs, blocks, layerwise=layerwise, product_dtype=product_dtype)
 
 
 def _hook(stats: FFNStatistics) -> Callable:
