@@ -1,5 +1,6 @@
 """Local Hugging Face model folders: load them safely, write pruned models back.
 
+    model_kind(DIR) -> "causal-lm" | "encoder" | "image-classification"   (from config.json)
     load_hf(DIR, kind="auto") -> LoadedModel(model, tokenizer, path, weights, weights_format)
     save_hf(model, OUT, tokenizer=..., source=DIR, lineage={...}) -> OUT
 
@@ -217,10 +218,9 @@ def check_gguf(path: Path) -> None:
 # ---------------------------------------------------------------- load
 
 
-def _model_class(config: Any, kind: str) -> type:
-    """The config's own architecture if an auto mapping lists it (the allow-list), else
-    the Auto class for `kind`."""
-    import transformers
+def _architecture_tables() -> dict[str, set[str]]:
+    """Model kind -> the class names transformers' auto mappings list for it (the
+    allow-list of classes `load_hf` builds). `encoder`: the bare models."""
     from transformers.models.auto import modeling_auto as auto
 
     tables = {
@@ -228,22 +228,76 @@ def _model_class(config: Any, kind: str) -> type:
         "encoder": auto.MODEL_MAPPING_NAMES,
         "image-classification": auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
     }
+    return {
+        kind: {n for v in table.values() for n in (v if isinstance(v, (list, tuple)) else [v])}
+        for kind, table in tables.items()
+    }
+
+
+def _model_class(config: Any, kind: str) -> type:
+    """The config's own architecture if an auto mapping lists it (the allow-list), else
+    the Auto class for `kind`."""
+    import transformers
+
     fallback = {
         "causal-lm": transformers.AutoModelForCausalLM,
         "encoder": transformers.AutoModel,
         "image-classification": transformers.AutoModelForImageClassification,
     }
-    allowed = set()
-    for name, table in tables.items():
-        if kind in ("auto", name):
-            for value in table.values():
-                allowed.update(value if isinstance(value, (list, tuple)) else [value])
+    tables = _architecture_tables()
+    allowed = set().union(*(names for name, names in tables.items() if kind in ("auto", name)))
     for architecture in getattr(config, "architectures", None) or []:
         if architecture in allowed and hasattr(transformers, architecture):
             return getattr(transformers, architecture)
     if kind == "auto":
         return transformers.AutoModel
     return fallback[kind]
+
+
+def model_kind(path: str | os.PathLike) -> str:
+    """What the folder (or `hf:DIR`) holds, from its `config.json` alone (no weights read):
+    `causal-lm` (its architecture has a causal-LM head, or a GGUF-only folder), `encoder`
+    (a bare model of a bidirectional family, e.g. `BertModel`: sentence embeddings) or
+    `image-classification`. The one detector: the pipeline, its params check and
+    `load_hf`'s callers all ask it. InputError for anything else, naming the architecture."""
+    path = parse_hf_source(str(path))
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        if any(path.glob("*.gguf")):
+            return "causal-lm"  # load_hf loads a GGUF-only folder as a causal LM
+        raise InputError(f"{path} has no config.json (and no .gguf file): not a Hugging Face model folder")
+    config = _read_config(config_path)
+    _check_config(config, config_path)
+    from transformers.models.auto import modeling_auto as auto
+
+    tables = _architecture_tables()
+    architectures = config.get("architectures") or []
+    for kind in ("causal-lm", "image-classification"):
+        if any(a in tables[kind] for a in architectures):
+            return kind
+    bidirectional = config["model_type"] in auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.get("is_decoder")
+    if bidirectional and (not architectures or any(a in tables["encoder"] for a in architectures)):
+        return "encoder"
+    if not architectures and config["model_type"] in auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "causal-lm"
+    if not architectures and config["model_type"] in auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
+        return "image-classification"
+    named = ", ".join(architectures) or f"model_type {config['model_type']!r}"
+    raise InputError(
+        f"{path} holds {named}: neither a causal LM nor a bare text encoder (e.g. BertModel) nor an image classifier"
+    )
+
+
+def position_limit(path: str | os.PathLike) -> int | None:
+    """The most tokens one sequence may hold (`max_position_embeddings`, GPT-2's
+    `n_positions`) by the folder's `config.json`; None when it states none (a GGUF-only
+    folder, rotary models without the key)."""
+    config_path = parse_hf_source(str(path)) / "config.json"
+    if not config_path.is_file():
+        return None
+    config = _read_config(config_path)
+    limit = config.get("max_position_embeddings", config.get("n_positions"))
+    return int(limit) if isinstance(limit, int) else None
 
 
 def load_hf(
