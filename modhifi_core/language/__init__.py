@@ -8,10 +8,17 @@ from modhifi_core.language.calibration import (
     text_windows,
     tokenize_text,
 )
-from modhifi_core.language.evaluation import embedding_cosines, encoder_agreement, perplexity, sentence_embeddings
+from modhifi_core.language.evaluation import (
+    embedding_agreement,
+    embedding_cosines,
+    encoder_agreement,
+    perplexity,
+    sentence_embeddings,
+)
 from modhifi_core.language.sampling import sample_sequences
 
 __all__ = [
+    "embedding_agreement",
     "embedding_cosines",
     "encoder_agreement",
     "held_out_sentences",

@@ -52,7 +52,9 @@ def tokenize_text(text: str, tokenizer: Any, chunk_chars: int = 1 << 20) -> Tens
         if end < len(text):
             cut = text.rfind("\n\n", start, end)
             end = cut + 2 if cut > start else end
-        ids.extend(tokenizer(text[start:end], add_special_tokens=False)["input_ids"])
+        # verbose=False: the whole text is longer than the model's positions by design (it is
+        # cut into windows next); transformers' warning that it is would mislead
+        ids.extend(tokenizer(text[start:end], add_special_tokens=False, verbose=False)["input_ids"])
         start = end
     return torch.tensor(ids, dtype=torch.long)
 

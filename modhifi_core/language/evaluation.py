@@ -79,3 +79,12 @@ def encoder_agreement(dense: Tensor, pruned: Tensor, k: int = 10) -> dict:
         f"top{k}_agreement": overlap.mean().item(),
         "sentences": dense.shape[0],
     }
+
+
+def embedding_agreement(
+    dense: nn.Module, pruned: nn.Module, tokenizer: Any, sentences: list[str], k: int = 10
+) -> tuple[dict, Tensor]:
+    """`encoder_agreement` of two encoders' `sentence_embeddings` of the same `sentences`
+    (plus `neighbours`: k), and each sentence's cosine `(S,)` between them."""
+    a, b = (sentence_embeddings(model, tokenizer, sentences) for model in (dense, pruned))
+    return {**encoder_agreement(a, b, k), "neighbours": k}, embedding_cosines(a, b)

@@ -254,13 +254,19 @@ def _model_class(config: Any, kind: str) -> type:
     return fallback[kind]
 
 
-def model_kind(path: str | os.PathLike) -> str:
-    """What the folder (or `hf:DIR`) holds, from its `config.json` alone (no weights read):
-    `causal-lm` (its architecture has a causal-LM head, or a GGUF-only folder), `encoder`
-    (a bare model of a bidirectional family, e.g. `BertModel`: sentence embeddings) or
-    `image-classification`. The one detector: the pipeline, its params check and
-    `load_hf`'s callers all ask it. InputError for anything else, naming the architecture."""
-    path = parse_hf_source(str(path))
+def model_kind(source: str | os.PathLike | nn.Module) -> str:
+    """What a folder (or `hf:DIR`) holds, from its `config.json` alone (no weights read), or
+    what a loaded transformers model is (its class and config): `causal-lm` (an architecture
+    with a causal-LM head, or a GGUF-only folder), `encoder` (a bare model of a bidirectional
+    family, e.g. `BertModel`: sentence embeddings) or `image-classification`. The one
+    detector: the pipeline, its checks and the operations all ask it. InputError for
+    anything else, naming the architecture."""
+    if isinstance(source, nn.Module):
+        if not hasattr(getattr(source, "config", None), "to_dict"):
+            raise InputError(f"{type(source).__name__} is not a transformers model (it has no config)")
+        config = {**source.config.to_dict(), "architectures": [type(source).__name__]}
+        return _config_kind(config, type(source).__name__)
+    path = parse_hf_source(str(source))
     config_path = path / "config.json"
     if not config_path.is_file():
         if any(path.glob("*.gguf")):
@@ -268,6 +274,10 @@ def model_kind(path: str | os.PathLike) -> str:
         raise InputError(f"{path} has no config.json (and no .gguf file): not a Hugging Face model folder")
     config = _read_config(config_path)
     _check_config(config, config_path)
+    return _config_kind(config, str(path))
+
+
+def _config_kind(config: dict, name: str) -> str:
     from transformers.models.auto import modeling_auto as auto
 
     tables = _architecture_tables()
@@ -275,16 +285,17 @@ def model_kind(path: str | os.PathLike) -> str:
     for kind in ("causal-lm", "image-classification"):
         if any(a in tables[kind] for a in architectures):
             return kind
-    bidirectional = config["model_type"] in auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.get("is_decoder")
+    model_type = config.get("model_type")
+    bidirectional = model_type in auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.get("is_decoder")
     if bidirectional and (not architectures or any(a in tables["encoder"] for a in architectures)):
         return "encoder"
-    if not architectures and config["model_type"] in auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+    if not architectures and model_type in auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return "causal-lm"
-    if not architectures and config["model_type"] in auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
+    if not architectures and model_type in auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
         return "image-classification"
-    named = ", ".join(architectures) or f"model_type {config['model_type']!r}"
+    named = ", ".join(architectures) or f"model_type {model_type!r}"
     raise InputError(
-        f"{path} holds {named}: neither a causal LM nor a bare text encoder (e.g. BertModel) nor an image classifier"
+        f"{name} holds {named}: neither a causal LM nor a bare text encoder (e.g. BertModel) nor an image classifier"
     )
 
 

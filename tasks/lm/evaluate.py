@@ -7,14 +7,7 @@ import hashlib
 import json
 import math
 
-from modhifi_core.language import (
-    embedding_cosines,
-    encoder_agreement,
-    held_out_sentences,
-    perplexity,
-    sentence_embeddings,
-    text_windows,
-)
+from modhifi_core.language import embedding_agreement, held_out_sentences, perplexity, text_windows
 from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_json, atomic_write_text, sha256_file
 from modhifi_core.sources import LoadedModel, load_hf
@@ -67,11 +60,9 @@ def agreement_metrics(base: LoadedModel, pruned: LoadedModel, text: str, params:
     vs pruned: `mean_cosine`, `min_cosine`, `top{NEIGHBOURS}_agreement`; rows: each
     sentence's cosine."""
     sentences = held_out_sentences(text, params.language.eval_samples, params.seed + 1)
-    dense, after = (sentence_embeddings(m.model, base.tokenizer, sentences) for m in (base, pruned))
-    metrics = encoder_agreement(dense, after, k=NEIGHBOURS)
-    metrics |= {"eval_sentences": metrics.pop("sentences"), "neighbours": NEIGHBOURS}
-    cosines = embedding_cosines(dense, after).tolist()
-    return metrics, ["sentence,cosine", *(f"{i},{c:.6f}" for i, c in enumerate(cosines))]
+    metrics, cosines = embedding_agreement(base.model, pruned.model, base.tokenizer, sentences, NEIGHBOURS)
+    metrics["eval_sentences"] = metrics.pop("sentences")
+    return metrics, ["sentence,cosine", *(f"{i},{c:.6f}" for i, c in enumerate(cosines.tolist()))]
 
 
 def pruned_weights(ws: Workspace) -> dict[str, str]:
