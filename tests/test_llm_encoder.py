@@ -98,6 +98,8 @@ def test_pruning_an_encoder_with_eval_text_measures_embedding_agreement(sources)
     assert metrics["eval_sentences"] == 24 and "perplexity" not in metrics
     with pytest.raises(InputError, match="cannot generate: self-sampled calibration needs a causal LM"):
         prune_language_model(model, word_tokenizer(), "synthetic", **options)
+    with pytest.raises(InputError, match="length 513 exceeds the model's 512 positions"):
+        prune_language_model(model, word_tokenizer(), f"text:{calibration}", **(options | {"length": 513}))
 
 
 # ---------------------------------------------------------------- checked before anything runs

@@ -108,6 +108,7 @@ def prune_language_model(
     synthesize stage; `calibration` then only names their source); `statistics`: from
     `collect_ffn_statistics` of `model` on those windows (the pipeline's collect stage)."""
     check_options(method, calibration, target_params, fraction)
+    _check_length(model, length)
     start = time.perf_counter()
     if windows is None:
         windows = calibration_windows(model, tokenizer, calibration, samples, length, seed)
@@ -139,6 +140,15 @@ def prune_language_model(
     if latency_repeats > 0:
         metrics.update(_latency(model, result.model, windows[:1], latency_repeats))
     return LanguagePruning(result.model, windows, metrics, result.report)
+
+
+def _check_length(model: nn.Module, length: int) -> None:
+    """`InputError` when `length` tokens exceed the model's positions (refused, not clipped)."""
+    from modhifi_core.sources import position_limit
+
+    limit = position_limit(model)
+    if limit is not None and length > limit:
+        raise InputError(f"length {length} exceeds the model's {limit} positions (max_position_embeddings)")
 
 
 def _held_out(

@@ -299,14 +299,15 @@ def _config_kind(config: dict, name: str) -> str:
     )
 
 
-def position_limit(path: str | os.PathLike) -> int | None:
+def position_limit(source: str | os.PathLike | nn.Module) -> int | None:
     """The most tokens one sequence may hold (`max_position_embeddings`, GPT-2's
-    `n_positions`) by the folder's `config.json`; None when it states none (a GGUF-only
-    folder, rotary models without the key)."""
-    config_path = parse_hf_source(str(path)) / "config.json"
-    if not config_path.is_file():
-        return None
-    config = _read_config(config_path)
+    `n_positions`) by a folder's `config.json` or a loaded model's config; None when it
+    states none (a GGUF-only folder, a config without the key)."""
+    if isinstance(source, nn.Module):
+        config = source.config.to_dict() if hasattr(getattr(source, "config", None), "to_dict") else {}
+    else:
+        config_path = parse_hf_source(str(source)) / "config.json"
+        config = _read_config(config_path) if config_path.is_file() else {}
     limit = config.get("max_position_embeddings", config.get("n_positions"))
     return int(limit) if isinstance(limit, int) else None
 
