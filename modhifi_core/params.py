@@ -29,7 +29,7 @@ class DataParams(Section):
 
 class ModelParams(Section):
     path: str | None = None  # a trained checkpoint to start from; null: train_base trains one
-    # hf:DIR: a local Hugging Face causal LM (the `language` section then drives the run)
+    # hf:DIR: a local Hugging Face causal LM or text encoder (the `language` section then drives the run)
     source: str | None = None
     name: Literal["resnet18", "resnet50", "vgg11", "vgg19", "vit"] = "resnet18"
     width: int = Field(16, ge=1, le=1024)
@@ -144,9 +144,12 @@ class ClusterParams(Section):
 
 
 class LanguageParams(Section):
-    """The run of a Hugging Face causal LM (`model.source: hf:DIR`): calibration windows
-    (`text:PATH` or `self`, sampled from the model with seeded `temperature`/`top_p`),
-    FFN pruning as `prune_language_model` takes it, perplexity on held-out `eval_text`."""
+    """The run of a Hugging Face causal LM or text encoder (`model.source: hf:DIR`):
+    calibration windows (`text:PATH`, or `self`: sampled from a causal LM with seeded
+    `temperature`/`top_p`), FFN pruning as `prune_language_model` takes it, and on held-out
+    `eval_text` perplexity (causal LM) or sentence-embedding agreement (encoder). What
+    needs the model's config (its kind, its positions) is checked at run start
+    (`tasks.inputs.check_model_fits`)."""
 
     calibration: str = "self"  # self (data-free: sampled from the model) or text:PATH (a file or folder)
     samples: int = Field(128, ge=1, le=1_000_000)  # calibration sequences N
@@ -154,8 +157,8 @@ class LanguageParams(Section):
     temperature: float = Field(1.0, gt=0.0, le=10.0)  # self-sampling
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     prompt: Literal["bos", "random"] = "bos"  # self-sampling: each sequence starts at BOS or a random token
-    eval_text: str | None = None  # held-out text (a file or folder) for perplexity; needed with model.source
-    eval_samples: int = Field(16, ge=1, le=1_000_000)
+    eval_text: str | None = None  # held-out text (a file or folder) to evaluate on; needed with model.source
+    eval_samples: int = Field(16, ge=1, le=1_000_000)  # held-out windows (causal LM) or sentences (encoder)
     method: Literal["modhifi", "wanda-sp", "flap", "magnitude", "random"] = "modhifi"
     target_params: float | None = Field(0.8, gt=0.0, lt=1.0)  # fraction of all parameters that remains
     ffn_fraction: float | None = Field(None, gt=0.0, lt=1.0)  # or: fraction of FFN neurons removed per layer
@@ -212,7 +215,7 @@ class Params(Section):
             raise ValueError("cluster.address applies to zoo models; a language model's collect runs in-process")
         lang = self.language
         if lang.eval_text is None:
-            raise ValueError("language.eval_text: model.source needs held-out text (a file or folder) for perplexity")
+            raise ValueError("language.eval_text: model.source needs held-out text (a file or folder) to evaluate on")
         texts = {"language.eval_text": lang.eval_text}
         if lang.calibration.startswith("text:"):
             texts["language.calibration"] = lang.calibration.removeprefix("text:")

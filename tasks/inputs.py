@@ -8,6 +8,10 @@ zoo run too). So `modhifi run` writes each input's content hashes to a fixed fil
 as deps of the stages that read the inputs, so an edited text or a new weight file re-runs
 them. A stage reading an input checks that it still hashes as recorded (`checked_input`).
 In a zoo run (or an input not used) the file records `{"path": null}`.
+
+`check_model_fits` refuses, before anything runs, a `language` section that cannot work on
+the folder's kind of model (`modhifi_core.sources.model_kind`, the one detector): an
+encoder calibrated by self-sampling, sequences longer than the model's positions.
 """
 
 from __future__ import annotations
@@ -65,8 +69,50 @@ def _model_files(path: Path) -> list[Path]:
     return sorted({*weights, *extra})
 
 
+LANGUAGE_KEYS = ("calibration", "length", "eval_samples")  # what check_model_fits can check
+
+
+def check_model_fits(ws: Workspace, params: Params, keys: tuple[str, ...] = LANGUAGE_KEYS) -> str | None:
+    """The kind of the model `model.source` names (`causal-lm` or `encoder`; None in a zoo
+    run), with the `language` keys among `keys` checked against it (a stage passes the ones
+    it declares). One InputError line for: an image classifier (the pipeline runs language
+    models), an encoder with `calibration: self` (only a causal LM samples text) or with
+    `eval_samples` too few for its top-k neighbour agreement, and a `length` beyond the
+    model's `max_position_embeddings` (refused, not clipped: what runs is what params.yaml
+    says)."""
+    folder = input_path(ws, params, "model_source")
+    if folder is None:
+        return None
+    from modhifi_core.sources import model_kind, position_limit
+    from tasks.lm import NEIGHBOURS
+
+    kind = model_kind(folder)
+    if kind not in ("causal-lm", "encoder"):
+        raise InputError(f"model.source: {folder} holds an {kind} model; the pipeline runs causal LMs and encoders")
+    lang = {key: getattr(params.language, key) for key in keys}  # only the keys the caller declares
+    if kind == "encoder" and lang.get("calibration") == "self":
+        raise InputError(
+            f"language.calibration: self samples text from the model, which an encoder ({folder}) cannot do; "
+            "give text:PATH (a file or folder of real text)"
+        )
+    if kind == "encoder" and lang.get("eval_samples", NEIGHBOURS + 1) <= NEIGHBOURS:
+        raise InputError(
+            f"language.eval_samples: an encoder is evaluated by top-{NEIGHBOURS} neighbour agreement over the "
+            f"held-out sentences, which needs more than {NEIGHBOURS}; got {lang['eval_samples']}"
+        )
+    limit = position_limit(folder)
+    if limit is not None and lang.get("length", 0) > limit:
+        raise InputError(
+            f"language.length: {lang['length']} tokens exceed the {limit} positions of {folder} "
+            f"(max_position_embeddings in its config.json); give at most {limit}"
+        )
+    return kind
+
+
 def refresh_inputs(ws: Workspace, params: Params) -> None:
-    """Write each input's digest to its `inputs/` file (rewritten only when it changed)."""
+    """Check that the language section fits the model (`check_model_fits`), then write
+    each input's digest to its `inputs/` file (rewritten only when it changed)."""
+    check_model_fits(ws, params)
     for name, file in INPUTS.items():
         target = ws.root / file
         record = digest(name, input_path(ws, params, name))

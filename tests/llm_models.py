@@ -3,6 +3,9 @@ language-model tests."""
 
 from __future__ import annotations
 
+import random
+from pathlib import Path
+
 import torch
 from transformers import (
     BertConfig,
@@ -73,3 +76,18 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(
         tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
     )
+
+
+TEXT_WORDS = "the of and to a in is it you that he was for on are with as his they be at one have this from".split()
+
+
+def word_text(path: Path, words: int, seed: int) -> Path:
+    """A seeded text of about `words` words of the word tokenizer's vocabulary, one
+    sentence a line (capitalised, ending in " ."), so `sentences_from_text` finds them."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(words // 8):
+        sentence = [rng.choice(TEXT_WORDS) for _ in range(rng.randint(4, 12))]
+        lines.append(" ".join([sentence[0].capitalize(), *sentence[1:]]) + " .")
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -32,6 +32,18 @@ def tiny_params() -> dict:
     return params
 
 
+def language_params(folder: Path, eval_text: Path, **language) -> dict:
+    """Tiny params of a language-model run on the Hugging Face folder `folder` (8 x 16
+    calibration tokens, 4 held-out windows), `language` overriding its language keys."""
+    params = tiny_params()
+    params["model"]["source"] = f"hf:{folder}"
+    params["language"].update(
+        samples=8, length=16, eval_text=str(eval_text), eval_samples=4, latency_repeats=1, batch_size=4
+    )
+    params["language"].update(language)
+    return params
+
+
 def make_workspace(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")

@@ -14,24 +14,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-from llm_models import tiny, word_tokenizer
-from pipeline_workspace import REPO, isolated_env, make_workspace, run_pipeline, tiny_params, write_params
+from llm_models import tiny, word_text, word_tokenizer
+from pipeline_workspace import (
+    REPO,
+    isolated_env,
+    language_params,
+    make_workspace,
+    run_pipeline,
+    tiny_params,
+    write_params,
+)
 
 from modhifi_core.errors import InputError
 from modhifi_core.params import validate_params
 from modhifi_core.safe_io import sha256_file
 
-WORDS = "the of and to a in is it you that he was for on are with as his they be at one have this from".split()
-SKIP = "class unlearning does not apply to a causal language model"
-
-
-def _text(path: Path, words: int, seed: int) -> Path:
-    import random
-
-    rng = random.Random(seed)
-    sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + " ." for _ in range(words // 8)]
-    path.write_text("\n".join(sentences) + "\n")
-    return path
+SKIP = "class unlearning does not apply to a language model (a causal LM or a text encoder)"
 
 
 def _folder(root: Path) -> Path:
@@ -41,16 +39,6 @@ def _folder(root: Path) -> Path:
     return folder
 
 
-def _language_params(folder: Path, eval_text: Path, **language) -> dict:
-    params = tiny_params()
-    params["model"]["source"] = f"hf:{folder}"
-    params["language"].update(
-        samples=8, length=16, eval_text=str(eval_text), eval_samples=4, latency_repeats=1, batch_size=4
-    )
-    params["language"].update(language)
-    return params
-
-
 # ---------------------------------------------------------------- validation (no pipeline run)
 
 
@@ -58,7 +46,7 @@ def _language_params(folder: Path, eval_text: Path, **language) -> dict:
 def sources(tmp_path_factory):
     root = tmp_path_factory.mktemp("sources")
     (root / "model").mkdir()
-    return root / "model", _text(root / "eval.txt", 200, 1)
+    return root / "model", word_text(root / "eval.txt", 200, 1)
 
 
 def _check(params: dict, match: str) -> None:
@@ -69,9 +57,9 @@ def _check(params: dict, match: str) -> None:
 
 def test_language_params_validate(sources):
     folder, text = sources
-    params = validate_params(_language_params(folder, text))
+    params = validate_params(language_params(folder, text))
     assert params.model.source == f"hf:{folder}" and params.language.calibration == "self"
-    validate_params(_language_params(folder, text, calibration=f"text:{text}"))
+    validate_params(language_params(folder, text, calibration=f"text:{text}"))
     validate_params(tiny_params())  # a zoo run ignores the language section
 
 
@@ -91,7 +79,7 @@ def test_language_params_validate(sources):
     ],
 )
 def test_bad_language_params_are_one_line(sources, change, match):
-    params = _language_params(*sources)
+    params = language_params(*sources)
     for section, values in change.items():
         params[section].update(values)
     _check(params, match)
@@ -101,7 +89,7 @@ def test_relative_paths_are_relative_to_the_workspace(tmp_path, sources):
     folder, text = sources
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "eval.txt").write_text(text.read_text())
-    params = _language_params(folder, Path("texts/eval.txt"))
+    params = language_params(folder, Path("texts/eval.txt"))
     validate_params(params, root=tmp_path)
     _check(params, "text texts/eval.txt does not exist")  # from another folder it is not there
 
@@ -114,9 +102,9 @@ def language_run(tmp_path_factory):
     """One `modhifi run` of the whole chain on a tiny Llama (self-sampled calibration)."""
     base = tmp_path_factory.mktemp("lm-pipeline")
     folder = _folder(base)
-    eval_text = _text(base / "held-out.txt", 2000, 2)
+    eval_text = word_text(base / "held-out.txt", 2000, 2)
     root = make_workspace(base / "ws")
-    write_params(root, _language_params(folder, eval_text))
+    write_params(root, language_params(folder, eval_text))
     env = isolated_env(base / "home")
     return root, env, folder, eval_text, run_pipeline(root, env)
 
@@ -191,10 +179,10 @@ def test_an_edited_eval_text_reruns_only_evaluate_and_report(language_run):
 @pytest.mark.slow
 def test_text_calibration_pipeline(tmp_path):
     folder = _folder(tmp_path)
-    eval_text = _text(tmp_path / "held-out.txt", 2000, 2)
-    calibration = _text(tmp_path / "calibration.txt", 2000, 3)
+    eval_text = word_text(tmp_path / "held-out.txt", 2000, 2)
+    calibration = word_text(tmp_path / "calibration.txt", 2000, 3)
     root = make_workspace(tmp_path / "ws")
-    params = _language_params(folder, eval_text, calibration=f"text:{calibration}", method="wanda-sp")
+    params = language_params(folder, eval_text, calibration=f"text:{calibration}", method="wanda-sp")
     write_params(root, params)
     summary = run_pipeline(root, isolated_env(tmp_path / "home"))
     assert summary["metrics"]["method"] == "wanda-sp" and summary["metrics"]["perplexity"] > 1

@@ -52,7 +52,9 @@ def tokenize_text(text: str, tokenizer: Any, chunk_chars: int = 1 << 20) -> Tens
         if end < len(text):
             cut = text.rfind("\n\n", start, end)
             end = cut + 2 if cut > start else end
-        ids.extend(tokenizer(text[start:end], add_special_tokens=False)["input_ids"])
+        # verbose=False: the whole text is longer than the model's positions by design (it is
+        # cut into windows next); transformers' warning that it is would mislead
+        ids.extend(tokenizer(text[start:end], add_special_tokens=False, verbose=False)["input_ids"])
         start = end
     return torch.tensor(ids, dtype=torch.long)
 
@@ -95,3 +97,14 @@ def sentences_from_text(text: str, min_words: int = 6, max_words: int = 60) -> l
                 seen.add(sentence)
                 sentences.append(sentence)
     return sentences
+
+
+def held_out_sentences(source: str | os.PathLike, n: int, seed: int = 0) -> list[str]:
+    """`n` distinct prose sentences (`sentences_from_text`) of the text at `source` (a file
+    or folder, `text:` prefix allowed), chosen uniformly with `seed`, in source order."""
+    sentences = sentences_from_text(read_text(source))
+    if len(sentences) < n:
+        raise InputError(f"{source} has {len(sentences)} prose sentences, fewer than the {n} asked for")
+    generator = torch.Generator().manual_seed(seed)
+    picked = torch.randperm(len(sentences), generator=generator)[:n].sort().values
+    return [sentences[i] for i in picked.tolist()]

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modhifi_core.errors import InputError
+
 
 @torch.no_grad()
 def perplexity(model: nn.Module, windows: Tensor, batch_size: int = 4) -> dict:
@@ -57,11 +59,18 @@ def neighbours(embeddings: Tensor, k: int) -> Tensor:
     return similarity.topk(k, dim=1).indices
 
 
+def embedding_cosines(dense: Tensor, pruned: Tensor) -> Tensor:
+    """Cosine `(S,)` float64 between each sentence's dense and pruned embedding `(S, hidden)`."""
+    return F.cosine_similarity(dense.double(), pruned.double(), dim=1)
+
+
 def encoder_agreement(dense: Tensor, pruned: Tensor, k: int = 10) -> dict:
     """From embeddings `(S, hidden)` of the same sentences: `mean_cosine` between each
     sentence's dense and pruned embedding (and its minimum), and `top{k}_agreement`, the
     mean fraction of each sentence's k nearest neighbours (among the S) that both agree on."""
-    cosine = F.cosine_similarity(dense.double(), pruned.double(), dim=1)
+    if dense.shape[0] <= k:
+        raise InputError(f"top-{k} neighbour agreement needs more than {k} sentences, got {dense.shape[0]}")
+    cosine = embedding_cosines(dense, pruned)
     a, b = neighbours(dense, k), neighbours(pruned, k)
     overlap = (a.unsqueeze(2) == b.unsqueeze(1)).any(2).double().mean(1)
     return {
@@ -70,3 +79,12 @@ def encoder_agreement(dense: Tensor, pruned: Tensor, k: int = 10) -> dict:
         f"top{k}_agreement": overlap.mean().item(),
         "sentences": dense.shape[0],
     }
+
+
+def embedding_agreement(
+    dense: nn.Module, pruned: nn.Module, tokenizer: Any, sentences: list[str], k: int = 10
+) -> tuple[dict, Tensor]:
+    """`encoder_agreement` of two encoders' `sentence_embeddings` of the same `sentences`
+    (plus `neighbours`: k), and each sentence's cosine `(S,)` between them."""
+    a, b = (sentence_embeddings(model, tokenizer, sentences) for model in (dense, pruned))
+    return {**encoder_agreement(a, b, k), "neighbours": k}, embedding_cosines(a, b)

@@ -26,7 +26,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from modhifi_core.errors import InputError
-from modhifi_core.language import perplexity, sample_sequences, text_windows
+from modhifi_core.language import embedding_agreement, held_out_sentences, perplexity, sample_sequences, text_windows
 from modhifi_core.metadata import without_timings
 from modhifi_core.pruning.ffn import FFNStatistics, prune_transformer
 from modhifi_core.pruning.latency import time_alternately
@@ -97,8 +97,10 @@ def prune_language_model(
     """Prune `model`'s FFN neurons with `method` to `target_params` (fraction of all the
     model's parameters that remains) or by `fraction` (of FFN neurons removed per layer).
 
-    Metrics: `params_ratio`, `flops_ratio` (per token at `length`), `perplexity` and
-    `dense_perplexity` on `eval_samples` windows of `eval_text` (a causal LM, when given),
+    Metrics: `params_ratio`, `flops_ratio` (per token at `length`), on `eval_text` when given
+    `perplexity` and `dense_perplexity` over `eval_samples` windows (a causal LM) or
+    `mean_cosine`, `min_cosine` and `top10_agreement` of sentence embeddings over
+    `eval_samples` held-out sentences (an encoder, `model_kind`),
     `latency_speedup` (CPU, dense ÷ pruned, median of `latency_repeats` interleaved
     forwards of one `length`-token sequence), `seconds`.
 
@@ -106,6 +108,7 @@ def prune_language_model(
     synthesize stage; `calibration` then only names their source); `statistics`: from
     `collect_ffn_statistics` of `model` on those windows (the pipeline's collect stage)."""
     check_options(method, calibration, target_params, fraction)
+    _check_length(model, length)
     start = time.perf_counter()
     if windows is None:
         windows = calibration_windows(model, tokenizer, calibration, samples, length, seed)
@@ -133,13 +136,39 @@ def prune_language_model(
         "seconds": time.perf_counter() - start,
     }
     if eval_text is not None:
-        held_out = text_windows(eval_text, tokenizer, eval_samples, length, seed + 1)
-        metrics["dense_perplexity"] = perplexity(model, held_out, batch_size)["perplexity"]
-        metrics["perplexity"] = perplexity(result.model, held_out, batch_size)["perplexity"]
-        metrics["eval_tokens"] = int(held_out.numel())
+        metrics.update(_held_out(model, result.model, tokenizer, eval_text, eval_samples, length, seed, batch_size))
     if latency_repeats > 0:
         metrics.update(_latency(model, result.model, windows[:1], latency_repeats))
     return LanguagePruning(result.model, windows, metrics, result.report)
+
+
+def _check_length(model: nn.Module, length: int) -> None:
+    """`InputError` when `length` tokens exceed the model's positions (refused, not clipped)."""
+    from modhifi_core.sources import position_limit
+
+    limit = position_limit(model)
+    if limit is not None and length > limit:
+        raise InputError(f"length {length} exceeds the model's {limit} positions (max_position_embeddings)")
+
+
+def _held_out(
+    dense: nn.Module, pruned: nn.Module, tokenizer: Any, text: str, n: int, length: int, seed: int, batch_size: int
+) -> dict[str, Any]:
+    """Dense vs pruned on held-out `text` (seed + 1): a causal LM's perplexity over `n`
+    windows of `length` tokens; an encoder's agreement of mean-pooled embeddings of `n`
+    held-out sentences (`mean_cosine`, `min_cosine`, `top10_agreement`)."""
+    from modhifi_core.sources import model_kind
+
+    if model_kind(dense) == "encoder":
+        sentences = held_out_sentences(text, n, seed + 1)
+        metrics = embedding_agreement(dense, pruned, tokenizer, sentences)[0]
+        return {**metrics, "eval_sentences": metrics.pop("sentences")}
+    held_out = text_windows(text, tokenizer, n, length, seed + 1)
+    return {
+        "dense_perplexity": perplexity(dense, held_out, batch_size)["perplexity"],
+        "perplexity": perplexity(pruned, held_out, batch_size)["perplexity"],
+        "eval_tokens": int(held_out.numel()),
+    }
 
 
 def save_language_model(

@@ -67,11 +67,12 @@ def _html(text: str) -> str:
 
 @dataclass
 class LanguageResults:
-    """What the report of a language-model run shows: the evaluate stage's metrics
-    (perplexity dense and pruned, ratios, speed-up), the prune stage's metrics, FFN
-    neurons per layer (`layer`, `channels_before`, `channels_after`), the score stage's
-    per-neuron scores by layer, per-window rows (`window`, `dense_nll`, `pruned_nll`),
-    and the stages that did not apply with their reason."""
+    """What the report of a language-model run shows: the evaluate stage's metrics (a
+    causal LM's perplexity dense and pruned, or an encoder's embedding agreement; ratios,
+    speed-up), the prune stage's metrics, FFN neurons per layer (`layer`,
+    `channels_before`, `channels_after`), the score stage's per-neuron scores by layer,
+    per-window rows (`window`, `dense_nll`, `pruned_nll`; an encoder's `sentence`,
+    `cosine`), and the stages that did not apply with their reason."""
 
     params: Params
     evaluation: dict
@@ -84,14 +85,38 @@ class LanguageResults:
 
 def language_report(results: LanguageResults) -> Report:
     """The report of a language-model run: its language section, figures of the FFN
-    neurons kept per layer, the neuron scores per layer and perplexity per window."""
+    neurons kept per layer, the neuron scores per layer and the held-out measurement per
+    window (perplexity) or per sentence (embedding cosine)."""
+    encoder = "mean_cosine" in results.evaluation
     figures = {
         "kept_neurons.png": _png(plot_kept_channels(results.layers, "FFN neurons")),
         "neuron_scores.png": _png(plot_fidelity(results.scores, f"{results.pruned['score']} score per FFN neuron")),
-        "perplexity_per_window.png": _png(plot_windows(results.windows)),
     }
+    if encoder:
+        figures["cosine_per_sentence.png"] = _png(plot_sentence_cosines(results.windows))
+    else:
+        figures["perplexity_per_window.png"] = _png(plot_windows(results.windows))
     text = render_language(results, list(figures))
     return Report(text, _html(text), figures)
+
+
+def _held_out_rows(e: dict) -> tuple[list[tuple[str, float]], str]:
+    """The measured rows and how they were measured: perplexity (a causal LM) or the
+    agreement of mean-pooled sentence embeddings (an encoder)."""
+    if "mean_cosine" in e:
+        k = e["neighbours"]
+        rows = [
+            ("mean cosine, pruned vs dense sentence embedding", e["mean_cosine"]),
+            ("minimum cosine", e["min_cosine"]),
+            (f"top-{k} neighbour agreement", e[f"top{k}_agreement"]),
+        ]
+        return rows, f"mean-pooled sentence embeddings of {e['eval_sentences']} held-out sentences"
+    rows = [
+        ("dense perplexity", e["dense_perplexity"]),
+        ("pruned perplexity", e["perplexity"]),
+        ("perplexity ratio (pruned / dense)", e["perplexity_ratio"]),
+    ]
+    return rows, f"perplexity on {e['eval_tokens']} held-out tokens"
 
 
 def render_language(results: LanguageResults, figures: list[str]) -> str:
@@ -101,10 +126,9 @@ def render_language(results: LanguageResults, figures: list[str]) -> str:
         if lang.target_params
         else f"{lang.ffn_fraction:.0%} fewer FFN neurons"
     )
+    measured, how = _held_out_rows(e)
     rows = [
-        ("dense perplexity", e["dense_perplexity"]),
-        ("pruned perplexity", e["perplexity"]),
-        ("perplexity ratio (pruned / dense)", e["perplexity_ratio"]),
+        *measured,
         ("parameters remaining", e["params_ratio"]),
         (f"FLOPs per token remaining (at {lang.length} tokens)", e["flops_ratio"]),
         ("CPU latency speed-up (dense / pruned, one sequence)", e.get("latency_speedup", float("nan"))),
@@ -119,7 +143,7 @@ def render_language(results: LanguageResults, figures: list[str]) -> str:
         "",
         f"`{results.params.model.source}` pruned with **{lang.method}** (score {p['score']}, compensation "
         f"{p['compensation']}) to {target}, calibrated on {lang.samples} × {lang.length} tokens of {calibration}; "
-        f"perplexity on {e['eval_tokens']} held-out tokens of `{lang.eval_text}`. No fine-tuning.",
+        f"{how} of `{lang.eval_text}`. No fine-tuning.",
         "",
         "| result | value |",
         "|---|---|",
@@ -148,6 +172,17 @@ def plot_windows(rows: list[dict]) -> plt.Figure:
     ax.set_ylabel("nats per token (log perplexity)")
     ax.set_title("Perplexity per held-out window")
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_sentence_cosines(rows: list[dict]) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    cosines = sorted(float(r["cosine"]) for r in rows)
+    ax.plot(range(len(cosines)), cosines, marker=".", linestyle="none")
+    ax.set_xlabel("held-out sentence (sorted)")
+    ax.set_ylabel("cosine, pruned vs dense embedding")
+    ax.set_title("Sentence-embedding agreement per held-out sentence")
     fig.tight_layout()
     return fig
 

@@ -2,6 +2,24 @@
 `huggingface.py`) and torchvision/timm architectures with a weights file
 (`torchvision:ARCH`, `timm:ARCH`, `torchvision_zoo.py`)."""
 
-from modhifi_core.sources.huggingface import KINDS, LoadedModel, check_folder, load_hf, parse_hf_source, save_hf
+from modhifi_core.sources.huggingface import (
+    KINDS,
+    LoadedModel,
+    check_folder,
+    load_hf,
+    model_kind,
+    parse_hf_source,
+    position_limit,
+    save_hf,
+)
 
-__all__ = ["KINDS", "LoadedModel", "check_folder", "load_hf", "parse_hf_source", "save_hf"]
+__all__ = [
+    "KINDS",
+    "LoadedModel",
+    "check_folder",
+    "load_hf",
+    "model_kind",
+    "parse_hf_source",
+    "position_limit",
+    "save_hf",
+]

@@ -1,5 +1,6 @@
 """Local Hugging Face model folders: load them safely, write pruned models back.
 
+    model_kind(DIR) -> "causal-lm" | "encoder" | "image-classification"   (from config.json)
     load_hf(DIR, kind="auto") -> LoadedModel(model, tokenizer, path, weights, weights_format)
     save_hf(model, OUT, tokenizer=..., source=DIR, lineage={...}) -> OUT
 
@@ -217,10 +218,9 @@ def check_gguf(path: Path) -> None:
 # ---------------------------------------------------------------- load
 
 
-def _model_class(config: Any, kind: str) -> type:
-    """The config's own architecture if an auto mapping lists it (the allow-list), else
-    the Auto class for `kind`."""
-    import transformers
+def _architecture_tables() -> dict[str, set[str]]:
+    """Model kind -> the class names transformers' auto mappings list for it (the
+    allow-list of classes `load_hf` builds). `encoder`: the bare models."""
     from transformers.models.auto import modeling_auto as auto
 
     tables = {
@@ -228,22 +228,88 @@ def _model_class(config: Any, kind: str) -> type:
         "encoder": auto.MODEL_MAPPING_NAMES,
         "image-classification": auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
     }
+    return {
+        kind: {n for v in table.values() for n in (v if isinstance(v, (list, tuple)) else [v])}
+        for kind, table in tables.items()
+    }
+
+
+def _model_class(config: Any, kind: str) -> type:
+    """The config's own architecture if an auto mapping lists it (the allow-list), else
+    the Auto class for `kind`."""
+    import transformers
+
     fallback = {
         "causal-lm": transformers.AutoModelForCausalLM,
         "encoder": transformers.AutoModel,
         "image-classification": transformers.AutoModelForImageClassification,
     }
-    allowed = set()
-    for name, table in tables.items():
-        if kind in ("auto", name):
-            for value in table.values():
-                allowed.update(value if isinstance(value, (list, tuple)) else [value])
+    tables = _architecture_tables()
+    allowed = set().union(*(names for name, names in tables.items() if kind in ("auto", name)))
     for architecture in getattr(config, "architectures", None) or []:
         if architecture in allowed and hasattr(transformers, architecture):
             return getattr(transformers, architecture)
     if kind == "auto":
         return transformers.AutoModel
     return fallback[kind]
+
+
+def model_kind(source: str | os.PathLike | nn.Module) -> str:
+    """What a folder (or `hf:DIR`) holds, from its `config.json` alone (no weights read), or
+    what a loaded transformers model is (its class and config): `causal-lm` (an architecture
+    with a causal-LM head, or a GGUF-only folder), `encoder` (a bare model of a bidirectional
+    family, e.g. `BertModel`: sentence embeddings) or `image-classification`. The one
+    detector: the pipeline, its checks and the operations all ask it. InputError for
+    anything else, naming the architecture."""
+    if isinstance(source, nn.Module):
+        if not hasattr(getattr(source, "config", None), "to_dict"):
+            raise InputError(f"{type(source).__name__} is not a transformers model (it has no config)")
+        config = {**source.config.to_dict(), "architectures": [type(source).__name__]}
+        return _config_kind(config, type(source).__name__)
+    path = parse_hf_source(str(source))
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        if any(path.glob("*.gguf")):
+            return "causal-lm"  # load_hf loads a GGUF-only folder as a causal LM
+        raise InputError(f"{path} has no config.json (and no .gguf file): not a Hugging Face model folder")
+    config = _read_config(config_path)
+    _check_config(config, config_path)
+    return _config_kind(config, str(path))
+
+
+def _config_kind(config: dict, name: str) -> str:
+    from transformers.models.auto import modeling_auto as auto
+
+    tables = _architecture_tables()
+    architectures = config.get("architectures") or []
+    for kind in ("causal-lm", "image-classification"):
+        if any(a in tables[kind] for a in architectures):
+            return kind
+    model_type = config.get("model_type")
+    bidirectional = model_type in auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.get("is_decoder")
+    if bidirectional and (not architectures or any(a in tables["encoder"] for a in architectures)):
+        return "encoder"
+    if not architectures and model_type in auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "causal-lm"
+    if not architectures and model_type in auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
+        return "image-classification"
+    named = ", ".join(architectures) or f"model_type {model_type!r}"
+    raise InputError(
+        f"{name} holds {named}: neither a causal LM nor a bare text encoder (e.g. BertModel) nor an image classifier"
+    )
+
+
+def position_limit(source: str | os.PathLike | nn.Module) -> int | None:
+    """The most tokens one sequence may hold (`max_position_embeddings`, GPT-2's
+    `n_positions`) by a folder's `config.json` or a loaded model's config; None when it
+    states none (a GGUF-only folder, a config without the key)."""
+    if isinstance(source, nn.Module):
+        config = source.config.to_dict() if hasattr(getattr(source, "config", None), "to_dict") else {}
+    else:
+        config_path = parse_hf_source(str(source)) / "config.json"
+        config = _read_config(config_path) if config_path.is_file() else {}
+    limit = config.get("max_position_embeddings", config.get("n_positions"))
+    return int(limit) if isinstance(limit, int) else None
 
 
 def load_hf(

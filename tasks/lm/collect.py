@@ -1,4 +1,4 @@
-"""collect on a Hugging Face causal LM: FFN statistics on the calibration windows."""
+"""collect on a Hugging Face language model: FFN statistics on the calibration windows."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""prune on a Hugging Face causal LM: `prune_language_model` on the pipeline's windows
+"""prune on a Hugging Face language model: `prune_language_model` on the pipeline's windows
 and statistics, written as a stock Hugging Face folder with its lineage."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""score on a Hugging Face causal LM: each FFN neuron's score, for the report and plots."""
+"""score on a Hugging Face language model: each FFN neuron's score, for the report and plots."""
 
 from __future__ import annotations
 

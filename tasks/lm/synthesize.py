@@ -1,11 +1,11 @@
-"""synthesize on a Hugging Face causal LM: the calibration token windows."""
+"""synthesize on a Hugging Face language model: the calibration token windows."""
 
 from __future__ import annotations
 
 from modhifi_core.language import sample_sequences, text_windows
 from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_json, sha256_file
-from tasks.inputs import checked_input
+from tasks.inputs import check_model_fits, checked_input
 from tasks.lm import CALIBRATION_FILE
 from tasks.lm.base import load_base
 from tasks.workspace import Workspace
@@ -13,8 +13,9 @@ from tasks.workspace import Workspace
 
 def run(ws: Workspace, params: Params) -> dict:
     """The calibration windows `(language.samples, language.length)`: sampled from the
-    model (`self`, seeded) or windows of the calibration text."""
+    model (`self`, seeded; a causal LM) or windows of the calibration text."""
     lang = params.language
+    check_model_fits(ws, params, keys=("calibration", "length"))
     loaded = load_base(ws)
     text = checked_input(ws, params, "calibration_text")
     if lang.calibration == "self":
