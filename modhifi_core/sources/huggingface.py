@@ -217,27 +217,61 @@ def check_gguf(path: Path) -> None:
 # ---------------------------------------------------------------- load
 
 
-def _model_class(config: Any, kind: str) -> type:
-    """The config's own architecture if an auto mapping lists it (the allow-list), else
-    the Auto class for `kind`."""
-    import transformers
+def _kind_tables() -> dict[str, dict]:
+    """Model kind -> the transformers auto mapping (model type -> class names) listing its
+    architectures; the order is the precedence when a class is in several."""
     from transformers.models.auto import modeling_auto as auto
 
-    tables = {
+    return {
         "causal-lm": auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        "encoder": auto.MODEL_MAPPING_NAMES,
         "image-classification": auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+        "encoder": auto.MODEL_MAPPING_NAMES,
     }
+
+
+def _class_names(table: dict) -> set[str]:
+    names: set[str] = set()
+    for value in table.values():
+        names.update(value if isinstance(value, (list, tuple)) else [value])
+    return names
+
+
+def architecture_kind(architectures: list[str]) -> str | None:
+    """The kind (`causal-lm`, `image-classification`, `encoder`) of the first of a config's
+    `architectures` that a transformers auto mapping lists (the allow-list); None if none is."""
+    tables = {kind: _class_names(table) for kind, table in _kind_tables().items()}
+    for architecture in architectures or []:
+        for kind, names in tables.items():
+            if architecture in names:
+                return kind
+    return None
+
+
+def folder_kind(path: str | os.PathLike) -> str:
+    """What a model folder (or `hf:DIR`) holds, from its `config.json` alone (no weights
+    read; the folder is checked as `load_hf` checks it): `image-classification`,
+    `causal-lm` (also a GGUF-only folder) or `encoder` (anything else). The one detector
+    every command dispatches on."""
+    config, _, weights_format = check_folder(parse_hf_source(str(path)))
+    if config is None or weights_format == "gguf":
+        return "causal-lm"
+    return architecture_kind(config.get("architectures") or []) or "encoder"
+
+
+def _model_class(config: Any, kind: str) -> type:
+    """The config's own architecture if an auto mapping for `kind` lists it (the
+    allow-list), else the Auto class for `kind`."""
+    import transformers
+
     fallback = {
         "causal-lm": transformers.AutoModelForCausalLM,
         "encoder": transformers.AutoModel,
         "image-classification": transformers.AutoModelForImageClassification,
     }
     allowed = set()
-    for name, table in tables.items():
+    for name, table in _kind_tables().items():
         if kind in ("auto", name):
-            for value in table.values():
-                allowed.update(value if isinstance(value, (list, tuple)) else [value])
+            allowed.update(_class_names(table))
     for architecture in getattr(config, "architectures", None) or []:
         if architecture in allowed and hasattr(transformers, architecture):
             return getattr(transformers, architecture)
@@ -370,12 +404,14 @@ def save_hf(
     tokenizer: Any = None,
     source: str | os.PathLike | None = None,
     lineage: dict | None = None,
+    extra_json: dict[str, dict] | None = None,
 ) -> Path:
     """Write `model` (a transformers PreTrainedModel) as a stock folder at `out`:
     `config.json` (the model's current config: pruned widths, added biases),
     `model.safetensors`, tokenizer files (copied from `source` when it has them, else
-    `tokenizer.save_pretrained`), and `modhifi.json` = `lineage` plus `code_version` and
-    the weight hash. An existing `out` is replaced only once the new folder is complete."""
+    `tokenizer.save_pretrained`), `modhifi.json` = `lineage` plus `code_version` and
+    the weight hash, and each `extra_json` file name -> content (e.g. a shape record).
+    An existing `out` is replaced only once the new folder is complete."""
     from modhifi_core.checkpoint import code_version
 
     if not hasattr(model, "save_pretrained"):
@@ -396,6 +432,8 @@ def save_hf(
             "weights": weights_digest(sorted(staging.glob("*.safetensors"))),
         }
         atomic_write_json(staging / LINEAGE_FILE, record)
+        for name, content in (extra_json or {}).items():
+            atomic_write_json(staging / name, content)
         _replace_folder(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
