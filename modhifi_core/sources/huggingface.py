@@ -412,8 +412,6 @@ def save_hf(
     `tokenizer.save_pretrained`), `modhifi.json` = `lineage` plus `code_version` and
     the weight hash, and each `extra_json` file name -> content (e.g. a shape record).
     An existing `out` is replaced only once the new folder is complete."""
-    from modhifi_core.checkpoint import code_version
-
     if not hasattr(model, "save_pretrained"):
         raise InputError(f"{type(model).__name__} is not a transformers model; cannot write a Hugging Face folder")
     out = Path(out)
@@ -426,18 +424,21 @@ def save_hf(
         copied = _copy_tokenizer_files(Path(source), staging) if source is not None else []
         if not copied and tokenizer is not None:
             tokenizer.save_pretrained(staging)
-        record = {
-            **(lineage or {}),
-            "code_version": code_version(),
-            "weights": weights_digest(sorted(staging.glob("*.safetensors"))),
-        }
-        atomic_write_json(staging / LINEAGE_FILE, record)
+        atomic_write_json(staging / LINEAGE_FILE, lineage_file(lineage, sorted(staging.glob("*.safetensors"))))
         for name, content in (extra_json or {}).items():
             atomic_write_json(staging / name, content)
         _replace_folder(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def lineage_file(lineage: dict | None, weights: list[Path]) -> dict:
+    """What `modhifi.json` beside a model in its source's format holds: `lineage` (e.g.
+    `metadata.modification_record`), the code version and the sha256 of each weight file."""
+    from modhifi_core.checkpoint import code_version
+
+    return {**(lineage or {}), "code_version": code_version(), "weights": weights_digest(weights)}
 
 
 def _copy_tokenizer_files(source: Path, target: Path) -> list[str]:
