@@ -35,7 +35,7 @@ def evaluate(
     forgotten class) on --data; perplexity of a Hugging Face language model on --text."""
     from flows.commands.loading import is_image_model
 
-    if is_image_model(str(model)):
+    if is_image_model(str(model)) or (data is not None and str(model).startswith("hf:")):
         image = dict(weights=weights, num_classes=num_classes, image_size=image_size, data_dir=data_dir)
         return evaluate_image(str(model), data, forget_class, image, as_json)
     if data is not None:

@@ -130,8 +130,8 @@ def prune_image(
     from modhifi_core.vision.sources import classifier, input_shape, load_image_model, save_image_model
 
     loaded = load_image_model(source, image["weights"], image["num_classes"])
-    check_options(loaded.model, options["method"], *targets)
     shape = input_shape(loaded, image["image_size"])
+    check_options(loaded.model, options["method"], *targets, image_shape=shape, round_to=options["round_to"])
     data = load_image_data(image["data"], shape, image["data_dir"]) if image["data"] else None
     images = image_calibration(calibration, classifier(loaded), shape, data, samples, options["seed"])
     result = prune_image_classifier(

@@ -56,7 +56,7 @@ def unlearn(
     from modhifi_core.errors import InputError
     from modhifi_core.params import UnlearnParams
 
-    if is_image_model(str(model)):
+    if str(model).startswith("hf:") or is_image_model(str(model)):  # hf:DIR other than images: refused on load
         if forget_random is not None or prune is not None:
             raise InputError(
                 "an image classifier forgets a class (--forget-class); --forget-random/--prune need a checkpoint"

@@ -29,7 +29,7 @@ from modhifi_core.operations.prune_language_model import METHODS as NEURON_METHO
 from modhifi_core.pruning.report import latency_report
 from modhifi_core.training import accuracy
 from modhifi_core.vision.hf import LAYERNORM_TRANSFORMERS, stock_shape_difference
-from modhifi_core.vision.mlp import prune_hf_mlp
+from modhifi_core.vision.mlp import kept_mlp_width, prune_hf_mlp
 from modhifi_core.vision.sources import classifier
 
 
@@ -48,12 +48,21 @@ def pruned_components(model: nn.Module) -> str:
     return "mlp" if getattr(config, "model_type", None) in LAYERNORM_TRANSFORMERS else "channels"
 
 
-def check_options(model: nn.Module, method: str, target_flops: float | None, target_params: float | None) -> None:
-    """`InputError` for a method or target that does not apply to `model`."""
+def check_options(
+    model: nn.Module,
+    method: str,
+    target_flops: float | None,
+    target_params: float | None,
+    image_shape: tuple[int, int, int] | None = None,
+    round_to: int = 1,
+) -> None:
+    """`InputError` for a method or target that does not apply to `model`, before any
+    calibration is made; with `image_shape`, also an MLP target out of reach."""
     components = pruned_components(model)
     methods = NEURON_METHODS if components == "mlp" else CHANNEL_METHODS
     if method not in methods:
-        raise InputError(f"unknown method {method!r} for this model's {components}; choose one of {', '.join(methods)}")
+        what = "a ViT/Swin (MLP neurons)" if components == "mlp" else "a CNN (channels)"
+        raise InputError(f"unknown method {method!r} for {what}; choose one of {', '.join(methods)}")
     if (target_flops is None) == (target_params is None):
         raise InputError("give exactly one of --target-flops and --target-params")
     if components == "channels" and target_params is not None:
@@ -61,6 +70,8 @@ def check_options(model: nn.Module, method: str, target_flops: float | None, tar
     target = target_flops if target_flops is not None else target_params
     if not 0.0 < target < 1.0:
         raise InputError(f"the target must be a fraction strictly between 0 and 1, got {target}")
+    if components == "mlp" and image_shape is not None:
+        kept_mlp_width(model, image_shape, target_flops, target_params, round_to)
 
 
 def prune_image_classifier(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 from modhifi_core.errors import InputError
@@ -48,22 +49,10 @@ def prune_hf_mlp(
     Report: `kind` "mlp", `flops_*`/`params_*` and ratios (per image, every op counted),
     `widths` (kept neurons per block), `ffn_width_dense`, `kept_fraction`, `untouched`
     (attention), and the FFN pruner's `score`, `compensation`, timings."""
-    kind = model_type(model)
-    if kind not in LAYERNORM_TRANSFORMERS:
-        raise InputError(f"MLP-neuron pruning is for ViT/DeiT/Swin classifiers, not model type {kind!r}")
-    if (target_flops is None) == (target_params is None):
-        raise InputError("give exactly one of target_flops and target_params")
-    target = target_flops if target_flops is not None else target_params
-    if not 0.0 < target < 1.0:
-        raise InputError(f"the target must be a fraction strictly between 0 and 1, got {target}")
+    keep, base = kept_mlp_width(model, tuple(calibration.shape[1:]), target_flops, target_params, round_to)
     wrapper = LogitsOnly(model).eval()
     example = calibration[:1]
-    blocks = find_ffn_blocks(wrapper)
-    base = min(b.width for b in blocks)
-    multiples = [b.width // base for b in blocks]
-    if any(b.width != m * base for b, m in zip(blocks, multiples)):
-        raise InputError(f"the MLP widths {[b.width for b in blocks]} are not multiples of one width; no stock config")
-    keep = _kept_for_target(wrapper, blocks, base, example, target_flops is not None, target, round_to)
+    multiples = [b.width // base for b in find_ffn_blocks(wrapper)]
     result = prune_transformer(
         wrapper,
         calibration,
@@ -76,7 +65,7 @@ def prune_hf_mlp(
     pruned = result.model.model.eval()
     if result.report["widths"] != [m * keep for m in multiples]:
         raise InputError(f"the FFN pruner kept widths {result.report['widths']}, expected {keep} per base width")
-    _write_width(pruned, kind, keep)
+    _write_width(pruned, model_type(model), keep)
     dense_flops, pruned_flops = (
         flops_by_layer(wrapper, example)[0],
         flops_by_layer(LogitsOnly(pruned).eval(), example)[0],
@@ -96,6 +85,34 @@ def prune_hf_mlp(
     }
     report.pop("seq_len", None)
     return PruningResult(pruned, report)
+
+
+def kept_mlp_width(
+    model: nn.Module,
+    image_shape: tuple[int, ...],
+    target_flops: float | None = None,
+    target_params: float | None = None,
+    round_to: int = 1,
+) -> tuple[int, int]:
+    """`(k, base)`: every block of `model` (an HF ViT/DeiT/Swin) keeps `k` of each `base`
+    of its MLP neurons (`base` = the narrowest block's width) to reach the target, priced
+    on one `image_shape` input. InputError for a model, target or widths that do not fit;
+    no calibration needed, so commands check it before any work."""
+    kind = model_type(model)
+    if kind not in LAYERNORM_TRANSFORMERS:
+        raise InputError(f"MLP-neuron pruning is for ViT/DeiT/Swin classifiers, not model type {kind!r}")
+    if (target_flops is None) == (target_params is None):
+        raise InputError("give exactly one of target_flops and target_params")
+    target = target_flops if target_flops is not None else target_params
+    if not 0.0 < target < 1.0:
+        raise InputError(f"the target must be a fraction strictly between 0 and 1, got {target}")
+    wrapper = LogitsOnly(model).eval()
+    blocks = find_ffn_blocks(wrapper)
+    base = min(b.width for b in blocks)
+    if any(b.width % base for b in blocks):
+        raise InputError(f"the MLP widths {[b.width for b in blocks]} are not multiples of one width; no stock config")
+    example = torch.zeros(1, *image_shape)
+    return _kept_for_target(wrapper, blocks, base, example, target_flops is not None, target, round_to), base
 
 
 def _kept_for_target(
