@@ -14,6 +14,8 @@ pytest.importorskip("transformers", reason="the HF image commands need transform
 
 from transformers import (  # noqa: E402
     AutoModelForImageClassification,
+    ConvNextConfig,
+    ConvNextForImageClassification,
     GPT2Config,
     GPT2LMHeadModel,
     ResNetConfig,
@@ -62,7 +64,7 @@ def _trained_vit(digits) -> ViTForImageClassification:
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory, digits):
-    """hf folders: `resnet`, `vit` (trained on digits), `swin` (random, 16 px), `gpt2` (a causal LM)."""
+    """hf folders: `resnet`, `vit` (trained on digits), `swin`, `convnext` (random, 16 px), `gpt2` (a causal LM)."""
     root = tmp_path_factory.mktemp("vision_cli")
     _trained_resnet(digits).save_pretrained(root / "resnet")
     _trained_vit(digits).save_pretrained(root / "vit")
@@ -72,6 +74,10 @@ def folders(tmp_path_factory, digits):
         num_labels=10,
     )  # fmt: skip
     SwinForImageClassification(swin).eval().save_pretrained(root / "swin")
+    convnext = ConvNextConfig(
+        num_channels=1, num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=10, image_size=16
+    )
+    ConvNextForImageClassification(convnext).eval().save_pretrained(root / "convnext")
     GPT2LMHeadModel(
         GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, bos_token_id=0, eos_token_id=0)
     ).save_pretrained(root / "gpt2")
@@ -141,6 +147,20 @@ def test_swin_mlp_pruned_to_a_flops_target_keeps_a_stock_mlp_ratio(cli, folders,
     assert fc1[-1] == 2 * fc1[0] < 2 * 64, "each stage keeps the same fraction (mlp_ratio * dim)"
     x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(logits(stock, x), logits(load_hf_pruned(out), x), rtol=0, atol=0)
+
+
+def test_convnext_reaches_its_flops_target_and_names_what_stays_untouched(cli, folders, tmp_path):
+    out = tmp_path / "convnext-pruned"
+    result = cli(
+        "prune", "--model", f"hf:{folders / 'convnext'}", "--target-flops", 0.8, "--calibration", "gaussian",
+        "--calibration-samples", 16, "--out", out, "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = result.json()
+    assert report["flops_ratio"] == pytest.approx(0.8, abs=0.02)
+    assert any("depthwise" in reason for reason in report["untouched"].values()), report["untouched"]
+    x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert logits(load_hf_pruned(out), x).shape == (2, 10)
 
 
 def test_resnet_forgets_a_class_data_free_and_evaluate_sees_it(cli, folders, tmp_path):

@@ -93,7 +93,8 @@ def prune_image_classifier(
     that remains) or, for ViT/Swin, `target_params`, scored on `calibration` images.
 
     Metrics: `components` (`channels`/`mlp`), `method`, `flops_ratio`, `params_ratio`,
-    `calibration_images`; `test_accuracy` and `dense_test_accuracy` (%) on `test` when
+    `calibration_images`, `untouched` (what was left as it is and why: groups that cannot
+    be pruned exactly, attention); `test_accuracy` and `dense_test_accuracy` (%) on `test` when
     given; `stock_config` for an HF model (its config describes the pruned shapes, so
     stock `from_pretrained` rebuilds it); `latency_*` (CPU, dense ÷ pruned, median of
     `latency_repeats` interleaved passes on a random batch of `latency_batch`; 0 skips);
@@ -128,6 +129,7 @@ def prune_image_classifier(
         "flops_ratio": result.report["flops_ratio"],
         "params_ratio": result.report["params_ratio"],
         "calibration_images": len(calibration),
+        "untouched": result.report.get("untouched_groups" if components == "channels" else "untouched", {}),
     }
     if is_hf:
         metrics["stock_config"] = not stock_shape_difference(pruned)
