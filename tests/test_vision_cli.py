@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -113,6 +114,13 @@ def test_resnet_pruned_data_free_to_a_flops_target_then_evaluated_again(cli, fol
     again = cli("evaluate", "--model", f"hf:{out}", "--data", "digits", "--json")
     assert again.returncode == 0, again.stderr
     assert again.json()["test_accuracy"] == pytest.approx(report["test_accuracy"], abs=1e-6)
+    # a folder of labelled samples is data too: here the digits test split
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    np.savez(samples / "test.npz", images=digits.test.images.numpy(), labels=digits.test.labels.numpy())
+    on_folder = cli("evaluate", "--model", f"hf:{out}", "--data", samples, "--json")
+    assert on_folder.returncode == 0, on_folder.stderr
+    assert on_folder.json()["test_accuracy"] == pytest.approx(report["test_accuracy"], abs=1e-6)
 
 
 def test_vit_mlp_neurons_pruned_to_a_params_target_load_in_stock_transformers(cli, folders, tmp_path, digits):
@@ -134,9 +142,11 @@ def test_vit_mlp_neurons_pruned_to_a_params_target_load_in_stock_transformers(cl
 
 
 def test_swin_mlp_pruned_to_a_flops_target_keeps_a_stock_mlp_ratio(cli, folders, tmp_path):
-    out = tmp_path / "swin-pruned"
+    out, calibration = tmp_path / "swin-pruned", tmp_path / "calibration"
+    calibration.mkdir()  # a folder of unlabelled samples calibrates too
+    np.savez(calibration / "x.npz", images=np.random.default_rng(0).standard_normal((24, 1, 16, 16), dtype=np.float32))
     result = cli(
-        "prune", "--model", f"hf:{folders / 'swin'}", "--target-flops", 0.7, "--calibration", "gaussian",
+        "prune", "--model", f"hf:{folders / 'swin'}", "--target-flops", 0.7, "--calibration", calibration,
         "--calibration-samples", 16, "--method", "wanda-sp", "--out", out, "--json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

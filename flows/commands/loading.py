@@ -160,7 +160,8 @@ def image_calibration(
             raise InputError(
                 f"--calibration {source}: samples of shape {pool.image_shape}, the model takes {image_shape}"
             )
-        return pool.subset(torch.arange(min(samples, len(pool))))
+        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:samples]
+        return pool.subset(order.sort().values)
     if data is None:
         if source == "real":
             raise InputError("--calibration real needs --data (the dataset whose training images calibrate)")

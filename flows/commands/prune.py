@@ -1,5 +1,7 @@
 """`modhifi prune`: structured pruning of a checkpoint to a FLOPs target (ModHiFi-P or a
-baseline) — an adapter over `modhifi_core.operations.prune_checkpoint`."""
+baseline) — an adapter over `modhifi_core.operations.prune_checkpoint`; of a Hugging Face
+language model over `prune_language_model`; of an open-weight image classifier (hf:DIR,
+torchvision:ARCH, timm:ARCH) over `prune_image_classifier`."""
 
 from __future__ import annotations
 
