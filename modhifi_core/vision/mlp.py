@@ -64,7 +64,7 @@ def prune_hf_mlp(
     )
     pruned = result.model.model.eval()
     if result.report["widths"] != [m * keep for m in multiples]:
-        raise InputError(f"the FFN pruner kept widths {result.report['widths']}, expected {keep} per base width")
+        raise RuntimeError(f"the FFN pruner kept widths {result.report['widths']}, not {keep} per {base}")
     _write_width(pruned, model_type(model), keep)
     dense_flops, pruned_flops = (
         flops_by_layer(wrapper, example)[0],
