@@ -20,10 +20,12 @@ _OPERATIONS = {
     "evaluate": "modhifi_core.operations.evaluate",
     "finetune": "modhifi_core.distillation",
     "prune": "modhifi_core.operations.prune",
+    "prune_image_classifier": "modhifi_core.operations.prune_image_classifier",
     "report": "modhifi_core.operations.report",
     "synthesize": "modhifi_core.synthesis",
     "train": "modhifi_core.operations.train",
     "unlearn": "modhifi_core.unlearning",
+    "unlearn_image_classifier": "modhifi_core.operations.unlearn_image_classifier",
 }
 __all__ = ["__version__", *_OPERATIONS]
 

@@ -92,6 +92,14 @@ def _read_legacy(raw: dict[str, Any]) -> ModelMetadata:
     )
 
 
+def modification_record(operation: str, parents: dict, params: dict, metrics: dict) -> dict[str, Any]:
+    """The lineage of a model written back in its source's own format (`modhifi.json`
+    beside a Hugging Face or torchvision folder): what made it (`operation`, one of
+    OPERATIONS), from what (`parents`: role -> hashes), with which `params`, and the
+    `metrics` without timings."""
+    return {"operation": operation, "parents": parents, "params": params, "metrics": without_timings(metrics)}
+
+
 def without_timings(value: Any) -> Any:
     """`value` with every key about wall-clock time removed (`seconds`, `*_seconds`,
     `latency*`), recursively: what varies between two runs with the same seed."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -70,6 +71,7 @@ def test_model_kind_reads_the_config(sources, tmp_path):
     masked = json.loads((folders["bert"] / "config.json").read_text()) | {"architectures": ["BertForMaskedLM"]}
     (tmp_path / "mlm").mkdir()
     (tmp_path / "mlm" / "config.json").write_text(json.dumps(masked))
+    shutil.copy(folders["bert"] / "model.safetensors", tmp_path / "mlm")  # the folder is checked whole
     with pytest.raises(InputError, match="BertForMaskedLM: neither a causal LM nor a bare text encoder"):
         model_kind(tmp_path / "mlm")
     with pytest.raises(InputError, match="has no config.json"):

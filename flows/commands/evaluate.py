@@ -11,7 +11,12 @@ from flows.console import emit
 
 
 def evaluate(
-    model: Path = typer.Option(..., "--model", help="Checkpoint to evaluate, or hf:DIR (a Hugging Face causal LM)."),
+    model: Path = typer.Option(
+        ...,
+        "--model",
+        help="Checkpoint to evaluate, hf:DIR (a Hugging Face causal LM or image classifier), "
+        "torchvision:ARCH or timm:ARCH.",
+    ),
     text: str | None = typer.Option(None, "--text", help="hf:DIR: held-out text (file or folder) for perplexity."),
     samples: int = typer.Option(16, min=1, help="hf:DIR: windows of --text to evaluate."),
     length: int = typer.Option(256, min=2, help="hf:DIR: tokens per window."),
@@ -20,10 +25,23 @@ def evaluate(
     forget_class: int | None = typer.Option(
         None, "--forget-class", help="Also report UA, RA, TA, MIA (%) for forgetting class K (default: recorded one)."
     ),
+    data: str | None = typer.Option(None, help="Image model: dataset (digits, fashion-mnist, cifar10) or folder."),
+    weights: Path | None = typer.Option(None, help="torchvision/timm: weights file (or a folder modhifi wrote)."),
+    num_classes: int | None = typer.Option(None, min=1, help="torchvision/timm: the constructor's num_classes."),
+    image_size: int | None = typer.Option(None, min=1, help="Image model: input size (default: its config's, or 224)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
 ) -> None:
-    """Test accuracy and per-class accuracy of a checkpoint (and UA, RA, TA, MIA for a forgotten class);
-    perplexity of a Hugging Face language model on --text."""
+    """Test accuracy and per-class accuracy of a checkpoint or an image classifier (and UA, RA, TA, MIA for a
+    forgotten class) on --data; perplexity of a Hugging Face language model on --text."""
+    from flows.commands.loading import is_image_model
+
+    if is_image_model(str(model)) or (data is not None and str(model).startswith("hf:")):
+        image = dict(weights=weights, num_classes=num_classes, image_size=image_size, data_dir=data_dir)
+        return evaluate_image(str(model), data, forget_class, image, as_json)
+    if data is not None:
+        from modhifi_core.errors import InputError
+
+        raise InputError(f"--data is for image classifiers; {model} is not one (a checkpoint takes --dataset)")
     if str(model).startswith("hf:"):
         return evaluate_hf(str(model), text, samples, length, as_json)
     from flows.commands.loading import load_model_and_data
@@ -50,3 +68,22 @@ def evaluate_hf(source: str, text: str | None, samples: int, length: int, as_jso
     loaded = load_hf(source, kind="causal-lm", need_tokenizer=True)  # perplexity needs an LM head
     result = perplexity(loaded.model, text_windows(text, loaded.tokenizer, samples, length, seed=1))
     emit({**result, "model": source}, as_json, title=f"evaluation of {source}")
+
+
+def evaluate_image(source: str, data: str | None, forget_class: int | None, image: dict, as_json: bool) -> None:
+    """`modhifi evaluate --model hf:DIR | torchvision:ARCH --data D`: accuracy (and the
+    unlearning evidence for --forget-class) through the `evaluate` operation."""
+    from flows.commands.loading import load_image_data
+    from modhifi_core.errors import InputError
+    from modhifi_core.operations.evaluate import evaluate as evaluate_model
+    from modhifi_core.splits import class_split
+    from modhifi_core.vision.sources import classifier, input_shape, load_image_model
+
+    if data is None:
+        raise InputError(f"{source} is an image classifier: give --data (a dataset or a folder of labelled samples)")
+    loaded = load_image_model(source, image["weights"], image["num_classes"])
+    splits = load_image_data(data, input_shape(loaded, image["image_size"]), image["data_dir"])
+    network = classifier(loaded)
+    split = class_split(splits.train, forget_class) if forget_class is not None else None
+    metrics = evaluate_model(network, splits, split)
+    emit({**metrics, "model": source, "weights": loaded.weights}, as_json, title=f"evaluation of {source}")

@@ -176,6 +176,8 @@ SUMMARY_ROWS = [
     ("dense perplexity (held-out text)", "dense_perplexity"),
     ("pruned perplexity (held-out text)", "perplexity"),
     ("perplexity ratio (pruned / dense)", "perplexity_ratio"),
+    ("mean cosine, pruned vs dense sentence embedding", "mean_cosine"),
+    ("top-10 neighbour agreement (held-out sentences)", "top10_agreement"),
     ("pruned FLOPs / dense FLOPs", "flops_ratio"),
     ("pruned params / dense params", "params_ratio"),
     ("latency speed-up (dense / pruned, CPU)", "latency_speedup"),

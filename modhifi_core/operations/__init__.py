@@ -12,6 +12,12 @@
 | evaluate             | `evaluate(model, data, split)`                  |                              |
 | report               | `report(RunResults)`                            |                              |
 
+Open-weight models (Hugging Face folders, torchvision/timm networks), objects in and out:
+`prune_language_model(model, tokenizer, calibration, ...)`,
+`prune_image_classifier(model, calibration, target_flops=...)` (CNN channels or ViT/Swin
+MLP neurons) and `unlearn_image_classifier(model, data, forget_class)`; the CLI writes
+their results back in the source's format (`modhifi_core.vision.sources`).
+
 The pipeline stages (`tasks/`) and the CLI commands (`flows/commands/`) are adapters over
 these functions: files or arguments in, one call, files and printed results out. They
 import each operation from its own module, so a stage's import closure — its DVC code

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from modhifi_core.errors import InputError
 from modhifi_core.language import embedding_agreement, held_out_sentences, perplexity, sample_sequences, text_windows
-from modhifi_core.metadata import without_timings
+from modhifi_core.metadata import modification_record
 from modhifi_core.pruning.ffn import FFNStatistics, prune_transformer
 from modhifi_core.pruning.latency import time_alternately
 
@@ -179,7 +179,7 @@ def save_language_model(
     `parents` (hashes), `params` and the metrics without timings. Returns the folder."""
     from modhifi_core.sources import save_hf
 
-    lineage = {"operation": operation, "parents": parents, "params": params, "metrics": without_timings(result.metrics)}
+    lineage = modification_record(operation, parents, params, result.metrics)
     return save_hf(result.model, folder, tokenizer=loaded.tokenizer, source=loaded.path, lineage=lineage)
 
 

@@ -72,7 +72,7 @@ def unlearn_checkpoint(
         prune_seconds = time.perf_counter() - prune_start
     method_split, hyperparameters = split, dict(params.hyperparameters)
     if params.data == "synthetic":
-        method_split, hyperparameters = _synthetic_inputs(network, samples, data, params, seed)
+        method_split, hyperparameters = synthetic_inputs(network, samples, data, params, seed)
     if params.method == "retrain":
         hyperparameters = {**meta.recipe, **hyperparameters}
     result = unlearn(network, method_split, params.method, masks=masks, executor=executor, **hyperparameters)
@@ -107,7 +107,7 @@ def _forget_record(params: UnlearnParams, seed: int) -> dict:
     return {"fraction": params.forget_random, "seed": seed}
 
 
-def _synthetic_inputs(
+def synthetic_inputs(
     model: torch.nn.Module, samples: ArrayDataset | None, data: DatasetSplits, params: UnlearnParams, seed: int
 ) -> tuple[ForgetSplit, dict]:
     """The split and hyper-parameters of a data-free run: ModHiFi-U scores synthetic

@@ -255,7 +255,8 @@ def _model_class(config: Any, kind: str) -> type:
 
 
 def model_kind(source: str | os.PathLike | nn.Module) -> str:
-    """What a folder (or `hf:DIR`) holds, from its `config.json` alone (no weights read), or
+    """What a folder (or `hf:DIR`) holds, from its `config.json` (the folder checked as
+    `load_hf` checks it, no weights loaded), or
     what a loaded transformers model is (its class and config): `causal-lm` (an architecture
     with a causal-LM head, or a GGUF-only folder), `encoder` (a bare model of a bidirectional
     family, e.g. `BertModel`: sentence embeddings) or `image-classification`. The one
@@ -267,13 +268,9 @@ def model_kind(source: str | os.PathLike | nn.Module) -> str:
         config = {**source.config.to_dict(), "architectures": [type(source).__name__]}
         return _config_kind(config, type(source).__name__)
     path = parse_hf_source(str(source))
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        if any(path.glob("*.gguf")):
-            return "causal-lm"  # load_hf loads a GGUF-only folder as a causal LM
-        raise InputError(f"{path} has no config.json (and no .gguf file): not a Hugging Face model folder")
-    config = _read_config(config_path)
-    _check_config(config, config_path)
+    config, _, weights_format = check_folder(path)  # a missing or partial folder: its one line
+    if config is None or weights_format == "gguf":
+        return "causal-lm"  # load_hf loads a GGUF folder as a causal LM
     return _config_kind(config, str(path))
 
 
@@ -436,14 +433,14 @@ def save_hf(
     tokenizer: Any = None,
     source: str | os.PathLike | None = None,
     lineage: dict | None = None,
+    extra_json: dict[str, dict] | None = None,
 ) -> Path:
     """Write `model` (a transformers PreTrainedModel) as a stock folder at `out`:
     `config.json` (the model's current config: pruned widths, added biases),
     `model.safetensors`, tokenizer files (copied from `source` when it has them, else
-    `tokenizer.save_pretrained`), and `modhifi.json` = `lineage` plus `code_version` and
-    the weight hash. An existing `out` is replaced only once the new folder is complete."""
-    from modhifi_core.checkpoint import code_version
-
+    `tokenizer.save_pretrained`), `modhifi.json` = `lineage` plus `code_version` and
+    the weight hash, and each `extra_json` file name -> content (e.g. a shape record).
+    An existing `out` is replaced only once the new folder is complete."""
     if not hasattr(model, "save_pretrained"):
         raise InputError(f"{type(model).__name__} is not a transformers model; cannot write a Hugging Face folder")
     out = Path(out)
@@ -456,16 +453,21 @@ def save_hf(
         copied = _copy_tokenizer_files(Path(source), staging) if source is not None else []
         if not copied and tokenizer is not None:
             tokenizer.save_pretrained(staging)
-        record = {
-            **(lineage or {}),
-            "code_version": code_version(),
-            "weights": weights_digest(sorted(staging.glob("*.safetensors"))),
-        }
-        atomic_write_json(staging / LINEAGE_FILE, record)
+        atomic_write_json(staging / LINEAGE_FILE, lineage_file(lineage, sorted(staging.glob("*.safetensors"))))
+        for name, content in (extra_json or {}).items():
+            atomic_write_json(staging / name, content)
         _replace_folder(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def lineage_file(lineage: dict | None, weights: list[Path]) -> dict:
+    """What `modhifi.json` beside a model in its source's format holds: `lineage` (e.g.
+    `metadata.modification_record`), the code version and the sha256 of each weight file."""
+    from modhifi_core.checkpoint import code_version
+
+    return {**(lineage or {}), "code_version": code_version(), "weights": weights_digest(weights)}
 
 
 def _copy_tokenizer_files(source: Path, target: Path) -> list[str]:

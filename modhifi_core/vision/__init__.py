@@ -8,8 +8,10 @@ from modhifi_core.vision.hf import (
     mlp_output_layers,
     prune_hf_classifier,
     save_hf_pruned,
+    stock_shape_difference,
     unlearn_hf_classifier,
 )
+from modhifi_core.vision.mlp import prune_hf_mlp
 from modhifi_core.vision.shapes import apply_shape_record, module_shapes, shape_record
 
 __all__ = [
@@ -20,7 +22,9 @@ __all__ = [
     "mlp_output_layers",
     "module_shapes",
     "prune_hf_classifier",
+    "prune_hf_mlp",
     "save_hf_pruned",
     "shape_record",
+    "stock_shape_difference",
     "unlearn_hf_classifier",
 ]

@@ -17,9 +17,10 @@ and attention is a pass-through (method.md §3b); their MLP neurons belong to th
 pruner (`modhifi_core.pruning.ffn`).
 
 A per-layer pruned CNN has no `config.json` that stock `transformers` could rebuild it
-from (ResNetConfig gives one width per stage), so `save_hf_pruned` writes
-`save_pretrained`'s folder plus `modhifi_shapes.json` (the shape record of
-`modhifi_core.vision.shapes`), and `load_hf_pruned` rebuilds from both.
+from (ResNetConfig gives one width per stage), so `save_hf_pruned` writes the folder
+plus `modhifi_shapes.json` (the shape record of `modhifi_core.vision.shapes`), and
+`load_hf_pruned` rebuilds from both; a model whose config does describe it (unpruned,
+or MLP-pruned by `modhifi_core.vision.mlp`) is written as a stock folder.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ import fnmatch
 import json
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from modhifi_core.checkpoint import refuse_non_finite
 from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
 from modhifi_core.pruning import PruningResult, prune_model
-from modhifi_core.safe_io import atomic_write_json
 from modhifi_core.sources.huggingface import check_folder
 from modhifi_core.splits import ForgetSplit
 from modhifi_core.unlearning import UnlearnResult, unlearn
@@ -88,7 +89,8 @@ def prune_hf_classifier(
         # Torch-Pruning would also cut q/k/v output channels across heads; attention is a
         # pass-through here (method.md §3b): MLP neurons are pruned by the FFN pruner.
         raise InputError(
-            f"{kind} models are pruned by MLP neurons only (modhifi_core.pruning.ffn), not through prune_model"
+            f"{kind} models are pruned by MLP neurons only (modhifi_core.vision.mlp.prune_hf_mlp), "
+            "not through prune_model"
         )
     result = prune_model(LogitsOnly(model).eval(), calibration, method, **options)
     pruned = result.model.model.eval()
@@ -130,24 +132,40 @@ def unlearn_hf_classifier(
     return UnlearnResult(result.model.model.eval(), result.seconds, result.log)
 
 
-def save_hf_pruned(model: nn.Module, folder: str | Path) -> Path:
-    """`save_pretrained(folder)` plus `folder/modhifi_shapes.json`: the layers whose shape
-    differs from a dense build of `model.config` (empty for an unpruned model)."""
-    from transformers import AutoModelForImageClassification
+def save_hf_pruned(
+    model: nn.Module, folder: str | Path, *, source: str | Path | None = None, lineage: dict | None = None
+) -> Path:
+    """Write `model` as a Hugging Face folder through `modhifi_core.sources.save_hf`
+    (`config.json`, `model.safetensors`, `modhifi.json` = `lineage` + code version + weight
+    hash; the preprocessor files of `source` copied), plus `modhifi_shapes.json` when the
+    config cannot describe the pruned shapes (a per-layer pruned CNN): the layers that
+    differ from a dense build of `model.config`. Without that file the folder is stock."""
+    from modhifi_core.sources import save_hf
 
-    folder = Path(folder)
-    model.save_pretrained(str(folder))
-    dense = AutoModelForImageClassification.from_config(model.config)
-    atomic_write_json(folder / SHAPES_FILE, {"layer_shapes": shape_record(model, dense)})
-    return folder
+    record = stock_shape_difference(model)
+    extra = {SHAPES_FILE: {"layer_shapes": record}} if record else None
+    return save_hf(model, folder, source=source, lineage=lineage, extra_json=extra)
+
+
+def stock_shape_difference(model: nn.Module) -> dict[str, dict]:
+    """The layers of an HF model whose shapes a fresh build of its own config does not
+    reproduce (`shape_record`; built on the meta device, no memory for weights). Empty:
+    stock `from_pretrained` rebuilds the model."""
+    with torch.device("meta"):
+        dense = type(model)(model.config)
+    return shape_record(model, dense)
 
 
 def load_hf_pruned(folder: str | Path) -> nn.Module:
-    """The network `save_hf_pruned` wrote: config -> dense build -> resized -> weights."""
+    """The image classifier in `folder` (or `hf:DIR`), in eval mode: a stock folder through
+    `load_hf`, one with `modhifi_shapes.json` (`save_hf_pruned`) as config -> dense build
+    -> resized -> weights, with the same refusals."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForImageClassification
 
-    folder = Path(folder)
+    from modhifi_core.sources import parse_hf_source
+
+    folder = parse_hf_source(str(folder))
     shapes_path = folder / SHAPES_FILE
     if not shapes_path.exists():
         return load_hf_image_classifier(folder)

@@ -1,0 +1,144 @@
+"""Operation `prune_image_classifier`: structured pruning of an open-weight image
+classifier (a Hugging Face model or a torchvision/timm network) with its evidence — what
+`modhifi prune --model hf:DIR | torchvision:ARCH` runs.
+
+* CNNs (HF ResNet/ConvNeXt, torchvision/timm networks): conv channels through the
+  `prune` operation (Torch-Pruning groups; what cannot be pruned exactly is left
+  untouched and named in the report), to `target_flops`.
+* HF ViT/DeiT/Swin (LayerNorm transformers): MLP neurons (`vision.mlp.prune_hf_mlp`;
+  attention is a pass-through), to `target_flops` or `target_params`.
+
+Methods: CNNs `modhifi` (ModHiFi-P, least-squares compensation, BN recalibration),
+`l1`, `l2`/`magnitude`, `random`; MLP neurons the language-model names (`modhifi` =
+energy score + least-squares refit, `wanda-sp`, `magnitude`, `random`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from modhifi_core.data import ArrayDataset
+from modhifi_core.errors import InputError
+from modhifi_core.operations.prune import METHODS as CHANNEL_METHODS
+from modhifi_core.operations.prune import prune
+from modhifi_core.operations.prune_language_model import METHODS as NEURON_METHODS
+from modhifi_core.pruning.report import latency_report
+from modhifi_core.training import accuracy
+from modhifi_core.vision.hf import LAYERNORM_TRANSFORMERS, stock_shape_difference
+from modhifi_core.vision.mlp import kept_mlp_width, prune_hf_mlp
+from modhifi_core.vision.sources import classifier
+
+
+@dataclass
+class ImagePruning:
+    """The pruned model (a new module of the input's type), the metrics and the report."""
+
+    model: nn.Module
+    metrics: dict[str, Any]
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def pruned_components(model: nn.Module) -> str:
+    """`mlp` for an HF ViT/DeiT/Swin (MLP neurons), `channels` for any other network."""
+    config = getattr(model, "config", None)
+    return "mlp" if getattr(config, "model_type", None) in LAYERNORM_TRANSFORMERS else "channels"
+
+
+def check_options(
+    model: nn.Module,
+    method: str,
+    target_flops: float | None,
+    target_params: float | None,
+    image_shape: tuple[int, int, int] | None = None,
+    round_to: int = 1,
+) -> None:
+    """`InputError` for a method or target that does not apply to `model`, before any
+    calibration is made; with `image_shape`, also an MLP target out of reach."""
+    components = pruned_components(model)
+    methods = NEURON_METHODS if components == "mlp" else CHANNEL_METHODS
+    if method not in methods:
+        what = "a ViT/Swin (MLP neurons)" if components == "mlp" else "a CNN (channels)"
+        raise InputError(f"unknown method {method!r} for {what}; choose one of {', '.join(methods)}")
+    if (target_flops is None) == (target_params is None):
+        raise InputError("give exactly one of --target-flops and --target-params")
+    if components == "channels" and target_params is not None:
+        raise InputError("channel pruning of a CNN takes --target-flops; --target-params is for ViT/Swin MLP neurons")
+    target = target_flops if target_flops is not None else target_params
+    if not 0.0 < target < 1.0:
+        raise InputError(f"the target must be a fraction strictly between 0 and 1, got {target}")
+    if components == "mlp" and image_shape is not None:
+        kept_mlp_width(model, image_shape, target_flops, target_params, round_to)
+
+
+def prune_image_classifier(
+    model: nn.Module,
+    calibration: ArrayDataset,
+    *,
+    method: str = "modhifi",
+    target_flops: float | None = None,
+    target_params: float | None = None,
+    test: ArrayDataset | None = None,
+    round_to: int = 1,
+    seed: int = 0,
+    batch_size: int = 32,
+    latency_batch: int = 8,
+    latency_repeats: int = 3,
+) -> ImagePruning:
+    """Prune `model` (an HF image classifier or a plain `model(images) -> logits`
+    network; untouched) with `method` to `target_flops` (fraction of the FLOPs per image
+    that remains) or, for ViT/Swin, `target_params`, scored on `calibration` images.
+
+    Metrics: `components` (`channels`/`mlp`), `method`, `flops_ratio`, `params_ratio`,
+    `calibration_images`, `untouched` (what was left as it is and why: groups that cannot
+    be pruned exactly, attention); `test_accuracy` and `dense_test_accuracy` (%) on `test` when
+    given; `stock_config` for an HF model (its config describes the pruned shapes, so
+    stock `from_pretrained` rebuilds it); `latency_*` (CPU, dense ÷ pruned, median of
+    `latency_repeats` interleaved passes on a random batch of `latency_batch`; 0 skips);
+    `seconds`."""
+    check_options(model, method, target_flops, target_params)
+    start = time.perf_counter()
+    components = pruned_components(model)
+    is_hf = hasattr(model, "config")
+    if components == "mlp":
+        score, compensation = NEURON_METHODS[method]
+        result = prune_hf_mlp(
+            model,
+            calibration.images,
+            target_flops=target_flops,
+            target_params=target_params,
+            score=score,
+            compensation=compensation,
+            round_to=round_to,
+            seed=seed,
+            batch_size=batch_size,
+        )
+        pruned = result.model
+    else:
+        options = {"seed": seed} if method == "random" else {}
+        options.update(round_to=round_to, batch_size=batch_size)
+        result = prune(classifier(model), calibration, target_flops, method, **options)
+        pruned = result.model.model if is_hf else result.model
+    pruned.eval()
+    metrics: dict[str, Any] = {
+        "components": components,
+        "method": method,
+        "flops_ratio": result.report["flops_ratio"],
+        "params_ratio": result.report["params_ratio"],
+        "calibration_images": len(calibration),
+        "untouched": result.report.get("untouched_groups" if components == "channels" else "untouched", {}),
+    }
+    if is_hf:
+        metrics["stock_config"] = not stock_shape_difference(pruned)
+    dense_net, pruned_net = classifier(model), classifier(pruned)
+    if test is not None:
+        metrics["dense_test_accuracy"] = accuracy(dense_net, test)
+        metrics["test_accuracy"] = accuracy(pruned_net, test)
+    if latency_repeats > 0:
+        shape = calibration.image_shape
+        metrics.update(latency_report(dense_net, pruned_net, shape, latency_batch, warmup=1, repeats=latency_repeats))
+    metrics["seconds"] = time.perf_counter() - start
+    return ImagePruning(pruned, metrics, result.report)

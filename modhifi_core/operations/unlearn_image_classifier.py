@@ -1,0 +1,85 @@
+"""Operation `unlearn_image_classifier`: forget one class of an open-weight image
+classifier (a Hugging Face model or a torchvision/timm network) — what `modhifi unlearn
+--model hf:DIR | torchvision:ARCH --forget-class K` runs.
+
+ModHiFi-U (method.md §3) by default: the forget class's high-fidelity components are
+zeroed in a BatchNorm network's last stage, negated in the residual-stream MLPs of a
+LayerNorm transformer (ViT/DeiT/Swin; `vision.hf.unlearn_hf_classifier`). Data-free by
+default: the method sees samples synthesised from the model (`operations.unlearn
+.synthetic_inputs`, the checkpoint path's rule), the evidence is measured on real data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from modhifi_core.data import DatasetSplits
+from modhifi_core.errors import InputError
+from modhifi_core.metrics import unlearning_metrics
+from modhifi_core.operations.evaluate import check_classes
+from modhifi_core.operations.unlearn import synthetic_inputs
+from modhifi_core.params import UnlearnParams
+from modhifi_core.splits import class_split
+from modhifi_core.unlearning import unlearn
+from modhifi_core.vision.hf import unlearn_hf_classifier
+from modhifi_core.vision.sources import classifier
+
+
+@dataclass
+class ImageUnlearning:
+    """The edited model (a new module of the input's type), the metrics and the method's log."""
+
+    model: nn.Module
+    metrics: dict[str, Any]
+    log: dict[str, Any] = field(default_factory=dict)
+
+
+def unlearn_image_classifier(
+    model: nn.Module,
+    data: DatasetSplits,
+    forget_class: int,
+    *,
+    method: str = "modhifi",
+    forget_data: str = "synthetic",
+    hyperparameters: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> ImageUnlearning:
+    """Forget class `forget_class` of `data` from `model` (untouched) with `method` (a name
+    of `UnlearnParams.method` except `retrain`, which needs a training recipe this model
+    does not carry). `forget_data`: `synthetic` (the method sees samples made from the
+    model: data-free) or `real` (the training split of `data`). Refuses a model whose
+    number of classes is not the dataset's and a class it does not have.
+
+    Metrics: `method`, `forget`, `data`, UA, RA, TA, MIA (%) after and `before_*` on the
+    input model (real data: D_f/D_r of `data.train`, TA/MIA on `data.test` without the
+    class), `seconds` (the unlearning step)."""
+    if method == "retrain":
+        raise InputError("retrain needs the model's training recipe; an open-weight model carries none")
+    params = UnlearnParams(
+        forget_class=forget_class, method=method, data=forget_data, hyperparameters=hyperparameters or {}
+    )
+    network = classifier(model)
+    check_classes(network, data)
+    split = class_split(data.train, forget_class)
+    method_split, options = split, dict(params.hyperparameters)
+    if forget_data == "synthetic":
+        method_split, options = synthetic_inputs(network, None, data, params, seed)
+    if hasattr(model, "config"):
+        result = unlearn_hf_classifier(model, method_split, method, **options)
+    else:
+        result = unlearn(network, method_split, method, **options)
+    edited = result.model.eval()
+    before = unlearning_metrics(network, split, data.test)
+    after = unlearning_metrics(classifier(edited), split, data.test)
+    metrics = {
+        "method": method,
+        "forget": split.describe(),
+        "data": forget_data,
+        **after,
+        **{f"before_{k}": v for k, v in before.items()},
+        "seconds": result.seconds,
+    }
+    return ImageUnlearning(edited, metrics, result.log)
