@@ -159,7 +159,7 @@ class LanguageParams(Section):
     prompt: Literal["bos", "random"] = "bos"  # self-sampling: each sequence starts at BOS or a random token
     eval_text: str | None = None  # held-out text (a file or folder) to evaluate on; needed with model.source
     eval_samples: int = Field(16, ge=1, le=1_000_000)  # held-out windows (causal LM) or sentences (encoder)
-    method: Literal["modhifi", "wanda-sp", "flap", "magnitude", "random"] = "modhifi"
+    method: Literal["modhifi", "modhifi-energy", "wanda-sp", "flap", "magnitude", "random"] = "modhifi"
     target_params: float | None = Field(0.8, gt=0.0, lt=1.0)  # fraction of all parameters that remains
     ffn_fraction: float | None = Field(None, gt=0.0, lt=1.0)  # or: fraction of FFN neurons removed per layer
     batch_size: int = Field(4, ge=1, le=4096)  # sequences per forward

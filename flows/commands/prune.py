@@ -52,7 +52,7 @@ def prune(
     """Prune physically and report accuracy (perplexity), FLOPs/params ratios and CPU speed-up.
 
     A checkpoint: channels (ModHiFi-P or a baseline) to --target-flops. hf:DIR: FFN neurons
-    of a Hugging Face transformer (--method modhifi, wanda-sp, flap, magnitude or random)
+    of a Hugging Face transformer (--method modhifi, modhifi-energy, wanda-sp, flap, magnitude or random)
     to --target-params or by --ffn-fraction, calibrated on text:PATH or synthetic
     (self-sampled); the output folder loads with stock transformers. An image classifier
     (hf:DIR, torchvision:ARCH --weights FILE): conv channels of a CNN to --target-flops,

@@ -6,7 +6,8 @@ Methods, one name each (method.md §3b):
 
 | method     | score (on the down projection's inputs)  | compensation |
 |------------|------------------------------------------|--------------|
-| `modhifi`  | energy `Q_jj` (the paper's LLM score)    | least-squares refit of the down projection |
+| `modhifi`  | greedy removal order with the refit (OBS cost `‖W[:, j]‖²/(G⁻¹)_jj`, blocks of 16) | least-squares refit of the down projection |
+| `modhifi-energy` | energy `Q_jj` (the paper's LLM score) | least-squares refit of the down projection |
 | `wanda-sp` | `‖h_j‖·‖W_down[:, j]‖`                   | none |
 | `flap`     | fluctuation                              | bias (FLAP) |
 | `magnitude`| weight magnitude                         | none |
@@ -32,7 +33,8 @@ from modhifi_core.pruning.ffn import FFNStatistics, prune_transformer
 from modhifi_core.pruning.latency import time_alternately
 
 METHODS = {
-    "modhifi": ("energy", "ls"),
+    "modhifi": ("greedy", "ls"),
+    "modhifi-energy": ("energy", "ls"),
     "wanda-sp": ("wanda-sp", "none"),
     "flap": ("fluctuation", "bias"),
     "magnitude": ("magnitude", "none"),
