@@ -211,8 +211,6 @@ class Params(Section):
             raise ValueError(f"model.source: model folder {source[3:]} does not exist")
         if self.model.path is not None:
             raise ValueError("model.path (a zoo checkpoint) contradicts model.source (hf:DIR); set one of them")
-        if self.cluster.address is not None:
-            raise ValueError("cluster.address applies to zoo models; a language model's collect runs in-process")
         lang = self.language
         if lang.eval_text is None:
             raise ValueError("language.eval_text: model.source needs held-out text (a file or folder) to evaluate on")

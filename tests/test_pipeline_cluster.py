@@ -85,3 +85,35 @@ def test_pipeline_on_a_dask_scheduler_gives_the_in_process_artifacts(tmp_path, d
     assert unlearn.keys() == expected.keys()
     for key, value in expected.items():
         assert unlearn[key] == (pytest.approx(value, abs=1e-9) if isinstance(value, float) else value), key
+
+
+def test_language_model_collect_on_the_scheduler_gives_the_in_process_statistics(tmp_path, dask_processes):  # noqa: F811
+    """A tiny Llama's FFN statistics (`cluster.address` in a language-model run) through the
+    scheduler and its two workers equal the in-process ones; the pruned folder is the same."""
+    from llm_models import tiny, word_text, word_tokenizer
+    from pipeline_workspace import language_params
+    from safetensors.torch import load_file
+
+    address, _ = dask_processes
+    folder = tmp_path / "tiny-llama"
+    tiny("llama").save_pretrained(folder)
+    word_tokenizer().save_pretrained(folder)
+    root, env = make_workspace(tmp_path / "ws"), isolated_env(tmp_path)
+    params = language_params(folder, word_text(tmp_path / "held-out.txt", 2000, 2))
+    write_params(root, params)
+    run_pipeline(root, env)
+    local = torch.load(root / "outputs/statistics/statistics.pt", weights_only=True)["blocks"]
+    local_weights = load_file(root / "outputs/pruned/hf/model.safetensors")
+
+    params["cluster"] = {"address": address, "workers": 2}
+    write_params(root, params)
+    summary = run_pipeline(root, env)
+    assert "collect" in summary["ran"] and "synthesize" not in summary["ran"]
+    assert _collect_workers(root) == [1, 2]
+    for name, block in torch.load(root / "outputs/statistics/statistics.pt", weights_only=True)["blocks"].items():
+        for field in ("gram", "total"):
+            x, y = block[field], local[name][field]
+            assert (x - y).abs().max() <= 1e-10 * y.abs().max(), (name, field)
+        assert block["tokens"] == local[name]["tokens"]
+    for key, value in load_file(root / "outputs/pruned/hf/model.safetensors").items():
+        torch.testing.assert_close(value, local_weights[key], rtol=1e-4, atol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flows.cluster import open_executor
 from modhifi_core.params import Params
 from modhifi_core.pruning.ffn import FFNStatistics, collect_ffn_statistics
 from modhifi_core.safe_io import atomic_torch_save
@@ -11,12 +12,16 @@ from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
-    """Each FFN block's streaming statistics of its down-projection input on the windows."""
+    """Each FFN block's streaming statistics of its down-projection input on the windows, on
+    the Dask cluster of `cluster.address` when one is set (the same sums)."""
     loaded = load_base(ws)
-    stats = collect_ffn_statistics(loaded.model, load_windows(ws), batch_size=params.language.batch_size)
+    with open_executor(params.cluster.address, params.cluster.workers) as executor:
+        windows, batch = load_windows(ws), params.language.batch_size
+        stats = collect_ffn_statistics(loaded.model, windows, batch_size=batch, executor=executor)
+        workers = executor._max_workers if executor is not None else 1
     blocks = {name: {"gram": s.gram, "total": s.total, "tokens": s.tokens} for name, s in stats.items()}
     atomic_torch_save(ws.artifact("statistics"), {"record": "ffn-statistics", "blocks": blocks})
-    return {"layers": len(stats), "tokens": next(iter(stats.values())).tokens}
+    return {"layers": len(stats), "tokens": next(iter(stats.values())).tokens, "workers": workers}
 
 
 def load_statistics(ws: Workspace) -> dict:
