@@ -115,3 +115,21 @@ def dvc_status(root: Path, env: dict) -> dict:
     assert result.returncode == 0, result.stderr
     text = result.stdout.strip()
     return json.loads(text[text.index("{") :]) if "{" in text else {}
+
+
+def run_without_modhifi(body: str, folder: Path, env: dict) -> str:
+    """Run `body` (Python; `sys.argv[1]` is `folder`) in a fresh interpreter from which
+    modhifi cannot be imported (no editable finder, no checkout on sys.path, no PYTHONPATH;
+    HF_HUB_OFFLINE=1): what a user with only transformers sees. Returns its stdout."""
+    code = (
+        "import sys, importlib.util\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in getattr(f, '__module__', '')]\n"
+        "sys.path[:] = [p for p in sys.path if p and p.rstrip('/') != sys.argv[2]]\n"
+        "assert importlib.util.find_spec('modhifi_core') is None, 'modhifi is importable'\n"
+    ) + body
+    clean = {k: v for k, v in env.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(folder), str(REPO)], env=clean, cwd="/", capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout

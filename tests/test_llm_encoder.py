@@ -11,15 +11,22 @@ import importlib.util
 import json
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from llm_models import tiny, word_text, word_tokenizer
-from pipeline_workspace import REPO, isolated_env, language_params, make_workspace, modhifi, run_pipeline, write_params
+from pipeline_workspace import (
+    REPO,
+    isolated_env,
+    language_params,
+    make_workspace,
+    modhifi,
+    run_pipeline,
+    run_without_modhifi,
+    write_params,
+)
 
 from modhifi_core.errors import InputError
 from modhifi_core.operations.prune_language_model import prune_language_model
@@ -190,24 +197,15 @@ def test_encoder_pipeline_tracks_agreement_in_mlflow(encoder_run):
 
 def test_pruned_encoder_loads_with_stock_transformers(encoder_run):
     root, env, _ = encoder_run
-    code = (
-        "import sys, importlib.util\n"
-        "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in getattr(f, '__module__', '')]\n"
-        "sys.path[:] = [p for p in sys.path if p and p.rstrip('/') != sys.argv[2]]\n"
-        "assert importlib.util.find_spec('modhifi_core') is None, 'modhifi is importable'\n"
+    body = (
         "import transformers\n"
         "model = transformers.AutoModel.from_pretrained(sys.argv[1], local_files_only=True).eval()\n"
         "tok = transformers.AutoTokenizer.from_pretrained(sys.argv[1], local_files_only=True)\n"
         "out = model(**tok('the one of the', return_tensors='pt')).last_hidden_state\n"
         "print(type(model).__name__, out.shape[-1], model.config.intermediate_size)\n"
     )
-    clean = {k: v for k, v in env.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
-    folder = root / "outputs/pruned/hf"
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(folder), str(REPO)], env=clean, cwd="/", capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    name, hidden, width = out.stdout.split()
+    stdout = run_without_modhifi(body, root / "outputs/pruned/hf", env)
+    name, hidden, width = stdout.split()
     assert name == "BertModel" and hidden == "16" and int(width) == 16  # the tiny BERT's FFN width 32, halved
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from pipeline_workspace import (
     language_params,
     make_workspace,
     run_pipeline,
+    run_without_modhifi,
     tiny_params,
     write_params,
 )
@@ -69,7 +68,6 @@ def test_language_params_validate(sources):
         ({"model": {"source": "hf:/nonexistent/folder"}}, "model folder /nonexistent/folder does not exist"),
         ({"model": {"source": "/some/dir"}}, "model.source must be hf:DIR"),
         ({"model": {"path": "base.pt"}}, "model.path .* contradicts model.source"),
-        ({"cluster": {"address": "local"}}, "cluster.address applies to zoo models"),
         ({"language": {"eval_text": None}}, "language.eval_text: model.source needs held-out text"),
         ({"language": {"eval_text": "/nonexistent.txt"}}, "language.eval_text: text /nonexistent.txt does not exist"),
         ({"language": {"calibration": "text:/nope"}}, "language.calibration: text /nope does not exist"),
@@ -138,24 +136,15 @@ def test_language_pipeline_end_to_end(language_run):
 
 def test_language_pipeline_output_loads_with_stock_transformers(language_run):
     root, env, _, _, summary = language_run
-    code = (
-        "import sys, importlib.util\n"
-        "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in getattr(f, '__module__', '')]\n"
-        "sys.path[:] = [p for p in sys.path if p and p.rstrip('/') != sys.argv[2]]\n"
-        "assert importlib.util.find_spec('modhifi_core') is None, 'modhifi is importable'\n"
+    body = (
         "import torch, transformers\n"
         "model = transformers.AutoModelForCausalLM.from_pretrained(sys.argv[1], local_files_only=True).eval()\n"
         "tok = transformers.AutoTokenizer.from_pretrained(sys.argv[1], local_files_only=True)\n"
         "ids = tok('the one of the', return_tensors='pt').input_ids\n"
         "print(model(input_ids=ids).logits.shape[-1], model.config.intermediate_size)\n"
     )
-    clean = {k: v for k, v in env.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
-    folder = root / "outputs/pruned/hf"
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(folder), str(REPO)], env=clean, cwd="/", capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    vocab, width = map(int, out.stdout.split())
+    stdout = run_without_modhifi(body, root / "outputs/pruned/hf", env)
+    vocab, width = map(int, stdout.split())
     assert vocab == 64 and width < 32  # the tiny Llama's FFN width 32, pruned
 
 
