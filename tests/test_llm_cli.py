@@ -40,9 +40,11 @@ def test_prune_hf_folder_to_a_params_target_and_evaluate_it(cli, llama_folder, t
     loaded = subprocess.run([sys.executable, "-c", stock, str(out)], capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert int(loaded.stdout.strip().splitlines()[-1]) < 32  # the pruned width, from stock transformers alone
-    again = cli("evaluate", "--model", f"hf:{out}", "--text", text, "--length", 16, "--json")
+    dense = f"hf:{llama_folder}"
+    again = cli("evaluate", "--model", f"hf:{out}", "--text", text, "--length", 16, "--reference", dense, "--json")
     assert again.returncode == 0, again.stderr
     assert again.json()["perplexity"] == pytest.approx(report["perplexity"], rel=1e-4)
+    assert again.json()["dense_perplexity"] == pytest.approx(report["dense_perplexity"], rel=1e-4)
 
 
 @pytest.mark.parametrize(
