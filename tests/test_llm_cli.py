@@ -65,3 +65,12 @@ def test_bad_hf_prune_input_is_one_line(cli, llama_folder, tmp_path, args, messa
 def test_missing_hf_folder_is_one_line(cli, tmp_path):
     result = cli("prune", "--model", f"hf:{tmp_path / 'nope'}", "--target-params", 0.9, "--out", tmp_path / "o")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_language_operations_are_public_and_an_encoder_needs_a_reference():
+    from modhifi_core import evaluate_language_model, prune_language_model
+    from modhifi_core.errors import InputError
+
+    assert callable(prune_language_model)
+    with pytest.raises(InputError, match="an encoder has no perplexity: give a reference encoder"):
+        evaluate_language_model(tiny("bert"), word_tokenizer(), "never-read.txt")
