@@ -3,16 +3,22 @@
 The record of truth is `dvc.lock` (written by DVC for every stage it ran): commands,
 resolved params, and the md5 of every dependency and output. Each ancestor stage is
 joined to its MLflow run (through the `md5/<path>` tags the stage runner sets), which
-adds the time, the git commit and the Prefect flow-run id. A checkpoint's own metadata
-(parents' sha256, params, metrics) travels with the file, so a copy outside the
-workspace still tells what it can. `verify` asks DVC to re-hash every ancestor's deps
-and outs on disk, and walks the chain of parent sha256s that the checkpoints record
-about themselves (metadata `parents`, roles `model` and `teacher`): every recorded
-parent must be a checkpoint present in the workspace (or beside the artifact when there
+adds the time, the git commit and the Prefect flow-run id. An artifact's own record
+travels with it, so a copy outside the workspace still tells what it can: a checkpoint's
+metadata (parents' sha256, params, metrics), a Hugging Face folder's `modhifi.json`
+(parents' sha256, params, code version, its weights' sha256; the folder or any file in
+it is traced through it), a language-model stage's record (train_base: the source
+model's path and files' sha256; prune: the folder it wrote).
+
+`verify` asks DVC to re-hash every ancestor's deps and outs on disk, and walks the chain
+the artifacts record about themselves: every recorded parent (roles `model`, `teacher`,
+`base_model`) must be a file present in the workspace (or beside the artifact when there
 is no workspace) with exactly that sha256, and so on up to a model with no parent; the
-`statistics` and `scores` a pruned model's first round used must be present the same way. The
-two checks are independent: DVC's record can be rewritten to match a swapped file, the
-sha256 inside the child checkpoint (covered by its own digest) cannot.
+inputs a pruned model used (`statistics`, `scores`, `calibration`) must be present the
+same way; every file an artifact names by path (a folder's weights, the source model's
+GGUF or safetensors outside the workspace, which DVC does not re-hash) must still hash
+as recorded. The two checks are independent: DVC's record can be rewritten to match a
+swapped file, the sha256 inside the child artifact cannot be without breaking the chain.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ class StageLineage:
 @dataclass
 class Lineage:
     artifact: str
-    md5: str
+    md5: str  # md5 and sha256 of the file; of its modhifi.json for a Hugging Face folder
     sha256: str
     workspace: str | None
     produced_by: str | None
@@ -64,11 +70,10 @@ def trace(artifact: Path, workspace: Path | None = None, verify: bool = False) -
     from tasks.tracking import file_md5
 
     artifact = Path(artifact).resolve()
-    if not artifact.is_file():
-        raise InputError(f"artifact not found: {artifact}")
+    identity = _identity_file(artifact)
     root = workspace.resolve() if workspace else _find_workspace(artifact)
-    md5 = file_md5(artifact)
-    result = Lineage(str(artifact), md5, sha256_file(artifact), str(root) if root else None, None, [], None, [])
+    md5 = file_md5(identity)
+    result = Lineage(str(artifact), md5, sha256_file(identity), str(root) if root else None, None, [], None, [])
     result.checkpoint = _checkpoint_summary(artifact)
     if root is None or not (root / "dvc.lock").is_file():
         if verify:
@@ -85,7 +90,7 @@ def trace(artifact: Path, workspace: Path | None = None, verify: bool = False) -
         result.verified = False if verify else None
         return result
     result.produced_by = producer
-    if recorded != md5:
+    if artifact.is_file() and recorded != md5:  # a folder: DVC's folder hash, checked by --verify
         result.problems.append(f"{artifact} differs from the {producer} output recorded in dvc.lock")
     result.stages = [_stage(name, lock[name], root) for name in _ancestors(lock, producer)]
     if verify:
@@ -93,6 +98,20 @@ def trace(artifact: Path, workspace: Path | None = None, verify: bool = False) -
         _verify_chain(result, artifact, root, _locked_paths(lock, root))
         result.verified = not result.problems
     return result
+
+
+def _identity_file(artifact: Path) -> Path:
+    """The file whose hashes identify `artifact`: itself, or a Hugging Face folder's
+    modhifi.json (which records the sha256 of each of its weight files)."""
+    from modhifi_core.sources.huggingface import LINEAGE_FILE
+
+    if artifact.is_file():
+        return artifact
+    if artifact.is_dir() and (artifact / LINEAGE_FILE).is_file():
+        return artifact / LINEAGE_FILE
+    if artifact.is_dir():
+        raise InputError(f"{artifact} is a folder without {LINEAGE_FILE}: give a file, or a folder modhifi wrote")
+    raise InputError(f"artifact not found: {artifact}")
 
 
 def _find_workspace(artifact: Path) -> Path | None:
@@ -218,8 +237,20 @@ def _verify(root: Path, result: Lineage) -> None:
     result.verified = not result.problems
 
 
-CHAIN_ROLES = ("model", "teacher")  # parents that are checkpoints (`synthetic` is a samples digest)
-INPUT_ROLES = ("statistics", "scores")  # parent files that are not checkpoints: checked, not walked
+CHAIN_ROLES = ("model", "teacher", "base_model")  # parents walked further up (`synthetic` is a samples digest)
+INPUT_ROLES = ("statistics", "scores", "calibration")  # parent files that are not models: checked, not walked
+
+
+@dataclass
+class _Recorded:
+    """What one artifact records about its origin: `parents` role -> sha256 (looked up
+    among the workspace's files), `files` it names by path as (role, path, sha256) (a
+    Hugging Face folder's weights, a source model's files), `folders` it names (walked)."""
+
+    parents: dict[str, str] = field(default_factory=dict)
+    files: list[tuple[str, Path, str]] = field(default_factory=list)
+    folders: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
 def _locked_paths(lock: dict, root: Path) -> list[Path]:
@@ -229,68 +260,171 @@ def _locked_paths(lock: dict, root: Path) -> list[Path]:
 
 
 def _verify_chain(result: Lineage, artifact: Path, search_root: Path, extra: list[Path]) -> None:
-    """Walk the parents recorded inside the checkpoints from `artifact` upwards; a parent
-    sha256 that no checkpoint on disk has is a break, added to `result.problems`."""
-    if artifact.suffix != ".pt":
+    """Walk the parents recorded inside the artifacts from `artifact` upwards (checkpoints,
+    the language-model stages' records, Hugging Face folders' modhifi.json); a parent
+    sha256 that no file on disk has, or a named file that no longer hashes as recorded,
+    is a break, added to `result.problems`."""
+    start = _self_described(artifact)
+    if start is None:
         return
-    files = [
-        p for p in search_root.rglob("*.pt") if not any(s.startswith(".") for s in p.relative_to(search_root).parts)
-    ]
+    files = [p for p in search_root.rglob("*.pt") if not _hidden(p.relative_to(search_root))]
     by_sha = {sha256_file(p): p.resolve() for p in sorted({*files, *extra})}
-    frontier, seen = [artifact], set()
+    frontier, seen = [start], set()
     while frontier:
         path = frontier.pop(0)
         if path in seen:
             continue
         seen.add(path)
-        parents = _recorded_parents(path)
-        if parents is None:
-            result.problems.append(f"parent chain: {path} is not a readable modhifi checkpoint")
+        recorded = _recorded(path, search_root)
+        if recorded is None:
+            result.problems.append(f"parent chain: {path} is not a readable modhifi checkpoint or pipeline record")
             continue
-        for role, sha in sorted(parents.items()):
-            if role not in CHAIN_ROLES + INPUT_ROLES:
-                continue
-            found = by_sha.get(sha)
-            if found is None:
-                result.problems.append(
-                    f"parent chain broken: {path} records its {role} as sha256 {sha}, "
-                    f"which no {'checkpoint' if role in CHAIN_ROLES else 'file'} in {search_root} has"
-                )
-                continue
-            result.chain.append({"file": str(path), "role": role, "parent": str(found), "sha256": sha})
-            if role in CHAIN_ROLES:
-                frontier.append(found)
+        result.problems += recorded.problems
+        frontier += _link_parents(result, path, recorded.parents, by_sha, search_root)
+        _check_files(result, path, recorded.files)
+        for folder in recorded.folders:
+            result.chain.append({"file": str(path), "role": "folder", "parent": str(folder), "sha256": None})
+            frontier.append(folder)
+
+
+def _link_parents(
+    result: Lineage, path: Path, parents: dict[str, str], by_sha: dict[str, Path], search_root: Path
+) -> list[Path]:
+    """Chain links for `parents` found by sha256; returns the ones to walk further up."""
+    walk = []
+    for role, sha in sorted(parents.items()):
+        if role not in CHAIN_ROLES + INPUT_ROLES:
+            continue
+        found = by_sha.get(sha)
+        if found is None:
+            result.problems.append(
+                f"parent chain broken: {path} records its {role} as sha256 {sha}, "
+                f"which no {'checkpoint' if role in CHAIN_ROLES else 'file'} in {search_root} has"
+            )
+            continue
+        result.chain.append({"file": str(path), "role": role, "parent": str(found), "sha256": sha})
+        if role in CHAIN_ROLES:
+            walk.append(found)
+    return walk
+
+
+def _check_files(result: Lineage, path: Path, files: list[tuple[str, Path, str]]) -> None:
+    """Chain links for the files `path` names, each re-hashed on disk."""
+    for role, file, sha in files:
+        actual = sha256_file(file) if file.is_file() else None
+        if actual != sha:
+            now = "which is missing" if actual is None else f"which now hashes {actual}"
+            result.problems.append(f"parent chain broken: {path} records its {role} {file} as sha256 {sha}, {now}")
+            continue
+        result.chain.append({"file": str(path), "role": role, "parent": str(file), "sha256": sha})
 
 
 def _hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)  # .dvc/cache, temporary files
 
 
-def _recorded_parents(path: Path) -> dict[str, str] | None:
-    from modhifi_core.checkpoint import load_checkpoint
+def _self_described(artifact: Path) -> Path | None:
+    """The file or folder that records `artifact`'s origin: a Hugging Face folder with
+    modhifi.json for the folder or any file in it, the file itself for a .pt, else None."""
+    from modhifi_core.sources.huggingface import LINEAGE_FILE
+
+    for folder in (artifact, artifact.parent):
+        if folder.is_dir() and (folder / LINEAGE_FILE).is_file():
+            return folder
+    return artifact if artifact.suffix == ".pt" else None
+
+
+def _recorded(path: Path, root: Path) -> _Recorded | None:
+    """What `path` records about its origin (None: not a readable modhifi artifact)."""
+    if path.is_dir():
+        return _recorded_by_folder(path)
+    ckpt = _checkpoint(path)
+    if isinstance(ckpt, str):
+        record = _pipeline_record(path)
+        return None if record is None else _recorded_by_record(record, root)
     from modhifi_core.metadata import read_metadata
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return dict(read_metadata(load_checkpoint(path).metadata).parents)
-    except InputError:
-        return None
+    return _Recorded(parents=dict(read_metadata(ckpt.metadata).parents))
 
 
-def _checkpoint_summary(path: Path) -> dict | None:
-    """What the file says about itself, if it is a modhifi checkpoint."""
-    if path.suffix != ".pt":
-        return None
+def _recorded_by_folder(folder: Path) -> _Recorded:
+    """A Hugging Face folder: its parents' sha256 and its weights' sha256 (modhifi.json);
+    a weight file it does not list is a problem."""
+    record = _folder_lineage(folder)
+    if "error" in record:
+        return _Recorded(problems=[f"parent chain: {record['error']}"])
+    parents = {role: sha for role, sha in (record.get("parents") or {}).items() if isinstance(sha, str)}
+    weights = record.get("weights") or {}
+    files = [("weight", folder / name, sha) for name, sha in sorted(weights.items())]
+    unlisted = sorted(p.name for p in folder.glob("*.safetensors") if p.name not in weights)
+    problems = [f"parent chain: {folder / name} is not among the weights modhifi.json records" for name in unlisted]
+    return _Recorded(parents=parents, files=files, problems=problems)
+
+
+def _recorded_by_record(record: dict, root: Path) -> _Recorded:
+    """A language-model stage's record (tasks/lm): the source model's files (train_base),
+    the pruned Hugging Face folder (prune), nothing for a skipped stage or an input."""
+    kind = record.get("record")
+    if kind == "hf-source":
+        files = [(f"source file {name}", Path(record["path"]) / name, sha) for name, sha in record["files"].items()]
+        return _Recorded(files=sorted(files))
+    if kind == "hf-folder":
+        parents = (record.get("metadata") or {}).get("parents") or {}
+        return _Recorded(parents=dict(parents), folders=[(root / record["folder"]).resolve()])
+    return _Recorded()
+
+
+def _checkpoint(path: Path) -> object | str:
+    """The modhifi checkpoint at `path`, or the reason it is not one."""
     from modhifi_core.checkpoint import load_checkpoint
-    from modhifi_core.metadata import read_metadata
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's own warning about unsafe files; the refusal says it
-            ckpt = load_checkpoint(path)
+            return load_checkpoint(path)
     except InputError as exc:
-        return {"error": str(exc)}
+        return str(exc)
+
+
+def _pipeline_record(path: Path) -> dict | None:
+    """A language-model stage's record (a plain dict naming its `record` kind, read with
+    weights_only), or None."""
+    from tasks.lm import read_record
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            record = read_record(path)
+    except Exception:  # noqa: BLE001 - unsafe or not a torch file: not a record
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("record"), str) else None
+
+
+def _folder_lineage(folder: Path) -> dict:
+    """A Hugging Face folder's modhifi.json, or `{"error": ...}`."""
+    from modhifi_core.sources.huggingface import LINEAGE_FILE
+
+    try:
+        record = json.loads((folder / LINEAGE_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        return {"error": f"{folder / LINEAGE_FILE} is not readable JSON ({type(exc).__name__})"}
+    return record if isinstance(record, dict) else {"error": f"{folder / LINEAGE_FILE} is not a JSON object"}
+
+
+def _checkpoint_summary(path: Path) -> dict | None:
+    """What the artifact says about itself: a modhifi checkpoint's metadata, a Hugging
+    Face folder's modhifi.json (for the folder or a file in it), a pipeline record."""
+    described = _self_described(path)
+    if described is None:
+        return None
+    if described.is_dir():
+        return _folder_summary(described)
+    ckpt = _checkpoint(described)
+    if isinstance(ckpt, str):
+        record = _pipeline_record(described)
+        return {"error": ckpt} if record is None else _record_summary(record)
+    from modhifi_core.metadata import read_metadata
+
     meta = read_metadata(ckpt.metadata)
     summary = {
         "stage": meta.operation,
@@ -306,6 +440,36 @@ def _checkpoint_summary(path: Path) -> dict | None:
         report = meta.report
         summary["pruning"] = {k: report[k] for k in ("flops_ratio", "params_ratio", "flops_dense", "flops_pruned")}
         summary["pruning"]["layers"] = report.get("layers", {})
+    return summary
+
+
+def _folder_summary(folder: Path) -> dict:
+    """A Hugging Face folder's modhifi.json (operation, code version, parents, params,
+    metrics, weights' sha256) and the shape its config.json states."""
+    record = _folder_lineage(folder)
+    if "error" in record:
+        return record
+    keys = ("parents", "params", "metrics", "weights")
+    summary = {"stage": record.get("operation"), "code_version": record.get("code_version")}
+    summary |= {key: record.get(key) for key in keys}
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    shape = ("model_type", "architectures", "num_hidden_layers", "hidden_size", "intermediate_size")
+    summary["model"] = {key: config.get(key) for key in shape}
+    return summary
+
+
+def _record_summary(record: dict) -> dict:
+    """A pipeline record's fields, without its tensors (token ids, statistics, scores)."""
+    summary = {}
+    for key, value in record.items():
+        try:
+            json.dumps(value)
+        except TypeError:
+            continue
+        summary[key] = value
     return summary
 
 
@@ -333,6 +497,8 @@ def to_markdown(lineage: Lineage) -> str:
     stages = {stage.name: stage for stage in lineage.stages}
     if "unlearn" in stages:
         lines += _unlearning_evidence(stages["unlearn"].metrics)
+    if "train_base" in stages:
+        lines += _source_summary(stages["train_base"].metrics)
     if "prune" in stages:
         lines += _pruning_summary(stages["prune"].metrics)
     if lineage.stages:
@@ -354,14 +520,9 @@ def to_markdown(lineage: Lineage) -> str:
         lines += [f"- PROBLEM: {p}" for p in stage.problems]
         lines.append("")
     if lineage.checkpoint:
-        meta = lineage.checkpoint
-        lines += ["## What the checkpoint says about itself", ""]
-        lines += [f"- stage: {meta.get('stage')}; code version: {meta.get('code_version')}"]
-        lines += [f"- parent `{k}` sha256 `{v}`" for k, v in (meta.get("parents") or {}).items()]
-        lines += [f"- params: `{json.dumps(meta.get('params'), sort_keys=True)}`"]
-        lines += [f"- refused: {meta['error']}"] if "error" in meta else []
+        lines += ["## What the artifact says about itself", "", *_self_description(lineage.checkpoint)]
     if lineage.chain:
-        lines += ["", "## Parent chain recorded in the checkpoints (verified on disk)", ""]
+        lines += ["", "## Parent chain recorded in the artifacts (verified on disk)", ""]
         lines += [
             f"- `{link['file']}` {link['role']} = `{link['parent']}` (sha256 `{link['sha256']}`)"
             for link in lineage.chain
@@ -389,16 +550,53 @@ def _unlearning_evidence(metrics: dict) -> list[str]:
     return lines
 
 
+def _self_description(meta: dict) -> list[str]:
+    """Markdown lines of `_checkpoint_summary`'s record (a checkpoint, a Hugging Face
+    folder's modhifi.json, a pipeline record)."""
+    if "error" in meta:
+        return [f"- refused: {meta['error']}"]
+    if "record" in meta:
+        lines = [f"- pipeline record `{meta['record']}`"]
+        if "path" in meta:
+            lines += [f"- source model `{meta['path']}` ({meta.get('kind')}, {meta.get('weights_format')})"]
+        lines += [f"- source file `{name}` sha256 `{sha}`" for name, sha in (meta.get("files") or {}).items()]
+        lines += [f"- Hugging Face folder `{meta['folder']}`"] if "folder" in meta else []
+        lines += [f"- skipped: {meta['reason']}"] if "reason" in meta else []
+        return lines
+    lines = [f"- stage: {meta.get('stage')}; code version: {meta.get('code_version')}"]
+    for role, value in (meta.get("parents") or {}).items():
+        files = value if isinstance(value, dict) else {"": value}
+        lines += [f"- parent `{role}`{f' `{name}`' if name else ''} sha256 `{sha}`" for name, sha in files.items()]
+    lines += [f"- weight `{name}` sha256 `{sha}`" for name, sha in (meta.get("weights") or {}).items()]
+    lines += [f"- params: `{json.dumps(meta.get('params'), sort_keys=True)}`"]
+    return lines
+
+
+def _source_summary(metrics: dict) -> list[str]:
+    """The open-weight model a language-model run started from (train_base's metrics):
+    its folder, kind, format and each file's sha256."""
+    if "files" not in metrics:
+        return []
+    source = f"`{metrics.get('path')}` ({metrics.get('kind')}, {metrics.get('weights_format')})"
+    files = [f"- `{name}` sha256 `{sha}`" for name, sha in metrics["files"].items()]
+    return ["", f"## Source model: {source}", "", *files]
+
+
 def _pruning_summary(metrics: dict) -> list[str]:
+    """The prune stage's ratios and latency; a classifier's accuracy (a language model's
+    held-out metrics are the evaluate stage's, downstream of a pruned model)."""
     if "flops_ratio" not in metrics:
         return []
-    return [
+    batch = metrics.get("latency_batch")
+    shape = f"batch {batch}" if batch is not None else f"{metrics.get('latency_tokens')} tokens"
+    lines = [
         "",
         f"## Pruning: {metrics.get('method')} (calibration: {metrics.get('calibration')})",
         "",
         f"- FLOPs remaining {metrics['flops_ratio']:.3f}, parameters remaining {metrics.get('params_ratio', 0):.3f}",
         f"- CPU latency {metrics.get('latency_dense_ms', 0):.2f} ms -> {metrics.get('latency_pruned_ms', 0):.2f} ms "
-        f"(speed-up {metrics.get('latency_speedup', 0):.2f}x, batch {metrics.get('latency_batch')})",
-        f"- test accuracy {metrics.get('base_test_accuracy', 0):.2f}% -> {metrics.get('test_accuracy', 0):.2f}%",
-        "- per-layer channels: `outputs/pruned/layers.csv`",
+        f"(speed-up {metrics.get('latency_speedup', 0):.2f}x, {shape})",
     ]
+    if "test_accuracy" in metrics:
+        lines += [f"- test accuracy {metrics.get('base_test_accuracy', 0):.2f}% -> {metrics['test_accuracy']:.2f}%"]
+    return [*lines, "- per-layer channels: `outputs/pruned/layers.csv`"]

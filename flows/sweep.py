@@ -45,7 +45,31 @@ from modhifi_core.params import restore_interrupted_sweep, sweep_backup_path, va
 from modhifi_core.safe_io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from tasks.workspace import Workspace
 
-COLUMNS = ("pruned_test_accuracy", "flops_ratio", "params_ratio", "latency_speedup", "UA", "RA", "TA", "MIA")
+# The evaluation metrics a row shows, those any point has: a classifier's accuracy and
+# unlearning metrics, a causal LM's perplexity, an encoder's agreement with its dense self.
+COLUMNS = (
+    "pruned_test_accuracy",
+    "flops_ratio",
+    "params_ratio",
+    "latency_speedup",
+    "UA",
+    "RA",
+    "TA",
+    "MIA",
+    "perplexity",
+    "perplexity_ratio",
+    "mean_cosine",
+    "top10_agreement",
+)
+# What the plot draws against the FLOPs that remain: the first y-axis whose columns a row has.
+PLOTS = (
+    (
+        "test accuracy (%)",
+        (("pruned_test_accuracy", "pruned model (before unlearning)"), ("TA", "final model, retained classes (TA)")),
+    ),
+    ("held-out perplexity", (("perplexity", "pruned model"),)),
+    ("agreement with the dense encoder", (("mean_cosine", "mean cosine"), ("top10_agreement", "top-10 agreement"))),
+)
 
 
 def parse_assignments(assignments: list[str], params: dict) -> dict[str, list]:
@@ -121,26 +145,31 @@ def sweep_executor(root: Path, workers: int | None) -> Iterator[Executor | None]
         yield executor
 
 
-def _row(point: dict, summary: dict) -> dict:
-    metrics = summary["metrics"]
-    return {**point, **{c: metrics.get(c) for c in COLUMNS}, "ran": ",".join(summary["ran"])}
+def sweep_rows(points: list[dict], summaries: list[dict]) -> list[dict]:
+    """One row per point: its values, the `COLUMNS` that any point's evaluation has (None
+    where this one lacks it), the stages that ran."""
+    shown = [c for c in COLUMNS if any(summary["metrics"].get(c) is not None for summary in summaries)]
+    return [
+        {**point, **{c: summary["metrics"].get(c) for c in shown}, "ran": ",".join(summary["ran"])}
+        for point, summary in zip(points, summaries)
+    ]
 
 
 def _sequential(root: Path, original: str, params: dict, grid: dict, run_pipeline: Callable[[], dict]) -> list[dict]:
     """Each point's values written to `root`'s params.yaml in turn (module docstring)."""
     params_file = root / "params.yaml"
-    rows = []
+    summaries = []
     backup = sweep_backup_path(params_file)
     atomic_write_json(backup, {"pid": os.getpid(), "params": original})
     try:
         for point in points(grid):
             atomic_write_text(params_file, yaml.safe_dump(apply(params, point), sort_keys=False))
-            rows.append(_row(point, run_pipeline()))
+            summaries.append(run_pipeline())
     finally:
         atomic_write_text(params_file, original)
         backup.unlink(missing_ok=True)
     run_pipeline()  # back to the original params' outputs (restored from DVC's run-cache)
-    return rows
+    return sweep_rows(points(grid), summaries)
 
 
 def _concurrent(root: Path, params: dict, grid: dict, executor: Executor) -> list[dict]:
@@ -155,7 +184,7 @@ def _concurrent(root: Path, params: dict, grid: dict, executor: Executor) -> lis
     finally:
         wait(futures)  # no copy is removed under a running point
         shutil.rmtree(scratch, ignore_errors=True)
-    return [_row(point, summary) for point, summary in zip(points(grid), summaries)]
+    return sweep_rows(points(grid), summaries)
 
 
 # Not copied into a point's workspace, by folder: version control, run state, tracking
@@ -206,32 +235,39 @@ def run_point(workspace: str) -> dict:
 
 
 def plot_sweep(rows: list[dict], keys: list[str]) -> bytes:
-    """Accuracy against the FLOPs that remain (one point per sweep run, labelled)."""
+    """The evaluation metric (`PLOTS`: accuracy, perplexity or embedding agreement) against
+    the FLOPs that remain (one point per sweep run, labelled)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    ordered = sorted(rows, key=lambda r: r["flops_ratio"] or 0)
-    xs = [r["flops_ratio"] for r in ordered]
-    ax.plot(xs, [r["pruned_test_accuracy"] for r in ordered], "o-", label="pruned model (before unlearning)")
-    ax.plot(xs, [r["TA"] for r in ordered], "s--", label="final model, retained classes (TA)")
-    for row in ordered:
+    ordered = sorted(rows, key=lambda r: r.get("flops_ratio") or 0)
+    ylabel, series = next(((y, s) for y, s in PLOTS if any(r.get(s[0][0]) is not None for r in rows)), ("", ()))
+    xs = [_number(r.get("flops_ratio")) for r in ordered]
+    for (column, legend), style in zip(series, ("o-", "s--")):
+        ax.plot(xs, [_number(r.get(column)) for r in ordered], style, label=legend)
+    for row in ordered if series else ():
         label = ", ".join(str(row[k]) for k in keys)
-        ax.annotate(label, (row["flops_ratio"], row["pruned_test_accuracy"]), fontsize=8, xytext=(4, 4),
+        ax.annotate(label, (_number(row.get("flops_ratio")), _number(row.get(series[0][0]))), fontsize=8, xytext=(4, 4),
                     textcoords="offset points")  # fmt: skip
     ax.margins(x=0.12, y=0.1)
     ax.set_xlabel("FLOPs remaining (pruned / dense)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Accuracy against remaining FLOPs, one point per value of {', '.join(keys)}", fontsize=10)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{ylabel} against remaining FLOPs, one point per value of {', '.join(keys)}", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if series:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)
     return buffer.getvalue()
+
+
+def _number(value: object) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def _csv(rows: list[dict]) -> str:

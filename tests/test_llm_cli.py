@@ -40,9 +40,11 @@ def test_prune_hf_folder_to_a_params_target_and_evaluate_it(cli, llama_folder, t
     loaded = subprocess.run([sys.executable, "-c", stock, str(out)], capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert int(loaded.stdout.strip().splitlines()[-1]) < 32  # the pruned width, from stock transformers alone
-    again = cli("evaluate", "--model", f"hf:{out}", "--text", text, "--length", 16, "--json")
+    dense = f"hf:{llama_folder}"
+    again = cli("evaluate", "--model", f"hf:{out}", "--text", text, "--length", 16, "--reference", dense, "--json")
     assert again.returncode == 0, again.stderr
     assert again.json()["perplexity"] == pytest.approx(report["perplexity"], rel=1e-4)
+    assert again.json()["dense_perplexity"] == pytest.approx(report["dense_perplexity"], rel=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -63,3 +65,12 @@ def test_bad_hf_prune_input_is_one_line(cli, llama_folder, tmp_path, args, messa
 def test_missing_hf_folder_is_one_line(cli, tmp_path):
     result = cli("prune", "--model", f"hf:{tmp_path / 'nope'}", "--target-params", 0.9, "--out", tmp_path / "o")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_language_operations_are_public_and_an_encoder_needs_a_reference():
+    from modhifi_core import evaluate_language_model, prune_language_model
+    from modhifi_core.errors import InputError
+
+    assert callable(prune_language_model)
+    with pytest.raises(InputError, match="an encoder has no perplexity: give a reference encoder"):
+        evaluate_language_model(tiny("bert"), word_tokenizer(), "never-read.txt")

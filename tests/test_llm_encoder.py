@@ -209,6 +209,24 @@ def test_pruned_encoder_loads_with_stock_transformers(encoder_run):
     assert name == "BertModel" and hidden == "16" and int(width) == 16  # the tiny BERT's FFN width 32, halved
 
 
+def test_evaluate_an_encoder_against_its_dense_reference(cli, sources, encoder_run):
+    """`modhifi evaluate` on the pipeline's pruned encoder measures what its evaluate stage did."""
+    folders, _, eval_text = sources
+    pruned, dense = f"hf:{encoder_run[0] / 'outputs/pruned/hf'}", f"hf:{folders['bert']}"
+    result = cli("evaluate", "--model", pruned, "--text", eval_text, "--reference", dense, "--samples", 24, "--json")
+    assert result.returncode == 0, result.stderr
+    metrics, stage = result.json(), json.loads((encoder_run[0] / "outputs/evaluation/metrics.json").read_text())
+    for key in ("mean_cosine", "min_cosine", "top10_agreement", "eval_sentences"):
+        assert metrics[key] == pytest.approx(stage[key]), key
+    assert metrics["reference"] == dense and "perplexity" not in metrics
+
+    alone = cli("evaluate", "--model", pruned, "--text", eval_text)
+    assert alone.returncode == 2 and len(alone.stderr.strip().splitlines()) == 1
+    assert "is an encoder, which has no perplexity: give --reference hf:DENSE" in alone.stderr
+    mixed = cli("evaluate", "--model", pruned, "--text", eval_text, "--reference", f"hf:{folders['gpt2']}")
+    assert mixed.returncode == 2 and "is a causal-lm model and" in mixed.stderr
+
+
 def test_example_minilm_params_are_complete():
     """examples/minilm/params.yaml names every section, text calibration and 30% of the FFN."""
     raw = yaml.safe_load((REPO / "examples/minilm/params.yaml").read_text())

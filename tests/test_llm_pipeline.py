@@ -18,6 +18,7 @@ from pipeline_workspace import (
     isolated_env,
     language_params,
     make_workspace,
+    modhifi,
     run_pipeline,
     run_without_modhifi,
     tiny_params,
@@ -155,6 +156,57 @@ def test_language_pipeline_tracks_perplexity_in_mlflow(language_run):
     evaluation = json.loads((root / "outputs/evaluation/metrics.json").read_text())
     assert rows["perplexity"] == pytest.approx(evaluation["perplexity"])
     assert rows["dense_perplexity"] == pytest.approx(evaluation["dense_perplexity"])
+
+
+UPSTREAM = ["train_base", "synthesize", "collect", "score", "prune"]
+
+
+def test_lineage_traces_the_pruned_folder_to_the_source_weights(language_run):
+    root, env, folder, _, _ = language_run
+    result = modhifi(root, env, "lineage", "outputs/pruned/hf", "--verify", "--format", "json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["produced_by"] == "prune" and record["verified"] is True
+    names = [stage["name"] for stage in record["stages"]]
+    assert sorted(names) == sorted(UPSTREAM) and names.index("train_base") < names.index("synthesize")
+    assert names.index("synthesize") < names.index("collect") < names.index("score") < names.index("prune")
+    assert all(stage["run"] and stage["run"]["git_commit"] for stage in record["stages"])
+    weights = sha256_file(folder / "model.safetensors")
+    assert record["stages"][names.index("train_base")]["metrics"]["files"]["model.safetensors"] == weights
+    # the folder's modhifi.json -> its weights and inputs -> train_base's record -> the source's weights
+    links = {(link["role"], Path(link["parent"]).resolve(), link["sha256"]) for link in record["chain"]}
+    ws = root.resolve()
+    for role, path in (("base_model", "base/model.pt"), ("statistics", "statistics/statistics.pt")):
+        assert (role, ws / "outputs" / path, sha256_file(ws / "outputs" / path)) in links
+    assert ("calibration", ws / "outputs/synthetic/calibration.pt") in {link[:2] for link in links}
+    pruned = ws / "outputs/pruned/hf/model.safetensors"
+    assert ("weight", pruned, sha256_file(pruned)) in links
+    assert ("source file model.safetensors", (folder / "model.safetensors").resolve(), weights) in links
+    itself = record["checkpoint"]
+    assert itself["stage"] == "pipeline prune" and itself["code_version"]
+    assert itself["params"]["language"]["method"] == "modhifi" and itself["parents"]["source_files"]
+
+    shown = modhifi(root, env, "lineage", "outputs/pruned/hf")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    text = " ".join(shown.stdout.split())  # rich wraps long lines
+    assert f"## Source model: `{folder}` (causal-lm, safetensors)" in text
+    assert f"`model.safetensors` sha256 `{weights}`" in text
+    assert "## Pruning: modhifi" in text and "test accuracy" not in text
+
+
+def test_lineage_verify_names_a_changed_source_weight_file(language_run):
+    """DVC does not re-hash the source folder (outside the workspace); train_base's record does."""
+    root, env, folder, _, _ = language_run
+    weights = folder / "model.safetensors"
+    original = weights.read_bytes()
+    try:
+        weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        result = modhifi(root, env, "lineage", "outputs/pruned/hf", "--verify")
+    finally:
+        weights.write_bytes(original)
+    assert result.returncode == 3
+    assert f"records its source file model.safetensors {weights} as sha256" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
-"""Sweep assignments are parsed, typed and validated before anything runs; the workspace
-lock refuses a second holder and is released when its holder dies."""
+"""Sweep assignments are parsed, typed and validated before anything runs; the table shows
+the metrics of the model kind that ran; the workspace lock refuses a second holder and is
+released when its holder dies."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 from flows.locking import pid_file_of, workspace_lock
-from flows.sweep import apply, parse_assignments, points
+from flows.sweep import apply, parse_assignments, plot_sweep, points, sweep_rows
 from modhifi_core.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,6 +41,40 @@ def test_grid_is_typed_and_a_cartesian_product():
 def test_bad_assignments_are_refused_before_running(assignment, message):
     with pytest.raises(InputError, match=message):
         parse_assignments([assignment], PARAMS)
+
+
+def _summary(**metrics) -> dict:
+    return {"metrics": {"flops_ratio": 0.8, "params_ratio": 0.8, "latency_speedup": 1.1, **metrics}, "ran": ["prune"]}
+
+
+ZOO = {"pruned_test_accuracy": 90.0, "UA": 99.0, "RA": 95.0, "TA": 91.0, "MIA": 80.0}
+LANGUAGE = {"causal LM": {"dense_perplexity": 15.6, "perplexity": 17.0, "perplexity_ratio": 1.09}}
+LANGUAGE["encoder"] = {"mean_cosine": 0.96, "min_cosine": 0.8, "top10_agreement": 0.8}
+
+
+@pytest.mark.parametrize(
+    ("metrics", "columns"),
+    [
+        (ZOO, ["pruned_test_accuracy", "UA", "RA", "TA", "MIA"]),
+        (LANGUAGE["causal LM"], ["perplexity", "perplexity_ratio"]),
+        (LANGUAGE["encoder"], ["mean_cosine", "top10_agreement"]),
+    ],
+    ids=["classifier", "causal LM", "encoder"],
+)
+def test_sweep_table_shows_the_metrics_of_the_model_kind(metrics, columns):
+    grid = [{"language.target_params": 0.7}, {"language.target_params": 0.9}]
+    second = {key: value * 0.9 for key, value in metrics.items()}
+    rows = sweep_rows(grid, [_summary(**metrics), _summary(**second, flops_ratio=0.9)])
+    shown = set(rows[0]) - {"language.target_params", "flops_ratio", "params_ratio", "latency_speedup", "ran"}
+    assert shown == set(columns)  # no column that no point has
+    assert rows[1][columns[0]] == pytest.approx(0.9 * metrics[columns[0]])
+    assert plot_sweep(rows, ["language.target_params"]).startswith(b"\x89PNG")
+
+
+def test_a_metric_one_point_lacks_is_empty_in_its_row():
+    rows = sweep_rows([{"p": 1}, {"p": 2}], [_summary(perplexity=17.0), _summary()])
+    assert rows[0]["perplexity"] == 17.0 and rows[1]["perplexity"] is None
+    assert plot_sweep(rows, ["p"]).startswith(b"\x89PNG")
 
 
 def test_lock_refuses_a_second_holder_and_names_it(tmp_path):

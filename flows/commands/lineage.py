@@ -1,4 +1,5 @@
-"""`modhifi lineage ARTIFACT`: where a file came from, with hashes, and a verification."""
+"""`modhifi lineage ARTIFACT`: where a file (or a Hugging Face folder modhifi wrote) came
+from, with hashes, and a verification."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from flows.console import console
 
 
 def lineage(
-    artifact: Path = typer.Argument(..., help="A file produced by the pipeline (e.g. outputs/final/model.pt)."),
+    artifact: Path = typer.Argument(
+        ..., help="A file or Hugging Face folder the pipeline produced (outputs/final/model.pt, outputs/pruned/hf)."
+    ),
     output_format: str = typer.Option("md", "--format", help="md (readable) or json."),
     verify: bool = typer.Option(False, "--verify", help="Recompute every ancestor's hashes on disk."),
     workspace: Path | None = typer.Option(

@@ -14,6 +14,8 @@
 
 Open-weight models (Hugging Face folders, torchvision/timm networks), objects in and out:
 `prune_language_model(model, tokenizer, calibration, ...)`,
+`evaluate_language_model(model, tokenizer, text, reference=...)` (a causal LM's
+perplexity, an encoder's embedding agreement with a reference),
 `prune_image_classifier(model, calibration, target_flops=...)` (CNN channels or ViT/Swin
 MLP neurons) and `unlearn_image_classifier(model, data, forget_class)`; the CLI writes
 their results back in the source's format (`modhifi_core.vision.sources`).

@@ -27,7 +27,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from modhifi_core.errors import InputError
-from modhifi_core.language import embedding_agreement, held_out_sentences, perplexity, sample_sequences, text_windows
+from modhifi_core.language import sample_sequences, text_windows
 from modhifi_core.metadata import modification_record
 from modhifi_core.pruning.ffn import FFNStatistics, prune_transformer
 from modhifi_core.pruning.latency import time_alternately
@@ -156,21 +156,13 @@ def _check_length(model: nn.Module, length: int) -> None:
 def _held_out(
     dense: nn.Module, pruned: nn.Module, tokenizer: Any, text: str, n: int, length: int, seed: int, batch_size: int
 ) -> dict[str, Any]:
-    """Dense vs pruned on held-out `text` (seed + 1): a causal LM's perplexity over `n`
-    windows of `length` tokens; an encoder's agreement of mean-pooled embeddings of `n`
-    held-out sentences (`mean_cosine`, `min_cosine`, `top10_agreement`)."""
-    from modhifi_core.sources import model_kind
+    """`evaluate_language_model` of `pruned` against `dense` on held-out `text` (seed + 1):
+    a causal LM's perplexity and `dense_perplexity` over `n` windows of `length` tokens; an
+    encoder's agreement of mean-pooled embeddings of `n` held-out sentences."""
+    from modhifi_core.operations.evaluate_language_model import evaluate_language_model
 
-    if model_kind(dense) == "encoder":
-        sentences = held_out_sentences(text, n, seed + 1)
-        metrics = embedding_agreement(dense, pruned, tokenizer, sentences)[0]
-        return {**metrics, "eval_sentences": metrics.pop("sentences")}
-    held_out = text_windows(text, tokenizer, n, length, seed + 1)
-    return {
-        "dense_perplexity": perplexity(dense, held_out, batch_size)["perplexity"],
-        "perplexity": perplexity(pruned, held_out, batch_size)["perplexity"],
-        "eval_tokens": int(held_out.numel()),
-    }
+    options = {"reference": dense, "samples": n, "length": length, "seed": seed + 1, "batch_size": batch_size}
+    return evaluate_language_model(pruned, tokenizer, text, **options)
 
 
 def save_language_model(

@@ -1,0 +1,58 @@
+"""Operation `evaluate_language_model`: a Hugging Face language model on held-out text —
+what `modhifi evaluate --model hf:DIR --text FILE [--reference hf:DENSE]` runs, and what
+`prune_language_model` reports on `eval_text`.
+
+A causal LM has a perplexity of its own (`reference`: also the reference's, e.g. the dense
+model a pruned one came from). An encoder has none: it is measured against a `reference`
+encoder — mean cosine between the two models' mean-pooled sentence embeddings and top-10
+neighbour agreement over held-out sentences (issue 12's encoder metrics).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from modhifi_core.errors import InputError
+from modhifi_core.language import embedding_agreement, held_out_sentences, perplexity, text_windows
+
+
+def evaluate_language_model(
+    model: nn.Module,
+    tokenizer: Any,
+    text: str,
+    *,
+    reference: nn.Module | None = None,
+    samples: int = 16,
+    length: int = 256,
+    seed: int = 1,
+    batch_size: int = 4,
+) -> dict[str, Any]:
+    """`model` (kind by `modhifi_core.sources.model_kind`) on held-out `text` (a file or
+    folder), draws seeded with `seed`.
+
+    Causal LM: `perplexity`, `nll`, `tokens` (predicted) and `eval_tokens` (read) over
+    `samples` windows of `length` tokens; with `reference`, also `dense_perplexity` (the
+    reference's on the same windows) and `perplexity_ratio`. Encoder: `reference` required (InputError without it); over
+    `samples` held-out sentences, `mean_cosine`, `min_cosine`, `top10_agreement` of the
+    reference's and `model`'s embeddings, `eval_sentences`, `neighbours`."""
+    from modhifi_core.sources import model_kind
+
+    if tokenizer is None:
+        raise InputError("the model folder has no tokenizer: evaluating on text needs one")
+    if model_kind(model) == "encoder":
+        if reference is None:
+            raise InputError(
+                "an encoder has no perplexity: give a reference encoder (--reference hf:DENSE) to compare "
+                "its sentence embeddings with"
+            )
+        sentences = held_out_sentences(text, samples, seed)
+        metrics = embedding_agreement(reference, model, tokenizer, sentences)[0]
+        return {**metrics, "eval_sentences": metrics.pop("sentences")}
+    windows = text_windows(text, tokenizer, samples, length, seed)
+    metrics = {**perplexity(model, windows, batch_size), "eval_tokens": int(windows.numel())}
+    if reference is not None:
+        dense = perplexity(reference, windows, batch_size)["perplexity"]
+        metrics |= {"dense_perplexity": dense, "perplexity_ratio": metrics["perplexity"] / dense}
+    return metrics
