@@ -201,6 +201,22 @@ def test_blocked_greedy_keeps_a_set_no_worse_than_energy_and_ranks_removals_lowe
     assert greedy_error < energy_error, (greedy_error, energy_error)
 
 
+@pytest.mark.parametrize("fraction", (0.25, 0.5, 0.75))
+def test_given_full_greedy_scores_keep_what_pruning_ranks_itself(fraction):
+    """The score stage's greedy scores (the whole order, keep=None) keep, at any target, the
+    neurons the target-sized greedy run keeps: the orders share their first removals."""
+    model = tiny("llama")
+    inputs = example_inputs("llama", batch=8, length=16)
+    stats = collect_ffn_statistics(model, [inputs])
+    scores = {b.name: ffn_scores(model, b, stats[b.name], "greedy") for b in find_ffn_blocks(model)}
+    itself = prune_transformer(model, None, statistics=stats, fraction=fraction, score="greedy").model
+    given = prune_transformer(model, None, statistics=stats, fraction=fraction, score="greedy", scores=scores).model
+    for key, value in itself.state_dict().items():
+        assert torch.equal(given.state_dict()[key], value), key
+    with pytest.raises(InputError, match="have shape None"):
+        prune_transformer(model, None, statistics=stats, fraction=fraction, scores={})
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_removal_equals_zeroing_the_neurons(family):
     model = tiny(family)

@@ -6,12 +6,15 @@ Methods, one name each (method.md §3b):
 
 | method     | score (on the down projection's inputs)  | compensation |
 |------------|------------------------------------------|--------------|
-| `modhifi`  | greedy removal order with the refit (OBS cost `‖W[:, j]‖²/(G⁻¹)_jj`, blocks of 16) | least-squares refit of the down projection |
-| `modhifi-energy` | energy `Q_jj` (the paper's LLM score) | least-squares refit of the down projection |
+| `modhifi`  | greedy removal order with the refit (1)  | least-squares refit of the down projection |
+| `modhifi-energy` | energy `Q_jj` (the paper's LLM score) | least-squares refit |
 | `wanda-sp` | `‖h_j‖·‖W_down[:, j]‖`                   | none |
 | `flap`     | fluctuation                              | bias (FLAP) |
 | `magnitude`| weight magnitude                         | none |
 | `random`   | random                                   | none |
+
+(1) `ffn.greedy_removal_order`: blocks of 16 neurons, each the cheapest to remove once the
+rest are refit (Optimal Brain Surgeon's cost `‖W[:, j]‖²/(G⁻¹)_jj`).
 
 Calibration: `text:PATH` (a file or folder, tokenised into seeded windows) or
 `synthetic` (sequences sampled from the model itself: data-free; causal LMs only).
@@ -95,6 +98,7 @@ def prune_language_model(
     batch_size: int = 4,
     windows: Tensor | None = None,
     statistics: dict[str, FFNStatistics] | None = None,
+    scores: dict[str, Tensor] | None = None,
 ) -> LanguagePruning:
     """Prune `model`'s FFN neurons with `method` to `target_params` (fraction of all the
     model's parameters that remains) or by `fraction` (of FFN neurons removed per layer).
@@ -108,7 +112,8 @@ def prune_language_model(
 
     `windows` `(n, length)`: calibration token ids already made (e.g. by the pipeline's
     synthesize stage; `calibration` then only names their source); `statistics`: from
-    `collect_ffn_statistics` of `model` on those windows (the pipeline's collect stage)."""
+    `collect_ffn_statistics` of `model` on those windows (the pipeline's collect stage);
+    `scores`: `method`'s neuron scores per FFN block from them (the score stage)."""
     check_options(method, calibration, target_params, fraction)
     _check_length(model, length)
     start = time.perf_counter()
@@ -126,6 +131,7 @@ def prune_language_model(
         seed=seed,
         batch_size=batch_size,
         statistics=statistics,
+        scores=scores,
     )
     metrics: dict[str, Any] = {
         "method": method,

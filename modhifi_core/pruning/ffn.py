@@ -694,13 +694,17 @@ class _Plan:
     ridge: float
     seed: int
     widths: dict[str, int] = field(default_factory=dict)
+    scores: dict[str, Tensor] | None = None  # given per block: not recomputed
     timings: dict[str, float] = field(default_factory=lambda: {"scoring_s": 0.0, "compensation_s": 0.0})
 
 
 def _prune_block(model: nn.Module, block: FFNBlock, stats: FFNStatistics, plan: _Plan) -> bool:
     start = time.perf_counter()
     keep = plan.widths[block.name]
-    scores = ffn_scores(model, block, stats, plan.score, plan.seed, keep=keep, ridge=plan.ridge)
+    if plan.scores is not None:
+        scores = plan.scores[block.name]
+    else:
+        scores = ffn_scores(model, block, stats, plan.score, plan.seed, keep=keep, ridge=plan.ridge)
     kept = kept_neurons(scores, keep)
     middle = time.perf_counter()
     compensate(model, block, stats, kept, plan.compensation, plan.ridge)
@@ -708,6 +712,14 @@ def _prune_block(model: nn.Module, block: FFNBlock, stats: FFNStatistics, plan: 
     plan.timings["scoring_s"] += middle - start
     plan.timings["compensation_s"] += time.perf_counter() - middle
     return True
+
+
+def _check_given_scores(scores: dict[str, Tensor], blocks: list[FFNBlock]) -> None:
+    for block in blocks:
+        given = scores.get(block.name)
+        if given is None or tuple(given.shape) != (block.width,):
+            shape = None if given is None else tuple(given.shape)
+            raise InputError(f"given scores for {block.name} have shape {shape}, the block has {block.width} neurons")
 
 
 def prune_transformer(
@@ -726,6 +738,7 @@ def prune_transformer(
     seed: int = 0,
     batch_size: int = 4,
     statistics: dict[str, FFNStatistics] | None = None,
+    scores: dict[str, Tensor] | None = None,
 ) -> PruningResult:
     """Remove FFN neurons of a transformer physically; the input model is untouched.
 
@@ -737,7 +750,10 @@ def prune_transformer(
     the family's config can declare one). Statistics come from `calibration` (token ids
     `(N, L)`, pixel values, or model-input dicts; `batch_size` rows a forward) or are given
     as `statistics` (from `collect_ffn_statistics` on this dense model, reusable across
-    scores and compensations). `sequential`: re-collect each layer's statistics on the
+    scores and compensations). `scores`: `ffn_scores` of every block under `score`
+    computed beforehand (e.g. the score stage's file; `greedy` ones with `keep=None`, whose
+    order's first removals are those of any narrower run), used instead of ranking again.
+    `sequential`: re-collect each layer's statistics on the
     outputs of the already-pruned layers below it (needs `calibration`).
 
     Report: `params_*`, `flops_*` (per token at `seq_len`), their ratios, `widths`,
@@ -747,6 +763,8 @@ def prune_transformer(
         raise InputError(f"unknown FFN score {score!r}; choose one of {', '.join(SCORES)}")
     if compensation not in COMPENSATIONS:
         raise InputError(f"unknown FFN compensation {compensation!r}; choose one of {', '.join(COMPENSATIONS)}")
+    if scores is not None and sequential:
+        raise InputError("given scores cannot be sequential: each layer's scores change with the layers below")
     if calibration is None and (statistics is None or sequential):
         raise InputError("prune_transformer needs calibration data (or statistics, when not sequential)")
     batches = as_batches(calibration, batch_size) if calibration is not None else None
@@ -767,7 +785,9 @@ def prune_transformer(
         round_to=round_to,
         reference=dense_params if target_params is not None else dense_flops,
     )
-    plan = _Plan(score, compensation, ridge, seed, {b.name: w for b, w in zip(blocks, widths)})
+    if scores is not None:
+        _check_given_scores(scores, blocks)
+    plan = _Plan(score, compensation, ridge, seed, {b.name: w for b, w in zip(blocks, widths)}, scores)
     stats_start = time.perf_counter()
     if sequential:
         collect_ffn_statistics(pruned, batches, blocks, on_layer=lambda b, s: _prune_block(pruned, b, s, plan))

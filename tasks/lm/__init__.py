@@ -18,10 +18,9 @@ holds here:
   and top-`NEIGHBOURS` neighbour agreement over `eval_samples` held-out sentences; with the
   prune stage's ratios and speed-up.
 
-The prune stage scores from collect's statistics itself (`prune_transformer` ranks block by
-block): the score stage's file holds the same scores for the report and `dvc plots`; it is
-not read back. Records are plain dicts saved with torch (`record` names the kind), read
-with `weights_only=True`.
+The prune stage keeps the neurons the score stage's file ranks highest (one place scores;
+`prune_transformer(scores=...)`), refitting on collect's statistics. Records are plain
+dicts saved with torch (`record` names the kind), read with `weights_only=True`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ from __future__ import annotations
 import csv
 import io
 
-from modhifi_core.operations.prune_language_model import prune_language_model, save_language_model
+from modhifi_core.errors import InputError
+from modhifi_core.operations.prune_language_model import METHODS, prune_language_model, save_language_model
 from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_json, atomic_write_text, sha256_file
 from tasks.lm import CALIBRATION_FILE, HF_FOLDER, load_windows, read_record
@@ -28,11 +29,14 @@ PRUNE_KEYS = (
 
 
 def run(ws: Workspace, params: Params) -> dict:
-    """`prune_language_model` on the windows and collect's statistics; writes the stock
+    """`prune_language_model` on the windows, collect's statistics and score's scores; writes the stock
     Hugging Face folder with `modhifi.json` (parents' sha256, params, code version)."""
     lang = params.language
     loaded = load_base(ws)
     statistics = load_statistics(ws)
+    scores = read_record(ws.artifact("scores"))
+    if scores["score"] != METHODS[lang.method][0]:
+        raise InputError(f"outputs/scores holds {scores['score']!r} scores, method {lang.method} ranks by another")
     options = {"target_params": lang.target_params, "fraction": lang.ffn_fraction, "seed": params.seed}
     options |= {"latency_repeats": lang.latency_repeats, "batch_size": lang.batch_size, "length": lang.length}
     result = prune_language_model(
@@ -42,9 +46,10 @@ def run(ws: Workspace, params: Params) -> dict:
         method=lang.method,
         windows=load_windows(ws),
         statistics=statistics,
+        scores=scores["layers"],
         **options,
     )
-    parents = {name: sha256_file(ws.artifact(name)) for name in ("base_model", "statistics")}
+    parents = {name: sha256_file(ws.artifact(name)) for name in ("base_model", "statistics", "scores")}
     parents["calibration"] = sha256_file(ws.artifact("synthetic") / CALIBRATION_FILE)
     parents["source_files"] = read_record(ws.artifact("base_model"))["files"]
     used = {"language": {key: getattr(lang, key) for key in PRUNE_KEYS}, "seed": params.seed}

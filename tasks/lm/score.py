@@ -21,6 +21,7 @@ def run(ws: Workspace, params: Params, summary_csv: Callable[[dict], str]) -> di
     model = load_base(ws).model
     stats = load_statistics(ws)
     name = METHODS[params.language.method][0]
+    # greedy: the whole removal order (keep=None), whose first removals are any target's
     layers = {b.name: ffn_scores(model, b, stats[b.name], name, params.seed) for b in find_ffn_blocks(model)}
     atomic_torch_save(ws.artifact("scores"), {"record": "ffn-scores", "score": name, "layers": layers})
     atomic_write_text(ws.artifact("scores_csv"), summary_csv({k: v.view(-1, 1) for k, v in layers.items()}))
