@@ -29,7 +29,8 @@ class DataParams(Section):
 
 class ModelParams(Section):
     path: str | None = None  # a trained checkpoint to start from; null: train_base trains one
-    # hf:DIR: a local Hugging Face causal LM or text encoder (the `language` section then drives the run)
+    # hf:DIR: a local Hugging Face causal LM or text encoder (the `language` section then drives the run),
+    # or an image classifier (data.dataset is then the evaluation data)
     source: str | None = None
     name: Literal["resnet18", "resnet50", "vgg11", "vgg19", "vit"] = "resnet18"
     width: int = Field(16, ge=1, le=1024)
@@ -198,8 +199,8 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _language_source(self, info: ValidationInfo) -> Params:
-        """`model.source: hf:DIR` names an existing model folder, with the texts it reads
-        existing and no zoo-only option that contradicts it. Relative paths are relative to
+        """`model.source: hf:DIR` names an existing model folder, with (for a language
+        model) the texts it reads existing and no zoo-only option that contradicts it. Relative paths are relative to
         the folder of params.yaml (the workspace; validation context `root`)."""
         root = Path((info.context or {}).get("root", "."))
         source = self.model.source
@@ -212,7 +213,11 @@ class Params(Section):
         if self.model.path is not None:
             raise ValueError("model.path (a zoo checkpoint) contradicts model.source (hf:DIR); set one of them")
         if self.cluster.address is not None:
-            raise ValueError("cluster.address applies to zoo models; a language model's collect runs in-process")
+            raise ValueError("cluster.address applies to zoo models; an open-weight model's stages run in-process")
+        from modhifi_core.sources import model_kind
+
+        if model_kind(root / Path(source[3:]).expanduser()) == "image-classification":
+            return self  # the language section is not read; `tasks.inputs.check_model_fits` checks the rest
         lang = self.language
         if lang.eval_text is None:
             raise ValueError("language.eval_text: model.source needs held-out text (a file or folder) to evaluate on")

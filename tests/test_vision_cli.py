@@ -19,29 +19,16 @@ from transformers import (  # noqa: E402
     ConvNextForImageClassification,
     GPT2Config,
     GPT2LMHeadModel,
-    ResNetConfig,
-    ResNetForImageClassification,
     SwinConfig,
     SwinForImageClassification,
     ViTConfig,
     ViTForImageClassification,
 )
+from vision_models import trained_resnet  # noqa: E402
 
 from modhifi_core.safe_io import sha256_file  # noqa: E402
-from modhifi_core.training import TrainConfig, accuracy, train_model  # noqa: E402
+from modhifi_core.training import accuracy  # noqa: E402
 from modhifi_core.vision import LogitsOnly, load_hf_pruned  # noqa: E402
-
-
-def _trained_resnet(digits) -> ResNetForImageClassification:
-    """96.7% on the digits test split after 6 SGD epochs (~1 s)."""
-    torch.manual_seed(0)
-    config = ResNetConfig(
-        num_channels=1, embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic", num_labels=10,
-        image_size=8,
-    )  # fmt: skip
-    model = ResNetForImageClassification(config)
-    train_model(LogitsOnly(model), digits.train, TrainConfig(epochs=6, seed=0))
-    return model.eval()
 
 
 def _trained_vit(digits) -> ViTForImageClassification:
@@ -67,7 +54,7 @@ def _trained_vit(digits) -> ViTForImageClassification:
 def folders(tmp_path_factory, digits):
     """hf folders: `resnet`, `vit` (trained on digits), `swin`, `convnext` (random, 16 px), `gpt2` (a causal LM)."""
     root = tmp_path_factory.mktemp("vision_cli")
-    _trained_resnet(digits).save_pretrained(root / "resnet")
+    trained_resnet(digits).save_pretrained(root / "resnet")
     _trained_vit(digits).save_pretrained(root / "vit")
     torch.manual_seed(0)
     swin = SwinConfig(
