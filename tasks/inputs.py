@@ -94,7 +94,7 @@ def check_model_fits(ws: Workspace, params: Params, keys: tuple[str, ...] = LANG
         if "forget" in keys:
             _check_forget_set(folder, params)
         return kind
-    lang = {key: getattr(params.language, key) for key in keys}  # only the keys the caller declares
+    lang = {key: getattr(params.language, key) for key in keys if key in LANGUAGE_KEYS}  # only those declared
     if kind == "encoder" and lang.get("calibration") == "self":
         raise InputError(
             f"language.calibration: self samples text from the model, which an encoder ({folder}) cannot do; "
