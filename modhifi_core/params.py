@@ -214,9 +214,7 @@ class Params(Section):
             raise ValueError("model.path (a zoo checkpoint) contradicts model.source (hf:DIR); set one of them")
         if self.cluster.address is not None:
             raise ValueError("cluster.address applies to zoo models; an open-weight model's stages run in-process")
-        from modhifi_core.sources import model_kind
-
-        if model_kind(root / Path(source[3:]).expanduser()) == "image-classification":
+        if _is_image_classifier(root / Path(source[3:]).expanduser()):
             return self  # the language section is not read; `tasks.inputs.check_model_fits` checks the rest
         lang = self.language
         if lang.eval_text is None:
@@ -228,6 +226,14 @@ class Params(Section):
             if not (root / Path(text).expanduser()).exists():
                 raise ValueError(f"{key}: text {text} does not exist")
         return self
+
+
+def _is_image_classifier(folder: Path) -> bool:
+    """Whether `folder` holds an image classifier (`model_kind`); a folder without a
+    config.json is left to the stages, which refuse it in one line."""
+    from modhifi_core.sources import model_kind
+
+    return (folder / "config.json").is_file() and model_kind(folder) == "image-classification"
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
