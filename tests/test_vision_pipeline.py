@@ -10,10 +10,19 @@ import json
 import sqlite3
 
 import pytest
+import yaml
 
 pytest.importorskip("transformers", reason="the HF image pipeline needs transformers")
 
-from pipeline_workspace import image_params, isolated_env, make_workspace, modhifi, run_pipeline, write_params  # noqa: E402
+from pipeline_workspace import (  # noqa: E402
+    REPO,
+    image_params,
+    isolated_env,
+    make_workspace,
+    modhifi,
+    run_pipeline,
+    write_params,
+)
 from vision_models import trained_resnet  # noqa: E402
 
 from modhifi_core.errors import InputError  # noqa: E402
@@ -115,3 +124,12 @@ def test_modhifi_run_refuses_a_forget_class_out_of_range_before_any_stage(resnet
     assert result.returncode == 2
     assert "unlearn.forget_class: 10 is not a class of" in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr and not (root / "outputs" / "base").exists()
+
+
+def test_example_hf_resnet_params_are_complete_and_valid(resnet_folder):
+    """examples/hf-resnet/params.yaml names every section and validates on an image classifier."""
+    raw = yaml.safe_load((REPO / "examples/hf-resnet/params.yaml").read_text())
+    assert set(raw) == set(yaml.safe_load((REPO / "params.yaml").read_text()))
+    assert raw["model"]["source"] == "hf:examples/hf-resnet/model"
+    raw["model"]["source"] = f"hf:{resnet_folder}"
+    assert validate_params(raw).unlearn.forget_class == 3
