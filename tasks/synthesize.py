@@ -8,6 +8,8 @@ with the quality figures) that collect, prune, unlearn and finetune read.
 
 from __future__ import annotations
 
+from torch import nn
+
 from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.params import Params
 from modhifi_core.safe_io import sha256_file
@@ -21,18 +23,10 @@ from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
-    if is_image(ws, params):
-        loaded = load_image_base(ws)  # an HF image classifier: the same synthesis on its logits
-        model, shape, parent = classifier(loaded), input_shape(loaded), sha256_file(ws.artifact("base_model"))
-    elif is_language(params):
+    image = is_image(ws, params)
+    if is_language(params) and not image:
         return language_stage.run(ws, params)
-    else:
-        base = load_checkpoint(ws.artifact("base_model"))
-        model, shape, parent = (
-            base.model,
-            (base.config.in_channels, base.config.image_size, base.config.image_size),
-            base.sha256,
-        )
+    model, shape, parent = image_base(ws) if image else checkpoint_base(ws)
     s = params.synthesize
     knobs = s.model_dump(exclude={"method", "per_class", "source"})
     result = synthesize(
@@ -52,3 +46,16 @@ def run(ws: Workspace, params: Params) -> dict:
         "diversity": quality["diversity"],
         "synthesis_seconds": result.seconds,
     }
+
+
+def checkpoint_base(ws: Workspace) -> tuple[nn.Module, tuple[int, int, int], str]:
+    """The zoo base checkpoint: its model, input shape `(C, H, W)` and sha256."""
+    base = load_checkpoint(ws.artifact("base_model"))
+    shape = (base.config.in_channels, base.config.image_size, base.config.image_size)
+    return base.model, shape, base.sha256
+
+
+def image_base(ws: Workspace) -> tuple[nn.Module, tuple[int, int, int], str]:
+    """An HF image classifier (its logits), its input shape and the sha256 of train_base's record."""
+    loaded = load_image_base(ws)
+    return classifier(loaded), input_shape(loaded), sha256_file(ws.artifact("base_model"))

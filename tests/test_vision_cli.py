@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 pytest.importorskip("transformers", reason="the HF image commands need transformers")
 
@@ -21,33 +20,12 @@ from transformers import (  # noqa: E402
     GPT2LMHeadModel,
     SwinConfig,
     SwinForImageClassification,
-    ViTConfig,
-    ViTForImageClassification,
 )
-from vision_models import trained_resnet  # noqa: E402
+from vision_models import trained_resnet, trained_vit  # noqa: E402
 
 from modhifi_core.safe_io import sha256_file  # noqa: E402
 from modhifi_core.training import accuracy  # noqa: E402
 from modhifi_core.vision import LogitsOnly, load_hf_pruned  # noqa: E402
-
-
-def _trained_vit(digits) -> ViTForImageClassification:
-    """90% on the digits test split after 10 AdamW epochs (~3 s; SGD does not train it)."""
-    torch.manual_seed(0)
-    config = ViTConfig(
-        image_size=8, patch_size=4, num_channels=1, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, num_labels=10,
-    )  # fmt: skip
-    model = ViTForImageClassification(config)
-    network = LogitsOnly(model).train()
-    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-2)
-    for epoch in range(10):
-        for images, labels in digits.train.loader(64, shuffle=True, seed=epoch):
-            loss = F.cross_entropy(network(images), labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +33,7 @@ def folders(tmp_path_factory, digits):
     """hf folders: `resnet`, `vit` (trained on digits), `swin`, `convnext` (random, 16 px), `gpt2` (a causal LM)."""
     root = tmp_path_factory.mktemp("vision_cli")
     trained_resnet(digits).save_pretrained(root / "resnet")
-    _trained_vit(digits).save_pretrained(root / "vit")
+    trained_vit(digits).save_pretrained(root / "vit")
     torch.manual_seed(0)
     swin = SwinConfig(
         image_size=16, patch_size=2, num_channels=1, embed_dim=16, depths=[2, 1], num_heads=[1, 2], window_size=4,

@@ -23,7 +23,7 @@ from pipeline_workspace import (  # noqa: E402
     run_pipeline,
     write_params,
 )
-from vision_models import trained_resnet  # noqa: E402
+from vision_models import trained_resnet, trained_vit  # noqa: E402
 
 from modhifi_core.errors import InputError  # noqa: E402
 from modhifi_core.params import validate_params  # noqa: E402
@@ -133,3 +133,22 @@ def test_example_hf_resnet_params_are_complete_and_valid(resnet_folder):
     assert raw["model"]["source"] == "hf:examples/hf-resnet/model"
     raw["model"]["source"] = f"hf:{resnet_folder}"
     assert validate_params(raw).unlearn.forget_class == 3
+
+
+@pytest.mark.slow
+def test_vit_pipeline_prunes_mlp_neurons_and_unlearns_without_batchnorm(tmp_path, digits):
+    """A LayerNorm ViT: samples from class cross-entropy + image priors (no BN statistics),
+    MLP neurons pruned, ModHiFi-U negating the residual-stream MLPs; the output loads with
+    stock transformers (every block the same width: `intermediate_size` describes it)."""
+    from transformers import AutoModelForImageClassification
+
+    trained_vit(digits).save_pretrained(tmp_path / "vit")
+    root = make_workspace(tmp_path / "ws")
+    params = image_params(tmp_path / "vit", forget_class=3)
+    params["prune"]["target_flops"] = 0.8
+    write_params(root, params)
+    m = run_pipeline(root, isolated_env(tmp_path / "home"))["metrics"]
+    assert m["components"] == "mlp" and m["flops_ratio"] <= 0.8 + 0.03
+    assert m["base_test_accuracy"] > 80 and m["pruned_test_accuracy"] > 50 and {"UA", "RA", "TA", "MIA"} <= set(m)
+    stock = AutoModelForImageClassification.from_pretrained(root / "outputs/pruned/hf", local_files_only=True)
+    assert accuracy(LogitsOnly(stock).eval(), digits.test) == pytest.approx(m["pruned_test_accuracy"], abs=1e-6)

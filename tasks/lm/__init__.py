@@ -39,7 +39,8 @@ HF_FOLDER = "pruned_hf"  # the workspace artifact of the pruned Hugging Face fol
 
 
 def is_language(params: Params) -> bool:
-    """Whether the run is on a Hugging Face language model (`model.source: hf:DIR`)."""
+    """Whether the run is on a Hugging Face model (`model.source: hf:DIR`): a language model
+    unless `tasks.image.is_image` (which every stage asks first) says it is an image classifier."""
     return params.model.source is not None
 
 
