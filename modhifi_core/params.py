@@ -29,7 +29,8 @@ class DataParams(Section):
 
 class ModelParams(Section):
     path: str | None = None  # a trained checkpoint to start from; null: train_base trains one
-    # hf:DIR: a local Hugging Face causal LM or text encoder (the `language` section then drives the run)
+    # hf:DIR: a local Hugging Face causal LM or text encoder (the `language` section then drives the run),
+    # or an image classifier (data.dataset is then the evaluation data)
     source: str | None = None
     name: Literal["resnet18", "resnet50", "vgg11", "vgg19", "vit"] = "resnet18"
     width: int = Field(16, ge=1, le=1024)
@@ -198,8 +199,8 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _language_source(self, info: ValidationInfo) -> Params:
-        """`model.source: hf:DIR` names an existing model folder, with the texts it reads
-        existing and no zoo-only option that contradicts it. Relative paths are relative to
+        """`model.source: hf:DIR` names an existing model folder, with (for a language
+        model) the texts it reads existing and no zoo-only option that contradicts it. Relative paths are relative to
         the folder of params.yaml (the workspace; validation context `root`)."""
         root = Path((info.context or {}).get("root", "."))
         source = self.model.source
@@ -211,6 +212,10 @@ class Params(Section):
             raise ValueError(f"model.source: model folder {source[3:]} does not exist")
         if self.model.path is not None:
             raise ValueError("model.path (a zoo checkpoint) contradicts model.source (hf:DIR); set one of them")
+        if _is_image_classifier(root / Path(source[3:]).expanduser()):
+            if self.cluster.address is not None:
+                raise ValueError("cluster.address: an image classifier's prune collects its statistics in-process")
+            return self  # the language section is not read; `tasks.inputs.check_model_fits` checks the rest
         lang = self.language
         if lang.eval_text is None:
             raise ValueError("language.eval_text: model.source needs held-out text (a file or folder) to evaluate on")
@@ -221,6 +226,14 @@ class Params(Section):
             if not (root / Path(text).expanduser()).exists():
                 raise ValueError(f"{key}: text {text} does not exist")
         return self
+
+
+def _is_image_classifier(folder: Path) -> bool:
+    """Whether `folder` holds an image classifier (`model_kind`); a folder without a
+    config.json is left to the stages, which refuse it in one line."""
+    from modhifi_core.sources import model_kind
+
+    return (folder / "config.json").is_file() and model_kind(folder) == "image-classification"
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -9,9 +9,10 @@ as deps of the stages that read the inputs, so an edited text or a new weight fi
 them. A stage reading an input checks that it still hashes as recorded (`checked_input`).
 In a zoo run (or an input not used) the file records `{"path": null}`.
 
-`check_model_fits` refuses, before anything runs, a `language` section that cannot work on
-the folder's kind of model (`modhifi_core.sources.model_kind`, the one detector): an
-encoder calibrated by self-sampling, sequences longer than the model's positions.
+`check_model_fits` refuses, before anything runs, params that cannot work on the folder's
+kind of model (`modhifi_core.sources.model_kind`, the one detector): an encoder calibrated
+by self-sampling, sequences longer than the model's positions; for an image classifier a
+forget set other than one of its classes.
 """
 
 from __future__ import annotations
@@ -70,16 +71,18 @@ def _model_files(path: Path) -> list[Path]:
 
 
 LANGUAGE_KEYS = ("calibration", "length", "eval_samples")  # what check_model_fits can check
+IMAGE_KEYS = ("forget",)  # unlearn.forget_class / forget_random, for an image classifier
 
 
-def check_model_fits(ws: Workspace, params: Params, keys: tuple[str, ...] = LANGUAGE_KEYS) -> str | None:
-    """The kind of the model `model.source` names (`causal-lm` or `encoder`; None in a zoo
-    run), with the `language` keys among `keys` checked against it (a stage passes the ones
-    it declares). One InputError line for: an image classifier (the pipeline runs language
-    models), an encoder with `calibration: self` (only a causal LM samples text) or with
-    `eval_samples` too few for its top-k neighbour agreement, and a `length` beyond the
-    model's `max_position_embeddings` (refused, not clipped: what runs is what params.yaml
-    says)."""
+def check_model_fits(ws: Workspace, params: Params, keys: tuple[str, ...] = LANGUAGE_KEYS + IMAGE_KEYS) -> str | None:
+    """The kind of the model `model.source` names (`causal-lm`, `encoder` or
+    `image-classification`; None in a zoo run), with the keys among `keys` checked against
+    it (a stage passes the ones it declares; `language` keys, and `forget`: the unlearn
+    section). One InputError line for: an encoder with `calibration: self` (only a causal LM
+    samples text) or with `eval_samples` too few for its top-k neighbour agreement, a
+    `length` beyond the model's `max_position_embeddings` (refused, not clipped: what runs
+    is what params.yaml says), and an image classifier told to forget a random fraction or
+    a class it does not have."""
     folder = input_path(ws, params, "model_source")
     if folder is None:
         return None
@@ -87,9 +90,11 @@ def check_model_fits(ws: Workspace, params: Params, keys: tuple[str, ...] = LANG
     from tasks.lm import NEIGHBOURS
 
     kind = model_kind(folder)
-    if kind not in ("causal-lm", "encoder"):
-        raise InputError(f"model.source: {folder} holds an {kind} model; the pipeline runs causal LMs and encoders")
-    lang = {key: getattr(params.language, key) for key in keys}  # only the keys the caller declares
+    if kind == "image-classification":
+        if "forget" in keys:
+            _check_forget_set(folder, params)
+        return kind
+    lang = {key: getattr(params.language, key) for key in keys if key in LANGUAGE_KEYS}  # only those declared
     if kind == "encoder" and lang.get("calibration") == "self":
         raise InputError(
             f"language.calibration: self samples text from the model, which an encoder ({folder}) cannot do; "
@@ -109,8 +114,21 @@ def check_model_fits(ws: Workspace, params: Params, keys: tuple[str, ...] = LANG
     return kind
 
 
+def _check_forget_set(folder: Path, params: Params) -> None:
+    """An image classifier forgets one of its own classes (its config.json's `id2label`)."""
+    u = params.unlearn
+    if u.forget_class is None:
+        raise InputError("unlearn.forget_random: an image classifier forgets a class; give unlearn.forget_class")
+    config = json.loads((folder / "config.json").read_text())
+    classes = len(config.get("id2label") or {}) or int(config.get("num_labels") or 0)
+    if classes and u.forget_class >= classes:
+        raise InputError(
+            f"unlearn.forget_class: {u.forget_class} is not a class of {folder} (it has {classes}: 0-{classes - 1})"
+        )
+
+
 def refresh_inputs(ws: Workspace, params: Params) -> None:
-    """Check that the language section fits the model (`check_model_fits`), then write
+    """Check that the params fit the model (`check_model_fits`), then write
     each input's digest to its `inputs/` file (rewritten only when it changed)."""
     check_model_fits(ws, params)
     for name, file in INPUTS.items():

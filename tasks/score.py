@@ -14,7 +14,8 @@ from modhifi_core.operations.statistics import ModelScores, score
 from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_text
 from tasks.collect import load_statistics
-from tasks.lm import is_language
+from tasks.image import COLLECT_REASON, is_image
+from tasks.lm import is_language, skipped
 from tasks.lm import score as language_stage
 from tasks.workspace import Workspace
 
@@ -22,6 +23,9 @@ QUANTILES = {"p10": 0.1, "p25": 0.25, "median": 0.5, "p75": 0.75, "p90": 0.9}
 
 
 def run(ws: Workspace, params: Params) -> dict:
+    if is_image(ws, params):
+        atomic_write_text(ws.artifact("scores_csv"), summary_csv({}))
+        return skipped(ws, "scores", None, COLLECT_REASON)
     if is_language(params):
         return language_stage.run(ws, params, summary_csv)
     model = load_checkpoint(ws.artifact("base_model")).model

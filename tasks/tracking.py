@@ -26,9 +26,9 @@ from tasks.workspace import Workspace
 EXPERIMENT = "modhifi"
 # Artifacts registered as model versions when a stage writes them.
 REGISTERED = {"pruned_model": "modhifi-pruned", "unlearned_model": "modhifi-unlearned"}
-# Folders logged as MLflow artifacts when a stage writes them (a language model's pruned
-# Hugging Face folder, with its modhifi.json lineage; empty for a zoo model).
-LOGGED_FOLDERS = ("report", "pruned_hf")
+# Folders logged as MLflow artifacts when a stage writes them (an open-weight model's pruned
+# or unlearned Hugging Face folder, with its modhifi.json lineage; empty for a zoo model).
+LOGGED_FOLDERS = ("report", "pruned_hf", "unlearned_hf")
 DEFER = "MODHIFI_DEFER_TRACKING"  # set by `modhifi run`: the flow replays the records
 
 

@@ -23,9 +23,10 @@ ARTIFACTS = {
     "pruned_model": "outputs/pruned/model.pt",
     "pruned_metrics": "outputs/pruned/metrics.json",
     "pruned_layers": "outputs/pruned/layers.csv",
-    "pruned_hf": "outputs/pruned/hf",  # a language model's pruned Hugging Face folder (empty for a zoo model)
+    "pruned_hf": "outputs/pruned/hf",  # an open-weight model's pruned Hugging Face folder (empty for a zoo model)
     "unlearned_model": "outputs/unlearned/model.pt",
     "unlearned_metrics": "outputs/unlearned/metrics.json",
+    "unlearned_hf": "outputs/unlearned/hf",  # an image classifier's unlearned Hugging Face folder (else empty)
     "final_model": "outputs/final/model.pt",
     "final_metrics": "outputs/final/metrics.json",
     "evaluation": "outputs/evaluation/metrics.json",

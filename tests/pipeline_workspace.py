@@ -44,6 +44,17 @@ def language_params(folder: Path, eval_text: Path, **language) -> dict:
     return params
 
 
+def image_params(folder: Path, **unlearn) -> dict:
+    """Tiny params of a run on the Hugging Face image classifier `folder`, evaluated on
+    digits (`unlearn` overriding its unlearn keys; a short relearning attack)."""
+    params = tiny_params()
+    params["model"]["source"] = f"hf:{folder}"
+    params["collect"].update(samples=60, batch_size=32)
+    params["evaluate"]["relearn_steps"] = 10
+    params["unlearn"].update(unlearn)
+    return params
+
+
 def make_workspace(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")

@@ -133,7 +133,6 @@ def test_an_encoder_with_text_calibration_fits(sources, tmp_path):
         ("bert", {"eval_samples": 10}, "language.eval_samples: .* top-10 neighbour agreement .* got 10"),
         ("bert", {"length": 513}, "language.length: 513 tokens exceed the 512 positions of .*tiny-bert"),
         ("gpt2", {"length": 33, "calibration": "self"}, "language.length: 33 tokens exceed the 32 positions"),
-        ("vit", {}, "holds an image-classification model; the pipeline runs causal LMs and encoders"),
     ],
 )
 def test_a_language_section_that_cannot_run_on_the_model_is_one_line(sources, tmp_path, family, change, match):

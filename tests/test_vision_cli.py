@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 pytest.importorskip("transformers", reason="the HF image commands need transformers")
 
@@ -19,56 +18,22 @@ from transformers import (  # noqa: E402
     ConvNextForImageClassification,
     GPT2Config,
     GPT2LMHeadModel,
-    ResNetConfig,
-    ResNetForImageClassification,
     SwinConfig,
     SwinForImageClassification,
-    ViTConfig,
-    ViTForImageClassification,
 )
+from vision_models import trained_resnet, trained_vit  # noqa: E402
 
 from modhifi_core.safe_io import sha256_file  # noqa: E402
-from modhifi_core.training import TrainConfig, accuracy, train_model  # noqa: E402
+from modhifi_core.training import accuracy  # noqa: E402
 from modhifi_core.vision import LogitsOnly, load_hf_pruned  # noqa: E402
-
-
-def _trained_resnet(digits) -> ResNetForImageClassification:
-    """96.7% on the digits test split after 6 SGD epochs (~1 s)."""
-    torch.manual_seed(0)
-    config = ResNetConfig(
-        num_channels=1, embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic", num_labels=10,
-        image_size=8,
-    )  # fmt: skip
-    model = ResNetForImageClassification(config)
-    train_model(LogitsOnly(model), digits.train, TrainConfig(epochs=6, seed=0))
-    return model.eval()
-
-
-def _trained_vit(digits) -> ViTForImageClassification:
-    """90% on the digits test split after 10 AdamW epochs (~3 s; SGD does not train it)."""
-    torch.manual_seed(0)
-    config = ViTConfig(
-        image_size=8, patch_size=4, num_channels=1, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, num_labels=10,
-    )  # fmt: skip
-    model = ViTForImageClassification(config)
-    network = LogitsOnly(model).train()
-    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-2)
-    for epoch in range(10):
-        for images, labels in digits.train.loader(64, shuffle=True, seed=epoch):
-            loss = F.cross_entropy(network(images), labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory, digits):
     """hf folders: `resnet`, `vit` (trained on digits), `swin`, `convnext` (random, 16 px), `gpt2` (a causal LM)."""
     root = tmp_path_factory.mktemp("vision_cli")
-    _trained_resnet(digits).save_pretrained(root / "resnet")
-    _trained_vit(digits).save_pretrained(root / "vit")
+    trained_resnet(digits).save_pretrained(root / "resnet")
+    trained_vit(digits).save_pretrained(root / "vit")
     torch.manual_seed(0)
     swin = SwinConfig(
         image_size=16, patch_size=2, num_channels=1, embed_dim=16, depths=[2, 1], num_heads=[1, 2], window_size=4,

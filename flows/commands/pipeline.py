@@ -145,20 +145,38 @@ def _run_result(ws: object, summary: dict) -> dict:
     }
 
 
+SKIP_RECORD_BYTES = 64 * 1024  # a skipped stage's `.pt` record is a few hundred bytes; statistics are not read
+
+
 def skip_reasons(ws: object) -> dict[str, str]:
-    """Stage -> the reason it recorded for not applying (`skipped` in its metrics file,
-    e.g. class unlearning on a language model)."""
+    """Stage -> the reason it recorded for not applying: `skipped` in its metrics file
+    (e.g. class unlearning on a language model), or, for a stage without one (collect,
+    score), a small `.pt` out holding a `{"record": "skipped", "reason"}` record."""
     from tasks.dag import read_stages
 
     reasons = {}
     for name, stage in read_stages(ws.root / "dvc.yaml").items():
         for out in stage.outs:
             path = ws.root / out
-            if out.endswith("metrics.json") and path.is_file():
+            if not path.is_file():
+                continue
+            if out.endswith("metrics.json"):
                 reason = json.loads(path.read_text()).get("skipped")
-                if reason:
-                    reasons[name] = str(reason)
+            elif out.endswith(".pt") and path.stat().st_size < SKIP_RECORD_BYTES:
+                reason = _skip_record(path)
+            else:
+                reason = None
+            if reason:
+                reasons[name] = str(reason)
     return reasons
+
+
+def _skip_record(path: Path) -> str | None:
+    """The reason of a skipped stage's record at `path` (weights_only), else None."""
+    import torch
+
+    record = torch.load(path, map_location="cpu", weights_only=True)
+    return record.get("reason") if isinstance(record, dict) and record.get("record") == "skipped" else None
 
 
 def _lineage_file(ws: object) -> str:

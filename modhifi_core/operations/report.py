@@ -163,6 +163,85 @@ def render_language(results: LanguageResults, figures: list[str]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class ImageResults:
+    """What the report of an open-weight image classifier's run shows: the evaluate stage's
+    metrics (accuracy of base, pruned and unlearned; UA/RA/TA/MIA and their audit), the prune
+    and unlearn stages' metrics, per-layer rows (`layer`, `channels_before`,
+    `channels_after`), per-class test accuracy rows (`class`, one column per model), and
+    the stages that did not apply with their reason."""
+
+    params: Params
+    evaluation: dict
+    pruned: dict
+    unlearned: dict
+    layers: list[dict]
+    per_class: list[dict]
+    skipped: dict[str, str]
+    images: dict[str, bytes] = field(default_factory=dict)
+
+
+def image_report(results: ImageResults) -> Report:
+    """The report of an image classifier's run: its results table, the kept channels (or
+    MLP neurons) per layer, per-class accuracy of each model and the unlearning evidence."""
+    e, u = results.evaluation, results.unlearned
+    unit = "MLP neurons" if results.pruned["components"] == "mlp" else "output channels"
+    evidence = {
+        "before unlearning (pruned)": {k: u[f"before_{k}"] for k in UNLEARNING_METRICS},
+        f"after {u['method']}": {k: e[k] for k in UNLEARNING_METRICS},
+    }
+    figures = {
+        "kept_channels.png": _png(plot_kept_channels(results.layers, unit)),
+        "per_class_accuracy.png": _png(plot_per_class(results.per_class, e["forget_class"])),
+        "unlearning.png": _png(plot_unlearning(evidence)),
+        **results.images,
+    }
+    text = render_image(results, unit, list(figures))
+    return Report(text, _html(text), figures)
+
+
+def render_image(results: ImageResults, unit: str, figures: list[str]) -> str:
+    e, p, u, params = results.evaluation, results.pruned, results.unlearned, results.params
+    rows = [
+        (f"base test accuracy on {e['dataset']} (%)", e["base_test_accuracy"]),
+        ("pruned test accuracy (%)", e["pruned_test_accuracy"]),
+        ("unlearned test accuracy, all classes (%)", e["unlearned_test_accuracy"]),
+        ("FLOPs remaining (pruned / dense)", e["flops_ratio"]),
+        ("parameters remaining", e["params_ratio"]),
+        ("CPU latency speed-up", e.get("latency_speedup", float("nan"))),
+        (f"UA, forgetting {e['forget']} (%)", e["UA"]),
+        ("RA (%)", e["RA"]),
+        ("TA (%)", e["TA"]),
+        ("MIA-Efficacy (%)", e["MIA"]),
+        ("UA after BN recalibration on retained data (%)", e["UA_after_bn_recalibration"]),
+        ("UA after the relearning attack on retained data (%)", e.get("UA_after_relearning", float("nan"))),
+    ]
+    untouched = p.get("untouched") or {}
+    lines = [
+        "# modhifi run report",
+        "",
+        "## Image classifier",
+        "",
+        f"`{params.model.source}` pruned ({unit}) with **{p['method']}** to {params.prune.target_flops:.0%} of the "
+        f"dense FLOPs, calibrated on {p['calibration_images']} {p['calibration']} images; then unlearned "
+        f"**{e['forget']}** with **{u['method']}** ({u['data']} data). Measured on `{e['dataset']}` at the "
+        "model's input size.",
+        "",
+        "| result | value |",
+        "|---|---|",
+        *[f"| {label} | {value:.4g} |" for label, value in rows],
+        "",
+        *[f"- left untouched: {name}: {why}" for name, why in untouched.items()],
+        *[f"- {stage}: skipped: {reason}" for stage, reason in results.skipped.items()],
+        "",
+        f"Lineage: `{p['lineage']}` and `{u['lineage']}` (parents' sha256, params, code version).",
+        "",
+    ]
+    for figure in figures:
+        lines += [f"![{figure}]({figure})", ""]
+    return "\n".join(lines)
+
+
 def plot_windows(rows: list[dict]) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7, 4))
     x = [int(r["window"]) for r in rows]

@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from modhifi_core.data import DatasetSplits
+from modhifi_core.data import ArrayDataset, DatasetSplits
 from modhifi_core.errors import InputError
 from modhifi_core.metrics import unlearning_metrics
 from modhifi_core.operations.evaluate import check_classes
@@ -46,11 +46,13 @@ def unlearn_image_classifier(
     forget_data: str = "synthetic",
     hyperparameters: dict[str, Any] | None = None,
     seed: int = 0,
+    samples: ArrayDataset | None = None,
 ) -> ImageUnlearning:
     """Forget class `forget_class` of `data` from `model` (untouched) with `method` (a name
     of `UnlearnParams.method` except `retrain`, which needs a training recipe this model
     does not carry). `forget_data`: `synthetic` (the method sees samples made from the
-    model: data-free) or `real` (the training split of `data`). Refuses a model whose
+    model: data-free; `samples` when given, e.g. a pipeline's synthesize stage's, else made
+    now) or `real` (the training split of `data`). Refuses a model whose
     number of classes is not the dataset's and a class it does not have.
 
     Metrics: `method`, `forget`, `data`, UA, RA, TA, MIA (%) after and `before_*` on the
@@ -66,7 +68,7 @@ def unlearn_image_classifier(
     split = class_split(data.train, forget_class)
     method_split, options = split, dict(params.hyperparameters)
     if forget_data == "synthetic":
-        method_split, options = synthetic_inputs(network, None, data, params, seed)
+        method_split, options = synthetic_inputs(network, samples, data, params, seed)
     if hasattr(model, "config"):
         result = unlearn_hf_classifier(model, method_split, method, **options)
     else:

@@ -38,7 +38,8 @@ HF_FOLDER = "pruned_hf"  # the workspace artifact of the pruned Hugging Face fol
 
 
 def is_language(params: Params) -> bool:
-    """Whether the run is on a Hugging Face language model (`model.source: hf:DIR`)."""
+    """Whether the run is on a Hugging Face model (`model.source: hf:DIR`): a language model
+    unless `tasks.image.is_image` (which every stage asks first) says it is an image classifier."""
     return params.model.source is not None
 
 
@@ -47,11 +48,13 @@ def read_record(path: object) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def skipped(ws: Workspace, model: str, metrics: str) -> dict:
-    """A stage that does not apply: a record in place of its model and `skipped` metrics."""
-    atomic_torch_save(ws.artifact(model), {"record": "skipped", "reason": SKIP_REASON})
-    atomic_write_json(ws.artifact(metrics), {"skipped": SKIP_REASON})
-    return {"skipped": SKIP_REASON}
+def skipped(ws: Workspace, model: str, metrics: str | None, reason: str = SKIP_REASON) -> dict:
+    """A stage that does not apply: a record in place of its model (with `reason`) and
+    `skipped` metrics (when it has a metrics file)."""
+    atomic_torch_save(ws.artifact(model), {"record": "skipped", "reason": reason})
+    if metrics is not None:
+        atomic_write_json(ws.artifact(metrics), {"skipped": reason})
+    return {"skipped": reason}
 
 
 def load_windows(ws: Workspace) -> torch.Tensor:

@@ -1,0 +1,53 @@
+"""evaluate on a Hugging Face image classifier: the base, pruned and unlearned models on
+`data.dataset` at the model's input size (`modhifi_core.operations.evaluate`), side by side;
+for the unlearned model the evidence of forgetting the class its record names (UA, RA, TA,
+MIA) and whether it survives BN recalibration and a relearning attack (`evaluate.*`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from modhifi_core.durability import RelearningAttack
+from modhifi_core.operations.evaluate import evaluate
+from modhifi_core.params import Params
+from modhifi_core.safe_io import atomic_write_json, atomic_write_text, sha256_file
+from modhifi_core.splits import class_split
+from modhifi_core.vision.sources import classifier
+from tasks.image import FOLDERS, evaluation_data, load_base, load_output
+from tasks.lm import read_record
+from tasks.workspace import Workspace
+
+
+def run(ws: Workspace, params: Params, per_class_csv: Callable[[dict], str]) -> dict:
+    """Accuracy of each model (%), the unlearned model's UA/RA/TA/MIA and audit, the prune
+    stage's ratios and speed-up; `per_class_csv` of the per-class test accuracy."""
+    models = {"base": load_base(ws), "pruned": load_output(ws, "pruned"), "unlearned": load_output(ws, "unlearned")}
+    data = evaluation_data(params, models["base"])
+    forgotten = int(read_record(ws.artifact("unlearned_model"))["forgotten_class"])
+    split = class_split(data.train, forgotten)
+    e = params.evaluate
+    attack = RelearningAttack(steps=e.relearn_steps, lr=e.relearn_lr, seed=params.seed)
+    results = {
+        name: evaluate(classifier(m), data, split if name == "unlearned" else None, attack)
+        for name, m in models.items()
+    }
+    metrics: dict = {"dataset": data.name, "forget_class": forgotten, "forget": split.describe()}
+    metrics |= {f"{name}_test_accuracy": r["test_accuracy"] for name, r in results.items()}
+    metrics |= {k: v for k, v in results["unlearned"].items() if k not in ("per_class_accuracy", "train_accuracy")}
+    pruned = json.loads(ws.artifact("pruned_metrics").read_text())  # measured once, by the prune stage
+    metrics |= {k: pruned[k] for k in ("components", "flops_ratio", "params_ratio", "latency_speedup") if k in pruned}
+    metrics["prune_method"] = pruned["method"]
+    metrics["model_sha256"] = {"base": sha256_file(ws.artifact("base_model")), **_weights(ws)}
+    atomic_write_json(ws.artifact("evaluation"), metrics)
+    atomic_write_text(ws.artifact("per_class"), per_class_csv({n: r["per_class_accuracy"] for n, r in results.items()}))
+    return metrics
+
+
+def _weights(ws: Workspace) -> dict[str, str]:
+    """sha256 of each written folder's weight files, as `pruned/<file>`, `unlearned/<file>`."""
+    return {
+        f"{model}/{path.name}": sha256_file(path)
+        for model, artifact in FOLDERS.items()
+        for path in sorted(ws.artifact(artifact).glob("*.safetensors"))
+    }

@@ -1,0 +1,69 @@
+"""prune on a Hugging Face image classifier: one call of `prune_image_classifier` (conv
+channels of a CNN, MLP neurons of a ViT/Swin) to `prune.target_flops` on `collect.samples`
+images of `collect.calibration`, written back as a Hugging Face folder with its lineage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from modhifi_core.calibration import calibration_set
+from modhifi_core.metadata import modification_record
+from modhifi_core.operations.prune_image_classifier import check_options, prune_image_classifier
+from modhifi_core.params import Params
+from modhifi_core.safe_io import atomic_torch_save, atomic_write_json, atomic_write_text, sha256_file
+from modhifi_core.synthesis import load_synthetic
+from modhifi_core.vision.sources import classifier, input_shape, save_image_model
+from tasks.calibration import synthetic_parent
+from tasks.image import evaluation_data, folder_record, load_base
+from tasks.lm import read_record
+from tasks.workspace import Workspace
+
+# What prune_image_classifier takes of the prune section (the other keys are the zoo pruner's).
+USED = ("method", "target_flops", "round_to", "latency_batch", "latency_repeats")
+
+
+def run(ws: Workspace, params: Params, layers_csv: Callable[[dict], str]) -> dict:
+    """Prune the source model; writes `outputs/pruned/hf/` (`modhifi.json`: parents'
+    sha256, params, metrics), its record, the metrics and the per-layer table (`layers_csv`
+    of conv output channels; a ViT/Swin's MLP neurons per block)."""
+    p, c = params.prune, params.collect
+    loaded = load_base(ws)
+    shape = input_shape(loaded)
+    check_options(loaded.model, p.method, p.target_flops, None, image_shape=shape, round_to=p.round_to)
+    data = evaluation_data(params, loaded)
+    synthetic = c.calibration == "synthetic"
+    samples = load_synthetic(ws.artifact("synthetic"), data.num_classes) if synthetic else None
+    images = calibration_set(c.calibration, classifier(loaded), data, c.samples, params.seed, samples)
+    options = {"round_to": p.round_to, "latency_batch": p.latency_batch, "latency_repeats": p.latency_repeats}
+    result = prune_image_classifier(
+        loaded.model,
+        images,
+        method=p.method,
+        target_flops=p.target_flops,
+        test=data.test,
+        seed=params.seed,
+        batch_size=c.batch_size,
+        **options,
+    )
+    base = sha256_file(ws.artifact("base_model"))
+    parents = {"base_model": base, "source_files": read_record(ws.artifact("base_model"))["files"]}
+    parents |= synthetic_parent(ws, synthetic)
+    used = {"prune": {k: getattr(p, k) for k in USED}, "collect": c.model_dump(), "seed": params.seed}
+    used["data"] = {"dataset": params.data.dataset, "image_size": list(shape)}
+    folder = save_image_model(
+        result.model, loaded, ws.artifact("pruned_hf"), modification_record("prune", parents, used, result.metrics)
+    )
+    atomic_torch_save(ws.artifact("pruned_model"), folder_record(ws, "pruned", base))
+    metrics = {**result.metrics, "calibration": c.calibration, "lineage": f"{folder.relative_to(ws.root)}/modhifi.json"}
+    atomic_write_json(ws.artifact("pruned_metrics"), metrics)
+    atomic_write_text(ws.artifact("pruned_layers"), layers_csv(_layers(result.report)))
+    return metrics
+
+
+def _layers(report: dict) -> dict:
+    """The report's per-layer rows as `layers_csv` takes them; a ViT/Swin's MLP blocks with
+    their neurons (the FLOPs per block are not split out: blank)."""
+    if "layers" in report:
+        return report["layers"]
+    widths = zip(report["ffn_width_dense"], report["widths"])
+    return {f"mlp.{i}": {"out_channels": pair, "flops": ("", "")} for i, pair in enumerate(widths)}

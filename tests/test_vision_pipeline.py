@@ -1,0 +1,161 @@
+"""The pipeline on a Hugging Face image classifier (`model.source: hf:DIR`): the whole
+chain (source recorded → samples synthesised from the model → collect/score skipped →
+prune_image_classifier → unlearn_image_classifier → finetune skipped → accuracy and
+UA/RA/TA/MIA on digits → report) on a tiny HF ResNet trained here on digits, through
+`modhifi run --json`; and params that cannot run on the model refused at run start in one line."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+import yaml
+
+pytest.importorskip("transformers", reason="the HF image pipeline needs transformers")
+
+from pipeline_workspace import (  # noqa: E402
+    REPO,
+    image_params,
+    isolated_env,
+    make_workspace,
+    modhifi,
+    run_pipeline,
+    write_params,
+)
+from vision_models import trained_resnet, trained_vit  # noqa: E402
+
+from modhifi_core.errors import InputError  # noqa: E402
+from modhifi_core.params import validate_params  # noqa: E402
+from modhifi_core.safe_io import sha256_file  # noqa: E402
+from modhifi_core.training import accuracy  # noqa: E402
+from modhifi_core.vision import LogitsOnly, load_hf_pruned  # noqa: E402
+from tasks.image import COLLECT_REASON, FINETUNE_REASON  # noqa: E402
+
+ALL = ["train_base", "synthesize", "collect", "score", "prune", "unlearn", "finetune", "evaluate", "report"]
+
+
+@pytest.fixture(scope="module")
+def resnet_folder(tmp_path_factory, digits):
+    folder = tmp_path_factory.mktemp("vision-pipeline") / "resnet"
+    trained_resnet(digits).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory, resnet_folder):
+    """One `modhifi run` of the whole chain on the tiny ResNet (data-free: synthetic calibration)."""
+    base = tmp_path_factory.mktemp("vision-run")
+    root = make_workspace(base / "ws")
+    write_params(root, image_params(resnet_folder, forget_class=3))
+    env = isolated_env(base / "home")
+    return root, env, run_pipeline(root, env)
+
+
+def test_image_params_validate_without_a_language_section(resnet_folder):
+    params = validate_params(image_params(resnet_folder))  # no language.eval_text needed
+    assert params.model.source == f"hf:{resnet_folder}" and params.language.eval_text is None
+
+
+def test_cluster_address_for_an_image_classifier_is_one_line(resnet_folder):
+    params = image_params(resnet_folder)
+    params["cluster"]["address"] = "local"
+    with pytest.raises(InputError, match="cluster.address: an image classifier's prune collects"):
+        validate_params(params)
+
+
+def test_image_pipeline_end_to_end(image_run, resnet_folder):
+    root, _, summary = image_run
+    assert sorted(summary["ran"]) == sorted(ALL)
+    m = summary["metrics"]
+    assert m["base_test_accuracy"] > 90 and m["pruned_test_accuracy"] > 70, "data-free pruning keeps the model"
+    assert m["flops_ratio"] == pytest.approx(0.5, abs=0.03) and m["params_ratio"] < 0.8
+    assert m["forget_class"] == 3 and m["UA"] > 90 and m["RA"] > 60 and m["TA"] > 60  # UA: error on the forget set
+    assert {"MIA", "UA_after_bn_recalibration", "UA_after_relearning", "unlearned_test_accuracy"} <= set(m)
+    reasons = summary["skipped_reasons"]
+    assert reasons["collect"] == COLLECT_REASON and reasons["score"] == COLLECT_REASON
+    assert reasons["finetune"] == FINETUNE_REASON and "not trained" in reasons["train_base"]
+    assert "unlearn" not in reasons and "prune" not in reasons
+
+    assert summary["lineage"] == "outputs/pruned/hf/modhifi.json"
+    pruned = json.loads((root / summary["lineage"]).read_text())
+    assert pruned["operation"] == "prune" and pruned["params"]["prune"]["target_flops"] == 0.5
+    assert pruned["parents"]["base_model"] == sha256_file(root / "outputs/base/model.pt")
+    assert pruned["parents"]["source_files"]["model.safetensors"] == sha256_file(resnet_folder / "model.safetensors")
+    assert pruned["parents"]["synthetic"]  # data-free: the synthesize stage's samples
+    unlearned = json.loads((root / "outputs/unlearned/hf/modhifi.json").read_text())
+    assert unlearned["operation"] == "unlearn" and unlearned["params"]["unlearn"]["forget_class"] == 3
+    assert unlearned["parents"]["pruned_model"] == sha256_file(root / "outputs/pruned/model.pt")
+
+    report = (root / "outputs/report/report.md").read_text()
+    assert "## Image classifier" in report and f"finetune: skipped: {FINETUNE_REASON}" in report
+    assert "UA, forgetting class 3" in report
+
+
+def test_image_pipeline_outputs_reload_and_measure_the_same(image_run, digits):
+    root, _, summary = image_run
+    for name in ("pruned", "unlearned"):
+        model = LogitsOnly(load_hf_pruned(root / f"outputs/{name}/hf")).eval()
+        assert accuracy(model, digits.test) == pytest.approx(summary["metrics"][f"{name}_test_accuracy"], abs=1e-6)
+
+
+def test_image_pipeline_tracks_accuracy_and_forgetting_in_mlflow(image_run):
+    root = image_run[0]
+    with sqlite3.connect(root / "mlflow.db") as db:
+        rows = dict(db.execute("SELECT key, value FROM metrics").fetchall())
+    evaluation = json.loads((root / "outputs/evaluation/metrics.json").read_text())
+    for key in ("base_test_accuracy", "pruned_test_accuracy", "unlearned_test_accuracy", "UA", "RA", "TA"):
+        assert rows[key] == pytest.approx(evaluation[key])
+
+
+@pytest.mark.parametrize(
+    ("unlearn", "match"),
+    [
+        ({"forget_class": 10}, r"unlearn.forget_class: 10 is not a class of .*resnet \(it has 10: 0-9\)"),
+        ({"forget_class": None, "forget_random": 0.1, "data": "real"}, "an image classifier forgets a class"),
+    ],
+)
+def test_a_forget_set_the_model_cannot_have_is_one_line(resnet_folder, tmp_path, unlearn, match):
+    from tasks.inputs import check_model_fits
+    from tasks.workspace import Workspace
+
+    with pytest.raises(InputError, match=match) as info:
+        check_model_fits(Workspace(tmp_path), validate_params(image_params(resnet_folder, **unlearn)))
+    assert "\n" not in str(info.value)
+
+
+def test_modhifi_run_refuses_a_forget_class_out_of_range_before_any_stage(resnet_folder, tmp_path):
+    root = make_workspace(tmp_path / "ws")
+    write_params(root, image_params(resnet_folder, forget_class=10))
+    result = modhifi(root, isolated_env(tmp_path / "home"), "run", "--workspace", str(root), "--json")
+    assert result.returncode == 2
+    assert "unlearn.forget_class: 10 is not a class of" in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr and not (root / "outputs" / "base").exists()
+
+
+def test_example_hf_resnet_params_are_complete_and_valid(resnet_folder):
+    """examples/hf-resnet/params.yaml names every section and validates on an image classifier."""
+    raw = yaml.safe_load((REPO / "examples/hf-resnet/params.yaml").read_text())
+    assert set(raw) == set(yaml.safe_load((REPO / "params.yaml").read_text()))
+    assert raw["model"]["source"] == "hf:examples/hf-resnet/model"
+    raw["model"]["source"] = f"hf:{resnet_folder}"
+    assert validate_params(raw).unlearn.forget_class == 3
+
+
+@pytest.mark.slow
+def test_vit_pipeline_prunes_mlp_neurons_and_unlearns_without_batchnorm(tmp_path, digits):
+    """A LayerNorm ViT: samples from class cross-entropy + image priors (no BN statistics),
+    MLP neurons pruned, ModHiFi-U negating the residual-stream MLPs; the output loads with
+    stock transformers (every block the same width: `intermediate_size` describes it)."""
+    from transformers import AutoModelForImageClassification
+
+    trained_vit(digits).save_pretrained(tmp_path / "vit")
+    root = make_workspace(tmp_path / "ws")
+    params = image_params(tmp_path / "vit", forget_class=3)
+    params["prune"]["target_flops"] = 0.8
+    write_params(root, params)
+    m = run_pipeline(root, isolated_env(tmp_path / "home"))["metrics"]
+    assert m["components"] == "mlp" and m["flops_ratio"] <= 0.8 + 0.03
+    assert m["base_test_accuracy"] > 80 and m["pruned_test_accuracy"] > 50 and {"UA", "RA", "TA", "MIA"} <= set(m)
+    stock = AutoModelForImageClassification.from_pretrained(root / "outputs/pruned/hf", local_files_only=True)
+    assert accuracy(LogitsOnly(stock).eval(), digits.test) == pytest.approx(m["pruned_test_accuracy"], abs=1e-6)
