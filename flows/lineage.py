@@ -237,7 +237,8 @@ def _verify(root: Path, result: Lineage) -> None:
     result.verified = not result.problems
 
 
-CHAIN_ROLES = ("model", "teacher", "base_model")  # parents walked further up (`synthetic` is a samples digest)
+# Parents walked further up (`synthetic` is a samples digest).
+CHAIN_ROLES = ("model", "teacher", "base_model", "pruned_model")
 INPUT_ROLES = ("statistics", "scores", "calibration")  # parent files that are not models: checked, not walked
 
 
@@ -598,5 +599,5 @@ def _pruning_summary(metrics: dict) -> list[str]:
         f"(speed-up {metrics.get('latency_speedup', 0):.2f}x, {shape})",
     ]
     if "test_accuracy" in metrics:
-        lines += [f"- test accuracy {metrics.get('base_test_accuracy', 0):.2f}% -> {metrics['test_accuracy']:.2f}%"]
+        lines += [f"- test accuracy {metrics.get('dense_test_accuracy', 0):.2f}% -> {metrics['test_accuracy']:.2f}%"]
     return [*lines, "- per-layer channels: `outputs/pruned/layers.csv`"]

@@ -13,6 +13,7 @@ from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.statistics import ModelStatistics, collect_statistics
 from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save
+from modhifi_core.sharding import worker_count
 from tasks.calibration import stage_calibration
 from tasks.image import COLLECT_REASON, is_image
 from tasks.lm import collect as language_stage
@@ -30,7 +31,7 @@ def run(ws: Workspace, params: Params) -> dict:
     calibration = stage_calibration(ws, params, base, data)
     with open_executor(params.cluster.address, params.cluster.workers) as executor:
         stats = collect_statistics(base.model, calibration, batch_size=params.collect.batch_size, executor=executor)
-        workers = executor._max_workers if executor is not None else 1
+        workers = worker_count(executor) if executor is not None else 1
     atomic_torch_save(ws.artifact("statistics"), stats.to_payload())
     return {"layers": len(stats.layers), "samples": stats.samples, "workers": workers}  # the address is a param
 

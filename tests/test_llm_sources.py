@@ -85,7 +85,8 @@ def test_an_encoder_asked_for_as_a_causal_lm_is_refused_not_given_a_random_head(
     )  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "BertModel" in lines[0], result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "is an encoder" in lines[0] and "--reference" in lines[0]  # evaluate an encoder against its dense model
 
 
 def test_pytorch_bin_loads_through_weights_only(tmp_path):

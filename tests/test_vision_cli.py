@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 pytest.importorskip("transformers", reason="the HF image commands need transformers")
 
@@ -86,6 +87,20 @@ def test_resnet_pruned_data_free_to_a_flops_target_then_evaluated_again(cli, fol
     on_folder = cli("evaluate", "--model", f"hf:{out}", "--data", samples, "--json")
     assert on_folder.returncode == 0, on_folder.stderr
     assert on_folder.json()["test_accuracy"] == pytest.approx(report["test_accuracy"], abs=1e-6)
+
+
+def test_a_cnn_takes_the_channel_pruner_options(cli, folders, tmp_path):
+    """--compensation (like --score, --rounds, ...) reaches the channel pruner of an HF CNN:
+    no refit and the least-squares refit keep the same channels but not the same weights."""
+    outs = {}
+    for compensation in ("none", "full"):
+        outs[compensation] = out = tmp_path / compensation
+        args = ("prune", "--model", f"hf:{folders / 'resnet'}", "--target-flops", 0.6, "--calibration-samples", 64)
+        result = cli(*args, "--compensation", compensation, "--latency-repeats", 1, "--out", out, "--json")
+        assert result.returncode == 0, result.stderr
+    none, full = (load_file(outs[c] / "model.safetensors") for c in ("none", "full"))
+    assert {k: v.shape for k, v in none.items()} == {k: v.shape for k, v in full.items()}
+    assert any(not torch.equal(none[k], full[k]) for k in none)
 
 
 def test_vit_mlp_neurons_pruned_to_a_params_target_load_in_stock_transformers(cli, folders, tmp_path, digits):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 import yaml
@@ -97,6 +98,17 @@ def test_image_pipeline_outputs_reload_and_measure_the_same(image_run, digits):
     for name in ("pruned", "unlearned"):
         model = LogitsOnly(load_hf_pruned(root / f"outputs/{name}/hf")).eval()
         assert accuracy(model, digits.test) == pytest.approx(summary["metrics"][f"{name}_test_accuracy"], abs=1e-6)
+
+
+def test_lineage_walks_the_unlearned_folder_back_through_the_pruned_one(image_run, resnet_folder):
+    root, env, _ = image_run
+    result = modhifi(root, env, "lineage", "outputs/unlearned/hf", "--verify", "--format", "json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["verified"] is True
+    links = {(link["role"], Path(link["parent"]).resolve()) for link in record["chain"]}
+    assert ("pruned_model", (root / "outputs/pruned/model.pt").resolve()) in links
+    assert ("base_model", (root / "outputs/base/model.pt").resolve()) in links
 
 
 def test_image_pipeline_tracks_accuracy_and_forgetting_in_mlflow(image_run):

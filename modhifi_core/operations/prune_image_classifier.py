@@ -10,7 +10,8 @@ classifier (a Hugging Face model or a torchvision/timm network) with its evidenc
 
 Methods: CNNs `modhifi` (ModHiFi-P, least-squares compensation, BN recalibration),
 `l1`, `l2`/`magnitude`, `random`; MLP neurons the language-model names (`modhifi` =
-energy score + least-squares refit, `wanda-sp`, `magnitude`, `random`).
+greedy removal order + least-squares refit, `modhifi-energy` = the paper's energy score +
+refit, `wanda-sp`, `flap`, `magnitude`, `random`).
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def prune_image_classifier(
     batch_size: int = 32,
     latency_batch: int = 8,
     latency_repeats: int = 3,
+    channel_options: dict[str, Any] | None = None,
 ) -> ImagePruning:
     """Prune `model` (an HF image classifier or a plain `model(images) -> logits`
     network; untouched) with `method` to `target_flops` (fraction of the FLOPs per image
@@ -98,7 +100,10 @@ def prune_image_classifier(
     given; `stock_config` for an HF model (its config describes the pruned shapes, so
     stock `from_pretrained` rebuilds it); `latency_*` (CPU, dense ÷ pruned, median of
     `latency_repeats` interleaved passes on a random batch of `latency_batch`; 0 skips);
-    `seconds`."""
+    `seconds`. `channel_options`: a CNN's further `prune` arguments (`compensation`,
+    `score`, `allocation`, `compensation_order`, `rounds`, `ridge`, as
+    `operations.prune.pruning_options` makes them from the prune params); a ViT/Swin's
+    MLP neurons follow `method` alone (its score and compensation), so they are not read."""
     check_options(model, method, target_flops, target_params)
     start = time.perf_counter()
     components = pruned_components(model)
@@ -119,7 +124,7 @@ def prune_image_classifier(
         pruned = result.model
     else:
         options = {"seed": seed} if method == "random" else {}
-        options.update(round_to=round_to, batch_size=batch_size)
+        options.update(round_to=round_to, batch_size=batch_size, **(channel_options or {}))
         result = prune(classifier(model), calibration, target_flops, method, **options)
         pruned = result.model.model if is_hf else result.model
     pruned.eval()

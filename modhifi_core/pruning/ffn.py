@@ -386,13 +386,18 @@ def greedy_removal_order(
     """The first `removals` columns of `w` `(out, n)` removed greedily, in order (float64).
 
     Removing column j and refitting the others by least squares on `gram` `(n, n)` loses
-    `‖W[:, j]‖² / (G⁻¹)_jj` of output energy (Optimal Brain Surgeon's cost; `G` ridged as in
-    `least_squares_correction`, `λ·mean(diag G)`). Each round removes the `step` cheapest
-    alive columns, then refits `W` and downdates `G⁻¹` for them jointly, so every cost is
-    the current one up to the `step` columns of one round (`step=1`: exact greedy)."""
+    `‖W[:, j]‖² / (G⁻¹)_jj` of output energy (Optimal Brain Surgeon's cost; `G` ridged by
+    `λ·mean(diag G)` of the whole block, at least 1e-10 of it so that a rank-deficient or
+    all-zero Gram still inverts). Each round removes the `step` cheapest alive columns, then
+    refits `W` and downdates `G⁻¹` for them jointly, so every cost is the current one up to
+    the `step` columns of one round (`step=1`: exact greedy)."""
     n = gram.shape[0]
-    ridged = gram + ridge * gram.diagonal().mean() * torch.eye(n, dtype=gram.dtype)
-    inverse = torch.cholesky_inverse(torch.linalg.cholesky(ridged))
+    scale = gram.diagonal().mean().clamp_min(torch.finfo(gram.dtype).tiny)
+    ridged = gram + max(ridge, 1e-10) * scale * torch.eye(n, dtype=gram.dtype)
+    factor, info = torch.linalg.cholesky_ex(ridged)
+    if int(info) != 0:
+        raise InputError("the FFN statistics are not a Gram matrix (not positive semi-definite): recollect them")
+    inverse = torch.cholesky_inverse(factor)
     w = w.clone()
     alive = torch.ones(n, dtype=torch.bool)
     order: list[Tensor] = []

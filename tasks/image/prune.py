@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from modhifi_core.calibration import calibration_set
 from modhifi_core.metadata import modification_record
-from modhifi_core.operations.prune_image_classifier import check_options, prune_image_classifier
+from modhifi_core.operations.prune import pruning_options
+from modhifi_core.operations.prune_image_classifier import check_options, prune_image_classifier, pruned_components
 from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_json, atomic_write_text, sha256_file
 from modhifi_core.synthesis import load_synthetic
@@ -18,8 +19,9 @@ from tasks.image import evaluation_data, folder_record, load_base
 from tasks.lm import read_record
 from tasks.workspace import Workspace
 
-# What prune_image_classifier takes of the prune section (the other keys are the zoo pruner's).
+# What prune_image_classifier takes of the prune section (a CNN also takes pruning_options').
 USED = ("method", "target_flops", "round_to", "latency_batch", "latency_repeats")
+CHANNEL_KEYS = ("compensation", "score", "allocation", "compensation_order", "rounds", "ridge")
 
 
 def run(ws: Workspace, params: Params, layers_csv: Callable[[dict], str]) -> dict:
@@ -35,6 +37,12 @@ def run(ws: Workspace, params: Params, layers_csv: Callable[[dict], str]) -> dic
     samples = load_synthetic(ws.artifact("synthetic"), data.num_classes) if synthetic else None
     images = calibration_set(c.calibration, classifier(loaded), data, c.samples, params.seed, samples)
     options = {"round_to": p.round_to, "latency_batch": p.latency_batch, "latency_repeats": p.latency_repeats}
+    channels = pruned_components(loaded.model) == "channels"
+    if channels:
+        channel = pruning_options(p, params.seed)
+        options["channel_options"] = {
+            k: v for k, v in channel.items() if k not in ("method", "target_flops", "round_to", "seed")
+        }
     result = prune_image_classifier(
         loaded.model,
         images,
@@ -48,7 +56,8 @@ def run(ws: Workspace, params: Params, layers_csv: Callable[[dict], str]) -> dic
     base = sha256_file(ws.artifact("base_model"))
     parents = {"base_model": base, "source_files": read_record(ws.artifact("base_model"))["files"]}
     parents |= synthetic_parent(ws, synthetic)
-    used = {"prune": {k: getattr(p, k) for k in USED}, "collect": c.model_dump(), "seed": params.seed}
+    read = USED + (CHANNEL_KEYS if channels else ())
+    used = {"prune": {k: getattr(p, k) for k in read}, "collect": c.model_dump(), "seed": params.seed}
     used["data"] = {"dataset": params.data.dataset, "image_size": list(shape)}
     folder = save_image_model(
         result.model, loaded, ws.artifact("pruned_hf"), modification_record("prune", parents, used, result.metrics)

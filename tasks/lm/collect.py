@@ -6,6 +6,7 @@ from flows.cluster import open_executor
 from modhifi_core.params import Params
 from modhifi_core.pruning.ffn import FFNStatistics, collect_ffn_statistics
 from modhifi_core.safe_io import atomic_torch_save
+from modhifi_core.sharding import worker_count
 from tasks.lm import load_windows, read_record
 from tasks.lm.base import load_base
 from tasks.workspace import Workspace
@@ -18,7 +19,7 @@ def run(ws: Workspace, params: Params) -> dict:
     with open_executor(params.cluster.address, params.cluster.workers) as executor:
         windows, batch = load_windows(ws), params.language.batch_size
         stats = collect_ffn_statistics(loaded.model, windows, batch_size=batch, executor=executor)
-        workers = executor._max_workers if executor is not None else 1
+        workers = worker_count(executor) if executor is not None else 1
     blocks = {name: {"gram": s.gram, "total": s.total, "tokens": s.tokens} for name, s in stats.items()}
     atomic_torch_save(ws.artifact("statistics"), {"record": "ffn-statistics", "blocks": blocks})
     return {"layers": len(stats), "tokens": next(iter(stats.values())).tokens, "workers": workers}
