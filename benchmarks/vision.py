@@ -454,7 +454,8 @@ def section_speed(args) -> dict:
     recalibrated on gaussian images: FLOPs cut vs measured CPU latency speed-up."""
     from transformers import ResNetConfig, ResNetForImageClassification
 
-    from modhifi_core.vision import LogitsOnly, prune_hf_classifier
+    from modhifi_core.vision import LogitsOnly
+    from modhifi_core.vision.modify import prune_hf_classifier
 
     torch.manual_seed(0)
     model = ResNetForImageClassification(ResNetConfig(num_labels=1000)).eval()

@@ -28,9 +28,9 @@ from modhifi_core.vision import (  # noqa: E402
     LogitsOnly,
     load_hf_pruned,
     mlp_output_layers,
-    prune_hf_classifier,
     save_hf_pruned,
 )
+from modhifi_core.vision.modify import prune_hf_classifier  # noqa: E402
 
 
 def images(n: int, size: int = 32, channels: int = 1, seed: int = 0) -> torch.Tensor:
@@ -139,7 +139,7 @@ def test_modhifi_u_on_a_vit_negates_hifi_components_of_every_mlp_fc2_only():
 
     from modhifi_core.data import ArrayDataset
     from modhifi_core.splits import class_split
-    from modhifi_core.vision import unlearn_hf_classifier
+    from modhifi_core.vision.modify import unlearn_hf_classifier
 
     model = tiny_vit()
     before = {name: p.detach().clone() for name, p in LogitsOnly(model).named_parameters()}

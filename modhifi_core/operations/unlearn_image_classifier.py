@@ -4,7 +4,7 @@ classifier (a Hugging Face model or a torchvision/timm network) — what `modhif
 
 ModHiFi-U (method.md §3) by default: the forget class's high-fidelity components are
 zeroed in a BatchNorm network's last stage, negated in the residual-stream MLPs of a
-LayerNorm transformer (ViT/DeiT/Swin; `vision.hf.unlearn_hf_classifier`). Data-free by
+LayerNorm transformer (ViT/DeiT/Swin; `vision.modify.unlearn_hf_classifier`). Data-free by
 default: the method sees samples synthesised from the model (`operations.unlearn
 .synthetic_inputs`, the checkpoint path's rule), the evidence is measured on real data.
 """
@@ -24,7 +24,7 @@ from modhifi_core.operations.unlearn import synthetic_inputs
 from modhifi_core.params import UnlearnParams
 from modhifi_core.splits import class_split
 from modhifi_core.unlearning import unlearn
-from modhifi_core.vision.hf import unlearn_hf_classifier
+from modhifi_core.vision.modify import unlearn_hf_classifier
 from modhifi_core.vision.sources import classifier
 
 

@@ -1,17 +1,17 @@
-"""Open-weight vision models: Hugging Face image classifiers through the engine's pruning
-and unlearning, and rebuild records (shape records) for pruned networks outside the zoo."""
+"""Open-weight vision models: Hugging Face image classifiers for the engine (`hf`: the
+adapter, loading and writing folders), rebuild records for pruned networks outside the zoo
+(`shapes`), and their sources (`sources`). Pruning and unlearning them live in `modify`
+(conv channels, ModHiFi-U) and `mlp` (ViT/Swin MLP neurons), imported from there: this
+package imports neither, so loading a model does not import the pruner."""
 
 from modhifi_core.vision.hf import (
     LogitsOnly,
     load_hf_image_classifier,
     load_hf_pruned,
     mlp_output_layers,
-    prune_hf_classifier,
     save_hf_pruned,
     stock_shape_difference,
-    unlearn_hf_classifier,
 )
-from modhifi_core.vision.mlp import prune_hf_mlp
 from modhifi_core.vision.shapes import apply_shape_record, module_shapes, shape_record
 
 __all__ = [
@@ -21,10 +21,7 @@ __all__ = [
     "load_hf_pruned",
     "mlp_output_layers",
     "module_shapes",
-    "prune_hf_classifier",
-    "prune_hf_mlp",
     "save_hf_pruned",
     "shape_record",
     "stock_shape_difference",
-    "unlearn_hf_classifier",
 ]

@@ -1,4 +1,5 @@
-"""Hugging Face image classifiers through the engine's pruning and unlearning paths.
+"""Hugging Face image classifiers for the engine: the `LogitsOnly` adapter, loading and
+writing (pruned) folders. Pruning and unlearning them: `modhifi_core.vision.modify`.
 
 The engine's layers (Torch-Pruning's tracer, statistics hooks, BN recalibration,
 `predict`) call `model(images)` and expect logits; an HF classifier takes
@@ -33,12 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from modhifi_core.checkpoint import refuse_non_finite
-from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
-from modhifi_core.pruning import PruningResult, prune_model
 from modhifi_core.sources.huggingface import check_folder
-from modhifi_core.splits import ForgetSplit
-from modhifi_core.unlearning import UnlearnResult, unlearn
 from modhifi_core.vision.shapes import apply_shape_record, shape_record
 
 SHAPES_FILE = "modhifi_shapes.json"
@@ -78,27 +75,6 @@ def model_type(model: nn.Module) -> str:
     return config.model_type
 
 
-def prune_hf_classifier(
-    model: nn.Module, calibration: Tensor | ArrayDataset, method: str = "modhifi", **options
-) -> PruningResult:
-    """`prune_model` on an HF image classifier: calibration images `(N, C, H, W)` as the
-    model's `pixel_values`; options as for `prune_model`. Returns the pruned HF model
-    (a new module, the input is untouched) and the report, with `shape_record` added."""
-    kind = model_type(model)
-    if kind in LAYERNORM_TRANSFORMERS:
-        # Torch-Pruning would also cut q/k/v output channels across heads; attention is a
-        # pass-through here (method.md §3b): MLP neurons are pruned by the FFN pruner.
-        raise InputError(
-            f"{kind} models are pruned by MLP neurons only (modhifi_core.vision.mlp.prune_hf_mlp), "
-            "not through prune_model"
-        )
-    result = prune_model(LogitsOnly(model).eval(), calibration, method, **options)
-    pruned = result.model.model.eval()
-    report = dict(result.report)
-    report["shape_record"] = shape_record(pruned, model)
-    return PruningResult(pruned, report)
-
-
 def mlp_output_layers(model: nn.Module) -> tuple[str, ...]:
     """Names (inside `LogitsOnly`, prefix "model.") of the residual-stream MLP down
     projections (fc2) of an HF ViT/DeiT/Swin, in module order."""
@@ -116,20 +92,6 @@ def mlp_output_layers(model: nn.Module) -> tuple[str, ...]:
     if not names:
         raise InputError(f"found no MLP fc2 layers in the {kind} model")
     return names
-
-
-def unlearn_hf_classifier(
-    model: nn.Module, split: ForgetSplit, method: str = "modhifi", **hyperparameters
-) -> UnlearnResult:
-    """`unlearn` on an HF image classifier; the result's model is an edited copy (the HF
-    model itself, unwrapped), layer names in its log carry the adapter's "model." prefix.
-    ModHiFi-U defaults for LayerNorm transformers: `layers` = every residual-stream MLP
-    fc2 (`mlp_output_layers`), edit `negate` (chosen by the engine for LayerNorm networks)."""
-    wrapper = LogitsOnly(model).eval()
-    if method == "modhifi" and "layers" not in hyperparameters and model_type(model) in LAYERNORM_TRANSFORMERS:
-        hyperparameters["layers"] = mlp_output_layers(model)
-    result = unlearn(wrapper, split, method, **hyperparameters)
-    return UnlearnResult(result.model.model.eval(), result.seconds, result.log)
 
 
 def save_hf_pruned(
