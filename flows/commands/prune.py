@@ -66,9 +66,9 @@ def prune(
         targets = (None if target_params is not None else target_flops, target_params)
         options = dict(method=method, round_to=round_to, seed=seed, batch_size=min(batch_size, 32))
         options["latency_repeats"] = min(latency_repeats, 3)
-        options["channel_options"] = _channel_options(
-            method, compensation, score, compensation_order, allocation, rounds
-        )
+        flags = dict(compensation=compensation, score=score, compensation_order=compensation_order)
+        flags.update(allocation=allocation, rounds=rounds)
+        options["channel_options"] = image_channel_options(method, flags)
         return prune_image(str(model), out, targets, calibration, calibration_samples, image, options, as_json)
     if str(model).startswith("hf:"):
         hf_args = dict(target_params=target_params, fraction=ffn_fraction, samples=calibration_samples, length=length)
@@ -103,18 +103,14 @@ def prune(
     emit({**outcome.metrics, "target_flops": target_flops, "out": str(out), "sha256": sha}, as_json, f"pruned {model}")
 
 
-def _channel_options(method: str, *settings: object) -> dict:
-    """A CNN's further `prune` arguments from the command's flags (validated as params);
-    none for a method of MLP neurons (a ViT/Swin's, which `check_options` judges)."""
-    from modhifi_core.operations.prune import METHODS, pruning_options
+def image_channel_options(method: str, flags: dict) -> dict:
+    """The channel pruner's flags for a CNN (validated as prune params); none for a ViT/Swin
+    method of MLP neurons, which `check_options` judges once the model is loaded."""
+    from modhifi_core.operations.prune import METHODS
+    from modhifi_core.operations.prune_image_classifier import channel_options
     from modhifi_core.params import PruneParams
 
-    if method not in METHODS:
-        return {}
-
-    keys = ("compensation", "score", "compensation_order", "allocation", "rounds")
-    chosen = pruning_options(PruneParams(method=method, **dict(zip(keys, settings))))
-    return {k: v for k, v in chosen.items() if k not in ("method", "target_flops", "round_to", "seed")}
+    return channel_options(PruneParams(method=method, **flags)) if method in METHODS else {}
 
 
 def prune_hf(source: str, out: Path, method: str, calibration: str, options: dict, as_json: bool) -> None:

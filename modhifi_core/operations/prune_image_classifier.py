@@ -25,8 +25,9 @@ from torch import nn
 from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
 from modhifi_core.operations.prune import METHODS as CHANNEL_METHODS
-from modhifi_core.operations.prune import prune
+from modhifi_core.operations.prune import prune, pruning_options
 from modhifi_core.operations.prune_language_model import METHODS as NEURON_METHODS
+from modhifi_core.params import PruneParams
 from modhifi_core.pruning.report import latency_report
 from modhifi_core.training import accuracy
 from modhifi_core.vision.hf import LAYERNORM_TRANSFORMERS, stock_shape_difference
@@ -75,6 +76,14 @@ def check_options(
         kept_mlp_width(model, image_shape, target_flops, target_params, round_to)
 
 
+def channel_options(params: PruneParams) -> dict[str, Any]:
+    """A CNN's further `prune` arguments that `params` describes (`compensation`, `score`,
+    `allocation`, `compensation_order`, `rounds`, `ridge`): `pruning_options` less what
+    `prune_image_classifier` takes as its own arguments."""
+    own = ("method", "target_flops", "round_to", "seed")
+    return {k: v for k, v in pruning_options(params).items() if k not in own}
+
+
 def prune_image_classifier(
     model: nn.Module,
     calibration: ArrayDataset,
@@ -100,10 +109,9 @@ def prune_image_classifier(
     given; `stock_config` for an HF model (its config describes the pruned shapes, so
     stock `from_pretrained` rebuilds it); `latency_*` (CPU, dense ÷ pruned, median of
     `latency_repeats` interleaved passes on a random batch of `latency_batch`; 0 skips);
-    `seconds`. `channel_options`: a CNN's further `prune` arguments (`compensation`,
-    `score`, `allocation`, `compensation_order`, `rounds`, `ridge`, as
-    `operations.prune.pruning_options` makes them from the prune params); a ViT/Swin's
-    MLP neurons follow `method` alone (its score and compensation), so they are not read."""
+    `seconds`. `channel_options`: a CNN's further `prune` arguments (`channel_options(params)`);
+    a ViT/Swin's MLP neurons follow `method` alone (its score and compensation), so they
+    are not read."""
     check_options(model, method, target_flops, target_params)
     start = time.perf_counter()
     components = pruned_components(model)

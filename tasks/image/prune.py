@@ -8,8 +8,12 @@ from collections.abc import Callable
 
 from modhifi_core.calibration import calibration_set
 from modhifi_core.metadata import modification_record
-from modhifi_core.operations.prune import pruning_options
-from modhifi_core.operations.prune_image_classifier import check_options, prune_image_classifier, pruned_components
+from modhifi_core.operations.prune_image_classifier import (
+    channel_options,
+    check_options,
+    prune_image_classifier,
+    pruned_components,
+)
 from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_json, atomic_write_text, sha256_file
 from modhifi_core.synthesis import load_synthetic
@@ -39,10 +43,7 @@ def run(ws: Workspace, params: Params, layers_csv: Callable[[dict], str]) -> dic
     options = {"round_to": p.round_to, "latency_batch": p.latency_batch, "latency_repeats": p.latency_repeats}
     channels = pruned_components(loaded.model) == "channels"
     if channels:
-        channel = pruning_options(p, params.seed)
-        options["channel_options"] = {
-            k: v for k, v in channel.items() if k not in ("method", "target_flops", "round_to", "seed")
-        }
+        options["channel_options"] = channel_options(p)
     result = prune_image_classifier(
         loaded.model,
         images,
