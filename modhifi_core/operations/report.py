@@ -206,15 +206,7 @@ def render_image(results: ImageResults, unit: str, figures: list[str]) -> str:
         (f"base test accuracy on {e['dataset']} (%)", e["base_test_accuracy"]),
         ("pruned test accuracy (%)", e["pruned_test_accuracy"]),
         ("unlearned test accuracy, all classes (%)", e["unlearned_test_accuracy"]),
-        ("FLOPs remaining (pruned / dense)", e["flops_ratio"]),
-        ("parameters remaining", e["params_ratio"]),
-        ("CPU latency speed-up", e.get("latency_speedup", float("nan"))),
-        (f"UA, forgetting {e['forget']} (%)", e["UA"]),
-        ("RA (%)", e["RA"]),
-        ("TA (%)", e["TA"]),
-        ("MIA-Efficacy (%)", e["MIA"]),
-        ("UA after BN recalibration on retained data (%)", e["UA_after_bn_recalibration"]),
-        ("UA after the relearning attack on retained data (%)", e.get("UA_after_relearning", float("nan"))),
+        *_pruning_and_forgetting_rows(e),
     ]
     untouched = p.get("untouched") or {}
     lines = [
@@ -340,19 +332,27 @@ def plot_unlearning(rows: dict[str, dict[str, float]]) -> plt.Figure:
     return fig
 
 
+def _pruning_and_forgetting_rows(e: dict) -> list[tuple[str, float]]:
+    """The summary rows a classifier's report shares: what pruning cost and gained, and
+    the unlearning evidence (NaN where a measurement was skipped)."""
+    return [
+        ("FLOPs remaining (pruned / dense)", e["flops_ratio"]),
+        ("parameters remaining", e["params_ratio"]),
+        ("CPU latency speed-up", e.get("latency_speedup", float("nan"))),
+        (f"UA, forgetting {e['forget']} (%)", e["UA"]),
+        ("RA (%)", e["RA"]),
+        ("TA (%)", e["TA"]),
+        ("MIA-Efficacy (%)", e["MIA"]),
+        ("UA after BN recalibration on retained data (%)", e["UA_after_bn_recalibration"]),
+        ("UA after the relearning attack on retained data (%)", e.get("UA_after_relearning", float("nan"))),
+    ]
+
+
 def render_markdown(params: Params, evaluation: dict, pruned: dict, figures: list[str]) -> str:
     rows = [
         ("base model test accuracy (%)", evaluation["base_test_accuracy"]),
         ("pruned test accuracy (%)", evaluation["pruned_test_accuracy"]),
-        ("FLOPs remaining (pruned / dense)", evaluation["flops_ratio"]),
-        ("parameters remaining", evaluation["params_ratio"]),
-        ("CPU latency speed-up", evaluation["latency_speedup"]),
-        (f"UA, forgetting {evaluation['forget']} (%)", evaluation["UA"]),
-        ("RA (%)", evaluation["RA"]),
-        ("TA (%)", evaluation["TA"]),
-        ("MIA-Efficacy (%)", evaluation["MIA"]),
-        ("UA after BN recalibration on retained data (%)", evaluation["UA_after_bn_recalibration"]),
-        ("UA after the relearning attack on retained data (%)", evaluation.get("UA_after_relearning", float("nan"))),
+        *_pruning_and_forgetting_rows(evaluation),
         ("final test accuracy, all classes (%)", evaluation["final_test_accuracy"]),
     ]
     lines = [
