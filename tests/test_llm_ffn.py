@@ -186,6 +186,14 @@ def test_exact_greedy_removal_is_the_brute_force_greedy_order():
     assert order.tolist() == _brute_force_greedy(w, gram, 7)
 
 
+def test_greedy_refuses_a_matrix_that_is_no_gram_in_one_line():
+    w, gram = _correlated_layer()
+    indefinite = gram - 2 * gram.diagonal().max() * torch.eye(len(gram), dtype=gram.dtype)
+    with pytest.raises(InputError, match="not a Gram matrix"):
+        greedy_removal_order(w, indefinite, removals=3)
+    assert len(greedy_removal_order(w, torch.zeros_like(gram), removals=3)) == 3  # all-zero inputs still rank
+
+
 def test_blocked_greedy_keeps_a_set_no_worse_than_energy_and_ranks_removals_lowest():
     w, gram = _correlated_layer(out=12, n=64, tokens=400, seed=1)
     removals = 40

@@ -401,10 +401,12 @@ def greedy_removal_order(
     w = w.clone()
     alive = torch.ones(n, dtype=torch.bool)
     order: list[Tensor] = []
-    while (done := sum(len(o) for o in order)) < removals:
+    done = 0
+    while done < removals:
         cost = w.pow(2).sum(0) / inverse.diagonal()
         cost[~alive] = float("inf")
         chosen = torch.sort(cost, stable=True).indices[: min(step, removals - done)]
+        done += len(chosen)
         block_inverse = torch.linalg.inv(inverse[chosen][:, chosen])
         rows = block_inverse @ inverse[chosen]  # (|S|, n)
         w -= w[:, chosen] @ rows
