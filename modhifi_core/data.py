@@ -88,8 +88,13 @@ def load_dataset(
     seed: int = 0,
     test_fraction: float = 0.2,
     data_dir: str | Path | None = None,
+    train_per_class: int | None = None,
 ) -> DatasetSplits:
     """Load a dataset by name, resized to `image_size` px and replicated to `channels`.
+
+    `train_per_class`: keep only that many training images of each class (a seeded,
+    stratified subset, `seed`; the test split stays whole) — the CPU budget of a 60k-image
+    dataset. The normalisation statistics are those of the kept images.
 
     `digits`: scikit-learn's bundled 8x8 digits, stratified train/test split seeded by
     `seed`. `cifar10`: the python-pickle layout in `data_dir` (its own train/test split).
@@ -110,6 +115,8 @@ def load_dataset(
         num_classes = 10
     else:
         raise InputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if train_per_class is not None:
+        train = stratified_subset(*train, train_per_class, seed)
     mean, std = train[0].mean(), train[0].std()
     splits = []
     for x, y in (train, test):
@@ -118,6 +125,17 @@ def load_dataset(
         x = _replicate_channels(x, channels)
         splits.append(ArrayDataset(x.contiguous(), y, num_classes))
     return DatasetSplits(name, splits[0], splits[1])
+
+
+def stratified_subset(images: Tensor, labels: Tensor, per_class: int, seed: int) -> tuple[Tensor, Tensor]:
+    """`per_class` images of every class (all of a class that has fewer), drawn by a
+    permutation seeded with `seed`, in their original order."""
+    if per_class < 1:
+        raise InputError(f"train_per_class must be at least 1, got {per_class}")
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    chosen = torch.cat([order[labels[order] == c][:per_class] for c in labels.unique()])
+    chosen = chosen.sort().values
+    return images[chosen], labels[chosen]
 
 
 def _digits_arrays() -> tuple[Tensor, Tensor]:
@@ -363,9 +381,11 @@ def data_spec(
     seed: int = 0,
     test_fraction: float = 0.2,
     data_dir: str | None = None,
+    train_per_class: int | None = None,
 ) -> dict:
-    """The arguments of `load_dataset` as a plain dict (stored in checkpoint metadata)."""
-    return {
+    """The arguments of `load_dataset` as a plain dict (stored in checkpoint metadata;
+    `train_per_class` only when set, so records written before it read the same)."""
+    spec = {
         "dataset": dataset,
         "image_size": image_size,
         "channels": channels,
@@ -373,6 +393,9 @@ def data_spec(
         "test_fraction": test_fraction,
         "data_dir": data_dir,
     }
+    if train_per_class is not None:
+        spec["train_per_class"] = train_per_class
+    return spec
 
 
 def load_from_spec(spec: dict, **overrides) -> DatasetSplits:

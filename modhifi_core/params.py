@@ -25,6 +25,8 @@ class DataParams(Section):
     image_size: int = Field(8, ge=4, le=512)
     channels: int = Field(1, ge=1, le=3)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    # a seeded stratified subset of the training split (a 60k-image dataset on a CPU budget); null: all
+    train_per_class: int | None = Field(None, ge=1, le=1_000_000)
 
 
 class ModelParams(Section):

@@ -26,7 +26,7 @@ def run(ws: Workspace, params: Params) -> dict:
     if params.model.path:
         ckpt = load_checkpoint(params.model.path)  # refuses unsafe or broken files
         spec = read_metadata(ckpt.metadata).data or data_spec(
-            d.dataset, d.image_size, d.channels, 0, d.test_fraction, d.data_dir
+            d.dataset, d.image_size, d.channels, 0, d.test_fraction, d.data_dir, d.train_per_class
         )
         metrics = evaluate(ckpt.model, load_from_spec(spec))
         atomic_write_bytes(out, ckpt.path.read_bytes())

@@ -10,9 +10,12 @@ import struct
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from modhifi_core.data import data_spec, load_dataset, load_from_spec, read_idx
+from modhifi_core.checkpoint import load_checkpoint
+from modhifi_core.data import FASHION_MNIST_DIR, data_spec, load_dataset, load_from_spec, read_idx
 from modhifi_core.errors import InputError
+from modhifi_core.metadata import read_metadata
 
 NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -67,6 +70,35 @@ def test_spec_round_trip_resizes_and_replicates(tmp_path):
     data = load_from_spec(spec)
     assert data.name == "fashion-mnist" and data.image_shape == (3, 32, 32)
     assert torch.equal(data.train.images[:, 0], data.train.images[:, 2])
+
+
+def test_train_per_class_keeps_a_seeded_stratified_subset(tmp_path):
+    arrays = tiny_fashion(tmp_path, n_train=60, n_test=10)  # 6 images of each class
+    full = load_dataset("fashion-mnist", data_dir=tmp_path)
+    part = load_dataset("fashion-mnist", data_dir=tmp_path, train_per_class=2, seed=0)
+    assert torch.equal(torch.bincount(part.train.labels), torch.full((10,), 2))
+    assert len(part.test) == len(full.test)  # the test split stays whole
+    # the kept images are training images, in their original order (matched by their
+    # per-image z-scores, which the dataset-wide normalisation leaves unchanged)
+    raw = torch.from_numpy(arrays["train"][0].astype(np.float32)).flatten(1)
+    kept = part.train.images.flatten(1)
+    zscore = lambda x: (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True)  # noqa: E731
+    index = torch.cdist(zscore(kept), zscore(raw)).argmin(1).tolist()
+    assert index == sorted(index) and len(set(index)) == 20
+    assert torch.equal(part.train.labels, torch.from_numpy(arrays["train"][1][index].astype(np.int64)))
+    again = load_dataset("fashion-mnist", data_dir=tmp_path, train_per_class=2, seed=0)
+    other = load_dataset("fashion-mnist", data_dir=tmp_path, train_per_class=2, seed=1)
+    assert torch.equal(part.train.images, again.train.images)
+    assert not torch.equal(part.train.images, other.train.images)
+    # more per class than there are: every image of the class, like no subset
+    everything = load_dataset("fashion-mnist", data_dir=tmp_path, train_per_class=100)
+    assert torch.equal(everything.train.labels, full.train.labels)
+    # recorded in the spec only when set, and read back from it
+    spec = data_spec("fashion-mnist", data_dir=str(tmp_path), train_per_class=2)
+    assert spec["train_per_class"] == 2 and "train_per_class" not in data_spec("fashion-mnist")
+    assert torch.equal(load_from_spec(spec).train.labels, part.train.labels)
+    with pytest.raises(InputError, match="train_per_class must be at least 1"):
+        load_dataset("fashion-mnist", data_dir=tmp_path, train_per_class=0)
 
 
 def test_read_idx_returns_the_array(tmp_path):
@@ -134,3 +166,47 @@ def test_debian_fashion_mnist_when_installed():
     assert (len(data.train), len(data.test)) == (60000, 10000)
     assert data.image_shape == (1, 28, 28)
     assert torch.equal(torch.bincount(data.train.labels), torch.full((10,), 6000))
+
+
+def test_example_fashion_mnist_params_are_complete_and_valid():
+    """examples/fashion-mnist/params.yaml names every section of params.yaml and validates."""
+    from pipeline_workspace import REPO
+
+    from modhifi_core.params import validate_params
+
+    raw = yaml.safe_load((REPO / "examples/fashion-mnist/params.yaml").read_text())
+    assert set(raw) == set(yaml.safe_load((REPO / "params.yaml").read_text()))
+    params = validate_params(raw)
+    assert params.data.dataset == "fashion-mnist" and params.data.train_per_class == 500
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="apt-get install dataset-fashion-mnist")
+def test_fashion_mnist_pipeline_end_to_end(tmp_path):
+    """`modhifi run` on the example's params, shrunk (50 images per class, width 8, 1 epoch, a
+    short inversion), on the real Fashion-MNIST files: every stage runs, the model is pruned
+    to its FLOPs target and the class unlearned, evaluated on the 10k test images."""
+    from pipeline_workspace import REPO, isolated_env, make_workspace, run_pipeline, write_params
+
+    params = yaml.safe_load((REPO / "examples/fashion-mnist/params.yaml").read_text())
+    params["data"]["train_per_class"] = 50
+    params["model"]["width"] = 8
+    params["train"]["epochs"] = 1
+    params["synthesize"].update(per_class=10, steps=10)
+    params["finetune"]["epochs"] = 1
+    params["prune"].update(latency_batch=8, latency_repeats=3)
+    params["evaluate"]["relearn_steps"] = 5
+    root = make_workspace(tmp_path / "ws")
+    write_params(root, params)
+    summary = run_pipeline(root, isolated_env(tmp_path / "home"))
+    assert sorted(summary["ran"]) == sorted(
+        ["train_base", "synthesize", "collect", "score", "prune", "unlearn", "finetune", "evaluate", "report"]
+    )
+    m = summary["metrics"]
+    assert m["flops_ratio"] == pytest.approx(0.25, abs=0.02) and m["forget_class"] == 3
+    assert {"UA", "RA", "TA", "MIA", "UA_after_relearning", "pruned_test_accuracy"} <= set(m)
+    base = load_checkpoint(root / "outputs/base/model.pt")
+    spec = read_metadata(base.metadata).data
+    assert spec["dataset"] == "fashion-mnist" and spec["train_per_class"] == 50
+    data = load_from_spec(spec)
+    assert len(data.train) == 500 and len(data.test) == 10_000

@@ -30,6 +30,9 @@ def train(
     image_size: int | None = typer.Option(
         None, help="Resize images to this many px (default: 8 digits, 28 fashion-mnist, 32 cifar10)."
     ),
+    train_per_class: int | None = typer.Option(
+        None, min=1, help="Train on a seeded, stratified subset of this many images per class (default: all)."
+    ),
     epochs: int = typer.Option(30, min=1),
     lr: float = typer.Option(0.05, min=0.0),
     batch_size: int = typer.Option(64, min=1),
@@ -42,7 +45,13 @@ def train(
 
     native = {"digits": (8, 1), "fashion-mnist": (28, 1)}.get(dataset, (32, 3))  # (px, channels)
     size, channels = image_size if image_size is not None else native[0], native[1]
-    d = DataParams(dataset=dataset, data_dir=str(data_dir) if data_dir else None, image_size=size, channels=channels)
+    d = DataParams(
+        dataset=dataset,
+        data_dir=str(data_dir) if data_dir else None,
+        image_size=size,
+        channels=channels,
+        train_per_class=train_per_class,
+    )
     m, t = ModelParams(name=model, width=width), TrainParams(epochs=epochs, lr=lr, batch_size=batch_size)
     check_output(out, overwrite)
     check_training_memory(d, m)

@@ -34,7 +34,9 @@ def train_from_params(data: DataParams, model: ModelParams, recipe: TrainParams,
     """`train` as params.yaml (or `modhifi train`) describes it: the dataset of `data`
     (its train/test split is fixed, seeded 0, so every training seed is tested alike),
     the architecture of `model`, the recipe of `recipe` with initialisation `seed`."""
-    spec = data_spec(data.dataset, data.image_size, data.channels, 0, data.test_fraction, data.data_dir)
+    spec = data_spec(
+        data.dataset, data.image_size, data.channels, 0, data.test_fraction, data.data_dir, data.train_per_class
+    )
     splits = load_from_spec(spec)
     config = ModelConfig(
         name=model.name,

@@ -72,7 +72,12 @@ def evaluation_data(params: Params, loaded: ImageModel) -> DatasetSplits:
         raise InputError(f"the model takes {height}x{width} images; data.dataset is resized to square images only")
     data_dir = Path(d.data_dir) if d.data_dir else None
     return load_dataset(
-        d.dataset, image_size=height, channels=channels, test_fraction=d.test_fraction, data_dir=data_dir
+        d.dataset,
+        image_size=height,
+        channels=channels,
+        test_fraction=d.test_fraction,
+        data_dir=data_dir,
+        train_per_class=d.train_per_class,
     )
 
 
