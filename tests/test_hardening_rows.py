@@ -143,3 +143,26 @@ def test_two_latency_measurements_with_the_default_repeats_agree_within_10_perce
         for _ in range(2)
     )
     assert abs(first - second) <= 0.10 * min(first, second), (first, second)
+
+
+def test_channels_last_latency_times_nhwc_copies_and_leaves_the_models_alone():
+    """`memory_format="channels_last"` times NHWC copies (the CPU deployment layout of a
+    CNN): both medians positive, the report says the layout, the models passed keep their
+    NCHW weights; an unknown layout or a non-image input is one line."""
+    from modhifi_core.errors import InputError
+    from modhifi_core.pruning.latency import compare_latency
+    from modhifi_core.pruning.report import latency_report
+
+    torch.manual_seed(0)
+    dense = build_model(ModelConfig(name="resnet18", width=8, image_size=8, in_channels=1)).eval()
+    conv = next(m for m in dense.modules() if isinstance(m, torch.nn.Conv2d))
+    report = latency_report(dense, dense, (1, 8, 8), 4, warmup=1, repeats=2, memory_format="channels_last")
+    assert report["latency_dense_ms"] > 0 and report["latency_pruned_ms"] > 0
+    assert report["latency_memory_format"] == "channels_last"
+    assert "latency_memory_format" not in latency_report(dense, dense, (1, 8, 8), 4, warmup=1, repeats=2)
+    assert conv.weight.is_contiguous(), "the model passed is not converted"
+    with pytest.raises(InputError, match="memory_format must be one of contiguous, channels_last"):
+        compare_latency(dense, dense, (1, 8, 8), 4, memory_format="nhwc")
+    linear = torch.nn.Linear(4, 2)
+    with pytest.raises(InputError, match=r"channels_last needs \(C, H, W\) images"):
+        compare_latency(linear, linear, (4,), 2, memory_format="channels_last")

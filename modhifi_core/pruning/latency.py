@@ -11,12 +11,15 @@ wall-clock is used. Measured spread of the dense/pruned speed-up between two mea
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from modhifi_core.errors import InputError
 
 
 def _clock() -> float:
@@ -45,6 +48,9 @@ def measure_latency(
     return statistics.median(timings)
 
 
+MEMORY_FORMATS = ("contiguous", "channels_last")
+
+
 @torch.inference_mode()
 def compare_latency(
     dense: nn.Module,
@@ -53,9 +59,21 @@ def compare_latency(
     batch_size: int = 64,
     warmup: int = 3,
     repeats: int = 10,
+    memory_format: str = "contiguous",
 ) -> tuple[float, float]:
-    """Median seconds `(dense, pruned)` on the same random batch `(batch_size, *image_shape)`."""
+    """Median seconds `(dense, pruned)` on the same random batch `(batch_size, *image_shape)`.
+
+    `memory_format="channels_last"` times copies of both models and an input batch in NHWC
+    (4-D inputs only): the layout PyTorch's CPU convolutions run without reordering every
+    conv's input, as a CNN is deployed for CPU inference; the models passed stay as they are."""
+    if memory_format not in MEMORY_FORMATS:
+        raise InputError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {memory_format!r}")
     inputs = torch.randn(batch_size, *image_shape, generator=torch.Generator().manual_seed(0))
+    if memory_format == "channels_last":
+        if inputs.dim() != 4:
+            raise InputError(f"channels_last needs (C, H, W) images, got image shape {tuple(image_shape)}")
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+        dense, pruned = (copy.deepcopy(m).to(memory_format=torch.channels_last) for m in (dense, pruned))
     return time_alternately(dense, pruned, lambda m: m(inputs.to(next(m.parameters()).device)), warmup, repeats)
 
 

@@ -45,14 +45,16 @@ def latency_report(
     batch_size: int = 64,
     warmup: int = 3,
     repeats: int = 10,
+    memory_format: str = "contiguous",
 ) -> dict:
     """Median CPU latency (ms per batch) of both models, timed alternately, and the
-    speed-up `dense / pruned`."""
-    dense_s, pruned_s = compare_latency(dense, pruned, image_shape, batch_size, warmup, repeats)
+    speed-up `dense / pruned`; `memory_format` as `compare_latency` (reported when not
+    the default)."""
+    dense_s, pruned_s = compare_latency(dense, pruned, image_shape, batch_size, warmup, repeats, memory_format)
     return {
         "latency_dense_ms": 1000 * dense_s,
         "latency_pruned_ms": 1000 * pruned_s,
         "latency_speedup": dense_s / pruned_s,
         "latency_batch": batch_size,
         "latency_repeats": repeats,
-    }
+    } | ({"latency_memory_format": memory_format} if memory_format != "contiguous" else {})
