@@ -60,6 +60,12 @@ FLOPS_TOLERANCE = 0.02
 ImportanceFactory = Callable[[nn.Module, Coupling, dict[str, LayerStatistics], dict[str, Tensor] | None], object]
 
 
+class FlopsTargetMissed(InputError):
+    """The pruned model's FLOPs ratio is off the target by more than `FLOPS_TOLERANCE`
+    (`round_to` or a `widths` rule too coarse for this model); a caller may retry with
+    finer widths."""
+
+
 @dataclass
 class PruningResult:
     """The pruned model (a new module; the input model is untouched) and its report."""
@@ -293,7 +299,7 @@ def prune_with(
         )
     report = size_report(dense, model, example)
     if target_flops is not None and abs(report["flops_ratio"] - target_flops) > FLOPS_TOLERANCE:
-        raise InputError(
+        raise FlopsTargetMissed(
             f"target_flops {target_flops} cannot be met within ±{FLOPS_TOLERANCE} with round_to={round_to} "
             f"(closest reached: {report['flops_ratio']:.3f})"
         )
