@@ -226,7 +226,7 @@ def test_stock_widths_that_miss_the_target_fall_back_to_free_widths_unless_asked
 @pytest.mark.parametrize(
     ("factory", "options", "message"),
     [
-        (lambda: stock_resnet("basic"), {"allocation": "union"}, "stock widths need uniform"),
+        (lambda: stock_resnet("basic"), {"allocation": "union", "widths": "stock"}, "stock widths need uniform"),
         (lambda: stock_resnet("basic"), {"widths": "tied"}, "widths must be one of stock, free"),
         (
             lambda: ConvNextForImageClassification(ConvNextConfig(num_channels=1, hidden_sizes=[8, 16, 32, 64])),
@@ -239,6 +239,11 @@ def test_stock_widths_that_miss_the_target_fall_back_to_free_widths_unless_asked
 def test_stock_widths_refuse_what_they_cannot_describe(factory, options, message):
     with pytest.raises(InputError, match=message):
         prune_hf_classifier(factory(), images(8), "modhifi", target_flops=0.5, **options)
+
+
+def test_union_allocation_keeps_free_widths_by_default():
+    result = prune_hf_classifier(stock_resnet("basic"), images(64), "modhifi", target_flops=0.5, allocation="union")
+    assert result.report["width_rule"] == "free" and stock_shape_difference(result.model)
 
 
 def group(root: str, size: int, *producers: str) -> ChannelGroup:

@@ -47,9 +47,10 @@ def prune_hf_classifier(
     stage, `vision.stock_widths`; needs uniform allocation), written into the pruned
     model's config, so its folder loads in stock transformers; `free` — every coupled group
     its own width (the folder then carries `modhifi_shapes.json`); None (default) — `stock`
-    where the architecture has that rule (HF ResNet) and it meets the FLOPs target within
-    ±0.02, else `free` (a warning, and the miss in `report["stock_widths_missed"]`: one
-    width per stage moves the FLOPs in coarse steps on a very narrow network)."""
+    where the architecture has that rule (HF ResNet), the allocation is uniform and it
+    meets the FLOPs target within ±0.02, else `free` (for a missed target a warning, and
+    the miss in `report["stock_widths_missed"]`: one width per stage moves the FLOPs in
+    coarse steps on a very narrow network)."""
     kind = model_type(model)
     if kind in LAYERNORM_TRANSFORMERS:
         # Torch-Pruning would also cut q/k/v output channels across heads; attention is a
@@ -100,6 +101,8 @@ def width_rule(
         return None
     if kind not in STOCK_WIDTH_TYPES:
         raise InputError(f"stock widths exist for HF {', '.join(STOCK_WIDTH_TYPES)} models, not {kind!r}: use free")
-    if allocation == "union":
-        raise InputError("allocation union sizes every group on its own; stock widths need uniform (or widths free)")
+    if allocation == "union":  # its point: each group its own count
+        if widths == "stock":
+            raise InputError("allocation union sizes every group on its own; stock widths need uniform")
+        return None
     return resnet_widths(model, round_to)

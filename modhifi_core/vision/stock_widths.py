@@ -83,7 +83,7 @@ class ResNetWidths:
         return stem, stages
 
     def _role(self, name: str, last: int) -> str | tuple[int, str] | None:
-        """ "stem", `(stage, "residual" | "inner")`, or None for a conv of neither."""
+        """The role of conv `name`: "stem", `(stage, "residual" | "inner")`, or None."""
         if _STEM.search(name):
             return "stem"
         match = _STAGE_CONV.search(name)
@@ -132,12 +132,11 @@ class ResNetWidths:
 
 
 def resnet_widths(model: nn.Module, round_to: int = 1) -> ResNetWidths:
-    """The stock-width rule of an HF ResNet (`ResNetForImageClassification` or its
-    `LogitsOnly`) under `round_to`."""
-    inner = getattr(model, "model", model)
-    config = inner.config
-    if model_type(inner) != "resnet":
-        raise InputError(f"stock ResNet widths need an HF ResNet, not model type {config.model_type!r}")
+    """The stock-width rule of an HF ResNet classifier under `round_to`."""
+    kind = model_type(model)
+    if kind != "resnet":
+        raise InputError(f"stock ResNet widths need an HF ResNet, not model type {kind!r}")
+    config = model.config
     if config.layer_type not in ("basic", "bottleneck"):
         raise InputError(f"unknown ResNet layer_type {config.layer_type!r}")
     return ResNetWidths(config.layer_type, round_to, bool(config.downsample_in_first_stage))
