@@ -75,8 +75,11 @@ def test_resnet_pruned_data_free_to_a_flops_target_then_evaluated_again(cli, fol
     assert record["operation"] == "prune" and record["params"]["target_flops"] == 0.6
     assert record["parents"]["model"] == {"model.safetensors": sha256_file(folders / "resnet" / "model.safetensors")}
     assert "seconds" not in record["metrics"] and "latency_speedup" not in record["metrics"], "no timings in lineage"
-    # per-layer widths: the config cannot say them, so the folder carries the shape record
-    assert report["stock_config"] is False and (out / "modhifi_shapes.json").is_file()
+    # one width per stage, written into the config: a stock folder
+    assert report["stock_config"] is True and not (out / "modhifi_shapes.json").exists()
+    stock = AutoModelForImageClassification.from_pretrained(str(out), local_files_only=True).eval()
+    assert stock.config.hidden_sizes[-1] < 32 and stock.resnet.embedder.embedder.convolution.out_channels < 16
+    assert accuracy(LogitsOnly(stock).eval(), digits.test) == pytest.approx(report["test_accuracy"], abs=1e-6)
     again = cli("evaluate", "--model", f"hf:{out}", "--data", "digits", "--json")
     assert again.returncode == 0, again.stderr
     assert again.json()["test_accuracy"] == pytest.approx(report["test_accuracy"], abs=1e-6)
@@ -149,6 +152,8 @@ def test_convnext_reaches_its_flops_target_and_names_what_stays_untouched(cli, f
     report = result.json()
     assert report["flops_ratio"] == pytest.approx(0.8, abs=0.02)
     assert any("depthwise" in reason for reason in report["untouched"].values()), report["untouched"]
+    # per-layer MLP widths (a stock ConvNeXt would need its LayerNorm'd residual stream pruned)
+    assert report["stock_config"] is False and (out / "modhifi_shapes.json").is_file()
     x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     assert logits(load_hf_pruned(out), x).shape == (2, 10)
 

@@ -1,9 +1,17 @@
 """Hugging Face image classifiers (built from configs, random weights) through the
 engine: CNNs pruned by `prune_model` via `prune_hf_classifier`, saved and reloaded with
-identical outputs; ConvNeXt's depthwise groups left untouched and named; ViT/Swin MLP
-layer sets for ModHiFi-U."""
+identical outputs; HF ResNets with stock widths (their folders load in stock
+transformers, no modhifi import), per-layer widths with the shape record on request;
+ConvNeXt's depthwise groups left untouched and named; ViT/Swin MLP layer sets for
+ModHiFi-U."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -24,13 +32,18 @@ from transformers import (  # noqa: E402
 
 from modhifi_core.batchnorm import recalibrate_batchnorm  # noqa: E402
 from modhifi_core.errors import InputError  # noqa: E402
+from modhifi_core.pruning.coupling import ChannelGroup  # noqa: E402
+from modhifi_core.pruning.modhifi_p import FlopsTargetMissed  # noqa: E402
 from modhifi_core.vision import (  # noqa: E402
     LogitsOnly,
     load_hf_pruned,
     mlp_output_layers,
     save_hf_pruned,
+    stock_shape_difference,
 )
+from modhifi_core.vision.hf import SHAPES_FILE  # noqa: E402
 from modhifi_core.vision.modify import prune_hf_classifier  # noqa: E402
+from modhifi_core.vision.stock_widths import ResNetWidths  # noqa: E402
 
 
 def images(n: int, size: int = 32, channels: int = 1, seed: int = 0) -> torch.Tensor:
@@ -72,21 +85,189 @@ def logits(model, x: torch.Tensor) -> torch.Tensor:
         return model(pixel_values=x).logits
 
 
-@pytest.mark.parametrize("layer_type", ["basic", "bottleneck"])
-def test_hf_resnet_pruned_to_flops_target_reloads_identically(tmp_path, layer_type):
-    model = tiny_resnet(layer_type)
-    result = prune_hf_classifier(model, images(64), "modhifi", target_flops=0.5)
-    assert abs(result.report["flops_ratio"] - 0.5) <= 0.02
-    assert isinstance(result.model, ResNetForImageClassification), "the HF model comes back, unwrapped"
+def stock_resnet(layer_type: str) -> ResNetForImageClassification:
+    """Stage widths where `round_to=8` still leaves each stage several widths to choose
+    (a stock width is one per stage); two blocks in stage 0 tie two blocks' inner widths."""
+    torch.manual_seed(0)
+    sizes = [32, 64, 128] if layer_type == "basic" else [128, 256, 512]
+    config = ResNetConfig(
+        num_channels=1, embedding_size=32, hidden_sizes=sizes, depths=[2, 1, 1], layer_type=layer_type, num_labels=10
+    )
+    model = ResNetForImageClassification(config).eval()
+    recalibrate_batchnorm(LogitsOnly(model), images(64).split(16))
+    return model
+
+
+STOCK_CASES = [
+    (layer_type, method, target, round_to)
+    for layer_type in ("basic", "bottleneck")
+    for method in ("modhifi", "l2", "random")
+    for target in (0.5, 0.25)
+    for round_to in (1, 8)
+]
+PROBE = images(4, seed=1)
+
+
+@pytest.fixture(scope="module")
+def stock_pruned(tmp_path_factory):
+    """Every STOCK_CASES case pruned with the default (stock) widths and saved: case ->
+    (dense model, pruning result, folder); the pruned logits on PROBE in `expected.pt`."""
+    root = tmp_path_factory.mktemp("stock")
+    dense = {layer_type: stock_resnet(layer_type) for layer_type in ("basic", "bottleneck")}
+    pruned, expected = {}, {}
+    for case in STOCK_CASES:
+        layer_type, method, target, round_to = case
+        result = prune_hf_classifier(dense[layer_type], images(64), method, target_flops=target, round_to=round_to)
+        folder = save_hf_pruned(result.model, root / "-".join(map(str, case)))
+        pruned[case] = (dense[layer_type], result, folder)
+        expected[str(folder)] = logits(result.model, PROBE)
+    torch.save({"probe": PROBE, "expected": expected}, root / "expected.pt")
+    return pruned, root
+
+
+def stage_widths(model: ResNetForImageClassification) -> tuple[int, list[set[int]], list[set[int]]]:
+    """(stem width, per stage {residual widths}, per stage {inner widths}) of the layers."""
+    resnet = model.resnet
+    residual, inner = [], []
+    for stage in resnet.encoder.stages:
+        convs = [[conv.convolution.out_channels for conv in block.layer] for block in stage.layers]
+        residual.append({widths[-1] for widths in convs})
+        inner.append({width for widths in convs for width in widths[:-1]})
+    return resnet.embedder.embedder.convolution.out_channels, residual, inner
+
+
+@pytest.mark.parametrize("case", STOCK_CASES, ids=["-".join(map(str, c)) for c in STOCK_CASES])
+def test_hf_resnet_pruned_with_stock_widths_is_its_new_config(stock_pruned, case):
+    layer_type, _, target, round_to = case
+    dense, result, folder = stock_pruned[0][case]
+    assert abs(result.report["flops_ratio"] - target) <= 0.02
+    assert result.report["width_rule"] == "stock" and not stock_shape_difference(result.model)
+    assert not (folder / SHAPES_FILE).exists(), "a stock folder"
+    config = result.model.config
+    stem, residual, inner = stage_widths(result.model)
+    assert stem == config.embedding_size and residual == [{width} for width in config.hidden_sizes]
+    reduction = 4 if layer_type == "bottleneck" else 1
+    assert inner == [{width // reduction} for width in config.hidden_sizes], "one inner width per stage"
+    assert sum(config.hidden_sizes) < sum(dense.config.hidden_sizes), "the stages are pruned"
+    if round_to == 8:
+        assert all(width % (8 * reduction) == 0 for width in config.hidden_sizes) and stem % 8 == 0
+    assert dense.config.hidden_sizes == stock_resnet(layer_type).config.hidden_sizes, "the input is untouched"
+    again = load_hf_pruned(folder)  # the stock path: no shape record
+    torch.testing.assert_close(logits(again, PROBE), logits(result.model, PROBE), rtol=0, atol=0)
+
+
+def test_stock_width_folders_load_in_stock_transformers_without_modhifi(stock_pruned):
+    """One fresh interpreter, outside the repo, never importing modhifi: each folder through
+    `AutoModelForImageClassification.from_pretrained`, logits against the pruned models'.
+    The weights and the network are the same; only the other process's thread count may
+    sum the convolutions in another order, hence a float32 rounding tolerance."""
+    _, root = stock_pruned
+    script = textwrap.dedent(
+        """
+        import json, sys
+        import torch
+        from transformers import AutoModelForImageClassification
+        data = torch.load(sys.argv[1])
+        worst = {}
+        for folder, expected in data["expected"].items():
+            model = AutoModelForImageClassification.from_pretrained(folder, local_files_only=True).eval()
+            with torch.no_grad():
+                got = model(pixel_values=data["probe"]).logits
+            assert got.shape == expected.shape, (folder, got.shape)
+            worst[folder] = float((got - expected).abs().max() / expected.abs().max())
+        assert not any(name.startswith("modhifi") for name in sys.modules), "modhifi was imported"
+        print(json.dumps(worst))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(root / "expected.pt")], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    worst = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(worst) == len(STOCK_CASES) and max(worst.values()) <= 1e-5, worst
+
+
+def test_free_widths_write_the_shape_record_and_reload_through_modhifi(tmp_path):
+    model = stock_resnet("bottleneck")
+    result = prune_hf_classifier(model, images(64), "modhifi", target_flops=0.5, widths="free")
+    assert abs(result.report["flops_ratio"] - 0.5) <= 0.02 and result.report["width_rule"] == "free"
     assert result.report["shape_record"], "pruning resizes layers"
     assert result.model.resnet.embedder.embedder.convolution.in_channels == 1, "image channels are never pruned"
     assert result.model.classifier[-1].out_features == 10, "classes are never pruned"
+    assert result.model.config.hidden_sizes == model.config.hidden_sizes, "the config is the dense one"
+    assert stock_shape_difference(result.model), "per-layer widths a ResNet config cannot say"
     folder = save_hf_pruned(result.model, tmp_path / "pruned")
+    assert (folder / SHAPES_FILE).is_file()
     again = load_hf_pruned(folder)
-    x = images(4, seed=1)
-    torch.testing.assert_close(logits(again, x), logits(result.model, x), rtol=0, atol=0)
-    # the input model is untouched
-    assert model.resnet.embedder.embedder.convolution.out_channels == 16
+    torch.testing.assert_close(logits(again, PROBE), logits(result.model, PROBE), rtol=0, atol=0)
+
+
+def test_stock_widths_that_miss_the_target_fall_back_to_free_widths_unless_asked(tmp_path):
+    """Two narrow stages (the CLI's digits ResNet at 8 px): one width step moves the FLOPs
+    by ~6%, so stock widths land at 0.478 for 0.5; by default the pruning says so and
+    keeps per-layer widths, `widths="stock"` refuses."""
+    torch.manual_seed(0)
+    config = ResNetConfig(
+        num_channels=1, embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic", num_labels=10
+    )
+    model = ResNetForImageClassification(config).eval()
+    x = images(64, size=8)
+    recalibrate_batchnorm(LogitsOnly(model), x.split(16))
+    with pytest.warns(UserWarning, match="with stock widths .*per-layer widths instead"):
+        result = prune_hf_classifier(model, x, "modhifi", target_flops=0.5)
+    assert abs(result.report["flops_ratio"] - 0.5) <= 0.02 and result.report["width_rule"] == "free"
+    assert "cannot be met" in result.report["stock_widths_missed"]
+    assert (save_hf_pruned(result.model, tmp_path / "free") / SHAPES_FILE).is_file()
+    with pytest.raises(FlopsTargetMissed, match="with stock widths"):
+        prune_hf_classifier(model, x, "modhifi", target_flops=0.5, widths="stock")
+
+
+@pytest.mark.parametrize(
+    ("factory", "options", "message"),
+    [
+        (lambda: stock_resnet("basic"), {"allocation": "union", "widths": "stock"}, "stock widths need uniform"),
+        (lambda: stock_resnet("basic"), {"widths": "tied"}, "widths must be one of stock, free"),
+        (
+            lambda: ConvNextForImageClassification(ConvNextConfig(num_channels=1, hidden_sizes=[8, 16, 32, 64])),
+            {"widths": "stock"},
+            "stock widths exist for HF resnet models, not 'convnext'",
+        ),
+    ],
+    ids=["union", "unknown", "convnext"],
+)
+def test_stock_widths_refuse_what_they_cannot_describe(factory, options, message):
+    with pytest.raises(InputError, match=message):
+        prune_hf_classifier(factory(), images(8), "modhifi", target_flops=0.5, **options)
+
+
+def test_union_allocation_keeps_free_widths_by_default():
+    result = prune_hf_classifier(stock_resnet("basic"), images(64), "modhifi", target_flops=0.5, allocation="union")
+    assert result.report["width_rule"] == "free" and stock_shape_difference(result.model)
+
+
+def group(root: str, size: int, *producers: str) -> ChannelGroup:
+    return ChannelGroup(root, size, {}, list(producers), None)
+
+
+@pytest.mark.parametrize(("strides", "stem"), [(False, 15), (True, 16)])
+def test_a_stem_with_a_shortcut_keeps_a_width_other_than_stage_0(strides, stem):
+    """Stage 0's first block has a shortcut conv only because the stem (16) and stage 0
+    (32) differ, unless it strides: equal pruned widths would build no shortcut."""
+    prefix = "model.resnet.encoder.stages.0.layers.0"
+    groups = [
+        group("stem", 16, "model.resnet.embedder.embedder.convolution"),
+        group("res", 32, f"{prefix}.layer.1.convolution", f"{prefix}.shortcut.convolution"),
+        group("inner", 32, f"{prefix}.layer.0.convolution"),
+    ]
+    counts = ResNetWidths("basic", 1, stem_strides=strides)(groups, {"stem": 16, "res": 16, "inner": 16})
+    assert counts == {"stem": stem, "res": 16, "inner": 16}
+
+
+def test_a_group_no_resnet_rule_describes_is_refused():
+    groups = [group("odd", 8, "model.resnet.encoder.stages.0.layers.0.layer.0.convolution", "model.other.conv")]
+    with pytest.raises(InputError, match="fits no HF ResNet stock width"):
+        ResNetWidths("basic")(groups, {"odd": 4})
 
 
 def test_unpruned_folder_loads_in_stock_transformers(tmp_path):
@@ -102,6 +283,7 @@ def test_convnext_prunes_mlp_neurons_and_names_the_depthwise_groups(tmp_path):
     config = ConvNextConfig(num_channels=1, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_labels=10)
     model = ConvNextForImageClassification(config).eval()
     result = prune_hf_classifier(model, images(32), "l2", target_flops=None, keep_fraction=0.5)
+    assert result.report["width_rule"] == "free", "no stock widths: the residual stream is not pruned exactly"
     untouched = result.report["untouched_groups"]
     assert any("depthwise" in reason for reason in untouched.values())
     pruned_layers = set(result.report["shape_record"])
@@ -109,7 +291,9 @@ def test_convnext_prunes_mlp_neurons_and_names_the_depthwise_groups(tmp_path):
     for name, module in result.model.named_modules():
         if isinstance(module, torch.nn.Conv2d) and module.groups > 1:
             assert module.weight.shape == model.get_submodule(name).weight.shape, f"depthwise {name} changed"
-    again = load_hf_pruned(save_hf_pruned(result.model, tmp_path / "convnext"))
+    folder = save_hf_pruned(result.model, tmp_path / "convnext")
+    assert (folder / SHAPES_FILE).is_file(), "per-layer MLP widths: the shape record"
+    again = load_hf_pruned(folder)
     x = images(2, seed=3)
     torch.testing.assert_close(logits(again, x), logits(result.model, x), rtol=0, atol=0)
 

@@ -4,7 +4,8 @@ classifier (a Hugging Face model or a torchvision/timm network) with its evidenc
 
 * CNNs (HF ResNet/ConvNeXt, torchvision/timm networks): conv channels through the
   `prune` operation (Torch-Pruning groups; what cannot be pruned exactly is left
-  untouched and named in the report), to `target_flops`.
+  untouched and named in the report), to `target_flops`; an HF ResNet keeps one width
+  per stage, so its pruned config is stock (`vision.channels.prune_hf_classifier`).
 * HF ViT/DeiT/Swin (LayerNorm transformers): MLP neurons (`vision.mlp.prune_hf_mlp`;
   attention is a pass-through), to `target_flops` or `target_params`.
 
@@ -30,6 +31,7 @@ from modhifi_core.operations.prune_language_model import METHODS as NEURON_METHO
 from modhifi_core.params import PruneParams
 from modhifi_core.pruning.report import latency_report
 from modhifi_core.training import accuracy
+from modhifi_core.vision.channels import prune_hf_classifier
 from modhifi_core.vision.hf import LAYERNORM_TRANSFORMERS, stock_shape_difference
 from modhifi_core.vision.mlp import kept_mlp_width, prune_hf_mlp
 from modhifi_core.vision.sources import classifier
@@ -133,8 +135,12 @@ def prune_image_classifier(
     else:
         options = {"seed": seed} if method == "random" else {}
         options.update(round_to=round_to, batch_size=batch_size, **(channel_options or {}))
-        result = prune(classifier(model), calibration, target_flops, method, **options)
-        pruned = result.model.model if is_hf else result.model
+        if is_hf:  # the `prune` operation, stock widths where the config can say them
+            result = prune_hf_classifier(model, calibration, method, target_flops=target_flops, pruner=prune, **options)
+            pruned = result.model
+        else:
+            result = prune(classifier(model), calibration, target_flops, method, **options)
+            pruned = result.model
     pruned.eval()
     metrics: dict[str, Any] = {
         "components": components,

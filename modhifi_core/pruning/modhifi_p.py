@@ -45,7 +45,7 @@ from modhifi_core.pruning.compensation import (
 from modhifi_core.pruning.coupling import Coupling
 from modhifi_core.pruning.flops import flops_by_layer
 from modhifi_core.pruning.importance import FidelityImportance, RankedImportance
-from modhifi_core.pruning.plan import FlopsModel, fraction_for_flops, kept_at
+from modhifi_core.pruning.plan import FlopsModel, Widths, WidthsRule, fraction_for_flops, kept_at
 from modhifi_core.pruning.report import size_report
 from modhifi_core.statistics import LayerStatistics, collect_kept_gram, collect_statistics, unsupported_layers
 
@@ -58,6 +58,12 @@ FLOPS_TOLERANCE = 0.02
 # (model, coupling, statistics of the consumer layers, the round's given scores or None)
 # -> an importance with keep_levels
 ImportanceFactory = Callable[[nn.Module, Coupling, dict[str, LayerStatistics], dict[str, Tensor] | None], object]
+
+
+class FlopsTargetMissed(InputError):
+    """The pruned model's FLOPs ratio is off the target by more than `FLOPS_TOLERANCE`
+    (`round_to` or a `widths` rule too coarse for this model); a caller may retry with
+    finer widths."""
 
 
 @dataclass
@@ -204,6 +210,7 @@ def prune_with(
     statistics: dict[str, LayerStatistics] | None = None,
     scores: dict[str, Tensor] | None = None,
     executor: Executor | None = None,
+    widths: WidthsRule | None = None,
 ) -> PruningResult:
     """The shared pruning loop; every method is this call with its importance factory.
     `allocation` and `score` only label the report (the factory implements them).
@@ -221,7 +228,10 @@ def prune_with(
     `score` methods only); later rounds recompute them on the pruned model.
     `executor`: every statistics pass of the loop (each round's statistics and the joint
     compensation's kept-set Grams) runs as shards on it (`modhifi_core.statistics`), the
-    same sums as without; `sequential` compensation and BN recalibration run here."""
+    same sums as without; `sequential` compensation and BN recalibration run here.
+    `widths`: None, every group's kept count chosen on its own (`round_to`); or a rule
+    `(groups, counts) -> counts` snapping each round's counts to widths the architecture
+    can express (`plan.WidthsRule`; e.g. `vision.stock_widths`), which also rounds."""
     batches = calibration_batches(calibration, batch_size)
     rounds = _validate(target_flops, keep_fraction, compensation, ridge, rounds, round_to, batch_size)
     if scores is not None and score is None:
@@ -254,14 +264,15 @@ def prune_with(
         importance = importance_for(model, coupling, stats, scores if index == 0 else None)
         levels = {group.root: importance.keep_levels(group.group) for group in coupling.groups}
         price = FlopsModel(model, coupling.groups, flops, per_layer)
+        snap = functools.partial(widths, coupling.groups) if widths is not None else None
         statistics_seconds = time.perf_counter() - round_start
         if keep_fraction is not None:
-            fraction, kept = keep_fraction, kept_at(levels, keep_fraction, round_to)
+            fraction, kept = keep_fraction, kept_at(levels, keep_fraction, round_to, snap)
         else:
             if index == 0:
-                _check_reachable(price, levels, round_to, target_flops, dense_flops)
+                _check_reachable(price, levels, round_to, target_flops, dense_flops, snap)
             goal = dense_flops * target_flops ** ((index + 1) / rounds)
-            fraction, kept, _ = fraction_for_flops(levels, price, goal, round_to)
+            fraction, kept, _ = fraction_for_flops(levels, price, goal, round_to, snap)
         if compensation != "none" and compensation_order == "sequential":
             sequential_compensation(
                 model,
@@ -288,7 +299,7 @@ def prune_with(
         )
     report = size_report(dense, model, example)
     if target_flops is not None and abs(report["flops_ratio"] - target_flops) > FLOPS_TOLERANCE:
-        raise InputError(
+        raise FlopsTargetMissed(
             f"target_flops {target_flops} cannot be met within ±{FLOPS_TOLERANCE} with round_to={round_to} "
             f"(closest reached: {report['flops_ratio']:.3f})"
         )
@@ -392,9 +403,14 @@ def _validate(
 
 
 def _check_reachable(
-    price: FlopsModel, levels: dict[str, Tensor], round_to: int, target_flops: float, dense_flops: int
+    price: FlopsModel,
+    levels: dict[str, Tensor],
+    round_to: int,
+    target_flops: float,
+    dense_flops: int,
+    widths: Widths | None = None,
 ) -> None:
-    floor = price(kept_at(levels, 0.0, round_to)) / dense_flops
+    floor = price(kept_at(levels, 0.0, round_to, widths)) / dense_flops
     if target_flops < floor:
         raise InputError(
             f"target_flops {target_flops} would remove every channel of some layer: keeping "

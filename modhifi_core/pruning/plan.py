@@ -1,11 +1,17 @@
 """Which channels to keep: from keep levels at one global fraction, or at the fraction
 whose predicted FLOPs come closest to a target.
 
-Every group keeps its channels with level ≤ f, at least one (or `round_to`), rounded up
-to a multiple of `round_to` for hardware-friendly shapes, best levels first.
+Every group keeps its channels with level ≤ f, best levels first. How many: free widths
+(`widths=None`) — at least one (or `round_to`), rounded up to a multiple of `round_to`
+for hardware-friendly shapes, each group on its own; or a `widths` rule, which maps the
+counts of every group to the counts an architecture can express (e.g. one width per
+ResNet stage, so that a stock config describes the result:
+`modhifi_core.vision.stock_widths`) and does its own rounding.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -13,21 +19,41 @@ from torch import Tensor, nn
 from modhifi_core.pruning.coupling import ChannelGroup
 from modhifi_core.pruning.flops import predicted_flops
 
+# Group root -> count wanted -> group root -> count kept (each 1..the group's size). Must
+# be non-decreasing in every count, so that the FLOPs search stays a bisection.
+Widths = Callable[[dict[str, int]], dict[str, int]]
+# The pruning loop's hook: a round's channel groups and wanted counts -> kept counts.
+WidthsRule = Callable[[list[ChannelGroup], dict[str, int]], dict[str, int]]
 
-def kept_at(levels: dict[str, Tensor], fraction: float, round_to: int = 1) -> dict[str, Tensor]:
+
+def kept_at(
+    levels: dict[str, Tensor], fraction: float, round_to: int = 1, widths: Widths | None = None
+) -> dict[str, Tensor]:
     """Group root -> sorted kept channel indices at keep fraction `fraction`."""
     counts = {root: int((level <= fraction + 1e-12).sum()) for root, level in levels.items()}
-    return _keep_counts(levels, counts, round_to)
+    return _keep_counts(levels, counts, round_to, widths)
 
 
-def _keep_counts(levels: dict[str, Tensor], counts: dict[str, int], round_to: int) -> dict[str, Tensor]:
+def _keep_counts(
+    levels: dict[str, Tensor], counts: dict[str, int], round_to: int, widths: Widths | None = None
+) -> dict[str, Tensor]:
+    chosen = widths(counts) if widths is not None else _free_counts(levels, counts, round_to)
     kept = {}
+    for root, level in levels.items():
+        if not 1 <= chosen[root] <= len(level):
+            raise ValueError(f"the widths rule keeps {chosen[root]} of the {len(level)} channels of group {root}")
+        kept[root] = torch.argsort(level, stable=True)[: chosen[root]].sort().values
+    return kept
+
+
+def _free_counts(levels: dict[str, Tensor], counts: dict[str, int], round_to: int) -> dict[str, int]:
+    """Each group on its own: at least `round_to` (or all), rounded up to a multiple of it."""
+    chosen = {}
     for root, level in levels.items():
         size = len(level)
         count = min(size, max(counts[root], round_to, 1))
-        count = min(size, -(-count // round_to) * round_to)
-        kept[root] = torch.argsort(level, stable=True)[:count].sort().values
-    return kept
+        chosen[root] = min(size, -(-count // round_to) * round_to)
+    return chosen
 
 
 class FlopsModel:
@@ -58,14 +84,15 @@ class FlopsModel:
 
 
 def fraction_for_flops(
-    levels: dict[str, Tensor], price: FlopsModel, target: float, round_to: int = 1
+    levels: dict[str, Tensor], price: FlopsModel, target: float, round_to: int = 1, widths: Widths | None = None
 ) -> tuple[float, dict[str, Tensor], float]:
     """The plan whose predicted FLOPs are closest to `target` (absolute FLOPs); returns
     `(fraction, kept, predicted_flops)`, `fraction` the level of the last channel kept.
 
     Channels of all groups are ordered by level (ties: group order, then channel), and
     the search is over how long a prefix of that order to keep, so the FLOPs move one
-    channel at a time even where many groups share a level (uniform allocation)."""
+    channel at a time even where many groups share a level (uniform allocation); a
+    `widths` rule turns each prefix's counts into expressible ones (coarser steps)."""
     roots = list(levels)
     entries = sorted(
         (float(level), group, channel)
@@ -76,7 +103,7 @@ def fraction_for_flops(
 
     def plan(prefix: int) -> dict[str, Tensor]:
         counts = torch.bincount(owner[:prefix], minlength=len(roots)).tolist()
-        return _keep_counts(levels, dict(zip(roots, counts)), round_to)
+        return _keep_counts(levels, dict(zip(roots, counts)), round_to, widths)
 
     low, high = 0, len(entries)
     while low < high:  # shortest prefix whose FLOPs reach the target

@@ -1,5 +1,6 @@
 """Hugging Face image classifiers for the engine: the `LogitsOnly` adapter, loading and
-writing (pruned) folders. Pruning and unlearning them: `modhifi_core.vision.modify`.
+writing (pruned) folders. Pruning and unlearning them: `modhifi_core.vision.modify`
+(channel pruning in `vision.channels`).
 
 The engine's layers (Torch-Pruning's tracer, statistics hooks, BN recalibration,
 `predict`) call `model(images)` and expect logits; an HF classifier takes
@@ -17,11 +18,14 @@ them. ViT/Swin are refused there: Torch-Pruning would cut q/k/v channels across 
 and attention is a pass-through (method.md §3b); their MLP neurons belong to the FFN
 pruner (`modhifi_core.pruning.ffn`).
 
-A per-layer pruned CNN has no `config.json` that stock `transformers` could rebuild it
-from (ResNetConfig gives one width per stage), so `save_hf_pruned` writes the folder
-plus `modhifi_shapes.json` (the shape record of `modhifi_core.vision.shapes`), and
-`load_hf_pruned` rebuilds from both; a model whose config does describe it (unpruned,
-or MLP-pruned by `modhifi_core.vision.mlp`) is written as a stock folder.
+A channel-pruned HF ResNet keeps one width per stage (`vision.stock_widths`) and its
+new `hidden_sizes`/`embedding_size` in the config, so it is written as a stock folder,
+as is any model whose config describes it (unpruned, MLP-pruned by
+`modhifi_core.vision.mlp`). A CNN pruned with per-layer widths has no `config.json`
+stock `transformers` could rebuild it from (`widths="free"`, or ConvNeXt, whose config
+fixes the MLP at 4x a residual width that cannot be pruned exactly through its
+LayerNorms), so `save_hf_pruned` writes the folder plus `modhifi_shapes.json` (the shape
+record of `modhifi_core.vision.shapes`), and `load_hf_pruned` rebuilds from both.
 """
 
 from __future__ import annotations
@@ -100,8 +104,9 @@ def save_hf_pruned(
     """Write `model` as a Hugging Face folder through `modhifi_core.sources.save_hf`
     (`config.json`, `model.safetensors`, `modhifi.json` = `lineage` + code version + weight
     hash; the preprocessor files of `source` copied), plus `modhifi_shapes.json` when the
-    config cannot describe the pruned shapes (a per-layer pruned CNN): the layers that
-    differ from a dense build of `model.config`. Without that file the folder is stock."""
+    config cannot describe the pruned shapes (a CNN pruned with per-layer widths): the
+    layers that differ from a dense build of `model.config`. Without that file the folder
+    is stock (a pruned HF ResNet with stock widths: `vision.stock_widths`)."""
     from modhifi_core.sources import save_hf
 
     record = stock_shape_difference(model)
