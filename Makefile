@@ -57,9 +57,12 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 # torchvision/timm adapters: their own venv (torch 2.14.1 + torchvision 0.29.1, 6.6 GB),
-# never the main one. Not in CI's default run (~5 min quiet, 8.5 min to build the venv).
+# never the main one. Not in CI's default run (7.5 min on 2 shared cores, 8.5 min to build
+# the venv). The zoo venv's `modhifi` (what a pipeline's stages run there): this checkout's flows.cli.
 test-zoo:
 	bash scripts/zoo_venv.sh
+	@printf '#!/bin/sh\n# modhifi command line of the checkout %s in the zoo venv (written by make test-zoo)\nPYTHONPATH="$${PYTHONPATH:+$$PYTHONPATH:}%s" exec "%s/.venv-zoo/bin/python" -m flows.cli "$$@"\n' "$(CURDIR)" "$(CURDIR)" "$(CURDIR)" > .venv-zoo/bin/modhifi
+	@chmod +x .venv-zoo/bin/modhifi
 	.venv-zoo/bin/python -m pytest -q tests/zoo tests/test_vision_shapes.py
 
 test-slow: install

@@ -363,13 +363,16 @@ def _recorded_by_folder(folder: Path) -> _Recorded:
 
 
 def _recorded_by_record(record: dict, root: Path) -> _Recorded:
-    """A language-model stage's record (tasks/lm): the source model's files (train_base),
-    the pruned Hugging Face folder (prune), nothing for a skipped stage or an input."""
+    """An open-weight model's stage record (tasks/lm, tasks/image): the source model's files
+    (train_base: a Hugging Face folder's, or a torchvision/timm weights file or folder), the
+    folder a prune or unlearn stage wrote, nothing for a skipped stage or an input."""
+    from tasks.image import ZOO_FOLDER, ZOO_SOURCE, source_file
+
     kind = record.get("record")
-    if kind == "hf-source":
-        files = [(f"source file {name}", Path(record["path"]) / name, sha) for name, sha in record["files"].items()]
+    if kind in ("hf-source", ZOO_SOURCE):
+        files = [(f"source file {name}", source_file(record, name), sha) for name, sha in record["files"].items()]
         return _Recorded(files=sorted(files))
-    if kind == "hf-folder":
+    if kind in ("hf-folder", ZOO_FOLDER):
         parents = (record.get("metadata") or {}).get("parents") or {}
         return _Recorded(parents=dict(parents), folders=[(root / record["folder"]).resolve()])
     return _Recorded()

@@ -32,10 +32,47 @@ class DataParams(Section):
 class ModelParams(Section):
     path: str | None = None  # a trained checkpoint to start from; null: train_base trains one
     # hf:DIR: a local Hugging Face causal LM or text encoder (the `language` section then drives the run),
-    # or an image classifier (data.dataset is then the evaluation data)
+    # or an image classifier (data.dataset is then the evaluation data); torchvision:ARCH / timm:ARCH:
+    # an image classifier built from its library's constructor with `weights`
     source: str | None = None
     name: Literal["resnet18", "resnet50", "vgg11", "vgg19", "vit"] = "resnet18"
     width: int = Field(16, ge=1, le=1024)
+    # torchvision/timm only: a .safetensors file, a torch state dict (read weights_only) or a
+    # folder modhifi wrote; the constructor's num_classes (null: the architecture's); the input size
+    weights: str | None = None
+    num_classes: int | None = Field(None, ge=1, le=1_000_000)
+    image_size: int | None = Field(None, ge=4, le=4096)  # null: 224
+
+    @model_validator(mode="after")
+    def _zoo_source(self, info: ValidationInfo) -> ModelParams:
+        """`torchvision:ARCH` / `timm:ARCH` needs `weights` (an existing path, relative to
+        the workspace: validation context `root`; nothing is downloaded) and no `path`;
+        `weights`, `num_classes` and `image_size` are refused with any other source. The
+        library and the architecture are checked at run start (`tasks.inputs.check_model_fits`):
+        importing torchvision here would tie every params read to it."""
+        zoo = self.source is not None and self.source.startswith(ZOO_LIBRARIES)
+        given = [key for key in ZOO_KEYS if getattr(self, key) is not None]
+        if not zoo:
+            if given:
+                holder = "hf:DIR holds its weights and config" if self.source else "set model.source"
+                raise ValueError(f"{given[0]} is for a torchvision:ARCH / timm:ARCH source; {holder}")
+            return self
+        if not self.source.partition(":")[2]:
+            raise ValueError(f"source {self.source!r} names no architecture (e.g. torchvision:resnet18)")
+        if self.weights is None:
+            raise ValueError(
+                f"source {self.source} needs weights (a .safetensors file or a state dict); nothing is downloaded"
+            )
+        root = Path((info.context or {}).get("root", "."))
+        if not (root / Path(self.weights).expanduser()).exists():
+            raise ValueError(f"weights {self.weights} does not exist")
+        if self.path is not None:
+            raise ValueError(f"path (a zoo checkpoint) contradicts source {self.source}; set one of them")
+        return self
+
+
+ZOO_LIBRARIES = ("torchvision:", "timm:")  # the sources ModelParams._zoo_source checks
+ZOO_KEYS = ("weights", "num_classes", "image_size")  # what only a torchvision/timm source takes
 
 
 class TrainParams(Section):
@@ -208,8 +245,12 @@ class Params(Section):
         source = self.model.source
         if source is None:
             return self
+        if source.startswith(ZOO_LIBRARIES):  # ModelParams checked its weights
+            if self.cluster.address is not None:
+                raise ValueError("cluster.address: an image classifier's prune collects its statistics in-process")
+            return self
         if not source.startswith("hf:"):
-            raise ValueError(f"model.source must be hf:DIR (a local Hugging Face folder), got {source!r}")
+            raise ValueError(f"model.source must be hf:DIR, torchvision:ARCH or timm:ARCH, got {source!r}")
         if not (root / Path(source[3:]).expanduser()).is_dir():
             raise ValueError(f"model.source: model folder {source[3:]} does not exist")
         if self.model.path is not None:

@@ -1,6 +1,7 @@
-"""The external inputs of a language-model run as DVC deps.
+"""The external inputs of an open-weight model's run as DVC deps.
 
-The model folder (`model.source: hf:DIR`) and the texts (`language.calibration:
+The model folder (`model.source: hf:DIR`), the weights of a torchvision/timm network
+(`model.weights`, a file or a folder modhifi wrote) and the texts (`language.calibration:
 text:PATH`, `language.eval_text`) lie outside the workspace, and dvc.yaml is static (DVC
 interpolates `${...}` into a string, not into a list of deps, and a dep must exist in a
 zoo run too). So `modhifi run` writes each input's content hashes to a fixed file under
@@ -12,7 +13,8 @@ In a zoo run (or an input not used) the file records `{"path": null}`.
 `check_model_fits` refuses, before anything runs, params that cannot work on the folder's
 kind of model (`modhifi_core.sources.model_kind`, the one detector): an encoder calibrated
 by self-sampling, sequences longer than the model's positions; for an image classifier a
-forget set other than one of its classes.
+forget set other than one of its classes; for `torchvision:ARCH` / `timm:ARCH` a library
+that does not import in this venv or an architecture it does not have.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def input_path(ws: Workspace, params: Params, name: str) -> Path | None:
     if source is None:
         return None
     if name == "model_source":
-        path = source.removeprefix("hf:")
+        path = params.model.weights if is_zoo_source(source) else source.removeprefix("hf:")
     elif name == "calibration_text":
         calibration = params.language.calibration
         path = calibration.removeprefix("text:") if calibration != "self" else None
@@ -51,7 +53,8 @@ def input_path(ws: Workspace, params: Params, name: str) -> Path | None:
 
 def digest(name: str, path: Path | None) -> dict:
     """`{"path", "files": {relative path: sha256}}` of a file or folder (every file under a
-    text folder; a model folder's config, weight and tokenizer files)."""
+    text folder; a model folder's config, weight and tokenizer files; a zoo weights file,
+    or the weights and rebuild record of a folder modhifi wrote)."""
     if path is None:
         return {"path": None}
     if name == "model_source":
@@ -64,12 +67,18 @@ def digest(name: str, path: Path | None) -> dict:
 
 def _model_files(path: Path) -> list[Path]:
     from modhifi_core.sources.huggingface import TOKENIZER_FILES, check_folder
+    from modhifi_core.sources.torchvision_zoo import RECORD_FILE, WEIGHTS_FILE
 
+    if path.is_file():  # a torchvision/timm weights file
+        return [path]
+    if (path / RECORD_FILE).is_file():  # a torchvision/timm folder save_zoo_model wrote
+        return [path / WEIGHTS_FILE, path / RECORD_FILE]
     _, weights, _ = check_folder(path)
     extra = [path / name for name in ("config.json", *TOKENIZER_FILES) if (path / name).is_file()]
     return sorted({*weights, *extra})
 
 
+FORGET_A_CLASS = "unlearn.forget_random: an image classifier forgets a class; give unlearn.forget_class"
 LANGUAGE_KEYS = ("calibration", "length", "eval_samples")  # what check_model_fits can check
 IMAGE_KEYS = ("forget",)  # unlearn.forget_class / forget_random, for an image classifier
 
@@ -82,7 +91,15 @@ def check_model_fits(ws: Workspace, params: Params, keys: tuple[str, ...] = LANG
     samples text) or with `eval_samples` too few for its top-k neighbour agreement, a
     `length` beyond the model's `max_position_embeddings` (refused, not clipped: what runs
     is what params.yaml says), and an image classifier told to forget a random fraction or
-    a class it does not have."""
+    a class it does not have; a torchvision/timm source whose library does not import here
+    or has no such architecture (`check_source`; its classes are checked by the operations)."""
+    if is_zoo_source(params.model.source):
+        from modhifi_core.sources.torchvision_zoo import check_source
+
+        check_source(params.model.source)
+        if "forget" in keys and params.unlearn.forget_class is None:
+            raise InputError(FORGET_A_CLASS)
+        return "image-classification"
     folder = input_path(ws, params, "model_source")
     if folder is None:
         return None
@@ -118,13 +135,20 @@ def _check_forget_set(folder: Path, params: Params) -> None:
     """An image classifier forgets one of its own classes (its config.json's `id2label`)."""
     u = params.unlearn
     if u.forget_class is None:
-        raise InputError("unlearn.forget_random: an image classifier forgets a class; give unlearn.forget_class")
+        raise InputError(FORGET_A_CLASS)
     config = json.loads((folder / "config.json").read_text())
     classes = len(config.get("id2label") or {}) or int(config.get("num_labels") or 0)
     if classes and u.forget_class >= classes:
         raise InputError(
             f"unlearn.forget_class: {u.forget_class} is not a class of {folder} (it has {classes}: 0-{classes - 1})"
         )
+
+
+def is_zoo_source(source: str | None) -> bool:
+    """Whether `model.source` names a torchvision/timm architecture (`weights` then holds the model)."""
+    from modhifi_core.vision.sources import is_image_source
+
+    return source is not None and is_image_source(source)
 
 
 def refresh_inputs(ws: Workspace, params: Params) -> None:

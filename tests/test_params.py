@@ -60,3 +60,31 @@ def test_not_yaml_and_missing_file(tmp_path):
 
 def test_defaults_are_complete():
     assert Params().model_dump()["prune"]["target_flops"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"weights": None}, "model: source torchvision:resnet18 needs weights"),
+        ({"weights": "missing.safetensors"}, "model: weights missing.safetensors does not exist"),
+        ({"source": "torchvision:"}, "model: source 'torchvision:' names no architecture"),
+        ({"source": "timm:resnet18", "path": "base.pt"}, "model: path (a zoo checkpoint) contradicts source timm"),
+        ({"source": None}, "model: weights is for a torchvision:ARCH / timm:ARCH source; set model.source"),
+        ({"source": "hf:.", "weights": None, "num_classes": 10}, "model: num_classes is for a torchvision:ARCH"),
+    ],
+)
+def test_zoo_source_params_are_one_line(tmp_path, model, message):
+    """torchvision:ARCH / timm:ARCH need an existing weights file (relative to the params
+    file's folder, the workspace); the zoo-only keys are refused with any other source."""
+    (tmp_path / "resnet18.safetensors").write_bytes(b"")  # existence is what params can check
+    zoo = {"source": "torchvision:resnet18", "weights": "resnet18.safetensors", "num_classes": 10, "image_size": 16}
+    with pytest.raises(InputError) as info:
+        load_params(_write(tmp_path, {"model": {**zoo, **model}}))
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_zoo_source_params_validate_with_the_library_left_to_run_start(tmp_path):
+    (tmp_path / "w.pt").write_bytes(b"")
+    params = load_params(_write(tmp_path, {"model": {"source": "timm:resnet18", "weights": "w.pt"}}))
+    assert params.model.weights == "w.pt" and params.model.num_classes is None and params.model.image_size is None

@@ -171,3 +171,24 @@ def test_vit_pipeline_prunes_mlp_neurons_and_unlearns_without_batchnorm(tmp_path
     assert m["base_test_accuracy"] > 80 and m["pruned_test_accuracy"] > 50 and {"UA", "RA", "TA", "MIA"} <= set(m)
     stock = AutoModelForImageClassification.from_pretrained(root / "outputs/pruned/hf", local_files_only=True)
     assert accuracy(LogitsOnly(stock).eval(), digits.test) == pytest.approx(m["pruned_test_accuracy"], abs=1e-6)
+
+
+def test_modhifi_run_refuses_a_torchvision_source_where_torchvision_does_not_import(tmp_path):
+    """The main venv has no torchvision (toolchain.md): a torchvision:ARCH run stops at run
+    start, in one line that says where it runs (the zoo lane tests the run itself)."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001 - absent, or torchvision's operator error beside torch 2.13
+        pass
+    else:
+        pytest.skip("torchvision imports here: the zoo lane (tests/zoo) runs this source")
+    root = make_workspace(tmp_path / "ws")
+    (tmp_path / "resnet18.safetensors").write_bytes(b"")
+    params = image_params(tmp_path)
+    params["model"].update(source="torchvision:resnet18", weights=str(tmp_path / "resnet18.safetensors"))
+    write_params(root, params)
+    result = modhifi(root, isolated_env(tmp_path / "home"), "run", "--workspace", str(root), "--json")
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert "torchvision does not import in this venv" in last and "run in the zoo venv" in last
+    assert "Traceback" not in result.stderr and not (root / "outputs" / "base").exists()

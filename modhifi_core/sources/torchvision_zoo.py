@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from modhifi_core.errors import InputError
-from modhifi_core.safe_io import atomic_write_json
+from modhifi_core.safe_io import atomic_write_bytes, atomic_write_json
 from modhifi_core.vision.shapes import apply_shape_record, shape_record
 
 LIBRARIES = ("torchvision", "timm")
@@ -42,6 +44,17 @@ def parse_source(source: str) -> tuple[str, str]:
     if not sep or library not in LIBRARIES or not arch:
         raise InputError(f"model source must be torchvision:ARCH or timm:ARCH, got {source!r}")
     return library, arch
+
+
+def check_source(source: str) -> None:
+    """Refuse, in one line and before anything is built, a `source` whose library does not
+    import here or that names an architecture the library does not have."""
+    library, arch = parse_source(source)
+    module = _import(library)
+    known = module.is_model(arch) if library == "timm" else arch.lower() in module.models.list_models()
+    if not known:
+        where = "timm.list_models()" if library == "timm" else "torchvision.models.list_models()"
+        raise InputError(f"model source {source}: {library} has no architecture {arch!r} (see {where})")
 
 
 def build_zoo_model(source: str, **build_kwargs) -> nn.Module:
@@ -100,24 +113,39 @@ def load_zoo_model(
     return model.eval()
 
 
-def save_zoo_model(model: nn.Module, source: str, folder: str | Path, build_kwargs: dict | None = None) -> Path:
+def save_zoo_model(
+    model: nn.Module, source: str, folder: str | Path, build_kwargs: dict | None = None, lineage: dict | None = None
+) -> Path:
     """Write `folder/model.safetensors` and `folder/rebuild.json` for `model`, a (possibly
-    pruned) network of `source` built with `build_kwargs`. Returns the folder."""
-    from safetensors.torch import save_file
+    pruned) network of `source` built with `build_kwargs`, and with `lineage` also
+    `folder/modhifi.json` (`lineage_file`: it + code version + the weights' sha256).
+    Atomic: the files are written into a staging folder beside `folder`, which replaces an
+    existing `folder` only once complete (a killed save leaves the old folder). Returns the folder."""
+    from safetensors.torch import save
+
+    from modhifi_core.sources.huggingface import LINEAGE_FILE, _replace_folder, lineage_file
 
     build_kwargs = dict(build_kwargs or {})
     dense = build_zoo_model(source, **build_kwargs)
     record = shape_record(model, dense)
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
     # safetensors refuses tensors that share storage; the zoo networks have none, but
     # contiguous copies also drop any views Torch-Pruning left behind.
     state = {name: tensor.detach().contiguous().clone() for name, tensor in model.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS_FILE))
-    atomic_write_json(
-        folder / RECORD_FILE,
-        {"format": RECORD_FORMAT, "source": source, "build_kwargs": build_kwargs, "layer_shapes": record},
-    )
+    try:
+        atomic_write_bytes(staging / WEIGHTS_FILE, save(state))
+        atomic_write_json(
+            staging / RECORD_FILE,
+            {"format": RECORD_FORMAT, "source": source, "build_kwargs": build_kwargs, "layer_shapes": record},
+        )
+        if lineage is not None:
+            atomic_write_json(staging / LINEAGE_FILE, lineage_file(lineage, [staging / WEIGHTS_FILE]))
+        _replace_folder(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
@@ -142,6 +170,6 @@ def _import(library: str) -> object:
         return importlib.import_module(library)
     except ImportError as exc:
         raise InputError(
-            f"model source {library}: needs the optional {library} package (scripts/zoo_venv.sh builds a venv "
-            f"with torch 2.14.1 + torchvision 0.29.1 + timm): {exc}"
+            f"model source {library}: {library} does not import in this venv ({exc}); run in the zoo venv "
+            "(.venv-zoo, built by scripts/zoo_venv.sh or `make test-zoo`: torch 2.14.1 + torchvision 0.29.1 + timm)"
         ) from None

@@ -27,7 +27,7 @@ from pathlib import Path
 from torch import nn
 
 from modhifi_core.errors import InputError
-from modhifi_core.safe_io import atomic_write_json, sha256_file
+from modhifi_core.safe_io import sha256_file
 from modhifi_core.vision.hf import LogitsOnly, load_hf_pruned, save_hf_pruned
 
 DEFAULT_IMAGE_SIZE = 224  # when neither the config nor the caller gives one
@@ -37,13 +37,15 @@ DEFAULT_IMAGE_SIZE = 224  # when neither the config nor the caller gives one
 class ImageModel:
     """A loaded image classifier: `model` (the HF model, or the zoo network), `source`
     (`hf:DIR`, `torchvision:ARCH`, `timm:ARCH`), `weights` (file name -> sha256 of what
-    was read), `build_kwargs` (zoo constructor arguments), `folder` (the HF folder)."""
+    was read), `build_kwargs` (zoo constructor arguments), `folder` (the HF folder),
+    `image_size` (the input size a caller gives a zoo network, which records none; None: 224)."""
 
     model: nn.Module
     source: str
     weights: dict[str, str]
     build_kwargs: dict = field(default_factory=dict)
     folder: Path | None = None
+    image_size: int | None = None
 
     @property
     def is_hf(self) -> bool:
@@ -117,11 +119,12 @@ def classifier(loaded: ImageModel | nn.Module) -> nn.Module:
 
 
 def input_shape(loaded: ImageModel, image_size: int | None = None) -> tuple[int, int, int]:
-    """The model's input `(C, H, W)`: channels and size from the HF config (`image_size`
-    overrides the size; a CNN config has none, then 224), 3 channels for a zoo network."""
+    """The model's input `(C, H, W)`: channels and size from the HF config (`image_size`,
+    else `loaded.image_size`, overrides the size; a CNN config has none, then 224), 3
+    channels for a zoo network."""
     config = getattr(loaded.model, "config", None)
     channels = int(getattr(config, "num_channels", 3) or 3)
-    size = image_size or getattr(config, "image_size", None) or DEFAULT_IMAGE_SIZE
+    size = image_size or loaded.image_size or getattr(config, "image_size", None) or DEFAULT_IMAGE_SIZE
     if isinstance(size, (list, tuple)):
         return channels, int(size[0]), int(size[-1])
     return channels, int(size), int(size)
@@ -129,12 +132,10 @@ def input_shape(loaded: ImageModel, image_size: int | None = None) -> tuple[int,
 
 def save_image_model(model: nn.Module, loaded: ImageModel, folder: str | Path, lineage: dict) -> Path:
     """Write `model` (made from `loaded`) to `folder` in its source's format with
-    `modhifi.json` = `lineage` (+ code version and weight hash for HF). Returns the folder."""
+    `modhifi.json` = `lineage` + code version + weight hash. Returns the folder, written
+    atomically (an existing one is replaced once the new one is complete)."""
     if loaded.is_hf:
         return save_hf_pruned(model, folder, source=loaded.folder, lineage=lineage)
-    from modhifi_core.sources.huggingface import LINEAGE_FILE, lineage_file
-    from modhifi_core.sources.torchvision_zoo import WEIGHTS_FILE, save_zoo_model
+    from modhifi_core.sources.torchvision_zoo import save_zoo_model
 
-    folder = save_zoo_model(model, loaded.source, folder, build_kwargs=loaded.build_kwargs)
-    atomic_write_json(folder / LINEAGE_FILE, lineage_file(lineage, [folder / WEIGHTS_FILE]))
-    return folder
+    return save_zoo_model(model, loaded.source, folder, build_kwargs=loaded.build_kwargs, lineage=lineage)

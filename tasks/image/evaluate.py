@@ -1,7 +1,8 @@
-"""evaluate on a Hugging Face image classifier: the base, pruned and unlearned models on
-`data.dataset` at the model's input size (`modhifi_core.operations.evaluate`), side by side;
-for the unlearned model the evidence of forgetting the class its record names (UA, RA, TA,
-MIA) and whether it survives BN recalibration and a relearning attack (`evaluate.*`)."""
+"""evaluate on an open-weight image classifier (a Hugging Face folder, a torchvision/timm
+network): the base, pruned and unlearned models on `data.dataset` at the model's input size
+(`modhifi_core.operations.evaluate`), side by side; for the unlearned model the evidence of
+forgetting the class its record names (UA, RA, TA, MIA) and whether it survives BN
+recalibration and a relearning attack (`evaluate.*`)."""
 
 from __future__ import annotations
 

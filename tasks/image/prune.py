@@ -1,6 +1,7 @@
-"""prune on a Hugging Face image classifier: one call of `prune_image_classifier` (conv
-channels of a CNN, MLP neurons of a ViT/Swin) to `prune.target_flops` on `collect.samples`
-images of `collect.calibration`, written back as a Hugging Face folder with its lineage."""
+"""prune on an open-weight image classifier (a Hugging Face folder, a torchvision/timm
+network): one call of `prune_image_classifier` (conv channels of a CNN, MLP neurons of a
+ViT/Swin) to `prune.target_flops` on `collect.samples` images of `collect.calibration`,
+written back in the source's format (`save_image_model`) with its lineage."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def run(ws: Workspace, params: Params, layers_csv: Callable[[dict], str]) -> dic
     folder = save_image_model(
         result.model, loaded, ws.artifact("pruned_hf"), modification_record("prune", parents, used, result.metrics)
     )
-    atomic_torch_save(ws.artifact("pruned_model"), folder_record(ws, "pruned", base))
+    atomic_torch_save(ws.artifact("pruned_model"), folder_record(ws, "pruned", base, loaded))
     metrics = {**result.metrics, "calibration": c.calibration, "lineage": f"{folder.relative_to(ws.root)}/modhifi.json"}
     atomic_write_json(ws.artifact("pruned_metrics"), metrics)
     atomic_write_text(ws.artifact("pruned_layers"), layers_csv(_layers(result.report)))

@@ -1,7 +1,7 @@
-"""unlearn on a Hugging Face image classifier: `unlearn_image_classifier` forgets
+"""unlearn on an open-weight image classifier: `unlearn_image_classifier` forgets
 `unlearn.forget_class` from the pruned model (prune-then-unlearn) — data-free on the
 synthesize stage's samples by default — with UA/RA/TA/MIA before and after on
-`data.dataset`; written back as a Hugging Face folder with its lineage."""
+`data.dataset`; written back in the source's format (`save_image_model`) with its lineage."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def run(ws: Workspace, params: Params) -> dict:
     used = {"unlearn": u.model_dump(), "seed": params.seed, "data": {"dataset": params.data.dataset}}
     lineage = modification_record("unlearn", parents, {**used, "log": result.log}, result.metrics)
     folder = save_image_model(result.model, loaded, ws.artifact("unlearned_hf"), lineage)
-    record = folder_record(ws, "unlearned", pruned, {"forgotten_class": u.forget_class})
+    record = folder_record(ws, "unlearned", pruned, loaded, {"forgotten_class": u.forget_class})
     atomic_torch_save(ws.artifact("unlearned_model"), record)
     metrics = {**result.metrics, "lineage": f"{folder.relative_to(ws.root)}/modhifi.json"}
     atomic_write_json(ws.artifact("unlearned_metrics"), metrics)

@@ -108,3 +108,15 @@ def test_unsafe_or_bad_inputs_are_refused(tmp_path):
         build_zoo_model("torchvision:no_such_net")
     with pytest.raises(InputError, match="no rebuild.json"):
         load_zoo_folder(tmp_path)
+
+
+def test_a_failed_save_leaves_the_previous_folder_as_it_was(tmp_path):
+    """save_zoo_model writes into a staging folder that replaces the old one only once complete."""
+    model = build_zoo_model("torchvision:resnet18", num_classes=10)
+    folder = save_zoo_model(model, "torchvision:resnet18", tmp_path / "out", {"num_classes": 10}, lineage={})
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    other = build_zoo_model("torchvision:resnet18", num_classes=10)  # other random weights
+    with pytest.raises(TypeError):  # a lineage JSON cannot hold: the save fails after the weights
+        save_zoo_model(other, "torchvision:resnet18", folder, {"num_classes": 10}, lineage={"x": object()})
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left
