@@ -196,6 +196,41 @@ def test_modhifi_u_zeroes_hifi_components_of_the_last_stage(tiny, split):
     assert accuracy(result.model, split.retain) > 70.0  # a floor; 82.9 measured with the earlier fidelity default
 
 
+class _ImageNetStyleNet(torch.nn.Module):
+    """A stem striding 4x, then two stages striding 2x each, then global pooling: at 8 px
+    both stages end at 1x1 (as a torchvision ResNet's layer3 and layer4 do at 16 px)."""
+
+    def __init__(self, fixed_input: bool = False) -> None:
+        super().__init__()
+        conv = lambda i, o, s: torch.nn.Conv2d(i, o, 3, stride=s, padding=1)  # noqa: E731
+        self.stem = conv(1, 4, 4)
+        self.stage1 = torch.nn.Sequential(conv(4, 8, 2), torch.nn.ReLU(), conv(8, 8, 1))
+        self.stage2 = torch.nn.Sequential(conv(8, 8, 2), torch.nn.ReLU(), conv(8, 8, 1))
+        self.pool = (
+            torch.nn.Flatten()
+            if fixed_input
+            else torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        )
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.stage2(self.stage1(self.stem(x)))))
+
+
+def test_the_last_stage_is_found_when_a_small_input_shrinks_two_stages_to_1x1():
+    """The default layer set is the last stage even where the last two stages both output
+    1x1 at the model's input size (measured again on an enlarged input); a network whose
+    fixed-size head refuses a larger input keeps the measurement at its own size."""
+    from modhifi_core.unlearning.modhifi_u import last_stage
+
+    torch.manual_seed(0)
+    example = torch.randn(1, 1, 8, 8)
+    names = ["stem", "stage1.0", "stage1.2", "stage2.0", "stage2.2"]
+    assert last_stage(_ImageNetStyleNet(), names, example) == ["stage2.0", "stage2.2"]
+    fixed = _ImageNetStyleNet(fixed_input=True)
+    assert last_stage(fixed, names, example) == ["stage1.0", "stage1.2", "stage2.0", "stage2.2"]
+
+
 def test_modhifi_u_layer_choice_and_contrastive_sparing(tiny, split):
     by_count = unlearn(tiny.model, split, "modhifi", layers=2)
     assert by_count.log["layers"] == ["layer4.1.conv1", "layer4.1.conv2"]
