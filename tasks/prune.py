@@ -61,7 +61,9 @@ def run(ws: Workspace, params: Params) -> dict:
     outcome.save(ws.artifact("pruned_model"))
     atomic_write_json(ws.artifact("pruned_metrics"), outcome.metrics)
     atomic_write_text(ws.artifact("pruned_layers"), layers_csv(outcome.metadata.report["layers"]))
-    ws.artifact("pruned_hf").mkdir(parents=True, exist_ok=True)  # a zoo model has no Hugging Face export
+    ws.unused_folder(
+        "pruned_hf", "A zoo model has no Hugging Face export: the pruned model is outputs/pruned/model.pt."
+    )
     return outcome.metrics
 
 

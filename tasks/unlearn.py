@@ -27,7 +27,9 @@ from tasks.workspace import Workspace
 def run(ws: Workspace, params: Params) -> dict:
     if is_image(ws, params):
         return image_stage.run(ws, params)
-    ws.artifact("unlearned_hf").mkdir(parents=True, exist_ok=True)  # written for an image classifier only
+    ws.unused_folder(
+        "unlearned_hf", "Written only when an open-weight image classifier is unlearned; this run has none."
+    )
     if is_language(params):
         return skipped(ws, "unlearned_model", "unlearned_metrics")
     source = load_checkpoint(ws.artifact("pruned_model"))

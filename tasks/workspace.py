@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modhifi_core.params import Params, load_params
+from modhifi_core.safe_io import atomic_write_text
 
 # artifact name -> path relative to the workspace root
 ARTIFACTS = {
@@ -45,6 +46,14 @@ class Workspace:
 
     def artifact(self, name: str) -> Path:
         return self.root / ARTIFACTS[name]
+
+    def unused_folder(self, name: str, why: str) -> None:
+        """Give the folder artifact `name`, which this run has nothing to write to, one
+        `UNUSED.md` saying `why` (DVC warns about an empty output folder at every stage
+        that reads it)."""
+        folder = self.artifact(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "UNUSED.md", f"{why}\n")
 
     @property
     def params_file(self) -> Path:

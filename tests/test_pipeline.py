@@ -43,7 +43,10 @@ def test_first_run_executes_every_stage_and_dvc_agrees(ws):
     root, env = ws
     summary, shown = run_pipeline_showing(root, env)
     assert sorted(summary["ran"]) == sorted(ALL)
-    assert "warning" not in shown  # a first run has no dvc.lock: nothing is "missing"
+    # a first run has no dvc.lock: nothing is "missing"; no output folder is empty (DVC's
+    # "WARNING: 'outputs/pruned/hf' is empty" at every stage reading the HF export folders)
+    assert "warning" not in shown.lower()
+    assert "no Hugging Face export" in (root / "outputs/pruned/hf/UNUSED.md").read_text()
     assert dvc_status(root, env) == {}
     metrics = summary["metrics"]
     assert metrics["flops_ratio"] == pytest.approx(0.5, abs=0.02)
