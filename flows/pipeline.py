@@ -26,7 +26,7 @@ from prefect.states import Completed
 from flows import dvc
 from flows.console import RunView
 from tasks import tracking
-from tasks.dag import read_stages, topological_order, upstream_closure
+from tasks.dag import check_declared_params, read_stages, topological_order, upstream_closure
 from tasks.inputs import refresh_inputs
 from tasks.workspace import Workspace
 
@@ -142,6 +142,7 @@ def run_stages(ws: Workspace, flow_name: str, force: bool = False) -> dict:
     _view.plan(order)
     # The model folder's and texts' hashes (dvc.yaml deps) before DVC compares: a no-op when
     # `modhifi run` refreshed them already; needed for sweeps and scheduled runs.
+    check_declared_params(stages, ws.params_file)
     refresh_inputs(ws, ws.params())
     status = restore_damaged_outputs(ws, stages, _status(ws.root), force)
     changed = set(order) if force else status.changed

@@ -157,3 +157,20 @@ def _imports_of(path: Path, name: str, is_package: bool) -> list[str]:
             found.append(base)
             found += [f"{base}.{alias.name}" for alias in node.names]  # `from pkg import module`
     return [m for m in found if m.split(".")[0] in PROJECT_PACKAGES]
+
+
+def check_declared_params(stages: dict[str, Stage], params_file: Path) -> None:
+    """InputError (one line) when `params_file` lacks a key some stage declares in
+    dvc.yaml (`data.train_per_class`, `model`): DVC would stop that stage with its own
+    error. A params.yaml written before a key existed is the usual cause."""
+    raw = yaml.safe_load(params_file.read_text()) or {}
+    for stage in stages.values():
+        for key in stage.params:
+            node = raw
+            for part in key.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    raise InputError(
+                        f"{params_file.name} has no {key} (stage {stage.name} reads it): add it; "
+                        "the repository's params.yaml lists every key with its default"
+                    )
+                node = node[part]

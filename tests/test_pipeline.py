@@ -22,6 +22,7 @@ from pipeline_workspace import (
     modhifi,
     run_pipeline,
     run_pipeline_showing,
+    tiny_params,
     write_params,
 )
 
@@ -313,3 +314,21 @@ def test_invalid_params_runs_nothing(ws):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "prune.target_flops" in lines[0]
     assert (root / "dvc.lock").read_text() == lock_before
     assert json.loads((root / "outputs/evaluation/metrics.json").read_text())
+
+
+def test_a_params_file_without_a_key_a_stage_reads_is_one_line(ws):
+    """A params.yaml written before a key existed (here data.train_per_class, which the
+    image stages read): refused before anything runs, naming the key, not DVC's error."""
+    root, env = ws
+    lock_before = (root / "dvc.lock").read_text()
+    params = tiny_params()
+    del params["data"]["train_per_class"]
+    write_params(root, params)
+    try:
+        result = modhifi(root, env, "run", "--workspace", str(root))
+    finally:
+        write_params(root, tiny_params())
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "params.yaml has no data.train_per_class (stage prune reads it)" in lines[0]
+    assert (root / "dvc.lock").read_text() == lock_before

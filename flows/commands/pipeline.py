@@ -31,12 +31,13 @@ def run(
     from flows.dvc import StageFailed, ensure_dvc_project
     from flows.locking import workspace_lock
     from modhifi_core.errors import InputError
-    from tasks.dag import read_stages
+    from tasks.dag import check_declared_params, read_stages
     from tasks.workspace import Workspace
 
     ws = Workspace.at(workspace)
     params = ws.params()  # invalid params.yaml: nothing runs
-    read_stages(ws.root / "dvc.yaml")  # nor does a broken dvc.yaml (before Prefect starts)
+    # nor does a broken dvc.yaml, or a params.yaml without a key a stage reads (before Prefect starts)
+    check_declared_params(read_stages(ws.root / "dvc.yaml"), ws.params_file)
     _embedded_prefect(ws)
     # Stage processes write to DVC's pipe, not a terminal: ask them for their progress
     # bars explicitly (MODHIFI_PROGRESS=0 from the caller still wins).
