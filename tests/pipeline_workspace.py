@@ -144,3 +144,12 @@ def run_without_modhifi(body: str, folder: Path, env: dict) -> str:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
+
+
+def refused_at_start(root: Path, env: dict) -> str:
+    """`modhifi run --json` on params that must be refused before any stage: exit 2, no
+    traceback, no stage output; returns the last stderr line (the one error line)."""
+    result = modhifi(root, env, "run", "--workspace", str(root), "--json")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and not (root / "outputs" / "base").exists()
+    return result.stderr.strip().splitlines()[-1]
