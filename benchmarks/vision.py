@@ -381,7 +381,8 @@ def section_unlearn(args) -> dict:
                 if "layers" in options:
                     options["layers"] = ln_layers(model, options["layers"])
                 result = unlearn(model, split, "modhifi", **options)
-                spared = {} if kind == "resnet" else {"retain_fraction": setting.get("retain_fraction", 0.0)}
+                spared = {} if kind == "resnet" else {"retain_fraction": setting.get("retain_fraction", 0.0),
+                                                      "durable": setting.get("durable", False)}  # fmt: skip
                 row = {"model": kind, "seed": seed, "forget_class": forget_class, **setting, **spared,
                        "edit": result.log.get("edit"), "seconds": result.seconds, "original": original}  # fmt: skip
                 row.update(
@@ -392,7 +393,7 @@ def section_unlearn(args) -> dict:
                 rows.append(row)
                 print(unlearn_line(row), flush=True)
         write_partial(args, {"rows": rows})
-    summary = unlearn_summary(rows, ("seed", "layers", "centre", "retain_fraction", "fraction"))
+    summary = unlearn_summary(rows, ("seed", "layers", "centre", "retain_fraction", "durable", "fraction"))
     for entry in summary:
         print(f"summary {entry}", flush=True)
     return {"model": kind, "split_train_per_class": args.split_per_class, "test_per_class": args.test_per_class,
@@ -405,8 +406,9 @@ def unlearn_settings(args) -> list[dict]:
     fractions = args.fractions or [None]
     if args.model == "resnet":
         return [{"fraction": fraction} for fraction in fractions]
+    head = {"durable": True} if args.durable else {}
     return [
-        {"layers": layers, "centre": centre, "fraction": fraction, **spare_options(spared)}
+        {"layers": layers, "centre": centre, "fraction": fraction, **spare_options(spared), **head}
         for layers in args.vit_layers
         for centre in args.centres
         for spared in args.contrastive
@@ -464,7 +466,8 @@ def durability(model: nn.Module, split, kind: str, seed: int) -> dict:
 
 def unlearn_line(row: dict) -> str:
     original = row["original"]
-    setting = " ".join(f"{k} {row[k]}" for k in ("layers", "centre", "retain_fraction", "fraction") if k in row)
+    keys = ("layers", "centre", "retain_fraction", "durable", "fraction")
+    setting = " ".join(f"{k} {row[k]}" for k in keys if k in row)
     text = f"{row['model']} seed {row['seed']} {setting} class {row['forget_class']}: UA {row['UA']:5.1f} "
     text += f"RA {row['RA']:5.1f} (orig {original['RA']:5.1f})"
     if "TA" in row:
@@ -534,8 +537,9 @@ def ln_setting(args) -> dict:
     """The one ModHiFi-U setting (`--vit-layers`, `--centres`, `--contrastive`, `--fractions`:
     the first of each) that the fine-tuning and calibration sections apply."""
     fraction = (args.fractions or [0.05])[0]
+    head = {"durable": True} if args.durable else {}
     return {"layers": args.vit_layers[0], "centre": args.centres[0], "fraction": fraction,
-            **spare_options(args.contrastive[0])}  # fmt: skip
+            **spare_options(args.contrastive[0]), **head}  # fmt: skip
 
 
 def section_finetune_ln(args) -> dict:
@@ -862,6 +866,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--contrastive", type=float, nargs="+", default=[0.0],
         help="unlearn (ViT/Swin): retain fractions to spare (contrastive=True); 0 = plain ModHiFi-U",
+    )  # fmt: skip
+    parser.add_argument(
+        "--durable", action="store_true",
+        help="unlearn (ViT/Swin): also negate the classifier row's HiFi inputs (durable=True, beyond the paper)",
     )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="unlearn: UA and RA only (a selection sweep)")
     parser.add_argument("--per-class", type=int, default=50, help="finetune-ln/calibrate-ln: samples per class")
