@@ -546,7 +546,8 @@ def section_finetune_ln(args) -> dict:
     """ModHiFi-U on a ViT/Swin with the `ln_setting`, then 1 epoch (`--epochs`) of the
     engine's distillation fine-tuning (`modhifi_core.distillation.finetune`) from the
     original model on its own synthetic samples of the retained classes (teacher
-    renormalised over them): UA/RA/TA before and after, every class."""
+    renormalised over them; `--ft-data real|gaussian`: the same on real training images or
+    noise, the controls): UA/RA/TA before and after, every class."""
     import copy
 
     from modhifi_core.distillation import finetune
@@ -560,9 +561,13 @@ def section_finetune_ln(args) -> dict:
     rows, synthesis = [], []
     for seed in args.seeds:
         model = unlearn_subject(kind, seed, None, args)
-        samples, quality, seconds = synthetic_samples(kind, seed, model, args.per_class, draw=0)
-        synthesis.append({"seed": seed, "per_class": args.per_class, "seconds": seconds, **quality})
-        print(f"{kind} seed {seed}: synthetic {len(samples)} images in {seconds:.0f}s, {quality}", flush=True)
+        if args.ft_data == "synthetic":
+            samples, quality, seconds = synthetic_samples(kind, seed, model, args.per_class, draw=0)
+            synthesis.append({"seed": seed, "per_class": args.per_class, "seconds": seconds, **quality})
+            print(f"{kind} seed {seed}: synthetic {len(samples)} images in {seconds:.0f}s, {quality}", flush=True)
+        else:  # the controls: real training images (the model's own subset) or gaussian noise
+            training = fashion(None, VIT_TRAIN["per_class"]).train
+            samples = calibration_images(kind, seed, model, args.ft_data, 0, training, args.per_class)
         for forget_class in args.classes:
             split = class_split(train, forget_class)
             test_set = unlearning_test_set(test, split)
@@ -590,7 +595,7 @@ def section_finetune_ln(args) -> dict:
             summary.append({"seed": seed[0], "stage": stage, **stage_summary(group, stage)})
             print(f"summary {summary[-1]}", flush=True)
     return {"model": kind, "setting": setting, "epochs": args.epochs, "per_class": args.per_class,
-            "rows": rows, "synthesis": synthesis, "summary": summary}  # fmt: skip
+            "data": args.ft_data, "rows": rows, "synthesis": synthesis, "summary": summary}  # fmt: skip
 
 
 def with_ta(model: nn.Module, split, test_set) -> dict:
@@ -875,6 +880,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-class", type=int, default=50, help="finetune-ln/calibrate-ln: samples per class")
     parser.add_argument("--epochs", type=int, default=1, help="finetune-ln: fine-tuning epochs")
     parser.add_argument("--ft-lrs", type=float, nargs="+", default=[0.01], help="finetune-ln: SGD learning rates")
+    parser.add_argument("--ft-data", choices=CALIBRATIONS, default="synthetic", help="finetune-ln: the samples")
     parser.add_argument("--draws", type=int, default=3, help="calibrate-ln: calibration draws per source")
     parser.add_argument("--calibrations", nargs="+", choices=CALIBRATIONS, default=list(CALIBRATIONS))
     parser.add_argument("--mlp-fractions", type=float, nargs="*", default=[0.5, 0.75], help="calibrate-ln")
