@@ -5,6 +5,8 @@ Prints a table per section and writes benchmarks/results/vision_<section>.json.
     python benchmarks/vision.py prune     # ModHiFi-P vs L2/L1/random at 50/25/15% FLOPs, ResNet-18
     python benchmarks/vision.py prune-mlp # ViT MLP neurons: ModHiFi saliency/energy + LS vs Wanda-sp/magnitude/random
     python benchmarks/vision.py unlearn   # ModHiFi-U, all 10 classes: ResNet-18 (zero) and ViT/Swin (negate)
+    python benchmarks/vision.py finetune-ln   # ViT/Swin: ModHiFi-U, then 1 epoch of synthetic-data distillation
+    python benchmarks/vision.py calibrate-ln  # ViT/Swin: MLP pruning + ModHiFi-U on real/synthetic/gaussian calibration
     python benchmarks/vision.py speed     # HF ResNet-50 224 px, random weights: latency vs FLOPs cut
     python benchmarks/vision.py speed-vit # HF ViT-S/16 224 px, random weights: MLP neurons, latency vs FLOPs cut
     python benchmarks/vision.py speed-zoo # torchvision resnet50 (run with .venv-zoo/bin/python)
