@@ -5,6 +5,8 @@ Prints a table per section and writes benchmarks/results/vision_<section>.json.
     python benchmarks/vision.py prune     # ModHiFi-P vs L2/L1/random at 50/25/15% FLOPs, ResNet-18
     python benchmarks/vision.py prune-mlp # ViT MLP neurons: ModHiFi saliency/energy + LS vs Wanda-sp/magnitude/random
     python benchmarks/vision.py unlearn   # ModHiFi-U, all 10 classes: ResNet-18 (zero) and ViT/Swin (negate)
+    python benchmarks/vision.py finetune-ln   # ViT/Swin: ModHiFi-U, then 1 epoch of synthetic-data distillation
+    python benchmarks/vision.py calibrate-ln  # ViT/Swin: MLP pruning + ModHiFi-U on real/synthetic/gaussian calibration
     python benchmarks/vision.py speed     # HF ResNet-50 224 px, random weights: latency vs FLOPs cut
     python benchmarks/vision.py speed-vit # HF ViT-S/16 224 px, random weights: MLP neurons, latency vs FLOPs cut
     python benchmarks/vision.py speed-zoo # torchvision resnet50 (run with .venv-zoo/bin/python)
@@ -358,10 +360,9 @@ def relearn(model: nn.Module, retain, kind: str, steps: int = 20, seed: int = 0)
 def section_unlearn(args) -> dict:
     """ModHiFi-U for every class: UA/RA/TA/MIA without fine-tuning, then the durability
     figures — UA after BN recalibration on retained data (BN networks) and after a
-    20-step relearning attack on retained data."""
-    import copy
-
-    from modhifi_core.batchnorm import has_batchnorm, recalibrate_batchnorm
+    20-step relearning attack on retained data. ViT/Swin: every `--vit-layers` x
+    `--centres` x `--fractions` setting; `--quick` (a selection sweep) measures UA and RA
+    only (no TA, MIA, relearning)."""
     from modhifi_core.metrics import unlearning_metrics
     from modhifi_core.splits import class_split
     from modhifi_core.unlearning import unlearn
@@ -370,76 +371,331 @@ def section_unlearn(args) -> dict:
     size = RESNET.image_size if kind == "resnet" else None
     full = fashion(size, args.split_per_class)
     train, test = full.train, per_class_subset(full.test, args.test_per_class)
-    fractions = args.fractions or [None]
+    settings = unlearn_settings(args)
     rows = []
     for seed in args.seeds:
-        if kind == "resnet":
-            model = trained_resnet(seed, fashion(size, args.train_per_class))[0]
-        else:
-            from modhifi_core.vision import LogitsOnly
-
-            model = LogitsOnly(trained_transformer(kind, seed, fashion(None, VIT_TRAIN["per_class"]))[0]).eval()
-        for fraction in fractions:
-            for forget_class in args.classes:
-                split = class_split(train, forget_class)
-                original = unlearning_metrics(model, split, test)
-                options = {} if fraction is None else {"fraction": fraction}
-                if kind != "resnet":
-                    from modhifi_core.vision import mlp_output_layers
-
-                    fc2 = mlp_output_layers(model)
-                    options["layers"] = fc2 if args.vit_layers == "all" else fc2[-1:]
+        model = unlearn_subject(kind, seed, size, args)
+        for forget_class in args.classes:
+            split = class_split(train, forget_class)
+            original = quick_metrics(model, split) if args.quick else unlearning_metrics(model, split, test)
+            for setting in settings:
+                options = {key: value for key, value in setting.items() if value is not None}
+                if "layers" in options:
+                    options["layers"] = ln_layers(model, options["layers"])
                 result = unlearn(model, split, "modhifi", **options)
-                row = {
-                    "model": kind,
-                    "seed": seed,
-                    "forget_class": forget_class,
-                    "fraction": fraction,
-                    "layers": list(options.get("layers", [])) or "last stage",
-                    "edit": result.log.get("edit"),
-                    "seconds": result.seconds,
-                    "original": original,
-                    **unlearning_metrics(result.model, split, test),
-                }
-                if has_batchnorm(result.model):
-                    recalibrated = copy.deepcopy(result.model)
-                    recalibrate_batchnorm(recalibrated, split.retain.images[:512].split(128))
-                    row["UA_after_bn_recalibration"] = 100.0 - accuracy(recalibrated, split.forget)
-                attacked = relearn(result.model, split.retain, kind, seed=seed)
-                row["UA_after_relearn"] = 100.0 - accuracy(attacked, split.forget)
+                spared = {} if kind == "resnet" else {"retain_fraction": setting.get("retain_fraction", 0.0),
+                                                      "durable": setting.get("durable", False)}  # fmt: skip
+                row = {"model": kind, "seed": seed, "forget_class": forget_class, **setting, **spared,
+                       "edit": result.log.get("edit"), "seconds": result.seconds, "original": original}  # fmt: skip
+                row.update(
+                    quick_metrics(result.model, split) if args.quick else unlearning_metrics(result.model, split, test)
+                )
+                if not args.quick:
+                    row.update(durability(result.model, split, kind, seed))
                 rows.append(row)
-                extra = "".join(
-                    f" {k.replace('UA_after_', 'UA@')} {row[k]:5.1f}" for k in row if k.startswith("UA_after")
-                )
-                print(
-                    f"{kind} seed {seed} frac {fraction} class {forget_class}: UA {row['UA']:5.1f} "
-                    f"RA {row['RA']:5.1f} (orig {original['RA']:5.1f}) "
-                    f"TA {row['TA']:5.1f} (orig {original['TA']:5.1f}) "
-                    f"MIA {row['MIA']:5.1f}{extra}  {row['seconds']:.1f}s",
-                    flush=True,
-                )
+                print(unlearn_line(row), flush=True)
+        write_partial(args, {"rows": rows})
+    summary = unlearn_summary(rows, ("seed", "layers", "centre", "retain_fraction", "durable", "fraction"))
+    for entry in summary:
+        print(f"summary {entry}", flush=True)
+    return {"model": kind, "split_train_per_class": args.split_per_class, "test_per_class": args.test_per_class,
+            "quick": args.quick, "rows": rows, "summary": summary}  # fmt: skip
+
+
+def unlearn_settings(args) -> list[dict]:
+    """The ModHiFi-U settings a run sweeps: fractions (None = engine default) for the
+    ResNet; layer set x centre x fraction for a ViT/Swin."""
+    fractions = args.fractions or [None]
+    if args.model == "resnet":
+        return [{"fraction": fraction} for fraction in fractions]
+    head = {"durable": True} if args.durable else {}
+    return [
+        {"layers": layers, "centre": centre, "fraction": fraction, **spare_options(spared), **head}
+        for layers in args.vit_layers
+        for centre in args.centres
+        for spared in args.contrastive
+        for fraction in fractions
+    ]
+
+
+def spare_options(retain_fraction: float) -> dict:
+    """`--contrastive` entry: 0 = plain ModHiFi-U; r > 0 = `contrastive=True` sparing the
+    retain samples' top-r components."""
+    return {"contrastive": True, "retain_fraction": retain_fraction} if retain_fraction else {}
+
+
+def unlearn_subject(kind: str, seed: int, size: int | None, args) -> nn.Module:
+    """The trained model to unlearn from, as `model(images) -> logits`."""
+    if kind == "resnet":
+        return trained_resnet(seed, fashion(size, args.train_per_class))[0]
+    from modhifi_core.vision import LogitsOnly
+
+    return LogitsOnly(trained_transformer(kind, seed, fashion(None, VIT_TRAIN["per_class"]))[0]).eval()
+
+
+LN_LAYER_SETS = ("all", "last", "last2")
+
+
+def ln_layers(model: nn.Module, choice: str) -> tuple[str, ...]:
+    """The residual-stream MLP fc2 layers of a ViT/Swin named by `choice`: every block's
+    (`all`), the last block's (`last`) or the last two blocks' (`last2`: the Swin's last stage)."""
+    from modhifi_core.vision import mlp_output_layers
+
+    fc2 = mlp_output_layers(model)
+    return {"all": fc2, "last": fc2[-1:], "last2": fc2[-2:]}[choice]
+
+
+def quick_metrics(model: nn.Module, split) -> dict:
+    """UA and RA (%) only: what a selection sweep needs."""
+    return {"UA": 100.0 - accuracy(model, split.forget), "RA": accuracy(model, split.retain)}
+
+
+def durability(model: nn.Module, split, kind: str, seed: int) -> dict:
+    """UA after BN recalibration on retained data (BN networks only) and after `relearn`."""
+    import copy
+
+    from modhifi_core.batchnorm import has_batchnorm, recalibrate_batchnorm
+
+    out = {}
+    if has_batchnorm(model):
+        recalibrated = copy.deepcopy(model)
+        recalibrate_batchnorm(recalibrated, split.retain.images[:512].split(128))
+        out["UA_after_bn_recalibration"] = 100.0 - accuracy(recalibrated, split.forget)
+    attacked = relearn(model, split.retain, kind, seed=seed)
+    out["UA_after_relearn"] = 100.0 - accuracy(attacked, split.forget)
+    return out
+
+
+def unlearn_line(row: dict) -> str:
+    original = row["original"]
+    keys = ("layers", "centre", "retain_fraction", "durable", "fraction")
+    setting = " ".join(f"{k} {row[k]}" for k in keys if k in row)
+    text = f"{row['model']} seed {row['seed']} {setting} class {row['forget_class']}: UA {row['UA']:5.1f} "
+    text += f"RA {row['RA']:5.1f} (orig {original['RA']:5.1f})"
+    if "TA" in row:
+        text += f" TA {row['TA']:5.1f} (orig {original['TA']:5.1f}) MIA {row['MIA']:5.1f}"
+    text += "".join(f" {k.replace('UA_after_', 'UA@')} {row[k]:5.1f}" for k in row if k.startswith("UA_after"))
+    return text + f"  {row['seconds']:.1f}s"
+
+
+def unlearn_summary(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """Per group of `keys` (present in the rows): forget accuracy and RA/TA drops over the
+    classes, the classes forgotten to <= 2%, and the means of MIA / UA after relearning."""
+    keys = tuple(k for k in keys if rows and k in rows[0])
+    rows = (
+        [{**r, "retain_fraction": r.get("retain_fraction", 0.0)} for r in rows] if "retain_fraction" in keys else rows
+    )
     summary = []
-    for (seed, fraction), group in _group(rows, ("seed", "fraction")).items():
-        summary.append(
-            {
-                "seed": seed,
-                "fraction": fraction,
-                "forget_accuracy_mean": statistics.mean(100 - r["UA"] for r in group),
-                "forget_accuracy_max": max(100 - r["UA"] for r in group),
-                "retain_drop_mean": statistics.mean(r["original"]["RA"] - r["RA"] for r in group),
-                "retain_drop_max": max(r["original"]["RA"] - r["RA"] for r in group),
-                "test_drop_mean": statistics.mean(r["original"]["TA"] - r["TA"] for r in group),
-                "classes": len(group),
-            }
-        )
-        print(f"summary {summary[-1]}", flush=True)
+    for key, group in _group(rows, keys).items():
+        forget = [100 - r["UA"] for r in group]
+        drops = [r["original"]["RA"] - r["RA"] for r in group]
+        entry = {**dict(zip(keys, key)), "forget_accuracy_mean": statistics.mean(forget),
+                 "forget_accuracy_max": max(forget), "classes_forgotten_2pct": sum(f <= 2.0 for f in forget),
+                 "retain_drop_mean": statistics.mean(drops), "retain_drop_max": max(drops),
+                 "classes": len(group)}  # fmt: skip
+        for name in ("TA", "MIA", "UA_after_relearn", "UA_after_bn_recalibration"):
+            if name in group[0]:
+                values = [r[name] if name != "TA" else r["original"]["TA"] - r["TA"] for r in group]
+                entry["test_drop_mean" if name == "TA" else f"{name}_mean"] = statistics.mean(values)
+        summary.append(entry)
+    return summary
+
+
+def write_partial(args, result: dict) -> None:
+    """The rows so far, to the run's result file (a long run leaves evidence if stopped)."""
+    RESULTS.mkdir(exist_ok=True)
+    atomic_write_json(RESULTS / result_name(args), {**result, "section": args.section, "partial": True})
+
+
+def result_name(args) -> str:
+    return args.out or f"vision_{args.section.replace('-', '_')}.json"
+
+
+def synthetic_samples(kind: str, seed: int, model: nn.Module, per_class: int, draw: int):
+    """DeepInversion samples of every class from the trained `kind` model `seed` (draw =
+    synthesis seed), cached under workspace/vision/. Without BatchNorm the inversion
+    matches nothing but the class: cross-entropy + total variation + L2 (the engine says so
+    with a warning); returns `(samples ArrayDataset, quality dict, seconds)`."""
+    import warnings
+
+    from modhifi_core.data import ArrayDataset
+    from modhifi_core.synthesis import synthesize
+
+    path = CACHE / f"synthetic_{kind}_seed{seed}_pc{per_class}_draw{draw}.pt"
+    if path.exists():
+        saved = torch.load(path, weights_only=True)
+        return ArrayDataset(saved["images"], saved["labels"], 10), saved["quality"], saved["seconds"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the no-BatchNorm warning: the point of this benchmark
+        result = synthesize(model, per_class, image_shape=(1, 28, 28), seed=draw)
+    quality = {k: v for k, v in result.quality.items() if k != "agreement_per_class"}
+    CACHE.mkdir(parents=True, exist_ok=True)
+    torch.save({"images": result.samples.images, "labels": result.samples.labels, "quality": quality,
+                "seconds": result.seconds}, path)  # fmt: skip
+    return result.samples, quality, result.seconds
+
+
+def ln_setting(args) -> dict:
+    """The one ModHiFi-U setting (`--vit-layers`, `--centres`, `--contrastive`, `--fractions`:
+    the first of each) that the fine-tuning and calibration sections apply."""
+    fraction = (args.fractions or [0.05])[0]
+    head = {"durable": True} if args.durable else {}
+    return {"layers": args.vit_layers[0], "centre": args.centres[0], "fraction": fraction,
+            **spare_options(args.contrastive[0]), **head}  # fmt: skip
+
+
+def section_finetune_ln(args) -> dict:
+    """ModHiFi-U on a ViT/Swin with the `ln_setting`, then 1 epoch (`--epochs`) of the
+    engine's distillation fine-tuning (`modhifi_core.distillation.finetune`) from the
+    original model on its own synthetic samples of the retained classes (teacher
+    renormalised over them; `--ft-data real|gaussian`: the same on real training images or
+    noise, the controls): UA/RA/TA before and after, every class."""
+    import copy
+
+    from modhifi_core.distillation import finetune
+    from modhifi_core.metrics import unlearning_test_set
+    from modhifi_core.splits import class_split
+    from modhifi_core.unlearning import unlearn
+
+    kind, setting = args.model, ln_setting(args)
+    full = fashion(None, args.split_per_class)
+    train, test = full.train, per_class_subset(full.test, args.test_per_class)
+    rows, synthesis = [], []
+    for seed in args.seeds:
+        model = unlearn_subject(kind, seed, None, args)
+        if args.ft_data == "synthetic":
+            samples, quality, seconds = synthetic_samples(kind, seed, model, args.per_class, draw=0)
+            synthesis.append({"seed": seed, "per_class": args.per_class, "seconds": seconds, **quality})
+            print(f"{kind} seed {seed}: synthetic {len(samples)} images in {seconds:.0f}s, {quality}", flush=True)
+        else:  # the controls: real training images (the model's own subset) or gaussian noise
+            training = fashion(None, VIT_TRAIN["per_class"]).train
+            samples = calibration_images(kind, seed, model, args.ft_data, 0, training, args.per_class)
+        for forget_class in args.classes:
+            split = class_split(train, forget_class)
+            test_set = unlearning_test_set(test, split)
+            result = unlearn(model, split, "modhifi", **{**setting, "layers": ln_layers(model, setting["layers"])})
+            retained = [k for k in range(10) if k != forget_class]
+            row = {"model": kind, "seed": seed, "forget_class": forget_class, **setting}
+            row.update(original=with_ta(model, split, test_set), unlearned=with_ta(result.model, split, test_set))
+            for lr in args.ft_lrs:
+                student = copy.deepcopy(result.model)
+                log = finetune(student, model, samples, args.epochs, lr=lr, classes=retained, seed=seed,
+                               batchnorm="frozen")  # fmt: skip
+                row[f"finetuned_lr{lr}"] = {**with_ta(student, split, test_set), "seconds": log["seconds"],
+                                            "samples": log["samples"]}  # fmt: skip
+            rows.append(row)
+            after = " ".join(
+                f"lr {lr}: UA {row[f'finetuned_lr{lr}']['UA']:5.1f} RA {row[f'finetuned_lr{lr}']['RA']:5.1f}"
+                for lr in args.ft_lrs
+            )
+            print(f"{kind} seed {seed} class {forget_class}: orig RA {row['original']['RA']:5.1f} | unlearned UA "
+                  f"{row['unlearned']['UA']:5.1f} RA {row['unlearned']['RA']:5.1f} | {after}", flush=True)  # fmt: skip
+        write_partial(args, {"rows": rows, "synthesis": synthesis})
+    summary = []
+    for stage in ["unlearned", *(f"finetuned_lr{lr}" for lr in args.ft_lrs)]:
+        for seed, group in _group(rows, ("seed",)).items():
+            summary.append({"seed": seed[0], "stage": stage, **stage_summary(group, stage)})
+            print(f"summary {summary[-1]}", flush=True)
+    return {"model": kind, "setting": setting, "epochs": args.epochs, "per_class": args.per_class,
+            "data": args.ft_data, "rows": rows, "synthesis": synthesis, "summary": summary}  # fmt: skip
+
+
+def with_ta(model: nn.Module, split, test_set) -> dict:
+    """UA, RA and TA (%; TA on `test_set`, the test images without the forget class)."""
+    return {**quick_metrics(model, split), "TA": accuracy(model, test_set)}
+
+
+def stage_summary(group: list[dict], stage: str) -> dict:
+    """Forget accuracy (mean, max) and RA/TA drops from the original of one stage's rows."""
+    forget = [100 - r[stage]["UA"] for r in group]
     return {
-        "model": kind,
-        "split_train_per_class": args.split_per_class,
-        "test_per_class": args.test_per_class,
-        "rows": rows,
-        "summary": summary,
+        "forget_accuracy_mean": statistics.mean(forget),
+        "forget_accuracy_max": max(forget),
+        "retain_drop_mean": statistics.mean(r["original"]["RA"] - r[stage]["RA"] for r in group),
+        "test_drop_mean": statistics.mean(r["original"]["TA"] - r[stage]["TA"] for r in group),
     }
+
+
+CALIBRATIONS = ("real", "synthetic", "gaussian")
+
+
+def calibration_images(kind: str, seed: int, model: nn.Module, source: str, draw: int, train, per_class: int):
+    """`per_class` images of each class from `source` as an ArrayDataset: `real` (a
+    seeded draw from the training subset), `synthetic` (DeepInversion without BN, synthesis
+    seed `draw`) or `gaussian` (standard-normal noise, labelled round-robin)."""
+    from modhifi_core.data import ArrayDataset
+
+    if source == "synthetic":
+        return synthetic_samples(kind, seed, model, per_class, draw)[0]
+    labels = torch.arange(10).repeat(per_class)
+    if source == "gaussian":
+        generator = torch.Generator().manual_seed(draw)
+        return ArrayDataset(torch.randn(len(labels), 1, 28, 28, generator=generator), labels, 10)
+    generator = torch.Generator().manual_seed(draw)
+    keep = [torch.nonzero(train.labels == k).flatten() for k in range(10)]
+    keep = [index[torch.randperm(len(index), generator=generator)[:per_class]] for index in keep]
+    return train.subset(torch.cat(keep).sort().values)
+
+
+def section_calibrate_ln(args) -> dict:
+    """Calibration of a LayerNorm transformer without BN statistics: the same operations
+    calibrated on real, synthetic (class CE + image priors only) and gaussian images,
+    `--draws` draws each — MLP neurons removed (`--mlp-fractions`, energy + LS refit, no
+    fine-tuning: test accuracy) and ModHiFi-U with the `ln_setting` scored on the
+    calibration images of the forget class (the centre on those of the others; UA/RA
+    measured on the real split), every class."""
+    from modhifi_core.pruning.ffn import prune_transformer
+    from modhifi_core.splits import class_split
+    from modhifi_core.unlearning import unlearn
+
+    kind, setting = args.model, ln_setting(args)
+    data = fashion(None, VIT_TRAIN["per_class"])
+    full = fashion(None, args.split_per_class)
+    test = per_class_subset(data.test, args.test_per_class)
+    rows = []
+    for seed in args.seeds:
+        model = unlearn_subject(kind, seed, None, args)
+        dense = accuracy(model, test)
+        for draw in range(args.draws):
+            for source in args.calibrations:
+                images = calibration_images(kind, seed, model, source, draw, data.train, args.per_class)
+                base = {"model": kind, "seed": seed, "calibration": source, "draw": draw}
+                for fraction in args.mlp_fractions:
+                    result = prune_transformer(model, images.images, fraction=fraction, seed=seed, batch_size=64)
+                    rows.append({**base, "operation": f"mlp {fraction}", "dense_test_accuracy": dense,
+                                 "test_accuracy": accuracy(result.model, test)})  # fmt: skip
+                    print(f"{kind} seed {seed} draw {draw} {source:9s} MLP {fraction}: test "
+                          f"{rows[-1]['test_accuracy']:5.1f} (dense {dense:5.1f})", flush=True)  # fmt: skip
+                for forget_class in args.classes:
+                    split = class_split(full.train, forget_class)
+                    forget = images.images[images.labels == forget_class]
+                    others = images.images[images.labels != forget_class]
+                    options = {**setting, "layers": ln_layers(model, setting["layers"])}
+                    result = unlearn(model, split, "modhifi", forget_images=forget, retain_images=others, **options)
+                    row = {**base, "operation": "modhifi-u", "forget_class": forget_class, **setting}
+                    rows.append({**row, "original": quick_metrics(model, split), **quick_metrics(result.model, split)})
+                    print(f"{kind} seed {seed} draw {draw} {source:9s} class {forget_class}: UA {rows[-1]['UA']:5.1f} "
+                          f"RA {rows[-1]['RA']:5.1f} (orig {rows[-1]['original']['RA']:5.1f})", flush=True)  # fmt: skip
+                write_partial(args, {"rows": rows})
+    summary = []
+    for (source, operation), group in _group(rows, ("calibration", "operation")).items():
+        draws = _group(group, ("seed", "draw"))
+        if operation == "modhifi-u":
+            forget = [statistics.mean(100 - r["UA"] for r in g) for g in draws.values()]
+            drop = [statistics.mean(r["original"]["RA"] - r["RA"] for r in g) for g in draws.values()]
+            entry = {"forget_accuracy": forget, "retain_drop": drop}
+        else:
+            entry = {"test_accuracy": [g[0]["test_accuracy"] for g in draws.values()],
+                     "dense": [g[0]["dense_test_accuracy"] for g in draws.values()]}  # fmt: skip
+        entry = {"calibration": source, "operation": operation, **entry}
+        for key in [k for k in entry if isinstance(entry[k], list)]:
+            values = entry[key]
+            entry[f"{key}_mean"] = statistics.mean(values)
+            entry[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary.append(entry)
+        print(f"summary {entry}", flush=True)
+    return {"model": kind, "setting": setting, "per_class": args.per_class, "draws": args.draws, "rows": rows,
+            "summary": summary}  # fmt: skip
 
 
 def _group(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
@@ -584,6 +840,8 @@ SECTIONS = {
     "prune": section_prune,
     "prune-mlp": section_prune_mlp,
     "unlearn": section_unlearn,
+    "finetune-ln": section_finetune_ln,
+    "calibrate-ln": section_calibrate_ln,
     "speed": section_speed,
     "speed-vit": section_speed_vit,
     "speed-zoo": section_speed_zoo,
@@ -610,8 +868,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="speed: timed passes per model")
     parser.add_argument("--model", choices=["resnet", "vit", "swin"], default="resnet", help="unlearn: which model")
     parser.add_argument(
-        "--vit-layers", choices=["all", "last"], default="all", help="unlearn: fc2 of every block or the last"
-    )
+        "--vit-layers", nargs="+", choices=LN_LAYER_SETS, default=["all"],
+        help="unlearn: fc2 of every block, the last, or the last two",
+    )  # fmt: skip
+    parser.add_argument(
+        "--centres", nargs="+", choices=["bn", "retain"], default=["bn"],
+        help="unlearn (ViT/Swin): saliency centred on 0 (bn: no BN) or on the retained samples' mean output",
+    )  # fmt: skip
+    parser.add_argument(
+        "--contrastive", type=float, nargs="+", default=[0.0],
+        help="unlearn (ViT/Swin): retain fractions to spare (contrastive=True); 0 = plain ModHiFi-U",
+    )  # fmt: skip
+    parser.add_argument(
+        "--durable", action="store_true",
+        help="unlearn (ViT/Swin): also negate the classifier row's HiFi inputs (durable=True, beyond the paper)",
+    )  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="unlearn: UA and RA only (a selection sweep)")
+    parser.add_argument("--per-class", type=int, default=50, help="finetune-ln/calibrate-ln: samples per class")
+    parser.add_argument("--epochs", type=int, default=1, help="finetune-ln: fine-tuning epochs")
+    parser.add_argument("--ft-lrs", type=float, nargs="+", default=[0.01], help="finetune-ln: SGD learning rates")
+    parser.add_argument("--ft-data", choices=CALIBRATIONS, default="synthetic", help="finetune-ln: the samples")
+    parser.add_argument("--draws", type=int, default=3, help="calibrate-ln: calibration draws per source")
+    parser.add_argument("--calibrations", nargs="+", choices=CALIBRATIONS, default=list(CALIBRATIONS))
+    parser.add_argument("--mlp-fractions", type=float, nargs="*", default=[0.5, 0.75], help="calibrate-ln")
     parser.add_argument(
         "--fractions",
         type=float,
@@ -632,7 +911,7 @@ def main(argv: list[str] | None = None) -> None:
          "python": platform.python_version(), "threads": args.threads}
     )  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
-    atomic_write_json(RESULTS / (args.out or f"vision_{args.section.replace('-', '_')}.json"), result)
+    atomic_write_json(RESULTS / result_name(args), result)
 
 
 if __name__ == "__main__":

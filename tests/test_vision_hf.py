@@ -346,3 +346,47 @@ def test_modhifi_u_on_a_vit_negates_hifi_components_of_every_mlp_fc2_only():
             torch.testing.assert_close(new[changed], -old[changed], rtol=0, atol=0)
         else:
             assert torch.equal(new, old), f"{name} must not change"
+
+
+def test_modhifi_u_retain_centre_ranks_by_the_forget_deviation_from_the_retain_mean_output():
+    """`centre="retain"`: m_c = the mean bias-free fc2 output over the retain images, and
+    the HiFi set of output c = its top inputs by E_f <A_ci, Y_c - m_c>, recomputed here
+    from hooked activations."""
+    import math
+
+    from modhifi_core.data import ArrayDataset
+    from modhifi_core.splits import class_split
+    from modhifi_core.unlearning.modhifi_u import retain_centres
+    from modhifi_core.vision.modify import unlearn_hf_classifier
+
+    model = tiny_vit()
+    wrapper = LogitsOnly(model).eval()
+    x = images(40, 16, seed=5)
+    split = class_split(ArrayDataset(x, torch.arange(40) % 10, 10), 2)
+    name = mlp_output_layers(model)[-1]
+    layer = wrapper.get_submodule(name)
+    seen = {}
+    handle = layer.register_forward_hook(lambda m, args, out: seen.__setitem__("h", args[0].detach().double()))
+    with torch.no_grad():
+        wrapper(split.retain.images)
+        retain_h = seen["h"]
+        wrapper(split.forget.images)
+        forget_h = seen["h"]
+    handle.remove()
+    weight = layer.weight.detach().double()
+    centre = (retain_h @ weight.T).mean((0, 1))  # bias-free Y_c averaged over samples and tokens
+    torch.testing.assert_close(retain_centres(wrapper, split.retain.images, [name])[name], centre)
+    contributions = forget_h.unsqueeze(-1) * weight.T  # A_ci per token: (N, T, c_in, c_out)
+    output = forget_h @ weight.T - centre  # Y_c - m_c: (N, T, c_out)
+    score = torch.einsum("ntic,ntc->ci", contributions, output) / len(forget_h)
+    k = math.ceil(0.2 * weight.shape[1])
+    expected = torch.zeros_like(score, dtype=torch.bool).scatter_(1, torch.topk(score, k, dim=1).indices, True)
+    result = unlearn_hf_classifier(model, split, layers=(name,), fraction=0.2, centre="retain")
+    negated = LogitsOnly(result.model).get_submodule(name).weight.detach().double() == -weight
+    assert result.log["centre"] == "retain"
+    assert torch.equal(negated, expected)
+    plain = unlearn_hf_classifier(model, split, layers=(name,), fraction=0.2)
+    plain_negated = LogitsOnly(plain.model).get_submodule(name).weight.detach().double() == -weight
+    assert not torch.equal(plain_negated, negated), "the centre changes which components are chosen"
+    with pytest.raises(InputError, match="centre='retain' centres the saliency score; it needs score='saliency'"):
+        unlearn_hf_classifier(model, split, centre="retain", score="fidelity")

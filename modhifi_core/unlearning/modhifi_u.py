@@ -57,6 +57,18 @@ samples, re-score on the recalibrated model, repeat up to `durable_rounds`) does
 seed 0, UA after recalibration 0-32 on 7 of 7 classes measured (the class information is
 spread over more components than a few rounds of 5% remove).
 
+`centre` (the saliency's `m_c`): "bn" (default) is method.md's — the running mean of the
+BatchNorm after the layer, 0 where none follows, so in a LayerNorm transformer the score
+is uncentred and ranks the components that are large on every input. "retain" (beyond
+the paper, for networks that store no population statistics) takes `m_c` as the mean of
+the layer's bias-free output over the retain samples (`retain_images`, else D_r; at most
+`retain_samples`; `retain_centres`): the forget class's components are ranked by how the
+class's output deviates from the other classes' mean output — the role the BN running
+mean plays in a BN network. Measured on 3 Fashion-MNIST Swins x 10 classes (negate, fc2
+of every block or of the last stage, fraction 0.05; benchmarks/README.md): forget accuracy
+0.1-3.4 points lower than the uncentred score's at a retain accuracy within 1 point — a
+small gain, so not the default.
+
 `contrastive=True` (beyond the paper) also scores the components on retain samples and
 spares a forget-HiFi component that is also in the retain top-`retain_fraction` (0.05),
 so only components specific to the forgotten class are edited; pair it with a larger
@@ -92,6 +104,7 @@ from modhifi_core.unstructured.masks import Masks
 
 EDITS = ("auto", "zero", "negate")
 SCORES = ("saliency", "fidelity")
+CENTRES = ("bn", "retain")
 # fraction="auto": the smallest of these whose edit leaves <= AUTO_RECOGNISED % of the
 # forget samples assigned to the forget class (the last one if none does).
 AUTO_FRACTIONS = (0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.045, 0.05, 0.06)
@@ -109,6 +122,7 @@ class ModHiFiUParams:
     edit: str = "auto"
     score: str = "saliency"
     centered: bool = False
+    centre: str = "bn"
     durable: bool = False
     durable_design: str = "head"
     durable_rounds: int = 4
@@ -130,6 +144,9 @@ class ModHiFiUParams:
             check_float("fraction", self.fraction, 0.0, 1.0)
         check_choice("edit", self.edit, EDITS)
         check_choice("score", self.score, SCORES)
+        check_choice("centre", self.centre, CENTRES)
+        if self.centre == "retain" and self.score != "saliency":
+            raise InputError("centre='retain' centres the saliency score; it needs score='saliency'")
         check_choice("durable_design", self.durable_design, DURABLE_DESIGNS)
         check_int("durable_rounds", self.durable_rounds, 1)
         check_float("head_fraction", self.head_fraction, 0.0, 1.0)
@@ -202,11 +219,13 @@ def _edit_stage(
 ) -> dict:
     """One scoring pass and one edit of the chosen layers (steps 1-3 of the module docstring)."""
     scoring = {"batch_size": params.batch_size, "score": params.score, "executor": executor}
+    retain = params.retain_images if params.retain_images is not None else split.retain.images
+    retain = retain[: params.retain_samples or len(retain)]
+    if params.centre == "retain":
+        scoring["centres"] = retain_centres(model, retain, names, params.batch_size, executor)
     hifi = hifi_components(model, forget, names, params.fraction, params.centered, **scoring)
     spared = {}
     if params.contrastive:
-        retain = params.retain_images if params.retain_images is not None else split.retain.images
-        retain = retain[: params.retain_samples or len(retain)]
         retain_hifi = hifi_components(model, retain, names, params.retain_fraction, params.centered, **scoring)
         for name in names:
             spared[name] = int((hifi[name] & retain_hifi[name]).sum())
@@ -227,6 +246,7 @@ def _edit_stage(
         "layers": names,
         "edit": edit,
         "score": params.score,
+        "centre": params.centre,
         "edited_components": edited,
         "spared_components": spared,
     }
@@ -333,15 +353,20 @@ def hifi_components(
     batch_size: int = 128,
     score: str = "saliency",
     executor: Executor | None = None,
+    centres: dict[str, Tensor | None] | None = None,
 ) -> dict[str, Tensor]:
     """Boolean `(c_out, c_in)` per layer: each output channel's top-`fraction` inputs on
-    `images` by `score` — `saliency` (R̃ centred on the running mean of the BN after the
-    layer; `centered` is ignored) or `fidelity` (s_ci, centred iff `centered`). `executor`:
-    the statistics pass runs as shards on it (the same sums)."""
+    `images` by `score` — `saliency` (R̃ centred on `centres`, default the running mean of
+    the BN after the layer; `centered` is ignored) or `fidelity` (s_ci, centred iff
+    `centered`; `centres` unused). `executor`: the statistics pass runs as shards on it
+    (the same sums)."""
     check_choice("score", score, SCORES)
     batches = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
     stats = collect_statistics(model, batches, layers=names, executor=executor)
-    centres = output_centres(model, names, images[:1]) if score == "saliency" else {}
+    if score != "saliency":
+        centres = {}
+    elif centres is None:
+        centres = output_centres(model, names, images[:1])
     modules = dict(model.named_modules())
     result = {}
     for name in names:
@@ -359,6 +384,23 @@ def output_centres(model: nn.Module, names: list[str], example: Tensor) -> dict[
         return dict.fromkeys(names)
     coupling = Coupling(model, example.to(next(model.parameters()).device), [classifier_name(model)])
     return {name: coupling.output_centre(name) for name in names}
+
+
+def retain_centres(
+    model: nn.Module, retain: Tensor, names: list[str], batch_size: int = 128, executor: Executor | None = None
+) -> dict[str, Tensor]:
+    """`centre="retain"`: `m_c` for each layer as the mean of its bias-free output `Y_c`
+    over the `retain` images (per position, float64 `(c_out,)`) — `Σ_i w_ci · ū_i` from one
+    statistics pass. The stand-in for the BN running mean in networks that store no
+    population statistics (LayerNorm transformers): the forget class's components are then
+    ranked by how the class's output deviates from the retained classes' mean output."""
+    if len(retain) == 0:
+        raise InputError("centre='retain' needs retain samples")
+    batches = [retain[start : start + batch_size] for start in range(0, len(retain), batch_size)]
+    stats = collect_statistics(model, batches, layers=names, executor=executor)
+    modules = dict(model.named_modules())
+    weights = {name: kernel_slices(modules[name]) for name in names}
+    return {name: (weights[name] * stats[name].mean_patch.to(weights[name]).unsqueeze(0)).sum((1, 2)) for name in names}
 
 
 def select_layers(model: nn.Module, layers: str | int | tuple[str, ...] | None, example: Tensor) -> list[str]:
