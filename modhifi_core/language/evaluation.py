@@ -17,16 +17,18 @@ from modhifi_core.errors import InputError
 def perplexity(model: nn.Module, windows: Tensor, batch_size: int = 4) -> dict:
     """`exp` of the mean next-token negative log-likelihood over every window of
     `windows` `(N, L)` (each predicts its last L−1 tokens). Returns `perplexity`, `nll`
-    (nats per token) and `tokens` (predicted tokens counted)."""
+    (nats per token), `tokens` (predicted tokens counted) and `window_nll` (each window's
+    nats per token, N floats)."""
     model.eval()
-    total, tokens = 0.0, 0
+    window_nll = []
     for chunk in windows.split(batch_size):
         logits = model(input_ids=chunk, use_cache=False).logits[:, :-1].float()
         targets = chunk[:, 1:]
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum").item()
-        tokens += targets.numel()
-    nll = total / tokens
-    return {"perplexity": math.exp(nll), "nll": nll, "tokens": tokens}
+        losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, L-1)
+        window_nll.extend(losses.double().mean(1).tolist())
+    tokens = int(windows.shape[0] * (windows.shape[1] - 1))
+    nll = sum(window_nll) / len(window_nll)  # every window predicts the same number of tokens
+    return {"perplexity": math.exp(nll), "nll": nll, "tokens": tokens, "window_nll": window_nll}
 
 
 @torch.no_grad()

@@ -28,6 +28,7 @@ def evaluate_language_model(
     length: int = 256,
     seed: int = 1,
     batch_size: int = 4,
+    per_item: bool = False,
 ) -> dict[str, Any]:
     """`model` (kind by `modhifi_core.sources.model_kind`) on held-out `text` (a file or
     folder), draws seeded with `seed`.
@@ -36,7 +37,11 @@ def evaluate_language_model(
     `samples` windows of `length` tokens; with `reference`, also `dense_perplexity` (the
     reference's on the same windows) and `perplexity_ratio`. Encoder: `reference` required (InputError without it); over
     `samples` held-out sentences, `mean_cosine`, `min_cosine`, `top10_agreement` of the
-    reference's and `model`'s embeddings, `eval_sentences`, `neighbours`."""
+    reference's and `model`'s embeddings, `eval_sentences`, `neighbours`.
+
+    `per_item`: also `per_item`, the values behind the means for a report's table or plot —
+    `{"nll": [...], "dense_nll": [...]}` per window (nats per token; `dense_nll` with a
+    reference) or `{"cosine": [...]}` per sentence."""
     from modhifi_core.sources import model_kind
 
     if tokenizer is None:
@@ -48,11 +53,17 @@ def evaluate_language_model(
                 "its sentence embeddings with"
             )
         sentences = held_out_sentences(text, samples, seed)
-        metrics = embedding_agreement(reference, model, tokenizer, sentences)[0]
-        return {**metrics, "eval_sentences": metrics.pop("sentences")}
+        metrics, cosines = embedding_agreement(reference, model, tokenizer, sentences)
+        metrics = {**metrics, "eval_sentences": metrics.pop("sentences")}
+        return metrics | ({"per_item": {"cosine": cosines.tolist()}} if per_item else {})
     windows = text_windows(text, tokenizer, samples, length, seed)
     metrics = {**perplexity(model, windows, batch_size), "eval_tokens": int(windows.numel())}
+    items = {"nll": metrics.pop("window_nll")}
     if reference is not None:
-        dense = perplexity(reference, windows, batch_size)["perplexity"]
-        metrics |= {"dense_perplexity": dense, "perplexity_ratio": metrics["perplexity"] / dense}
-    return metrics
+        dense = perplexity(reference, windows, batch_size)
+        metrics |= {
+            "dense_perplexity": dense["perplexity"],
+            "perplexity_ratio": metrics["perplexity"] / dense["perplexity"],
+        }
+        items["dense_nll"] = dense["window_nll"]
+    return metrics | ({"per_item": items} if per_item else {})
