@@ -66,10 +66,9 @@ def calibration_set(
         raise InputError(f"unknown calibration source {source!r}; choose one of {', '.join(SOURCES)}")
     if samples is not None and samples < 1:
         raise InputError(f"calibration samples must be at least 1, got {samples}")
-    generator = torch.Generator().manual_seed(seed)
     if source == "gaussian":
         count = samples or len(data.train)
-        images = torch.randn((count, *data.image_shape), generator=generator)
+        images = torch.randn((count, *data.image_shape), generator=torch.Generator().manual_seed(seed))
         return ArrayDataset(images, torch.full((count,), -1, dtype=torch.int64), data.num_classes)
     if source == "real":
         pool = data.train
@@ -84,7 +83,13 @@ def calibration_set(
         raise InputError(
             f"{source} calibration samples have shape {pool.image_shape}, the model takes {data.image_shape}"
         )
+    return seeded_subset(pool, samples, seed)
+
+
+def seeded_subset(pool: ArrayDataset, samples: int | None, seed: int) -> ArrayDataset:
+    """`samples` of `pool` drawn by a permutation seeded with `seed`, in their original
+    order; all of `pool` when `samples` is None or not smaller."""
     if samples is None or samples >= len(pool):
         return pool
-    order = torch.randperm(len(pool), generator=generator)[:samples]
+    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:samples]
     return pool.subset(order.sort().values)

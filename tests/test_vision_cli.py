@@ -224,3 +224,25 @@ def test_bad_image_input_is_one_line_and_writes_nothing(cli, folders, tmp_path, 
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_calibration_folder_gives_a_seeded_subset_of_its_samples_in_order(tmp_path):
+    """`--calibration FOLDER` of an image command: `samples` of the folder's images drawn by
+    the seed (`calibration.seeded_subset`, the pipeline's draw too), in their file order; all
+    of them when fewer; a folder of another image shape is one line."""
+
+    from flows.commands.loading import image_calibration
+    from modhifi_core.calibration import seeded_subset
+    from modhifi_core.data import load_sample_folder
+    from modhifi_core.errors import InputError
+
+    images = np.arange(12 * 3 * 4 * 4, dtype=np.float32).reshape(12, 3, 4, 4)
+    np.savez(tmp_path / "samples.npz", images=images, labels=np.arange(12) % 3)
+    picked = image_calibration(str(tmp_path), None, (3, 4, 4), None, 5, seed=7)
+    first_pixel = picked.images[:, 0, 0, 0].tolist()
+    assert len(picked) == 5 and first_pixel == sorted(first_pixel)
+    assert torch.equal(picked.images, seeded_subset(load_sample_folder(tmp_path), 5, 7).images)
+    assert not torch.equal(picked.images, image_calibration(str(tmp_path), None, (3, 4, 4), None, 5, seed=8).images)
+    assert len(image_calibration(str(tmp_path), None, (3, 4, 4), None, 50, seed=7)) == 12
+    with pytest.raises(InputError, match=r"samples of shape \(3, 4, 4\), the model takes \(3, 8, 8\)"):
+        image_calibration(str(tmp_path), None, (3, 8, 8), None, 5, seed=7)

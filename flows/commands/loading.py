@@ -148,7 +148,7 @@ def image_calibration(
     samples; `samples` of them, seeded (`modhifi_core.calibration.calibration_set`)."""
     import torch
 
-    from modhifi_core.calibration import SOURCES, calibration_set
+    from modhifi_core.calibration import SOURCES, calibration_set, seeded_subset
     from modhifi_core.data import load_sample_folder
     from modhifi_core.training import predict
 
@@ -160,8 +160,7 @@ def image_calibration(
             raise InputError(
                 f"--calibration {source}: samples of shape {pool.image_shape}, the model takes {image_shape}"
             )
-        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:samples]
-        return pool.subset(order.sort().values)
+        return seeded_subset(pool, samples, seed)
     if data is None:
         if source == "real":
             raise InputError("--calibration real needs --data (the dataset whose training images calibrate)")
