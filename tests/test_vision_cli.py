@@ -246,3 +246,33 @@ def test_a_calibration_folder_gives_a_seeded_subset_of_its_samples_in_order(tmp_
     assert len(image_calibration(str(tmp_path), None, (3, 4, 4), None, 50, seed=7)) == 12
     with pytest.raises(InputError, match=r"samples of shape \(3, 4, 4\), the model takes \(3, 8, 8\)"):
         image_calibration(str(tmp_path), None, (3, 8, 8), None, 5, seed=7)
+
+
+@pytest.mark.parametrize(
+    "model, args, message",
+    [
+        (
+            "image",
+            ["--target-flops", "0.5", "--target-params", "0.8"],
+            "give one of --target-flops and --target-params",
+        ),
+        ("language", ["--target-flops", "0.5"], "a language model is pruned to --target-params or by --ffn-fraction"),
+        ("checkpoint", ["--target-params", "0.8"], "a checkpoint is pruned to --target-flops"),
+    ],
+)
+def test_a_target_the_model_kind_does_not_take_is_one_line(cli, model, args, message, tmp_path, tiny_digits_checkpoint):
+    """No target is dropped silently: both targets for an image model, --target-flops for a
+    language model, --target-params for a checkpoint are refused before anything is pruned."""
+    from llm_models import tiny
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    if model == "image":
+        ResNetForImageClassification(
+            ResNetConfig(hidden_sizes=[8, 16], depths=[1, 1], embedding_size=8)
+        ).save_pretrained(tmp_path / "m")
+    elif model == "language":
+        tiny("llama").save_pretrained(tmp_path / "m")
+    source = str(tiny_digits_checkpoint) if model == "checkpoint" else f"hf:{tmp_path / 'm'}"
+    result = cli("prune", "--model", source, *args, "--out", tmp_path / "out")
+    assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1], result.stderr[-800:]
+    assert not (tmp_path / "out").exists()

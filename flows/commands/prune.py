@@ -18,7 +18,9 @@ def prune(
         ..., "--model", help="Checkpoint to prune (.pt), hf:DIR (a Hugging Face folder), torchvision:ARCH or timm:ARCH."
     ),
     out: Path = typer.Option(..., "--out", help="Where to write the pruned checkpoint (.pt; for hf:DIR a folder)."),
-    target_flops: float = typer.Option(0.5, help="Fraction of the dense FLOPs that remains, in (0, 1)."),
+    target_flops: float | None = typer.Option(
+        None, help="Fraction of the dense FLOPs that remains, in (0, 1) (default 0.5; not for a language model)."
+    ),
     method: str = typer.Option("modhifi", help="modhifi, magnitude (= l2), l1, l2 or random."),
     calibration: str = typer.Option(
         "synthetic",
@@ -32,8 +34,14 @@ def prune(
     allocation: str = typer.Option("uniform", help="ModHiFi allocation across layers: uniform or union."),
     rounds: int | None = typer.Option(None, min=1, help="Pruning rounds (default: one per halving of FLOPs)."),
     round_to: int = typer.Option(1, min=1, help="Round kept channel counts up to a multiple of this."),
-    batch_size: int = typer.Option(128, min=1, help="Calibration batch size."),
-    latency_repeats: int = typer.Option(100, min=1, help="Interleaved timed forward passes (batch 64) per model."),
+    batch_size: int | None = typer.Option(
+        None,
+        min=1,
+        help="Calibration batch size (default: 128 images of a checkpoint, 32 of an image model, 4 sequences).",
+    ),
+    latency_repeats: int | None = typer.Option(
+        None, min=1, help="Interleaved timed forward passes per model (default: 100 for a checkpoint, else 3)."
+    ),
     seed: int = typer.Option(0, min=0, help="Seed of the calibration subset, gaussian/synthetic data and random."),
     target_params: float | None = typer.Option(
         None, help="hf:DIR: fraction of all parameters that remains (language models, ViT/Swin)."
@@ -59,22 +67,33 @@ def prune(
     MLP neurons of a ViT/Swin to --target-flops or --target-params, calibrated data-free
     (synthetic) or on --data / a folder; written back in its source's format."""
     from flows.commands.loading import is_image_model
+    from modhifi_core.errors import InputError
 
     if is_image_model(str(model)):
+        if target_flops is not None and target_params is not None:
+            raise InputError("give one of --target-flops and --target-params, not both")
         check_output(out, overwrite, folder=True)
         image = dict(weights=weights, num_classes=num_classes, data=data, data_dir=data_dir, image_size=image_size)
-        targets = (None if target_params is not None else target_flops, target_params)
-        options = dict(method=method, round_to=round_to, seed=seed, batch_size=min(batch_size, 32))
-        options["latency_repeats"] = min(latency_repeats, 3)
+        if target_flops is None and target_params is None:
+            target_flops = 0.5
+        targets = (target_flops, target_params)
+        options = dict(method=method, round_to=round_to, seed=seed, batch_size=batch_size or 32)
+        options["latency_repeats"] = latency_repeats or 3
         flags = dict(compensation=compensation, score=score, compensation_order=compensation_order)
         flags.update(allocation=allocation, rounds=rounds)
         options["channel_options"] = image_channel_options(method, flags)
         return prune_image(str(model), out, targets, calibration, calibration_samples, image, options, as_json)
     if str(model).startswith("hf:"):
+        if target_flops is not None:
+            raise InputError("a language model is pruned to --target-params or by --ffn-fraction, not --target-flops")
         hf_args = dict(target_params=target_params, fraction=ffn_fraction, samples=calibration_samples, length=length)
-        hf_args.update(eval_text=eval_text, latency_repeats=min(latency_repeats, 3), batch_size=batch_size, seed=seed)
+        hf_args.update(eval_text=eval_text, latency_repeats=latency_repeats or 3, batch_size=batch_size or 4, seed=seed)
         check_output(out, overwrite, folder=True)
         return prune_hf(str(model), out, method, calibration, hf_args, as_json)
+    if target_params is not None or ffn_fraction is not None:
+        raise InputError("a checkpoint is pruned to --target-flops; --target-params/--ffn-fraction are for hf:DIR")
+    target_flops = 0.5 if target_flops is None else target_flops
+    batch_size, latency_repeats = batch_size or 128, latency_repeats or 100
     from modhifi_core.params import CollectParams, PruneParams
 
     options = dict(target_flops=target_flops, method=method, compensation=compensation, allocation=allocation)
