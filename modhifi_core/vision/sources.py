@@ -91,6 +91,13 @@ def _load_zoo(source: str, weights: str | Path | None, num_classes: int | None) 
     weights = Path(weights)
     if weights.is_dir():
         record = _zoo_record(weights, source)
+        recorded = record.get("num_classes")
+        if num_classes is not None and num_classes != recorded:
+            raise InputError(
+                f"--num-classes {num_classes}: the model in {weights} was built with "
+                f"{'num_classes=' + str(recorded) if recorded is not None else 'the architecture default'} "
+                "(its rebuild.json); leave --num-classes out for a folder modhifi wrote"
+            )
         model = zoo.load_zoo_folder(weights)
         return ImageModel(model, source, {zoo.WEIGHTS_FILE: sha256_file(weights / zoo.WEIGHTS_FILE)}, record)
     build_kwargs = {} if num_classes is None else {"num_classes": num_classes}
