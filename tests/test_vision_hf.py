@@ -167,7 +167,7 @@ def test_stock_width_folders_load_in_stock_transformers_without_modhifi(stock_pr
         import json, sys
         import torch
         from transformers import AutoModelForImageClassification
-        data = torch.load(sys.argv[1])
+        data = torch.load(sys.argv[1], weights_only=True)
         worst = {}
         for folder, expected in data["expected"].items():
             model = AutoModelForImageClassification.from_pretrained(folder, local_files_only=True).eval()
