@@ -5,7 +5,7 @@ Default: ResNet-50 (the zoo's, ImageNet stem, 1000 classes, float32, random init
 (`collect_statistics`). Each mode runs in a fresh process so that its peak RSS is its own:
 
 * `single`   — `collect_statistics(model, batches)` in one process, one torch thread;
-* `cluster1`, `cluster2` — `flows.cluster.open_executor("local", N)` (one-thread worker
+* `cluster1`, `cluster2` — `tasks.cluster.open_executor("local", N)` (one-thread worker
   processes), then `collect_statistics(..., executor=..., shards=2N)`; cluster start-up is
   timed apart from the pass. Peak RSS of the client and of every worker, and what the
   workers run with (torch threads, worker threads, the malloc settings).
@@ -17,7 +17,7 @@ CPU over the single process's) is the cluster path's own cost.
 
 Also measured, in the driver: the serialisation the sharded path adds (pickling the model
 once per pass, unpickling it once per shard, a shard's images and a shard's result each
-way) and the bytes each pass moves (the model once per worker — `flows.cluster.DaskExecutor`
+way) and the bytes each pass moves (the model once per worker — `tasks.cluster.DaskExecutor`
 scatters it — plus the images and a result per shard; a shard's images are task arguments,
 which Dask sends client → scheduler → worker, so on the wire they count twice). Every
 cluster result is compared with the single-process one (max |a - b| / max |b| per field).
@@ -118,7 +118,7 @@ def run_mode(args) -> dict:
     else:
         from distributed import get_task_stream
 
-        from flows.cluster import open_executor
+        from tasks.cluster import open_executor
 
         workers = int(args.mode.removeprefix("cluster"))
         start = time.perf_counter()
@@ -209,7 +209,7 @@ def serialisation_costs(args, shards: int) -> dict:
 
 
 def bytes_moved(costs: dict, shards: int, workers: int, images_mib: float) -> dict:
-    """The model is scattered once per worker (flows.cluster.DaskExecutor); images and results
+    """The model is scattered once per worker (tasks.cluster.DaskExecutor); images and results
     travel once per shard."""
     to_workers = workers * costs["model_mib"] + images_mib
     back = shards * costs["result_mib"]

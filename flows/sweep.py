@@ -138,7 +138,7 @@ def sweep_executor(root: Path, workers: int | None) -> Iterator[Executor | None]
         with ThreadPoolExecutor(workers) as pool:
             yield pool
         return
-    from flows.cluster import open_executor
+    from tasks.cluster import open_executor
 
     cluster = Workspace.at(root).params().cluster
     with open_executor(cluster.address, cluster.workers, retries=0) as executor:

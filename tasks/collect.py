@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from flows.cluster import open_executor
+from tasks.cluster import open_executor
 from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.data import load_from_spec
 from modhifi_core.metadata import read_metadata

@@ -9,7 +9,7 @@ ModHiFi-U's statistics passes run on the Dask cluster when `cluster.address` is 
 
 from __future__ import annotations
 
-from flows.cluster import open_executor
+from tasks.cluster import open_executor
 from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.data import load_from_spec
 from modhifi_core.metadata import read_metadata

@@ -1,4 +1,4 @@
-"""Statistics on a real Dask cluster equal the single-process statistics (flows/cluster.py
+"""Statistics on a real Dask cluster equal the single-process statistics (tasks/cluster.py
 supplies the executor, modhifi_core.sharding the shards): a LocalCluster of two worker
 processes in the fast suite; in the slow suite a `dask scheduler` and two `dask worker`
 processes on 127.0.0.1, one of them SIGKILLed mid-run. All on loopback, bounded in time.
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from flows.cluster import open_executor
+from tasks.cluster import open_executor
 from modhifi_core.errors import InputError
 from modhifi_core.models import ModelConfig, build_model
 from modhifi_core.statistics import collect_kept_gram, collect_statistics

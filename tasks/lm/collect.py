@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flows.cluster import open_executor
+from tasks.cluster import open_executor
 from modhifi_core.params import Params
 from modhifi_core.pruning.ffn import FFNStatistics, collect_ffn_statistics
 from modhifi_core.safe_io import atomic_torch_save

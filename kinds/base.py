@@ -1,0 +1,130 @@
+"""The interface every model kind implements (one adapter per kind, `kinds/<kind>/`).
+
+A *kind* is what a model source holds: modhifi's own zoo checkpoint, a Hugging Face causal
+LM, a text encoder, an image classifier (Hugging Face, torchvision, timm), a user's own
+PyTorch module. Stages and commands ask the registry (`kinds.kind_of`) once and then talk
+to the adapter only: they never ask which kind they hold. The model of the pattern is
+Torch-Pruning's `BasePruningFunc` + `PrunerBox` (a new layer type is one subclass; the
+pruner never branches on type) and `transformers`' `AutoModel.register`.
+
+Example:
+    >>> from kinds import kind_of
+    >>> kind = kind_of("hf:models/smollm2")          # reads the folder's config.json once
+    >>> kind.name, kind.defaults.calibration_samples
+    ('causal-lm', 128)
+    >>> loaded = kind.load()                           # on the chosen device and dtype
+    >>> kind.save(loaded, pruned_model, "out/", lineage={...})
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from modhifi_core.errors import InputError
+
+STAGES = ("train_base", "synthesize", "collect", "score", "prune", "unlearn", "finetune", "evaluate", "report")
+
+
+@dataclass(frozen=True)
+class KindDefaults:
+    """What a kind calibrates, batches and targets by default, written once here.
+
+    Args:
+        calibration_samples: calibration images (or token windows of a language model).
+        batch_size: samples per forward pass while calibrating.
+        latency_repeats: interleaved dense/pruned timed forward passes (the median is reported).
+        target: what a pruning target is a fraction of: `flops` or `params`.
+        target_value: the fraction of it that remains by default.
+    """
+
+    calibration_samples: int
+    batch_size: int
+    latency_repeats: int
+    target: str
+    target_value: float
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One pipeline stage of a kind, as its dvc.yaml entry is generated.
+
+    Args:
+        reads: workspace artifacts (`tasks.workspace.ARTIFACTS` names) and external-input
+            records (`tasks.inputs.INPUTS` names) the stage really consumes.
+        params: the dotted params.yaml keys it reads (the runner refuses any other).
+        writes: artifacts it writes (DVC outs).
+        metrics: JSON metrics artifacts it writes.
+        plots: CSV plot artifacts it writes.
+    """
+
+    reads: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    plots: tuple[str, ...] = ()
+
+
+class ModelKind:
+    """One kind of model source. Subclasses set the class attributes and implement the
+    methods; `kinds.register` adds them to the registry.
+
+    Class attributes:
+        name: the kind's name, as registered (`zoo`, `causal-lm`, `encoder`,
+            `image-classification`, `torchvision`, `python`).
+        sections: the params.yaml sections a run of this kind reads (besides `seed`,
+            `model`, `cluster`, `schedule`); any other section is refused.
+        skipped: stage name -> why that stage does not apply to this kind.
+        defaults: `KindDefaults`.
+        targets: the pruning targets it accepts (`flops`, `params`, `ffn_fraction`).
+        package: the package holding the kind's pipeline stages (`<package>.<stage>`, each
+            with `run(ws, params, kind) -> metrics`) and its commands (`<package>.cli`).
+        stages: stage name -> `StageSpec`: the pipeline of this kind, in order (a stage
+            that does not apply is absent, with its reason in `skipped`); the kind's
+            dvc.yaml is generated from it.
+    """
+
+    name: ClassVar[str]
+    sections: ClassVar[tuple[str, ...]] = ()
+    skipped: ClassVar[dict[str, str]] = {}
+    defaults: ClassVar[KindDefaults]
+    targets: ClassVar[tuple[str, ...]] = ("flops",)
+    package: ClassVar[str]
+    stages: ClassVar[dict[str, StageSpec]]
+
+    def __init__(self, source: str | None) -> None:
+        self.source = source
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.source!r})"
+
+    # ------------------------------------------------------------------ the model
+    def check(self, **options: Any) -> None:
+        """Refuse, in one line and before any weight is read, a source (with `options`,
+        e.g. `weights`) this kind cannot load."""
+
+    def load(self, *, device: str = "cpu", **options: Any) -> Any:
+        """The source's model (and what saving it back needs), in eval mode on `device`."""
+        raise NotImplementedError
+
+    def save(self, loaded: Any, model: Any, out: str | Path, lineage: dict) -> Path:
+        """Write `model` (made from `loaded`) at `out` in the source's own format, with
+        the lineage beside it; atomically. Returns the path written."""
+        raise NotImplementedError
+
+    def describe(self, path: str | Path) -> dict:
+        """A short summary of a model artifact of this kind, for lineage and reports."""
+        return {"kind": self.name, "path": str(path)}
+
+    # ------------------------------------------------------------------ checks
+    def check_target(self, target: str) -> None:
+        """Refuse a pruning target (`flops`, `params`, `ffn_fraction`) this kind does not take."""
+        if target not in self.targets:
+            takes = " or ".join(f"--{t.replace('_', '-')}" for t in self.targets)
+            flag = "--target-" + target if target != "ffn_fraction" else "--ffn-fraction"
+            raise InputError(f"a {self.name} model is pruned by {takes}, not {flag}")
+
+    def applies(self, stage: str) -> bool:
+        """Whether pipeline `stage` does anything for this kind (else `skipped[stage]` says why)."""
+        return stage not in self.skipped
