@@ -363,19 +363,24 @@ def _recorded_by_folder(folder: Path) -> _Recorded:
 
 
 def _recorded_by_record(record: dict, root: Path) -> _Recorded:
-    """An open-weight model's stage record (tasks/lm, tasks/image): the source model's files
+    """An open-weight model's stage record (tasks/lm, kinds/image): the source model's files
     (train_base: a Hugging Face folder's, or a torchvision/timm weights file or folder), the
     folder a prune or unlearn stage wrote, nothing for a skipped stage or an input."""
-    from tasks.image import ZOO_FOLDER, ZOO_SOURCE, source_file
-
     kind = record.get("record")
-    if kind in ("hf-source", ZOO_SOURCE):
-        files = [(f"source file {name}", source_file(record, name), sha) for name, sha in record["files"].items()]
+    if kind == "hf-source":
+        files = [(f"source file {name}", _source_file(record, name), sha) for name, sha in record["files"].items()]
         return _Recorded(files=sorted(files))
-    if kind in ("hf-folder", ZOO_FOLDER):
+    if kind == "hf-folder":
         parents = (record.get("metadata") or {}).get("parents") or {}
         return _Recorded(parents=dict(parents), folders=[(root / record["folder"]).resolve()])
     return _Recorded()
+
+
+def _source_file(record: dict, name: str) -> Path:
+    """Where file `name` of train_base's source record lies: in the source folder, or the
+    weights file itself."""
+    path = Path(record["path"])
+    return path if path.name == name and not path.is_dir() else path / name
 
 
 def _checkpoint(path: Path) -> object | str:

@@ -12,9 +12,9 @@ In a zoo run (or an input not used) the file records `{"path": null}`.
 
 `check_model_fits` refuses, before anything runs, params that cannot work on the folder's
 kind of model (`modhifi_core.sources.model_kind`, the one detector): an encoder calibrated
-by self-sampling, sequences longer than the model's positions; for an image classifier a
-forget set other than one of its classes; for `torchvision:ARCH` / `timm:ARCH` a library
-that does not import in this venv or an architecture it does not have.
+by self-sampling, sequences longer than the model's positions. A kind whose adapter has
+moved into `kinds/` (the image classifiers) is asked instead: `kind.check_run`,
+`kind.inputs`, `kind.source_files`.
 """
 
 from __future__ import annotations
@@ -41,8 +41,11 @@ def input_path(ws: Workspace, params: Params, name: str) -> Path | None:
     source = params.model.source
     if source is None:
         return None
+    kind = _adapter(ws.root, source)
+    if name == "model_source" and kind is not None:
+        return kind.inputs(params, ws.root).get("model_source")
     if name == "model_source":
-        path = params.model.weights if is_zoo_source(source) else source.removeprefix("hf:")
+        path = source.removeprefix("hf:")
     elif name == "calibration_text":
         calibration = params.language.calibration
         path = calibration.removeprefix("text:") if calibration != "self" else None
@@ -51,14 +54,25 @@ def input_path(ws: Workspace, params: Params, name: str) -> Path | None:
     return ws.root / Path(path).expanduser() if path else None
 
 
-def digest(name: str, path: Path | None) -> dict:
+def _adapter(root: Path, source: str | None) -> object | None:
+    """The kind adapter of `source` (`kinds.kind_of`). TRANSITIONAL while the kinds move
+    in: None for a kind whose adapter is not there yet (its checks are below)."""
+    import kinds
+
+    try:
+        return kinds.kind_of(source, root)
+    except (ImportError, AttributeError):
+        return None
+
+
+def digest(name: str, path: Path | None, kind: object | None = None) -> dict:
     """`{"path", "files": {relative path: sha256}}` of a file or folder (every file under a
     text folder; a model folder's config, weight and tokenizer files; a zoo weights file,
     or the weights and rebuild record of a folder modhifi wrote)."""
     if path is None:
         return {"path": None}
     if name == "model_source":
-        files = _model_files(path)
+        files = kind.source_files(path) if kind is not None else _model_files(path)
     else:
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     base = path if path.is_dir() else path.parent
@@ -67,39 +81,22 @@ def digest(name: str, path: Path | None) -> dict:
 
 def _model_files(path: Path) -> list[Path]:
     from modhifi_core.sources.huggingface import TOKENIZER_FILES, check_folder
-    from modhifi_core.sources.torchvision_zoo import RECORD_FILE, WEIGHTS_FILE
 
-    if path.is_file():  # a torchvision/timm weights file
-        return [path]
-    if (path / RECORD_FILE).is_file():  # a torchvision/timm folder save_zoo_model wrote
-        return [path / WEIGHTS_FILE, path / RECORD_FILE]
     _, weights, _ = check_folder(path)
     extra = [path / name for name in ("config.json", *TOKENIZER_FILES) if (path / name).is_file()]
     return sorted({*weights, *extra})
 
 
-FORGET_A_CLASS = "unlearn.forget_random: an image classifier forgets a class; give unlearn.forget_class"
 LANGUAGE_KEYS = ("calibration", "length", "eval_samples")  # what check_model_fits can check
-IMAGE_KEYS = ("forget",)  # unlearn.forget_class / forget_random, for an image classifier
 
 
-def check_model_fits(ws: Workspace, params: Params, keys: tuple[str, ...] = LANGUAGE_KEYS + IMAGE_KEYS) -> str | None:
-    """The kind of the model `model.source` names (`causal-lm`, `encoder` or
-    `image-classification`; None in a zoo run), with the keys among `keys` checked against
-    it (a stage passes the ones it declares; `language` keys, and `forget`: the unlearn
-    section). One InputError line for: an encoder with `calibration: self` (only a causal LM
+def check_model_fits(ws: Workspace, params: Params, keys: tuple[str, ...] = LANGUAGE_KEYS) -> str | None:
+    """The kind of the model `model.source` names (`causal-lm` or `encoder`; None in a zoo
+    run), with the keys among `keys` checked against it (a stage passes the ones it
+    declares). One InputError line for: an encoder with `calibration: self` (only a causal LM
     samples text) or with `eval_samples` too few for its top-k neighbour agreement, a
     `length` beyond the model's `max_position_embeddings` (refused, not clipped: what runs
-    is what params.yaml says), and an image classifier told to forget a random fraction or
-    a class it does not have; a torchvision/timm source whose library does not import here
-    or has no such architecture (`check_source`; its classes are checked by the operations)."""
-    if is_zoo_source(params.model.source):
-        from modhifi_core.sources.torchvision_zoo import check_source
-
-        check_source(params.model.source)
-        if "forget" in keys and params.unlearn.forget_class is None:
-            raise InputError(FORGET_A_CLASS)
-        return "image-classification"
+    is what params.yaml says)."""
     folder = input_path(ws, params, "model_source")
     if folder is None:
         return None
@@ -107,10 +104,6 @@ def check_model_fits(ws: Workspace, params: Params, keys: tuple[str, ...] = LANG
     from tasks.lm import NEIGHBOURS
 
     kind = model_kind(folder)
-    if kind == "image-classification":
-        if "forget" in keys:
-            _check_forget_set(folder, params)
-        return kind
     lang = {key: getattr(params.language, key) for key in keys if key in LANGUAGE_KEYS}  # only those declared
     if kind == "encoder" and lang.get("calibration") == "self":
         raise InputError(
@@ -131,33 +124,17 @@ def check_model_fits(ws: Workspace, params: Params, keys: tuple[str, ...] = LANG
     return kind
 
 
-def _check_forget_set(folder: Path, params: Params) -> None:
-    """An image classifier forgets one of its own classes (its config.json's `id2label`)."""
-    u = params.unlearn
-    if u.forget_class is None:
-        raise InputError(FORGET_A_CLASS)
-    config = json.loads((folder / "config.json").read_text())
-    classes = len(config.get("id2label") or {}) or int(config.get("num_labels") or 0)
-    if classes and u.forget_class >= classes:
-        raise InputError(
-            f"unlearn.forget_class: {u.forget_class} is not a class of {folder} (it has {classes}: 0-{classes - 1})"
-        )
-
-
-def is_zoo_source(source: str | None) -> bool:
-    """Whether `model.source` names a torchvision/timm architecture (`weights` then holds the model)."""
-    from modhifi_core.vision.sources import is_image_source
-
-    return source is not None and is_image_source(source)
-
-
 def refresh_inputs(ws: Workspace, params: Params) -> None:
-    """Check that the params fit the model (`check_model_fits`), then write
-    each input's digest to its `inputs/` file (rewritten only when it changed)."""
-    check_model_fits(ws, params)
+    """Check that the params fit the model (`kind.check_run`, else `check_model_fits`),
+    then write each input's digest to its `inputs/` file (rewritten only when it changed)."""
+    kind = _adapter(ws.root, params.model.source)
+    if kind is not None and hasattr(kind, "check_run"):
+        kind.check_run(params, ws.root)
+    else:
+        check_model_fits(ws, params)
     for name, file in INPUTS.items():
         target = ws.root / file
-        record = digest(name, input_path(ws, params, name))
+        record = digest(name, input_path(ws, params, name), kind)
         if not target.is_file() or json.loads(target.read_text()) != record:
             atomic_write_json(target, record)
 
@@ -166,7 +143,7 @@ def checked_input(ws: Workspace, params: Params, name: str) -> dict:
     """The digest of input `name` now; InputError when it differs from what `inputs/`
     records (the input changed after `modhifi run` hashed it). Without a record (a stage
     run alone) it is written now."""
-    record = digest(name, input_path(ws, params, name))
+    record = digest(name, input_path(ws, params, name), _adapter(ws.root, params.model.source))
     target = ws.root / INPUTS[name]
     if not target.is_file():
         atomic_write_json(target, record)

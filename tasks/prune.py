@@ -23,8 +23,6 @@ from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_json, atomic_write_text, sha256_file
 from tasks.calibration import stage_calibration, synthetic_parent
 from tasks.collect import load_statistics
-from tasks.image import is_image
-from tasks.image import prune as image_stage
 from tasks.lm import is_language
 from tasks.lm import prune as language_stage
 from tasks.score import load_scores
@@ -32,8 +30,6 @@ from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
-    if is_image(ws, params):
-        return image_stage.run(ws, params, layers_csv)
     if is_language(params):
         return language_stage.run(ws, params)
     base = load_checkpoint(ws.artifact("base_model"))

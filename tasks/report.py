@@ -8,11 +8,10 @@ from pathlib import Path
 
 import torch
 
-from modhifi_core.operations.report import ImageResults, LanguageResults, RunResults, image_report, report
+from modhifi_core.operations.report import LanguageResults, RunResults, report
 from modhifi_core.operations.report import language_report as render_language
 from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_bytes, atomic_write_text
-from tasks.image import COLLECT_REASON, is_image
 from tasks.lm import is_language
 from tasks.workspace import Workspace
 
@@ -20,8 +19,6 @@ SKIPPABLE = {"train_base": "base", "unlearn": "unlearned", "finetune": "final"} 
 
 
 def run(ws: Workspace, params: Params) -> dict:
-    if is_image(ws, params):
-        return image_classifier_report(ws, params)
     if is_language(params):
         return language_report(ws, params)
     preview = ws.artifact("synthetic") / "preview.png"
@@ -51,24 +48,6 @@ def language_report(ws: Workspace, params: Params) -> dict:
         skipped={name: m["skipped"] for name, m in stages.items() if "skipped" in m},
     )
     return write_report(ws, render_language(results))
-
-
-def image_classifier_report(ws: Workspace, params: Params) -> dict:
-    """The report of an open-weight image classifier's run (`model.source: hf:DIR`)."""
-    stages = {stage: _json(ws.artifact(f"{out}_metrics")) for stage, out in SKIPPABLE.items()}
-    skipped = {name: m["skipped"] for name, m in stages.items() if "skipped" in m}
-    preview = ws.artifact("synthetic") / "preview.png"
-    results = ImageResults(
-        params=params,
-        evaluation=_json(ws.artifact("evaluation")),
-        pruned=_json(ws.artifact("pruned_metrics")),
-        unlearned=stages["unlearn"],
-        layers=_csv(ws.artifact("pruned_layers")),
-        per_class=_csv(ws.artifact("per_class")),
-        skipped={"collect, score": COLLECT_REASON, **skipped},
-        images={"synthetic_preview.png": preview.read_bytes()} if preview.exists() else {},
-    )
-    return write_report(ws, image_report(results))
 
 
 def write_report(ws: Workspace, rendered: object) -> dict:

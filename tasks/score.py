@@ -13,8 +13,7 @@ from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.operations.statistics import ModelScores, score
 from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_text
-from tasks.collect import load_statistics
-from tasks.image import COLLECT_REASON, is_image
+from tasks.collect import _not_applying, load_statistics
 from tasks.lm import is_language, skipped
 from tasks.lm import score as language_stage
 from tasks.workspace import Workspace
@@ -23,9 +22,10 @@ QUANTILES = {"p10": 0.1, "p25": 0.25, "median": 0.5, "p75": 0.75, "p90": 0.9}
 
 
 def run(ws: Workspace, params: Params) -> dict:
-    if is_image(ws, params):
+    reason = _not_applying(ws, params, "score")
+    if reason is not None:
         atomic_write_text(ws.artifact("scores_csv"), summary_csv({}))
-        return skipped(ws, "scores", None, COLLECT_REASON)
+        return skipped(ws, "scores", None, reason)
     if is_language(params):
         return language_stage.run(ws, params, summary_csv)
     model = load_checkpoint(ws.artifact("base_model")).model

@@ -2,8 +2,8 @@
 
 With `model.path` set, the given checkpoint is loaded safely (weights_only), evaluated
 and copied in; otherwise a model is trained on the configured dataset. An open-weight
-model (`model.source`) is recorded, not trained: a torchvision/timm network by
-`tasks.image.base`, a Hugging Face folder by `tasks.lm.base`.
+model (`model.source`) is recorded, not trained: an image classifier by its kind
+(`kinds.image.train_base`), a Hugging Face language model by `tasks.lm.base`.
 """
 
 from __future__ import annotations
@@ -15,16 +15,12 @@ from modhifi_core.operations.evaluate import evaluate
 from modhifi_core.operations.train import train_from_params
 from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_bytes, atomic_write_json
-from tasks.image import base as image_stage
-from tasks.inputs import is_zoo_source
 from tasks.lm import base as language_stage
 from tasks.lm import is_language
 from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
-    if is_zoo_source(params.model.source):
-        return image_stage.run(ws, params)
     if is_language(params):
         return language_stage.run(ws, params)
     out = ws.artifact("base_model")

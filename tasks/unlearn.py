@@ -18,15 +18,11 @@ from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_json
 from modhifi_core.synthesis import load_synthetic
 from tasks.calibration import synthetic_parent
-from tasks.image import is_image
-from tasks.image import unlearn as image_stage
 from tasks.lm import is_language, skipped
 from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
-    if is_image(ws, params):
-        return image_stage.run(ws, params)
     ws.unused_folder(
         "unlearned_hf", "Written only when an open-weight image classifier is unlearned; this run has none."
     )

@@ -18,7 +18,7 @@ Open-weight models (Hugging Face folders, torchvision/timm networks), objects in
 perplexity, an encoder's embedding agreement with a reference),
 `prune_image_classifier(model, calibration, target_flops=...)` (CNN channels or ViT/Swin
 MLP neurons) and `unlearn_image_classifier(model, data, forget_class)`; the CLI writes
-their results back in the source's format (`modhifi_core.vision.sources`).
+their results back in the source's format (the model kind's adapter, `kinds/`).
 
 The pipeline stages (`tasks/`) and the CLI commands (`flows/commands/`) are adapters over
 these functions: files or arguments in, one call, files and printed results out. They

@@ -34,7 +34,7 @@ from modhifi_core.training import accuracy
 from modhifi_core.vision.channels import prune_hf_classifier
 from modhifi_core.vision.hf import LAYERNORM_TRANSFORMERS, stock_shape_difference
 from modhifi_core.vision.mlp import kept_mlp_width, prune_hf_mlp
-from modhifi_core.vision.sources import classifier
+from modhifi_core.vision.hf import classifier
 
 
 @dataclass

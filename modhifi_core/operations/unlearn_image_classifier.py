@@ -25,7 +25,7 @@ from modhifi_core.params import UnlearnParams
 from modhifi_core.splits import class_split
 from modhifi_core.unlearning import unlearn
 from modhifi_core.vision.modify import unlearn_hf_classifier
-from modhifi_core.vision.sources import classifier
+from modhifi_core.vision.hf import classifier
 
 
 @dataclass

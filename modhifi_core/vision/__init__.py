@@ -1,11 +1,12 @@
 """Open-weight vision models: Hugging Face image classifiers for the engine (`hf`: the
 adapter, loading and writing folders), rebuild records for pruned networks outside the zoo
-(`shapes`), and their sources (`sources`). Pruning and unlearning them live in `modify`
+(`shapes`); where models come from is the model kinds' business (`kinds/`). Pruning and unlearning them live in `modify`
 (conv channels, ModHiFi-U) and `mlp` (ViT/Swin MLP neurons), imported from there: this
 package imports neither, so loading a model does not import the pruner."""
 
 from modhifi_core.vision.hf import (
     LogitsOnly,
+    classifier,
     load_hf_image_classifier,
     load_hf_pruned,
     mlp_output_layers,
@@ -17,6 +18,7 @@ from modhifi_core.vision.shapes import apply_shape_record, module_shapes, shape_
 __all__ = [
     "LogitsOnly",
     "apply_shape_record",
+    "classifier",
     "load_hf_image_classifier",
     "load_hf_pruned",
     "mlp_output_layers",

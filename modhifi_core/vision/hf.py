@@ -61,6 +61,12 @@ class LogitsOnly(nn.Module):
         return self.model(pixel_values=pixel_values).logits
 
 
+def classifier(model: nn.Module) -> nn.Module:
+    """`model(images) -> logits`, in eval mode: an HF model (it has a `.config`) behind
+    `LogitsOnly`, any other network as it is."""
+    return (LogitsOnly(model) if hasattr(model, "config") else model).eval()
+
+
 def load_hf_image_classifier(folder: str | Path) -> nn.Module:
     """An HF image classifier from a local folder, in eval mode, through
     `modhifi_core.sources.load_hf` (its checks: no remote code, no hub access, no pickled

@@ -7,30 +7,30 @@ recalibration and a relearning attack (`evaluate.*`)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from typing import Any
 
+from kinds.image import FOLDERS, read_record
+from kinds.image.data import evaluation_data
 from modhifi_core.durability import RelearningAttack
 from modhifi_core.operations.evaluate import evaluate
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_json, atomic_write_text, sha256_file
 from modhifi_core.splits import class_split
-from modhifi_core.vision.sources import classifier
-from tasks.image import FOLDERS, evaluation_data, load_base, load_output
-from tasks.lm import read_record
+from tasks.evaluate import per_class_csv
 from tasks.workspace import Workspace
 
 
-def run(ws: Workspace, params: Params, per_class_csv: Callable[[dict], str]) -> dict:
+def run(ws: Workspace, params: Any, kind: Any) -> dict:
     """Accuracy of each model (%), the unlearned model's UA/RA/TA/MIA and audit, the prune
-    stage's ratios and speed-up; `per_class_csv` of the per-class test accuracy."""
-    models = {"base": load_base(ws), "pruned": load_output(ws, "pruned"), "unlearned": load_output(ws, "unlearned")}
-    data = evaluation_data(params, models["base"])
+    stage's ratios and speed-up; the per-class test accuracy table."""
+    models = {"base": kind.load_base(ws)}
+    models |= {name: kind.load_output(ws, name) for name in ("pruned", "unlearned")}
+    data = evaluation_data(params, models["base"].input_shape)
     forgotten = int(read_record(ws.artifact("unlearned_model"))["forgotten_class"])
     split = class_split(data.train, forgotten)
     e = params.evaluate
     attack = RelearningAttack(steps=e.relearn_steps, lr=e.relearn_lr, seed=params.seed)
     results = {
-        name: evaluate(classifier(m), data, split if name == "unlearned" else None, attack)
+        name: evaluate(kind.classifier(m), data, split if name == "unlearned" else None, attack)
         for name, m in models.items()
     }
     metrics: dict = {"dataset": data.name, "forget_class": forgotten, "forget": split.describe()}

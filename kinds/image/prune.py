@@ -1,12 +1,13 @@
-"""prune on an open-weight image classifier (a Hugging Face folder, a torchvision/timm
-network): one call of `prune_image_classifier` (conv channels of a CNN, MLP neurons of a
-ViT/Swin) to `prune.target_flops` on `collect.samples` images of `collect.calibration`,
-written back in the source's format (`save_image_model`) with its lineage."""
+"""prune on an image classifier: one call of `prune_image_classifier` (conv channels of a
+CNN, MLP neurons of a ViT/Swin) to `prune.target_flops` on `collect.samples` images of
+`collect.calibration`, written back in the source's format (`kind.save`) with its lineage."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
+from kinds.image import read_record
+from kinds.image.data import evaluation_data
 from modhifi_core.calibration import calibration_set
 from modhifi_core.metadata import modification_record
 from modhifi_core.operations.prune_image_classifier import (
@@ -15,13 +16,10 @@ from modhifi_core.operations.prune_image_classifier import (
     prune_image_classifier,
     pruned_components,
 )
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_json, atomic_write_text, sha256_file
 from modhifi_core.synthesis import load_synthetic
-from modhifi_core.vision.sources import classifier, input_shape, save_image_model
 from tasks.calibration import synthetic_parent
-from tasks.image import evaluation_data, folder_record, load_base
-from tasks.lm import read_record
+from tasks.prune import layers_csv
 from tasks.workspace import Workspace
 
 # What prune_image_classifier takes of the prune section (a CNN also takes pruning_options').
@@ -29,18 +27,18 @@ USED = ("method", "target_flops", "round_to", "latency_batch", "latency_repeats"
 CHANNEL_KEYS = ("compensation", "score", "allocation", "compensation_order", "rounds", "ridge")
 
 
-def run(ws: Workspace, params: Params, layers_csv: Callable[[dict], str]) -> dict:
+def run(ws: Workspace, params: Any, kind: Any) -> dict:
     """Prune the source model; writes `outputs/pruned/hf/` (`modhifi.json`: parents'
-    sha256, params, metrics), its record, the metrics and the per-layer table (`layers_csv`
-    of conv output channels; a ViT/Swin's MLP neurons per block)."""
+    sha256, params, metrics), its record, the metrics and the per-layer table (conv output
+    channels; a ViT/Swin's MLP neurons per block)."""
     p, c = params.prune, params.collect
-    loaded = load_base(ws)
-    shape = input_shape(loaded)
+    loaded = kind.load_base(ws)
+    shape = loaded.input_shape
     check_options(loaded.model, p.method, p.target_flops, None, image_shape=shape, round_to=p.round_to)
-    data = evaluation_data(params, loaded)
+    data = evaluation_data(params, shape)
     synthetic = c.calibration == "synthetic"
     samples = load_synthetic(ws.artifact("synthetic"), data.num_classes) if synthetic else None
-    images = calibration_set(c.calibration, classifier(loaded), data, c.samples, params.seed, samples)
+    images = calibration_set(c.calibration, kind.classifier(loaded), data, c.samples, params.seed, samples)
     options = {"round_to": p.round_to, "latency_batch": p.latency_batch, "latency_repeats": p.latency_repeats}
     channels = pruned_components(loaded.model) == "channels"
     if channels:
@@ -61,10 +59,9 @@ def run(ws: Workspace, params: Params, layers_csv: Callable[[dict], str]) -> dic
     read = USED + (CHANNEL_KEYS if channels else ())
     used = {"prune": {k: getattr(p, k) for k in read}, "collect": c.model_dump(), "seed": params.seed}
     used["data"] = {"dataset": params.data.dataset, "image_size": list(shape)}
-    folder = save_image_model(
-        result.model, loaded, ws.artifact("pruned_hf"), modification_record("prune", parents, used, result.metrics)
-    )
-    atomic_torch_save(ws.artifact("pruned_model"), folder_record(ws, "pruned", base, loaded))
+    lineage = modification_record("prune", parents, used, result.metrics)
+    folder = kind.save(loaded, result.model, ws.artifact("pruned_hf"), lineage)
+    atomic_torch_save(ws.artifact("pruned_model"), kind.output_record(ws, "pruned", base, loaded))
     metrics = {**result.metrics, "calibration": c.calibration, "lineage": f"{folder.relative_to(ws.root)}/modhifi.json"}
     atomic_write_json(ws.artifact("pruned_metrics"), metrics)
     atomic_write_text(ws.artifact("pruned_layers"), layers_csv(_layers(result.report)))

@@ -1,0 +1,155 @@
+"""The `python` kind: a user's own PyTorch module (`python:PACKAGE.MODULE:FACTORY` +
+weights + input shape). Load -> prune to half the FLOPs on calibration images -> save ->
+reload through the adapter gives the in-memory pruned model's outputs; each refusal is
+one line naming what is wrong."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from kinds import kind_of
+from kinds.python_module import PythonModuleKind
+from modhifi_core.data import ArrayDataset
+from modhifi_core.errors import InputError
+
+NET = """
+    from torch import nn
+
+
+    def build():
+        return nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+        )
+
+
+    def wider():
+        return nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten())
+
+
+    def not_a_module():
+        return "a string"
+
+
+    def broken():
+        raise ValueError("no such width\\nsecond line")
+"""
+
+
+@pytest.fixture
+def package(tmp_path, monkeypatch):
+    """`usernets/cnn.py` in tmp_path (on sys.path, and the current folder), and the
+    weights of `build()` as safetensors."""
+    (tmp_path / "usernets").mkdir()
+    (tmp_path / "usernets" / "__init__.py").write_text("")
+    (tmp_path / "usernets" / "cnn.py").write_text(textwrap.dedent(NET))
+    (tmp_path / "usernets" / "bad.py").write_text("import no_such_package_here\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    for name in [m for m in sys.modules if m.startswith("usernets")]:
+        monkeypatch.delitem(sys.modules, name)
+    torch.manual_seed(0)
+    from usernets.cnn import build
+
+    model = build().eval()
+    save_file(model.state_dict(), str(tmp_path / "cnn.safetensors"))
+    return tmp_path
+
+
+def test_the_kind_is_registered_with_the_image_defaults():
+    kind = kind_of("python:usernets.cnn:build")
+    assert isinstance(kind, PythonModuleKind) and kind.name == "python"
+    assert kind.defaults.target == "flops" and kind.defaults.target_value == 0.5
+    assert {"weights", "input_shape"} <= set(kind.options["prune"]) and "image_size" not in kind.options["prune"]
+
+
+def test_load_prune_save_reload_gives_the_pruned_outputs(package):
+    from modhifi_core.operations.prune_image_classifier import prune_image_classifier
+
+    kind = kind_of("python:usernets.cnn:build")
+    loaded = kind.load(weights=package / "cnn.safetensors", input_shape="3,16,16")
+    assert loaded.input_shape == (3, 16, 16) and set(loaded.weights) == {"cnn.safetensors"}
+    generator = torch.Generator().manual_seed(0)
+    images = ArrayDataset(torch.randn(64, 3, 16, 16, generator=generator), torch.zeros(64, dtype=torch.int64), 10)
+    result = prune_image_classifier(loaded.model, images, target_flops=0.5, latency_repeats=1, latency_batch=2)
+    assert result.metrics["flops_ratio"] == pytest.approx(0.5, abs=0.05)
+    out = kind.save(loaded, result.model, package / "pruned", {"operation": "prune"})
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "modhifi.json", "rebuild.json"]
+    record = json.loads((out / "rebuild.json").read_text())
+    assert record["source"] == "python:usernets.cnn:build" and record["input_shape"] == [3, 16, 16]
+    assert record["layer_shapes"], "the pruned layers' shapes are recorded"
+    assert json.loads((out / "modhifi.json").read_text())["operation"] == "prune"
+
+    again = kind.load(weights=out)
+    assert again.input_shape == (3, 16, 16)
+    x = torch.randn(4, 3, 16, 16, generator=generator)
+    with torch.no_grad():
+        torch.testing.assert_close(again.model(x), result.model.eval()(x), rtol=0, atol=0)
+    assert sum(p.numel() for p in again.model.parameters()) < sum(p.numel() for p in loaded.model.parameters())
+
+
+def test_a_state_dict_file_loads_too(package):
+    from usernets.cnn import build
+
+    torch.save(build().state_dict(), package / "cnn.pt")
+    loaded = kind_of("python:usernets.cnn:build").load(weights=package / "cnn.pt", input_shape=[3, 16, 16])
+    assert loaded.input_shape == (3, 16, 16)
+
+
+REFUSALS = [
+    ("python:usernets.cnn", {}, "is not python:PACKAGE.MODULE:FACTORY"),
+    ("python:usernets/cnn:build", {}, "is not python:PACKAGE.MODULE:FACTORY"),
+    ("python:usernets.bad:build", {}, "module usernets.bad does not import: No module named 'no_such_package_here'"),
+    ("python:usernets.nowhere:build", {}, "module usernets.nowhere does not import"),
+    ("python:usernets.cnn:missing", {}, "module usernets.cnn has no factory missing"),
+    ("python:usernets.cnn:not_a_module", {}, "not_a_module() returned a str, not a torch nn.Module"),
+    ("python:usernets.cnn:broken", {}, "broken() failed: no such width"),
+    ("python:usernets.cnn:build", {"weights": "missing.safetensors"}, "missing key '3.weight' (1 missing)"),
+    ("python:usernets.cnn:build", {"weights": "nowhere.safetensors"}, "weights nowhere.safetensors does not exist"),
+    ("python:usernets.cnn:build", {"weights": "junk.safetensors"}, "unreadable weights file"),
+    ("python:usernets.cnn:build", {"weights": "extra.safetensors"}, "unexpected key 'extra'"),
+    ("python:usernets.cnn:build", {"weights": "narrow.safetensors"}, "'0.weight' has shape (8, 3, 3, 3) in the file"),
+    ("python:usernets.cnn:build", {"weights": None}, "needs --weights FILE"),
+    ("python:usernets.cnn:build", {"input_shape": None}, "needs --input-shape C,H,W"),
+    ("python:usernets.cnn:build", {"input_shape": "3,16"}, "--input-shape must be C,H,W"),
+]
+
+
+@pytest.mark.parametrize(("source", "change", "message"), REFUSALS, ids=[r[2][:30] for r in REFUSALS])
+def test_each_refusal_is_one_line(package, source, change, message):
+    from usernets.cnn import build
+
+    state = build().state_dict()
+    (package / "junk.safetensors").write_bytes(b"not safetensors")
+    save_file({**state, "extra": torch.zeros(1)}, str(package / "extra.safetensors"))
+    save_file({**state, "0.weight": torch.zeros(8, 3, 3, 3)}, str(package / "narrow.safetensors"))
+    save_file({k: v for k, v in state.items() if k != "3.weight"}, str(package / "missing.safetensors"))
+    options = {"weights": "cnn.safetensors", "input_shape": "3,16,16", **change}
+    with pytest.raises(InputError) as info:
+        kind_of(source).load(**options)
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_a_folder_of_another_source_or_input_shape_is_refused(package):
+    from usernets.cnn import build
+
+    kind = kind_of("python:usernets.cnn:build")
+    loaded = kind.load(weights="cnn.safetensors", input_shape="3,16,16")
+    out = kind.save(loaded, build(), package / "saved", {})
+    with pytest.raises(InputError, match="holds a python:usernets.cnn:build model, not python:usernets.cnn:wider"):
+        kind_of("python:usernets.cnn:wider").load(weights=out)
+    with pytest.raises(InputError, match="the model in .* takes 3,16,16"):
+        kind.load(weights=out, input_shape="3,8,8")
+    # code beside the weights is never imported: their folder is not put on sys.path
+    (package / "models").mkdir()
+    (package / "models" / "evil.py").write_text("from torch import nn\n\ndef build():\n    return nn.Linear(1, 1)\n")
+    (package / "cnn.safetensors").rename(package / "models" / "cnn.safetensors")
+    with pytest.raises(InputError, match="module evil does not import: No module named 'evil'"):
+        kind_of("python:evil:build").load(weights=package / "models" / "cnn.safetensors", input_shape="3,16,16")
