@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-CODE = ("modhifi_core", "tasks", "flows")
+CODE = ("modhifi_core", "kinds", "tasks", "flows")
 
 TINY = {
     "train": {"epochs": 3},

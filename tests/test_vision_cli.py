@@ -231,7 +231,7 @@ def test_a_calibration_folder_gives_a_seeded_subset_of_its_samples_in_order(tmp_
     the seed (`calibration.seeded_subset`, the pipeline's draw too), in their file order; all
     of them when fewer; a folder of another image shape is one line."""
 
-    from flows.commands.loading import image_calibration
+    from kinds.image.data import image_calibration
     from modhifi_core.calibration import seeded_subset
     from modhifi_core.data import load_sample_folder
     from modhifi_core.errors import InputError

@@ -32,7 +32,7 @@ from modhifi_core.params import validate_params  # noqa: E402
 from modhifi_core.safe_io import sha256_file  # noqa: E402
 from modhifi_core.training import accuracy  # noqa: E402
 from modhifi_core.vision import LogitsOnly, load_hf_pruned  # noqa: E402
-from tasks.image import COLLECT_REASON, FINETUNE_REASON  # noqa: E402
+from kinds.image import COLLECT_REASON, FINETUNE_REASON  # noqa: E402
 
 ALL = ["train_base", "synthesize", "collect", "score", "prune", "unlearn", "finetune", "evaluate", "report"]
 
@@ -129,11 +129,11 @@ def test_image_pipeline_tracks_accuracy_and_forgetting_in_mlflow(image_run):
     ],
 )
 def test_a_forget_set_the_model_cannot_have_is_one_line(resnet_folder, tmp_path, unlearn, match):
-    from tasks.inputs import check_model_fits
-    from tasks.workspace import Workspace
+    from kinds import kind_of
 
+    params = validate_params(image_params(resnet_folder, **unlearn))
     with pytest.raises(InputError, match=match) as info:
-        check_model_fits(Workspace(tmp_path), validate_params(image_params(resnet_folder, **unlearn)))
+        kind_of(params.model.source, tmp_path).check_run(params, tmp_path)
     assert "\n" not in str(info.value)
 
 

@@ -125,10 +125,11 @@ def test_a_failed_save_leaves_the_previous_folder_as_it_was(tmp_path):
 def test_num_classes_that_contradict_a_folder_modhifi_wrote_are_one_line(tmp_path):
     """`--weights FOLDER` carries its constructor arguments (rebuild.json): a matching
     --num-classes loads, a different one is refused instead of being ignored."""
-    from modhifi_core.vision.sources import load_image_model
+    from kinds import kind_of
 
     folder = save_zoo_model(build_zoo_model("torchvision:resnet18", num_classes=10), "torchvision:resnet18",
                             tmp_path / "m", {"num_classes": 10})  # fmt: skip
-    assert load_image_model("torchvision:resnet18", folder, num_classes=10).model.fc.out_features == 10
+    kind = kind_of("torchvision:resnet18")
+    assert kind.load(weights=folder, num_classes=10).model.fc.out_features == 10
     with pytest.raises(InputError, match=r"--num-classes 7: the model in .* was built with num_classes=10"):
-        load_image_model("torchvision:resnet18", folder, num_classes=7)
+        kind.load(weights=folder, num_classes=7)
