@@ -30,6 +30,14 @@ NET = """
         )
 
 
+    def digits():
+        return nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+        )
+
+
     def wider():
         return nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten())
 
@@ -153,3 +161,69 @@ def test_a_folder_of_another_source_or_input_shape_is_refused(package):
     (package / "cnn.safetensors").rename(package / "models" / "cnn.safetensors")
     with pytest.raises(InputError, match="module evil does not import: No module named 'evil'"):
         kind_of("python:evil:build").load(weights=package / "models" / "cnn.safetensors", input_shape="3,16,16")
+
+
+def test_the_image_commands_take_a_python_module(package):
+    """`modhifi prune / evaluate / unlearn --model python:... --weights F --input-shape C,H,W`
+    (the command functions the generic CLI calls): the image kind's defaults, the folder
+    written back as this kind's, which the next command reads as --weights."""
+    from kinds.image import cli
+
+    kind = kind_of("python:usernets.cnn:build")
+    source = {"weights": "cnn.safetensors", "input_shape": "3,16,16"}
+    given = {"calibration": "gaussian", "calibration_samples": 32, "latency_repeats": 1}
+    pruned = cli.prune(kind, package / "pruned", {**source, **given})
+    assert pruned["flops_ratio"] == pytest.approx(kind.defaults.target_value, abs=0.05)
+    assert pruned["out"] == str(package / "pruned") and (package / "pruned" / "rebuild.json").is_file()
+    lineage = json.loads((package / "pruned" / "modhifi.json").read_text())
+    assert (
+        lineage["params"]["calibration_samples"] == 32 and lineage["params"]["batch_size"] == kind.defaults.batch_size
+    )
+    measured = cli.evaluate(kind, None, {"weights": package / "pruned", "data": "digits"})
+    assert 0 <= measured["test_accuracy"] <= 100 and set(measured["weights"]) == {"model.safetensors"}
+    with pytest.raises(InputError, match="give one of --target-flops and --target-params"):
+        cli.prune(kind, package / "o", {**source, "target_flops": 0.5, "target_params": 0.5})
+    with pytest.raises(InputError, match="give --data"):
+        cli.evaluate(kind, None, source)
+
+
+def test_the_pipeline_stages_run_a_python_module(package):
+    """train_base -> synthesize -> prune -> unlearn -> evaluate -> report of the image kind
+    on a python module (stage functions called as the runner calls them; the params'
+    `model` section as the python kind reads it: source, weights, input_shape)."""
+    from types import SimpleNamespace
+
+    from pipeline_workspace import tiny_params
+    from usernets.cnn import digits
+
+    from modhifi_core.params import validate_params
+    from tasks.workspace import Workspace
+
+    torch.manual_seed(0)
+    save_file(digits().state_dict(), str(package / "digits.safetensors"))
+    base = validate_params(tiny_params())
+    model = SimpleNamespace(source="python:usernets.cnn:digits", weights="digits.safetensors", input_shape=[1, 8, 8])
+    params = SimpleNamespace(
+        seed=0,
+        model=model,
+        data=base.data,
+        synthesize=base.synthesize,
+        collect=base.collect.model_copy(update={"samples": 60, "batch_size": 32}),
+        prune=base.prune,
+        unlearn=base.unlearn,
+        evaluate=base.evaluate.model_copy(update={"relearn_steps": 2}),
+        cluster=base.cluster,
+    )
+    ws = Workspace(package)
+    kind = kind_of(model.source, ws.root)
+    kind.check_run(params, ws.root)
+    assert list(kind.stages) == ["train_base", "synthesize", "prune", "unlearn", "evaluate", "report"]
+    metrics = {}
+    for stage in kind.stages:
+        module = __import__(f"{kind.package}.{stage}", fromlist=["run"])
+        metrics[stage] = module.run(ws, params, kind)
+    assert metrics["prune"]["flops_ratio"] == pytest.approx(params.prune.target_flops, abs=0.05)
+    assert metrics["evaluate"]["forget_class"] == params.unlearn.forget_class and "UA" in metrics["evaluate"]
+    pruned = kind.load_output(ws, "pruned")
+    assert pruned.input_shape == (1, 8, 8) and (ws.root / "outputs/pruned/hf/rebuild.json").is_file()
+    assert "collect, score: skipped" in (ws.root / "outputs/report/report.md").read_text()
