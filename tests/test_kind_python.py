@@ -5,6 +5,7 @@ one line naming what is wrong."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import textwrap
@@ -197,6 +198,7 @@ def test_the_pipeline_stages_run_a_python_module(package):
     from usernets.cnn import digits
 
     from modhifi_core.params import validate_params
+    from tasks.runner import DeclaredParams
     from tasks.workspace import Workspace
 
     torch.manual_seed(0)
@@ -219,9 +221,9 @@ def test_the_pipeline_stages_run_a_python_module(package):
     kind.check_run(params, ws.root)
     assert list(kind.stages) == ["train_base", "synthesize", "prune", "unlearn", "evaluate", "report"]
     metrics = {}
-    for stage in kind.stages:
-        module = __import__(f"{kind.package}.{stage}", fromlist=["run"])
-        metrics[stage] = module.run(ws, params, kind)
+    for stage, spec in kind.stages.items():  # each stage sees only the params its spec declares
+        module = importlib.import_module(f"{kind.package}.{stage}")
+        metrics[stage] = module.run(ws, DeclaredParams(params, spec.params, stage), kind)
     assert metrics["prune"]["flops_ratio"] == pytest.approx(params.prune.target_flops, abs=0.05)
     assert metrics["evaluate"]["forget_class"] == params.unlearn.forget_class and "UA" in metrics["evaluate"]
     pruned = kind.load_output(ws, "pruned")
