@@ -229,3 +229,31 @@ def test_the_pipeline_stages_run_a_python_module(package):
     pruned = kind.load_output(ws, "pruned")
     assert pruned.input_shape == (1, 8, 8) and (ws.root / "outputs/pruned/hf/rebuild.json").is_file()
     assert "collect, score: skipped" in (ws.root / "outputs/report/report.md").read_text()
+
+
+RUN_REFUSALS = [
+    ({"cluster": {"address": "local"}}, "cluster.address: an image classifier's prune collects"),
+    ({"model": {"num_classes": 10}}, "model.num_classes is not read for a python model"),
+    ({"model": {"path": "base.pt"}}, "model.path is not read for a python model"),
+    ({"unlearn": {"forget_class": None, "forget_random": 0.1}}, "an image classifier forgets a class"),
+    ({"model": {"input_shape": None}}, "needs --input-shape C,H,W"),
+    ({"model": {"weights": "gone.safetensors"}}, "gone.safetensors does not exist"),
+    ({"model": {"source": "python:usernets.cnn:missing"}}, "has no factory missing"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), RUN_REFUSALS, ids=[r[1][:30] for r in RUN_REFUSALS])
+def test_a_run_the_kind_cannot_do_is_refused_before_any_stage(package, change, message):
+    from types import SimpleNamespace
+
+    sections = {
+        "model": {"source": "python:usernets.cnn:build", "weights": "cnn.safetensors", "input_shape": [3, 16, 16]},
+        "cluster": {"address": None},
+        "unlearn": {"forget_class": 3, "forget_random": None},
+    }
+    for section, values in change.items():
+        sections[section].update(values)
+    params = SimpleNamespace(**{name: SimpleNamespace(**values) for name, values in sections.items()})
+    with pytest.raises(InputError) as info:
+        kind_of(params.model.source).check_run(params, package)
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)

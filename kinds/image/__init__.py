@@ -48,6 +48,7 @@ DEFAULT_IMAGE_SIZE = 224  # when neither the config nor the caller gives one
 FOLDERS = {"pruned": "pruned_hf", "unlearned": "unlearned_hf"}  # model -> its workspace folder artifact
 # The record names flows.lineage reads (the same as a language model's records).
 SOURCE_RECORD, FOLDER_RECORD = "hf-source", "hf-folder"
+OPTIONAL_MODEL_KEYS = ("path", "weights", "num_classes", "image_size", "input_shape")  # check_run refuses unread ones
 DATA_KEYS = ("data.dataset", "data.data_dir", "data.test_fraction", "data.train_per_class")
 
 
@@ -162,6 +163,7 @@ class ImageClassifierKind(ModelKind):
         "data_dir",
     )
     model_keys: ClassVar[tuple[str, ...]] = ("image_size",)  # the source's own CLI options
+    model_params: ClassVar[tuple[str, ...]] = ()  # the optional params.yaml `model` keys it reads
 
     @classmethod
     def command_options(cls) -> dict[str, tuple[str, ...]]:
@@ -213,6 +215,9 @@ class ImageClassifierKind(ModelKind):
         """What a pipeline run of an image classifier refuses before any stage: a cluster
         address (the prune collects in-process), a forget set other than one class."""
         self.root = root
+        for key in OPTIONAL_MODEL_KEYS:
+            if getattr(params.model, key, None) is not None and key not in self.model_params:
+                raise InputError(f"model.{key} is not read for a {self.name} model ({self.source}); remove it")
         if params.cluster.address is not None:
             raise InputError(CLUSTER_REFUSED)
         self.check_forget(params.unlearn.forget_class, params.unlearn.forget_random)
@@ -382,6 +387,7 @@ class TorchvisionKind(ImageClassifierKind):
 
     name: ClassVar[str] = "torchvision"
     model_keys: ClassVar[tuple[str, ...]] = ("weights", "num_classes", "image_size")
+    model_params: ClassVar[tuple[str, ...]] = model_keys
 
     def check(self, *, weights: str | Path | None = None, **options: Any) -> None:
         """The library imports and has the architecture; weights are given and exist."""

@@ -56,6 +56,7 @@ class PythonModuleKind(ImageClassifierKind):
 
     name: ClassVar[str] = "python"
     model_keys: ClassVar[tuple[str, ...]] = ("weights", "input_shape")
+    model_params: ClassVar[tuple[str, ...]] = model_keys
 
     # ------------------------------------------------------------------ the factory
     def parts(self) -> tuple[str, str]:
