@@ -87,6 +87,7 @@ class ModelKind:
         options: CLI command -> the option names (typer parameter names) it takes; a
             command absent here does not apply to the kind.
         output: what a command's `--out` names: a `file` or a `folder`.
+        model_keys: the keys of params.yaml's `model` section it reads (others are refused).
     """
 
     name: ClassVar[str]
@@ -99,6 +100,7 @@ class ModelKind:
     dvc_plots: ClassVar[tuple[dict, ...]] = ()  # the top-level `plots:` of the kind's dvc.yaml
     options: ClassVar[dict[str, tuple[str, ...]]] = {}  # CLI command -> the options it takes
     output: ClassVar[str] = "file"  # what --out names: a checkpoint `file` or a `folder`
+    model_keys: ClassVar[tuple[str, ...]] = ("source",)  # the params.yaml `model` keys it reads
 
     def __init__(self, source: str | None) -> None:
         self.source = source

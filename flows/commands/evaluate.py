@@ -13,7 +13,9 @@ from flows.commands.dispatch import run_command
 
 
 def evaluate(
-    model: str = typer.Option(..., "--model", help="FILE.pt, hf:DIR, torchvision:ARCH, timm:ARCH or python:MOD:FACTORY."),
+    model: str = typer.Option(
+        ..., "--model", help="FILE.pt, hf:DIR, torchvision:ARCH, timm:ARCH or python:MOD:FACTORY."
+    ),
     text: str | None = typer.Option(None, "--text", help="Language model: held-out text (file or folder)."),
     reference: str | None = typer.Option(None, "--reference", help="Language model: hf:DIR to compare with."),
     samples: int | None = typer.Option(None, min=1, help="Language model: windows (an encoder: sentences) of --text."),
@@ -22,7 +24,9 @@ def evaluate(
     data: str | None = typer.Option(None, help="Image model: dataset (digits, fashion-mnist, cifar10) or folder."),
     data_dir: Path | None = typer.Option(None, help="Folder of the dataset's files."),
     forget_class: int | None = typer.Option(None, "--forget-class", help="Also report UA, RA, TA, MIA for class K."),
-    weights: Path | None = typer.Option(None, help="torchvision/timm/python: weights file (or a folder modhifi wrote)."),
+    weights: Path | None = typer.Option(
+        None, help="torchvision/timm/python: weights file (or a folder modhifi wrote)."
+    ),
     num_classes: int | None = typer.Option(None, min=1, help="torchvision/timm: the constructor's num_classes."),
     input_shape: str | None = typer.Option(None, help="python: C,H,W of one input, e.g. 3,16,16."),
     image_size: int | None = typer.Option(None, min=1, help="Image model: input size (default: its config's, or 224)."),

@@ -15,12 +15,15 @@ def finetune(
     model: str = typer.Option(..., "--model", help="Checkpoint to fine-tune (pruned or unlearned)."),
     out: Path = typer.Option(..., "--out", help="Where to write the fine-tuned checkpoint (.pt)."),
     teacher: Path | None = typer.Option(None, "--teacher", help="The original model to distil from."),
-    data: str | None = typer.Option(None,
+    data: str | None = typer.Option(
+        None,
         "--data",
         help="synthetic:DIR (a `modhifi synthesize` folder), synthetic (synthesise from the teacher now), "
         "real (cross-entropy on the model's real training set) or a dataset name (digits, cifar10).",
     ),
-    epochs: int | None = typer.Option(None, help="Epochs over the fine-tuning samples (0: only recalibrate BatchNorm)."),
+    epochs: int | None = typer.Option(
+        None, help="Epochs over the fine-tuning samples (0: only recalibrate BatchNorm)."
+    ),
     forget_class: int | None = typer.Option(
         None, "--forget-class", help="Leave this class out (default: the one the model's metadata records)."
     ),
@@ -32,7 +35,9 @@ def finetune(
     ),
     temperature: float | None = typer.Option(None, help="Distillation temperature."),
     batch_size: int | None = typer.Option(None, help="Samples per SGD step."),
-    per_class: int | None = typer.Option(None, "--per-class", help="With --data synthetic: samples to synthesise per class."),
+    per_class: int | None = typer.Option(
+        None, "--per-class", help="With --data synthetic: samples to synthesise per class."
+    ),
     seed: int = typer.Option(0, min=0),
     data_dir: Path | None = typer.Option(None, help="Folder of the CIFAR-10 python batches."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it already exists."),

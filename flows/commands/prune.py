@@ -15,7 +15,9 @@ KIND_DEFAULT = "(default: the model kind's)"
 
 
 def prune(
-    model: str = typer.Option(..., "--model", help="FILE.pt, hf:DIR, torchvision:ARCH, timm:ARCH or python:MOD:FACTORY."),
+    model: str = typer.Option(
+        ..., "--model", help="FILE.pt, hf:DIR, torchvision:ARCH, timm:ARCH or python:MOD:FACTORY."
+    ),
     out: Path = typer.Option(..., "--out", help="Where to write the pruned model (a .pt file, or a folder)."),
     target_flops: float | None = typer.Option(None, help=f"Fraction of the dense FLOPs that remains {KIND_DEFAULT}."),
     target_params: float | None = typer.Option(None, help=f"Fraction of the parameters that remains {KIND_DEFAULT}."),
@@ -36,7 +38,9 @@ def prune(
     seed: int = typer.Option(0, min=0, help="Seed of the calibration draw and of random."),
     eval_text: str | None = typer.Option(None, help="Language model: held-out text (file or folder) for perplexity."),
     length: int | None = typer.Option(None, min=2, help="Language model: tokens per calibration sequence."),
-    weights: Path | None = typer.Option(None, help="torchvision/timm/python: weights file (or a folder modhifi wrote)."),
+    weights: Path | None = typer.Option(
+        None, help="torchvision/timm/python: weights file (or a folder modhifi wrote)."
+    ),
     num_classes: int | None = typer.Option(None, min=1, help="torchvision/timm: the constructor's num_classes."),
     input_shape: str | None = typer.Option(None, help="python: C,H,W of one input, e.g. 3,16,16."),
     data: str | None = typer.Option(None, help="Image model: dataset (digits, fashion-mnist, cifar10) or folder."),

@@ -38,16 +38,3 @@ def train(
     for key in ("out", "overwrite", "as_json"):
         options.pop(key)
     run_command("train", None, options, out, overwrite, as_json, "trained")
-
-
-
-def check_training_memory(data: DataParams, model: ModelParams) -> None:
-    """Refuse an architecture whose training state cannot fit in memory (counted on the
-    meta device, before anything is allocated)."""
-    from modhifi_core.models import ModelConfig, parameter_bytes
-
-    # Both datasets have 10 classes; the classifier is a negligible part of the size anyway.
-    config = ModelConfig(name=model.name, in_channels=data.channels, width=model.width, image_size=data.image_size)
-    weights = parameter_bytes(config)
-    what = f"training {model.name} of width {model.width} ({weights // 4:,} float32 parameters)"
-    check_fits_in_memory(TRAINING_COPIES * weights, what)

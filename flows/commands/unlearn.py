@@ -16,7 +16,9 @@ from flows.commands.dispatch import run_command
 
 
 def unlearn(
-    model: str = typer.Option(..., "--model", help="FILE.pt, hf:DIR (an image classifier), torchvision:ARCH, timm:ARCH or python:..."),
+    model: str = typer.Option(
+        ..., "--model", help="FILE.pt, hf:DIR (an image classifier), torchvision:ARCH, timm:ARCH or python:..."
+    ),
     out: Path = typer.Option(..., "--out", help="Where to write the unlearned checkpoint (.pt; a folder otherwise)."),
     forget_class: int | None = typer.Option(None, "--forget-class", help="Forget every training sample of class K."),
     forget_random: float | None = typer.Option(
@@ -39,7 +41,9 @@ def unlearn(
     seed: int = typer.Option(0, min=0, help="Seed of the random forget split, synthesis and pruning's initialisation."),
     data_dir: Path | None = typer.Option(None, help="Folder of the CIFAR-10 python batches."),
     data: str | None = typer.Option(None, help="Image model: dataset (digits, fashion-mnist, cifar10) or folder."),
-    weights: Path | None = typer.Option(None, help="torchvision/timm/python: weights file (or a folder modhifi wrote)."),
+    weights: Path | None = typer.Option(
+        None, help="torchvision/timm/python: weights file (or a folder modhifi wrote)."
+    ),
     num_classes: int | None = typer.Option(None, min=1, help="torchvision/timm: the constructor's num_classes."),
     input_shape: str | None = typer.Option(None, help="python: C,H,W of one input, e.g. 3,16,16."),
     image_size: int | None = typer.Option(None, min=1, help="Image model: input size (default: its config's, or 224)."),
