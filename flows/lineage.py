@@ -363,16 +363,15 @@ def _recorded_by_folder(folder: Path) -> _Recorded:
 
 
 def _recorded_by_record(record: dict, root: Path) -> _Recorded:
-    """An open-weight model's stage record (tasks/lm, tasks/image): the source model's files
-    (train_base: a Hugging Face folder's, or a torchvision/timm weights file or folder), the
-    folder a prune or unlearn stage wrote, nothing for a skipped stage or an input."""
-    from tasks.image import ZOO_FOLDER, ZOO_SOURCE, source_file
+    """An open-weight model's stage record (`tasks.records`): the source model's files
+    (train_base), the folder a prune or unlearn stage wrote, nothing for anything else."""
+    from tasks.records import FOLDER, SOURCE, source_file
 
-    kind = record.get("record")
-    if kind in ("hf-source", ZOO_SOURCE):
+    shape = record.get("record")
+    if shape == SOURCE:
         files = [(f"source file {name}", source_file(record, name), sha) for name, sha in record["files"].items()]
         return _Recorded(files=sorted(files))
-    if kind in ("hf-folder", ZOO_FOLDER):
+    if shape == FOLDER:
         parents = (record.get("metadata") or {}).get("parents") or {}
         return _Recorded(parents=dict(parents), folders=[(root / record["folder"]).resolve()])
     return _Recorded()
@@ -391,9 +390,8 @@ def _checkpoint(path: Path) -> object | str:
 
 
 def _pipeline_record(path: Path) -> dict | None:
-    """A language-model stage's record (a plain dict naming its `record` kind, read with
-    weights_only), or None."""
-    from tasks.lm import read_record
+    """A stage's record (a plain dict naming its `record` shape, read with weights_only), or None."""
+    from tasks.records import read_record
 
     try:
         with warnings.catch_warnings():
