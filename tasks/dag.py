@@ -187,16 +187,17 @@ def render_dvc_yaml(kind: object, root: Path) -> str:
     """The dvc.yaml of a run of `kind` (a `kinds.ModelKind`) over the project code under
     `root`: one entry per stage of `kind.stages`, `cmd: modhifi stage NAME`; deps = the
     external-input records and artifacts the stage reads, then the project files its
-    module (`<kind.package>.<stage>`) can execute (a package folder when all of its files
-    are); params, outs, metrics and plots as the StageSpec says; the kind's `dvc_plots`."""
+    module (`<kind.package>.<stage>`) and the kind's adapter can execute (a package folder
+    when all of its files are); params, outs, metrics and plots as the StageSpec says; the kind's `dvc_plots`."""
     from tasks.inputs import INPUTS
     from tasks.workspace import ARTIFACTS
 
     paths = {**ARTIFACTS, **INPUTS}
+    adapter = import_closure(root, type(kind).__module__)  # the adapter may live beside other stage code
     stages = {}
     for name, spec in kind.stages.items():
         entry: dict = {"cmd": f"modhifi stage {name}"}
-        code = _folded(root, import_closure(root, f"{kind.package}.{name}"))
+        code = _folded(root, import_closure(root, f"{kind.package}.{name}") | adapter)
         entry["deps"] = [paths[r] for r in spec.reads] + code
         if spec.params:
             entry["params"] = list(spec.params)
