@@ -301,7 +301,7 @@ def modhifi_goals(summary: list[dict], l1_rows: list[dict]) -> dict:
 
 
 def backdoor(args: argparse.Namespace) -> dict:
-    from modhifi_core.backdoor import backdoor_metrics, backdoor_split, poison
+    from backdoor import backdoor_metrics, backdoor_split, poison
 
     data = load_dataset("digits")
     rows = []
