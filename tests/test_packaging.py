@@ -75,7 +75,8 @@ for m in pkgutil.walk_packages(modhifi_core.__path__, "modhifi_core."):
     importlib.import_module(m.name)
 for name in modhifi_core.__all__:
     getattr(modhifi_core, name)
-present = [m for m in ("prefect", "mlflow", "dvc", "dask", "distributed", "prefect_dask") if importlib.util.find_spec(m)]
+orchestration = ("prefect", "mlflow", "dvc", "dask", "distributed", "prefect_dask")
+present = [m for m in orchestration if importlib.util.find_spec(m)]
 assert not present, present
 print("engine ok")
 """
