@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 import torch
-from common import RESULTS, mean_std, parse, parser, result_path, write_result
+from common import mean_std, parse, parser, result_path, write_result
 from torch import nn
 
 from modhifi_core.batchnorm import recalibrate_batchnorm
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
                 "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
             }
         )
-        path = write_result(args.out if name == "accuracy" and args.out else RESULTS / f"prune_{name}.json", result)
+        path = write_result(result_path(args.out if name == "accuracy" else None, f"prune_{name}.json"), result)
         print(f"wrote {path} ({result['seconds']:.0f}s)", flush=True)
 
 

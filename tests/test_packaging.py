@@ -67,6 +67,24 @@ def test_every_engine_import_is_a_core_dependency():
     assert not missing
 
 
+def test_the_lock_pins_the_engine_and_the_pipeline():
+    """`make install` installs requirements.lock (then modhifi with --no-deps): it must
+    satisfy the core dependencies and the pipeline and dev extras, so `make run` and
+    `make test` keep installing everything."""
+    from packaging.requirements import Requirement
+
+    pinned = dict(line.split("==", 1) for line in (REPO / "requirements.lock").read_text().split() if "==" in line)
+    pinned = {_normalise(name): version for name, version in pinned.items()}
+    extras = _project()["optional-dependencies"]
+    requirements = [Requirement(t) for t in [*_project()["dependencies"], *extras["pipeline"], *extras["dev"]]]
+    unmet = [
+        str(r)
+        for r in requirements
+        if _normalise(r.name) not in pinned or not r.specifier.contains(pinned[_normalise(r.name)])
+    ]
+    assert not unmet
+
+
 CHECK = """
 import importlib, importlib.util, pkgutil, sys
 import modhifi_core
