@@ -112,7 +112,7 @@ def _path_of(entry: str | dict) -> str:
     return entry if isinstance(entry, str) else next(iter(entry))
 
 
-PROJECT_PACKAGES = ("modhifi_core", "tasks", "flows")
+PROJECT_PACKAGES = ("modhifi_core", "kinds", "tasks", "flows")
 
 
 def import_closure(root: Path, module: str) -> set[str]:
