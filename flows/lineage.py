@@ -363,7 +363,7 @@ def _recorded_by_folder(folder: Path) -> _Recorded:
 
 
 def _recorded_by_record(record: dict, root: Path) -> _Recorded:
-    """An open-weight model's stage record (tasks/lm, tasks/image): the source model's files
+    """An open-weight model's stage record (kinds/language, tasks/image): the source model's files
     (train_base: a Hugging Face folder's, or a torchvision/timm weights file or folder), the
     folder a prune or unlearn stage wrote, nothing for a skipped stage or an input."""
     from tasks.image import ZOO_FOLDER, ZOO_SOURCE, source_file
@@ -393,7 +393,7 @@ def _checkpoint(path: Path) -> object | str:
 def _pipeline_record(path: Path) -> dict | None:
     """A language-model stage's record (a plain dict naming its `record` kind, read with
     weights_only), or None."""
-    from tasks.lm import read_record
+    from tasks.records import read_record
 
     try:
         with warnings.catch_warnings():

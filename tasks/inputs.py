@@ -11,8 +11,8 @@ them. A stage reading an input checks that it still hashes as recorded (`checked
 In a zoo run (or an input not used) the file records `{"path": null}`.
 
 `check_model_fits` refuses, before anything runs, params that cannot work on the folder's
-kind of model (`modhifi_core.sources.model_kind`, the one detector): an encoder calibrated
-by self-sampling, sequences longer than the model's positions; for an image classifier a
+kind of model (`modhifi_core.sources.model_kind`, the one detector): for a language model
+what its adapter's `check_run` refuses (`kinds.language`); for an image classifier a
 forget set other than one of its classes; for `torchvision:ARCH` / `timm:ARCH` a library
 that does not import in this venv or an architecture it does not have.
 """
@@ -79,20 +79,17 @@ def _model_files(path: Path) -> list[Path]:
 
 
 FORGET_A_CLASS = "unlearn.forget_random: an image classifier forgets a class; give unlearn.forget_class"
-LANGUAGE_KEYS = ("calibration", "length", "eval_samples")  # what check_model_fits can check
 IMAGE_KEYS = ("forget",)  # unlearn.forget_class / forget_random, for an image classifier
 
 
-def check_model_fits(ws: Workspace, params: Params, keys: tuple[str, ...] = LANGUAGE_KEYS + IMAGE_KEYS) -> str | None:
+def check_model_fits(ws: Workspace, params: Params, keys: tuple[str, ...] = IMAGE_KEYS) -> str | None:
     """The kind of the model `model.source` names (`causal-lm`, `encoder` or
-    `image-classification`; None in a zoo run), with the keys among `keys` checked against
-    it (a stage passes the ones it declares; `language` keys, and `forget`: the unlearn
-    section). One InputError line for: an encoder with `calibration: self` (only a causal LM
-    samples text) or with `eval_samples` too few for its top-k neighbour agreement, a
-    `length` beyond the model's `max_position_embeddings` (refused, not clipped: what runs
-    is what params.yaml says), and an image classifier told to forget a random fraction or
-    a class it does not have; a torchvision/timm source whose library does not import here
-    or has no such architecture (`check_source`; its classes are checked by the operations)."""
+    `image-classification`; None in a zoo run), checked against the params. One InputError
+    line for: a language section its model cannot run (`kinds.language`'s `check_run`, at
+    run start), an image classifier told to forget a random fraction or a class it does not
+    have (`forget` among `keys`: a stage passes it when it declares the unlearn section); a
+    torchvision/timm source whose library does not import here or has no such architecture
+    (`check_source`; its classes are checked by the operations)."""
     if is_zoo_source(params.model.source):
         from modhifi_core.sources.torchvision_zoo import check_source
 
@@ -103,31 +100,16 @@ def check_model_fits(ws: Workspace, params: Params, keys: tuple[str, ...] = LANG
     folder = input_path(ws, params, "model_source")
     if folder is None:
         return None
-    from modhifi_core.sources import model_kind, position_limit
-    from tasks.lm import NEIGHBOURS
+    from modhifi_core.sources import model_kind
 
     kind = model_kind(folder)
     if kind == "image-classification":
         if "forget" in keys:
             _check_forget_set(folder, params)
         return kind
-    lang = {key: getattr(params.language, key) for key in keys if key in LANGUAGE_KEYS}  # only those declared
-    if kind == "encoder" and lang.get("calibration") == "self":
-        raise InputError(
-            f"language.calibration: self samples text from the model, which an encoder ({folder}) cannot do; "
-            "give text:PATH (a file or folder of real text)"
-        )
-    if kind == "encoder" and lang.get("eval_samples", NEIGHBOURS + 1) <= NEIGHBOURS:
-        raise InputError(
-            f"language.eval_samples: an encoder is evaluated by top-{NEIGHBOURS} neighbour agreement over the "
-            f"held-out sentences, which needs more than {NEIGHBOURS}; got {lang['eval_samples']}"
-        )
-    limit = position_limit(folder)
-    if limit is not None and lang.get("length", 0) > limit:
-        raise InputError(
-            f"language.length: {lang['length']} tokens exceed the {limit} positions of {folder} "
-            f"(max_position_embeddings in its config.json); give at most {limit}"
-        )
+    from kinds import kind_of
+
+    kind_of(params.model.source, ws.root).check_run(params, ws.root)
     return kind
 
 
