@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-CODE = ("modhifi_core", "tasks", "flows")
+CODE = ("modhifi_core", "kinds", "tasks", "flows")
 
 TINY = {
     "train": {"epochs": 3},
@@ -34,14 +34,18 @@ def tiny_params() -> dict:
 
 def language_params(folder: Path, eval_text: Path, **language) -> dict:
     """Tiny params of a language-model run on the Hugging Face folder `folder` (8 x 16
-    calibration tokens, 4 held-out windows), `language` overriding its language keys."""
-    params = tiny_params()
-    params["model"]["source"] = f"hf:{folder}"
-    params["language"].update(
-        samples=8, length=16, eval_text=str(eval_text), eval_samples=4, latency_repeats=1, batch_size=4
-    )
-    params["language"].update(language)
-    return params
+    calibration tokens, 4 held-out windows), `language` overriding its language keys: only
+    the sections a language model reads (seed, model.source, cluster, language)."""
+    from modhifi_core.params import ClusterParams, LanguageParams
+
+    tiny = {"samples": 8, "length": 16, "eval_text": str(eval_text), "eval_samples": 4}
+    tiny |= {"latency_repeats": 1, "batch_size": 4}
+    return {
+        "seed": 0,
+        "model": {"source": f"hf:{folder}"},
+        "cluster": ClusterParams().model_dump(),
+        "language": LanguageParams().model_dump() | tiny | language,
+    }
 
 
 def image_params(folder: Path, **unlearn) -> dict:
@@ -55,9 +59,14 @@ def image_params(folder: Path, **unlearn) -> dict:
     return params
 
 
-def make_workspace(root: Path) -> Path:
+def make_workspace(root: Path, kind: object = None) -> Path:
+    """A workspace at `root`: the repo's dvc.yaml, or (`kind`: a `kinds.base.ModelKind`)
+    the one generated from the kind's stages (`kind_dvc_yaml`)."""
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    if kind is None:
+        shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    else:
+        (root / "dvc.yaml").write_text(yaml.safe_dump(kind_dvc_yaml(kind), sort_keys=False))
     for folder in CODE:
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     write_params(root, tiny_params())
@@ -67,6 +76,28 @@ def make_workspace(root: Path) -> Path:
     git(root, "add", "-A")
     git(root, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "workspace")
     return root
+
+
+def kind_dvc_yaml(kind: object) -> dict:
+    """A dvc.yaml of `kind`'s pipeline, from its `stages`: each stage's external inputs and
+    artifacts as deps, its params, outs, metrics and plots; its code deps are the kind's
+    package and the project's shared packages (a stand-in for the generated dvc.yaml)."""
+    from tasks.inputs import INPUTS
+    from tasks.workspace import ARTIFACTS
+
+    code = [kind.package.replace(".", "/"), "kinds/__init__.py", "kinds/base.py", "tasks", "modhifi_core"]
+    stages = {}
+    for name, spec in kind.stages.items():
+        entry = {
+            "cmd": f"modhifi stage {name}",
+            "deps": [INPUTS.get(r) or ARTIFACTS[r] for r in spec.reads] + code,
+            "params": list(spec.params),
+            "outs": [ARTIFACTS[w] for w in spec.writes],
+            "metrics": [ARTIFACTS[m] for m in spec.metrics],
+            "plots": [ARTIFACTS[p] for p in spec.plots],
+        }
+        stages[name] = {key: value for key, value in entry.items() if value}
+    return {"stages": stages}
 
 
 def write_params(root: Path, params: dict) -> None:
