@@ -142,6 +142,22 @@ def test_a_language_section_that_cannot_run_on_the_model_is_one_line(sources, tm
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "--calibration: an encoder ({}) cannot sample its own calibration text; give text:PATH (a file or "
+         "folder of real text)"),
+        (["--calibration", "synthetic"], "--calibration: synthetic samples text from the model, which an encoder ({}) "
+         "cannot do; give text:PATH (a file or folder of real text)"),
+    ],
+)  # fmt: skip
+def test_modhifi_prune_of_an_encoder_needs_calibration_text(cli, sources, tmp_path, args, message):
+    folder = sources[0]["bert"]
+    result = cli("prune", "--model", f"hf:{folder}", *args, "--out", tmp_path / "o")
+    assert result.returncode == 2 and result.stderr == f"error: {message.format(folder)}\n"
+    assert not (tmp_path / "o").exists()
+
+
 def test_modhifi_run_refuses_self_calibration_of_an_encoder_before_any_stage(sources, tmp_path):
     folders, _, eval_text = sources
     root = make_workspace(tmp_path / "ws", EncoderKind)

@@ -237,12 +237,12 @@ class EncoderKind(LanguageKind):
     default_calibration: ClassVar[str | None] = None
 
     def check_calibration(self, key: str, calibration: str | None) -> None:
-        if calibration is None or calibration in ("self", "synthetic"):
-            given = f"{calibration} samples text from the model" if calibration else "none given: self-sampling"
-            raise InputError(
-                f"{key}: {given}, which an encoder ({self.folder()}) cannot do; give text:PATH (a file or folder "
-                "of real text)"
-            )
+        real, folder = "give text:PATH (a file or folder of real text)", self.folder()
+        if calibration is None:
+            raise InputError(f"{key}: an encoder ({folder}) cannot sample its own calibration text; {real}")
+        if calibration in ("self", "synthetic"):
+            what = f"{calibration} samples text from the model"
+            raise InputError(f"{key}: {what}, which an encoder ({folder}) cannot do; {real}")
 
     @staticmethod
     def neighbours() -> int:
