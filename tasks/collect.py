@@ -15,17 +15,13 @@ from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save
 from modhifi_core.sharding import worker_count
 from tasks.calibration import stage_calibration
-from tasks.image import COLLECT_REASON, is_image
-from tasks.lm import collect as language_stage
-from tasks.lm import is_language, skipped
+from tasks.image import COLLECT_REASON, is_image, skipped
 from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
     if is_image(ws, params):
         return skipped(ws, "statistics", None, COLLECT_REASON)
-    if is_language(params):
-        return language_stage.run(ws, params)
     base = load_checkpoint(ws.artifact("base_model"))
     data = load_from_spec(read_metadata(base.metadata).data)
     calibration = stage_calibration(ws, params, base, data)

@@ -17,16 +17,13 @@ from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_json
 from modhifi_core.synthesis import load_synthetic
 from tasks.calibration import synthetic_parent
-from tasks.image import FINETUNE_REASON, is_image
-from tasks.lm import is_language, skipped
+from tasks.image import FINETUNE_REASON, is_image, skipped
 from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
     if is_image(ws, params):
         return skipped(ws, "final_model", "final_metrics", FINETUNE_REASON)
-    if is_language(params):
-        return skipped(ws, "final_model", "final_metrics")
     student = load_checkpoint(ws.artifact("unlearned_model"))
     teacher = load_checkpoint(ws.artifact("base_model"))
     data = load_from_spec(read_metadata(student.metadata).data)

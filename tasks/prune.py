@@ -25,8 +25,6 @@ from tasks.calibration import stage_calibration, synthetic_parent
 from tasks.collect import load_statistics
 from tasks.image import is_image
 from tasks.image import prune as image_stage
-from tasks.lm import is_language
-from tasks.lm import prune as language_stage
 from tasks.score import load_scores
 from tasks.workspace import Workspace
 
@@ -34,8 +32,6 @@ from tasks.workspace import Workspace
 def run(ws: Workspace, params: Params) -> dict:
     if is_image(ws, params):
         return image_stage.run(ws, params, layers_csv)
-    if is_language(params):
-        return language_stage.run(ws, params)
     base = load_checkpoint(ws.artifact("base_model"))
     data = load_from_spec(read_metadata(base.metadata).data)
     p = params.prune

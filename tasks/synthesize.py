@@ -17,16 +17,11 @@ from modhifi_core.synthesis import InversionConfig, save_synthetic, synthesize
 from modhifi_core.vision.sources import classifier, input_shape
 from tasks.image import is_image
 from tasks.image import load_base as load_image_base
-from tasks.lm import is_language
-from tasks.lm import synthesize as language_stage
 from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
-    image = is_image(ws, params)
-    if is_language(params) and not image:
-        return language_stage.run(ws, params)
-    model, shape, parent = image_base(ws) if image else checkpoint_base(ws)
+    model, shape, parent = image_base(ws) if is_image(ws, params) else checkpoint_base(ws)
     s = params.synthesize
     knobs = s.model_dump(exclude={"method", "per_class", "source"})
     result = synthesize(

@@ -20,7 +20,6 @@ from modhifi_core.synthesis import load_synthetic
 from tasks.calibration import synthetic_parent
 from tasks.image import is_image
 from tasks.image import unlearn as image_stage
-from tasks.lm import is_language, skipped
 from tasks.workspace import Workspace
 
 
@@ -30,8 +29,6 @@ def run(ws: Workspace, params: Params) -> dict:
     ws.unused_folder(
         "unlearned_hf", "Written only when an open-weight image classifier is unlearned; this run has none."
     )
-    if is_language(params):
-        return skipped(ws, "unlearned_model", "unlearned_metrics")
     source = load_checkpoint(ws.artifact("pruned_model"))
     data = load_from_spec(read_metadata(source.metadata).data)
     synthetic = params.unlearn.data == "synthetic"

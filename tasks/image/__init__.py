@@ -5,7 +5,7 @@ network (`model.source: torchvision:ARCH` / `timm:ARCH` with `model.weights`). d
 paths are the zoo's; what each holds here:
 
 - train_base: `outputs/base/model.pt` records the source (an HF folder: its kind and its
-  files' sha256, `tasks.lm.base.run`, the same record as a language model's; a
+  files' sha256, `tasks.records.record_hf_source`, the same record as a language model's; a
   torchvision/timm network: the architecture, the weights' sha256, the constructor
   arguments and the input size, `tasks.image.base.run`); nothing is trained;
 - synthesize: the zoo's sample artifact, made from the model (`modhifi_core.synthesis`:
@@ -31,9 +31,10 @@ from pathlib import Path
 from modhifi_core.data import DatasetSplits, load_dataset
 from modhifi_core.errors import InputError
 from modhifi_core.params import Params
+from modhifi_core.safe_io import atomic_torch_save, atomic_write_json
 from modhifi_core.vision.sources import ImageModel, input_shape, load_image_model
 from tasks.inputs import input_path, is_zoo_source
-from tasks.lm import read_record
+from tasks.records import read_record
 from tasks.workspace import Workspace
 
 KIND = "image-classification"
@@ -57,6 +58,15 @@ def is_image(ws: Workspace, params: Params) -> bool:
         return True
     folder = input_path(ws, params, "model_source")
     return folder is not None and model_kind(folder) == KIND
+
+
+def skipped(ws: Workspace, model: str, metrics: str | None, reason: str) -> dict:
+    """A stage that does not apply: a record in place of its model (with `reason`) and
+    `skipped` metrics (when it has a metrics file)."""
+    atomic_torch_save(ws.artifact(model), {"record": "skipped", "reason": reason})
+    if metrics is not None:
+        atomic_write_json(ws.artifact(metrics), {"skipped": reason})
+    return {"skipped": reason}
 
 
 def load_base(ws: Workspace) -> ImageModel:

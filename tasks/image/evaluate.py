@@ -16,7 +16,7 @@ from modhifi_core.safe_io import atomic_write_json, atomic_write_text, sha256_fi
 from modhifi_core.splits import class_split
 from modhifi_core.vision.sources import classifier
 from tasks.image import FOLDERS, evaluation_data, load_base, load_output
-from tasks.lm import read_record
+from tasks.records import read_record
 from tasks.workspace import Workspace
 
 

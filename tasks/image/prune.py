@@ -21,7 +21,7 @@ from modhifi_core.synthesis import load_synthetic
 from modhifi_core.vision.sources import classifier, input_shape, save_image_model
 from tasks.calibration import synthetic_parent
 from tasks.image import evaluation_data, folder_record, load_base
-from tasks.lm import read_record
+from tasks.records import read_record
 from tasks.workspace import Workspace
 
 # What prune_image_classifier takes of the prune section (a CNN also takes pruning_options').
