@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import torch
 
-from tasks.cluster import open_executor
 from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.data import load_from_spec
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.statistics import ModelStatistics, collect_statistics
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save
 from modhifi_core.sharding import worker_count
 from tasks.calibration import stage_calibration
+from tasks.cluster import open_executor
 from tasks.image import COLLECT_REASON, is_image, skipped
+from tasks.params import Params
 from tasks.workspace import Workspace
 
 

@@ -18,11 +18,11 @@ from modhifi_core.data import load_from_spec
 from modhifi_core.durability import RelearningAttack
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.evaluate import evaluate
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_json, atomic_write_text
 from modhifi_core.splits import forget_split
 from tasks.image import evaluate as image_stage
 from tasks.image import is_image
+from tasks.params import Params
 from tasks.workspace import Workspace
 
 MODELS = ("base", "pruned", "unlearned", "final")

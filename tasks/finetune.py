@@ -13,11 +13,11 @@ from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.data import load_from_spec
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.finetune import finetune_checkpoint
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_json
 from modhifi_core.synthesis import load_synthetic
 from tasks.calibration import synthetic_parent
 from tasks.image import FINETUNE_REASON, is_image, skipped
+from tasks.params import Params
 from tasks.workspace import Workspace
 
 

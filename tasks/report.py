@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from modhifi_core.operations.report import ImageResults, RunResults, image_report, report
-from modhifi_core.params import Params
 from tasks.image import COLLECT_REASON, is_image
+from tasks.params import Params
 from tasks.records import read_csv as _csv
 from tasks.records import read_json as _json
 from tasks.records import write_report

@@ -8,10 +8,10 @@ import torch
 
 from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.operations.statistics import ModelScores, score
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_text
 from tasks.collect import load_statistics
 from tasks.image import COLLECT_REASON, is_image, skipped
+from tasks.params import Params
 from tasks.records import scores_csv as summary_csv
 from tasks.workspace import Workspace
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 from torch import nn
 
 from modhifi_core.checkpoint import load_checkpoint
-from modhifi_core.params import Params
 from modhifi_core.safe_io import sha256_file
 from modhifi_core.synthesis import InversionConfig, save_synthetic, synthesize
 from modhifi_core.vision.sources import classifier, input_shape
 from tasks.image import is_image
 from tasks.image import load_base as load_image_base
+from tasks.params import Params
 from tasks.workspace import Workspace
 
 

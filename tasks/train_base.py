@@ -14,10 +14,10 @@ from modhifi_core.data import data_spec, load_from_spec
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.evaluate import evaluate
 from modhifi_core.operations.train import train_from_params
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_bytes, atomic_write_json
 from tasks.image import base as image_stage
 from tasks.inputs import check_model_fits, is_zoo_source
+from tasks.params import Params
 from tasks.records import record_hf_source
 from tasks.workspace import Workspace
 

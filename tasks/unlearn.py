@@ -9,17 +9,17 @@ ModHiFi-U's statistics passes run on the Dask cluster when `cluster.address` is 
 
 from __future__ import annotations
 
-from tasks.cluster import open_executor
 from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.data import load_from_spec
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.unlearn import unlearn_checkpoint
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_json
 from modhifi_core.synthesis import load_synthetic
 from tasks.calibration import synthetic_parent
+from tasks.cluster import open_executor
 from tasks.image import is_image
 from tasks.image import unlearn as image_stage
+from tasks.params import Params
 from tasks.workspace import Workspace
 
 

@@ -343,7 +343,7 @@ def test_a_broken_params_yaml_is_refused_up_front_writing_nothing(cli, tmp_path,
 
 
 def test_the_committed_and_the_test_params_still_load():
-    from modhifi_core.params import load_params, validate_params
+    from tasks.params import load_params, validate_params
     from tests.pipeline_workspace import tiny_params
 
     load_params(REPO / "params.yaml")
@@ -388,8 +388,8 @@ def test_a_sweep_killed_with_sigkill_leaves_params_yaml_restorable(cli, tmp_path
 
 
 def test_a_live_sweeps_backup_is_left_alone(tmp_path):
-    from modhifi_core.params import restore_interrupted_sweep, sweep_backup_path
     from modhifi_core.safe_io import atomic_write_json
+    from tasks.params import restore_interrupted_sweep, sweep_backup_path
 
     params = tmp_path / "params.yaml"
     params.write_text("point: 1\n")
@@ -483,7 +483,7 @@ def test_two_runs_with_one_seed_give_byte_identical_checkpoints(tmp_path, model)
     from modhifi_core.metadata import read_metadata
     from modhifi_core.operations.prune import prune_checkpoint
     from modhifi_core.operations.train import train_from_params
-    from modhifi_core.params import DataParams, ModelParams, PruneParams, TrainParams
+    from tasks.params import DataParams, ModelParams, PruneParams, TrainParams
 
     trained = []
     for run in range(2):

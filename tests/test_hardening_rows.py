@@ -128,9 +128,9 @@ def test_two_latency_measurements_with_the_default_repeats_agree_within_10_perce
     """The summary's `latency_speedup` (the pipeline's model size: resnet18 width 16 on 8x8
     digits, pruned to half its FLOPs) measured twice with the default repeats and batch:
     the two agree within 10%. (20 repeats, the old default, gave up to 77% under load.)"""
-    from modhifi_core.params import PruneParams
     from modhifi_core.pruning import prune_model
     from modhifi_core.pruning.report import latency_report
+    from tasks.params import PruneParams
 
     torch.manual_seed(0)
     dense = build_model(ModelConfig(name="resnet18", width=16, image_size=8, in_channels=1)).eval()

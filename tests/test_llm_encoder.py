@@ -32,8 +32,8 @@ from kinds import kind_of
 from kinds.language import EncoderKind
 from modhifi_core.errors import InputError
 from modhifi_core.operations.prune_language_model import prune_language_model
-from modhifi_core.params import validate_params
 from modhifi_core.sources import model_kind
+from tasks.params import validate_params
 
 ALL = list(EncoderKind.stages)
 

@@ -27,8 +27,8 @@ from pipeline_workspace import (
 from kinds import kind_of
 from kinds.language import CausalLMKind
 from modhifi_core.errors import InputError
-from modhifi_core.params import validate_params
 from modhifi_core.safe_io import sha256_file
+from tasks.params import validate_params
 
 ALL = list(CausalLMKind.stages)
 

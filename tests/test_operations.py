@@ -16,7 +16,7 @@ from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.prune import prune_checkpoint, pruning_options
 from modhifi_core.operations.train import train_from_params
 from modhifi_core.operations.unlearn import unlearn_checkpoint
-from modhifi_core.params import DataParams, ModelParams, PruneParams, TrainParams, UnlearnParams
+from tasks.params import DataParams, ModelParams, PruneParams, TrainParams, UnlearnParams
 
 
 class Branchy(nn.Module):

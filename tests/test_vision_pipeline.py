@@ -28,11 +28,11 @@ from pipeline_workspace import (  # noqa: E402
 from vision_models import trained_resnet, trained_vit  # noqa: E402
 
 from modhifi_core.errors import InputError  # noqa: E402
-from modhifi_core.params import validate_params  # noqa: E402
 from modhifi_core.safe_io import sha256_file  # noqa: E402
 from modhifi_core.training import accuracy  # noqa: E402
 from modhifi_core.vision import LogitsOnly, load_hf_pruned  # noqa: E402
 from tasks.image import COLLECT_REASON, FINETUNE_REASON  # noqa: E402
+from tasks.params import validate_params  # noqa: E402
 
 ALL = ["train_base", "synthesize", "collect", "score", "prune", "unlearn", "finetune", "evaluate", "report"]
 

@@ -18,9 +18,9 @@ from modhifi_core.distillation import check_settings, finetune
 from modhifi_core.errors import InputError
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.outcome import Outcome
-from modhifi_core.params import FinetuneParams
 from modhifi_core.training import accuracy
 from modhifi_core.unstructured.masks import Masks
+from tasks.params import FinetuneParams
 
 
 def finetune_checkpoint(

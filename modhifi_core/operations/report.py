@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import torch  # noqa: E402
 
-from modhifi_core.params import Params  # noqa: E402
+from tasks.params import Params  # noqa: E402
 
 UNLEARNING_METRICS = ("UA", "RA", "TA", "MIA")
 

@@ -23,11 +23,11 @@ from modhifi_core.metadata import ModelMetadata, read_metadata
 from modhifi_core.metrics import unlearning_metrics
 from modhifi_core.models import build_model
 from modhifi_core.operations.outcome import Outcome
-from modhifi_core.params import UnlearnParams
 from modhifi_core.splits import ForgetSplit, class_split, forget_split
 from modhifi_core.training import TrainConfig
 from modhifi_core.unlearning import unlearn
 from modhifi_core.unstructured import Masks, prune_unstructured
+from tasks.params import UnlearnParams
 
 # Synthetic samples per class made for the method when none are given (data-free).
 SYNTHETIC_PER_CLASS = 50

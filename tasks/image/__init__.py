@@ -30,10 +30,10 @@ from pathlib import Path
 
 from modhifi_core.data import DatasetSplits, load_dataset
 from modhifi_core.errors import InputError
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_json
 from modhifi_core.vision.sources import ImageModel, input_shape, load_image_model
 from tasks.inputs import input_path, is_zoo_source
+from tasks.params import Params
 from tasks.records import read_record
 from tasks.workspace import Workspace
 

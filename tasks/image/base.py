@@ -4,11 +4,11 @@ not fit it are refused here, not three stages later) and recorded, not trained."
 
 from __future__ import annotations
 
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_json
 from modhifi_core.vision.sources import load_image_model
 from tasks.image import KIND, ZOO_SOURCE
 from tasks.inputs import check_model_fits, checked_input
+from tasks.params import Params
 from tasks.workspace import Workspace
 
 TRAIN_REASON = "an open-weight model is not trained here: the stage records its files' sha256"

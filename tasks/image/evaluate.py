@@ -11,11 +11,11 @@ from collections.abc import Callable
 
 from modhifi_core.durability import RelearningAttack
 from modhifi_core.operations.evaluate import evaluate
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_json, atomic_write_text, sha256_file
 from modhifi_core.splits import class_split
 from modhifi_core.vision.sources import classifier
 from tasks.image import FOLDERS, evaluation_data, load_base, load_output
+from tasks.params import Params
 from tasks.records import read_record
 from tasks.workspace import Workspace
 

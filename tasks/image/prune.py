@@ -15,12 +15,12 @@ from modhifi_core.operations.prune_image_classifier import (
     prune_image_classifier,
     pruned_components,
 )
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_json, atomic_write_text, sha256_file
 from modhifi_core.synthesis import load_synthetic
 from modhifi_core.vision.sources import classifier, input_shape, save_image_model
 from tasks.calibration import synthetic_parent
 from tasks.image import evaluation_data, folder_record, load_base
+from tasks.params import Params
 from tasks.records import read_record
 from tasks.workspace import Workspace
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 from modhifi_core.errors import InputError
 from modhifi_core.metadata import modification_record
 from modhifi_core.operations.unlearn_image_classifier import unlearn_image_classifier
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_json, sha256_file
 from modhifi_core.synthesis import load_synthetic
 from modhifi_core.vision.sources import save_image_model
 from tasks.calibration import synthetic_parent
 from tasks.image import evaluation_data, folder_record, load_output
 from tasks.inputs import check_model_fits
+from tasks.params import Params
 from tasks.workspace import Workspace
 
 

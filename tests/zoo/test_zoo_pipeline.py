@@ -31,9 +31,9 @@ from safetensors.torch import load_file, save_file
 
 from modhifi_core.data import load_dataset
 from modhifi_core.errors import InputError
-from modhifi_core.params import validate_params
 from modhifi_core.safe_io import sha256_file
 from modhifi_core.sources.torchvision_zoo import build_zoo_model, check_source, load_zoo_folder
+from tasks.params import validate_params
 
 SOURCE, IMAGE_SIZE = "torchvision:resnet18", 16  # what make_model.py trains
 ALL = ["train_base", "synthesize", "collect", "score", "prune", "unlearn", "finetune", "evaluate", "report"]
