@@ -73,7 +73,9 @@ def test_missing_hf_folder_is_one_line(cli, tmp_path):
 
 def test_prune_calibrates_on_the_language_kinds_default_windows(cli, llama_folder, tmp_path):
     """No --calibration-samples: the language kind's 128 windows, not an image model's 512,
-    so a text with fewer than 512 windows (but 128) calibrates; no target: the kind's."""
+    so a text with fewer than 512 windows (but 128) calibrates; no target: the kind's. The
+    default is a cap: a shorter text calibrates on every window it holds; a count the user
+    gives is exact, and refused when the text cannot fill it."""
     text = tmp_path / "text.txt"  # 800 tokens: 200 windows of 4
     out = tmp_path / "pruned"
     result = cli("prune", "--model", f"hf:{llama_folder}", "--calibration", f"text:{text}", "--length", 4,
@@ -83,9 +85,13 @@ def test_prune_calibrates_on_the_language_kinds_default_windows(cli, llama_folde
     assert report["calibration_tokens"] == defaults.calibration_samples * 4
     assert report["params_ratio"] == pytest.approx(defaults.target_value, abs=0.02)
     short = cli("prune", "--model", f"hf:{llama_folder}", "--calibration", f"text:{text}", "--length", 8,
-                "--out", tmp_path / "o")  # fmt: skip
-    assert short.returncode == 2
-    assert short.stderr == f"error: {text} has 800 tokens: 100 windows of 8, fewer than 128\n"
+                "--out", tmp_path / "o", "--json")  # fmt: skip
+    assert short.returncode == 0, short.stderr
+    assert short.json()["calibration_samples"] == 100 and short.json()["calibration_tokens"] == 800
+    exact = cli("prune", "--model", f"hf:{llama_folder}", "--calibration", f"text:{text}", "--length", 8,
+                "--calibration-samples", 128, "--out", tmp_path / "o2")  # fmt: skip
+    assert exact.returncode == 2
+    assert exact.stderr == f"error: {text} has 800 tokens: 100 windows of 8, fewer than 128\n"
 
 
 def test_the_language_operations_are_public_and_an_encoder_needs_a_reference():

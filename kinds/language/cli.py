@@ -39,21 +39,34 @@ def prune(kind: LanguageKind, out: Path, options: dict[str, Any]) -> dict:
     method = given.get("method", signature["method"])
     check_options(method, calibration, targets["target_params"], targets["fraction"])
     d = kind.defaults
+    length = given.get("length", signature["length"])
+    loaded = kind.load()
     settings = {
         **targets,
-        "samples": given.get("calibration_samples", d.calibration_samples),
-        "length": given.get("length", signature["length"]),
+        "samples": given.get("calibration_samples") or default_windows(kind, loaded.tokenizer, calibration, length),
+        "length": length,
         "eval_text": given.get("eval_text"),
         "latency_repeats": given.get("latency_repeats", d.latency_repeats),
         "batch_size": given.get("batch_size", d.batch_size),
         "seed": given.get("seed", signature["seed"]),
     }
-    loaded = kind.load()
     result = prune_language_model(loaded.model, loaded.tokenizer, calibration, method=method, **settings)
     used = {"method": method, "calibration": calibration, **settings}
     lineage = modification_record("prune", {"model": weights_digest(loaded.weights)}, used, result.metrics)
     folder = kind.save(loaded, result.model, out, lineage)
-    return {**result.metrics, "out": str(folder)}
+    return {**result.metrics, "calibration_samples": settings["samples"], "out": str(folder)}
+
+
+def default_windows(kind: LanguageKind, tokenizer: Any, calibration: str, length: int) -> int:
+    """The calibration windows when `--calibration-samples` is not given: the kind's
+    default (128, the paper's), or every window a shorter text holds (the default is a
+    cap: a 7.6k-token text gives 29 windows of 256). A count the user gives is exact."""
+    from modhifi_core.language.calibration import available_windows
+
+    wanted = kind.defaults.calibration_samples
+    if not calibration.startswith("text:"):
+        return wanted
+    return max(1, min(wanted, available_windows(calibration.removeprefix("text:"), tokenizer, length)))
 
 
 def evaluate(kind: LanguageKind, out: Path | None, options: dict[str, Any]) -> dict:
