@@ -483,11 +483,10 @@ def test_two_runs_with_one_seed_give_byte_identical_checkpoints(tmp_path, model)
     from modhifi_core.metadata import read_metadata
     from modhifi_core.operations.prune import prune_checkpoint
     from modhifi_core.operations.train import train_from_params
-    from modhifi_core.params import DataParams, ModelParams, PruneParams, TrainParams
 
     trained = []
     for run in range(2):
-        outcome = train_from_params(DataParams(), ModelParams(width=4), TrainParams(epochs=1), seed=0)
+        outcome = train_from_params(width=4, epochs=1, seed=0)
         outcome.save(tmp_path / f"train{run}.pt")
         trained.append((tmp_path / f"train{run}.pt").read_bytes())
     assert trained[0] == trained[1]
@@ -498,7 +497,7 @@ def test_two_runs_with_one_seed_give_byte_identical_checkpoints(tmp_path, model)
     for run in range(2):
         images = calibration_set("gaussian", source.model, data, 64, 0)
         outcome = prune_checkpoint(
-            source, images, data, PruneParams(target_flops=0.5), calibration_source="gaussian", latency_repeats=2
+            source, images, data, target_flops=0.5, calibration_source="gaussian", latency_repeats=2
         )
         outcome.save(tmp_path / f"pruned{run}.pt")
         pruned.append((tmp_path / f"pruned{run}.pt").read_bytes())
