@@ -172,6 +172,8 @@ class ZooKind(ModelKind):
 
     def describe(self, path: str | Path) -> dict:
         """The architecture, classes, input, the operation that made it and its sha256."""
+        from modhifi_core.metadata import read_metadata
+
         ckpt = self.load(path)
         config = ckpt.config
         return {
@@ -181,7 +183,7 @@ class ZooKind(ModelKind):
             "architecture": config.name,
             "num_classes": config.num_classes,
             "input_shape": [config.in_channels, config.image_size, config.image_size],
-            "operation": ckpt.metadata.get("operation"),
+            "operation": read_metadata(ckpt.metadata).operation,
         }
 
     # ------------------------------------------------------------------ runs
