@@ -231,7 +231,7 @@ def test_nan_weights_are_refused_naming_the_tensor(cli, tmp_path, model):
 
 
 def test_an_architecture_too_large_for_memory_is_refused_with_its_size(cli, tmp_path, monkeypatch):
-    monkeypatch.setattr("flows.commands.loading.available_memory_bytes", lambda: 8 * 2**30)
+    monkeypatch.setattr("kinds.zoo.memory.available_memory_bytes", lambda: 8 * 2**30)
     out = tmp_path / "huge.pt"
     start = time.perf_counter()
     result = cli("train", "--model", "vgg19", "--width", "1024", "--out", out)
