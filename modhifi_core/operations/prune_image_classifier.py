@@ -83,7 +83,8 @@ def channel_options(params: PruneParams) -> dict[str, Any]:
     `allocation`, `compensation_order`, `rounds`, `ridge`): `pruning_options` less what
     `prune_image_classifier` takes as its own arguments."""
     own = ("method", "target_flops", "round_to", "seed")
-    return {k: v for k, v in pruning_options(params).items() if k not in own}
+    settings = params.model_dump(exclude={"latency_batch", "latency_repeats"})
+    return {k: v for k, v in pruning_options(**settings).items() if k not in own}
 
 
 def prune_image_classifier(

@@ -68,7 +68,9 @@ def unlearn_image_classifier(
     split = class_split(data.train, forget_class)
     method_split, options = split, dict(params.hyperparameters)
     if forget_data == "synthetic":
-        method_split, options = synthetic_inputs(network, samples, data, params, seed)
+        method_split, options = synthetic_inputs(
+            network, samples, data, forget_class=forget_class, method=method, hyperparameters=options, seed=seed
+        )
     if hasattr(model, "config"):
         result = unlearn_hf_classifier(model, method_split, method, **options)
     else:
