@@ -20,7 +20,6 @@ from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.outcome import Outcome
 from modhifi_core.training import accuracy
 from modhifi_core.unstructured.masks import Masks
-from tasks.params import FinetuneParams
 
 
 def finetune_checkpoint(

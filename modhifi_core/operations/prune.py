@@ -24,7 +24,6 @@ from modhifi_core.operations.statistics import ModelScores, ModelStatistics
 from modhifi_core.pruning import PruningResult, magnitude_prune, modhifi_prune, random_prune
 from modhifi_core.pruning.report import latency_report
 from modhifi_core.training import accuracy
-from tasks.params import PruneParams
 
 METHODS = ("modhifi", "magnitude", "l1", "l2", "random")
 

@@ -10,7 +10,6 @@ from modhifi_core.models import ModelConfig, build_model
 from modhifi_core.operations.evaluate import evaluate
 from modhifi_core.operations.outcome import Outcome
 from modhifi_core.training import TrainConfig, train_model
-from tasks.params import DataParams, ModelParams, TrainParams
 
 
 def train(

@@ -28,7 +28,6 @@ from modhifi_core.splits import ForgetSplit, class_split, forget_split
 from modhifi_core.training import TrainConfig
 from modhifi_core.unlearning import unlearn
 from modhifi_core.unstructured import Masks, prune_unstructured
-from tasks.params import UnlearnParams
 
 # Synthetic samples per class made for the method when none are given (data-free).
 SYNTHETIC_PER_CLASS = 50
