@@ -50,21 +50,3 @@ def finetune(
     run_command("finetune", model, options, out, overwrite, as_json, f"fine-tuned {model}")
 
 
-def parse_data(text: str) -> tuple[str, Path | None, str | None]:
-    """`--data` as (kind, sample folder, dataset): 'synthetic:DIR', 'synthetic', 'real'
-    (the model's own dataset) or a dataset name (real data of that dataset)."""
-    from modhifi_core.data import DATASETS
-    from modhifi_core.errors import InputError
-
-    if text.startswith("synthetic:"):
-        folder = Path(text.removeprefix("synthetic:"))
-        if not folder.is_dir():
-            raise InputError(f"synthetic sample folder not found: {folder}")
-        return "synthetic", folder, None
-    if text in ("synthetic", "real"):
-        return text, None, None
-    if text in DATASETS:
-        return "real", None, text
-    raise InputError(
-        f"--data must be synthetic, synthetic:DIR, real or a dataset ({', '.join(DATASETS)}), got {text!r}"
-    )

@@ -39,13 +39,3 @@ def synthesize(
     run_command("synthesize", model, options, out, overwrite, as_json, f"synthesised from {model}")
 
 
-def parse_classes(text: str | None) -> list[int] | None:
-    """'3' or '0,1,2' -> [3] or [0, 1, 2]; None stays None (all classes)."""
-    from modhifi_core.errors import InputError
-
-    if text is None:
-        return None
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise InputError(f"--classes must be comma-separated integers, got {text!r}") from None

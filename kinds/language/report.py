@@ -7,7 +7,8 @@ import torch
 
 from kinds.language import LanguageKind
 from modhifi_core.operations.report import LanguageResults, language_report
-from tasks.records import read_csv, read_json, write_report
+from tasks.reports import read_json, write_report
+from tasks.tables import read_csv
 from tasks.workspace import Workspace
 
 

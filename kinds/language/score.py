@@ -10,7 +10,7 @@ from kinds.language.train_base import load_base
 from modhifi_core.operations.prune_language_model import METHODS
 from modhifi_core.pruning.ffn import ffn_scores, find_ffn_blocks
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_text
-from tasks.records import scores_csv
+from tasks.tables import summary_csv
 from tasks.workspace import Workspace
 
 
@@ -23,6 +23,6 @@ def run(ws: Workspace, params: object, kind: LanguageKind) -> dict:
     # greedy: the whole removal order (keep=None), whose first removals are any target's
     layers = {b.name: ffn_scores(model, b, stats[b.name], name, params.seed) for b in find_ffn_blocks(model)}
     atomic_torch_save(ws.artifact("scores"), {"record": "ffn-scores", "score": name, "layers": layers})
-    atomic_write_text(ws.artifact("scores_csv"), scores_csv({k: v.view(-1, 1) for k, v in layers.items()}))
+    atomic_write_text(ws.artifact("scores_csv"), summary_csv({k: v.view(-1, 1) for k, v in layers.items()}))
     every = torch.cat(list(layers.values()))
     return {"layers": len(layers), "median_score": float(every.median()), "mean_score": float(every.mean())}

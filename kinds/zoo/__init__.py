@@ -91,7 +91,7 @@ class ZooKind(ModelKind):
         "train": (
             "dataset",
             "data_dir",
-            "model",  # the architecture: resnet18, resnet50, vgg11, vgg19 or vit
+            "architecture",  # --model: resnet18, resnet50, vgg11, vgg19 or vit
             "width",
             "image_size",
             "train_per_class",

@@ -68,7 +68,7 @@ def train(kind: Any, out: Path, options: dict[str, Any]) -> dict:
     data = {k: o[k] for k in ("dataset", "image_size", "train_per_class") if k in o}
     if "data_dir" in o:
         data["data_dir"] = str(o["data_dir"])
-    architecture = {k: v for k, v in (("name", o.get("model")), ("width", o.get("width"))) if v is not None}
+    architecture = {k: v for k, v in (("name", o.get("architecture")), ("width", o.get("width"))) if v is not None}
     recipe = {k: o[k] for k in ("epochs", "lr", "batch_size") if k in o}
     DataParams(**data), ModelParams(**architecture), TrainParams(**recipe)  # validated up front
     dataset = data.get("dataset", default(train_from_params, "dataset"))
@@ -156,32 +156,13 @@ def unlearn(kind: Any, out: Path, options: dict[str, Any]) -> dict:
     )
     settings = {"forget_class": o.get("forget_class"), "forget_random": o.get("forget_random")}
     settings.update({k: o[k] for k in ("method", "prune", "sparsity", "retrain_epochs") if k in o})
-    settings["hyperparameters"] = parse_assignments(o.get("hyperparameter", []))
+    settings["hyperparameters"] = o.get("hyperparameter", {})  # `--set` pairs, parsed by the command
     UnlearnParams(**settings, data=forget_data)  # validated up front
     seed = o.get("seed", default(unlearn_checkpoint, "seed"))
 
     ckpt, splits = load_model_and_data(kind, data_dir=o.get("data_dir"))
     outcome = unlearn_checkpoint(ckpt, splits, **settings, forget_data=forget_data, seed=seed)
     return {**outcome.metrics, **_saved(kind, ckpt, outcome, out)}
-
-
-def parse_assignments(items: list[str]) -> dict[str, Any]:
-    """`KEY=VALUE` strings (`--set`) as a dict; values parsed as YAML scalars (0.1, true, null, layer4.*)."""
-    import yaml
-
-    parsed = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        if isinstance(value, (list, dict)):
-            raise InputError(f"--set {key.strip()}: give one value (a number, true/false, null or a name), got {raw!r}")
-        parsed[key.strip()] = value
-    return parsed
 
 
 # ---------------------------------------------------------------------------- synthesize
@@ -267,8 +248,8 @@ def finetune(kind: Any, out: Path, options: dict[str, Any]) -> dict:
     (or descends from) an unlearned one is fine-tuned on the retained classes with
     BatchNorm frozen (the forgotten class is read from its metadata)."""
     from modhifi_core.operations.finetune import finetune_checkpoint
-    from tasks.params import FinetuneParams
     from modhifi_core.synthesis.artifact import load_synthetic, samples_digest
+    from tasks.params import FinetuneParams
 
     o = given(options)
     source, folder, dataset = parse_data(o.get("data", default(finetune_checkpoint, "finetune_data")))

@@ -46,8 +46,4 @@ def run(ws: Workspace, params: object, kind: object) -> dict:
     outcome.save(ws.artifact("pruned_model"))
     atomic_write_json(ws.artifact("pruned_metrics"), outcome.metrics)
     atomic_write_text(ws.artifact("pruned_layers"), layers_csv(outcome.metadata.report["layers"]))
-    # TRANSITIONAL, until the zoo's dvc.yaml is generated from ZooKind.stages (no pruned_hf out there)
-    ws.unused_folder(
-        "pruned_hf", "A zoo model has no Hugging Face export: the pruned model is outputs/pruned/model.pt."
-    )
     return outcome.metrics

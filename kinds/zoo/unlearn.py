@@ -33,8 +33,4 @@ def run(ws: Workspace, params: object, kind: object) -> dict:
         )
     outcome.save(ws.artifact("unlearned_model"))
     atomic_write_json(ws.artifact("unlearned_metrics"), outcome.metrics)
-    # TRANSITIONAL, until the zoo's dvc.yaml is generated from ZooKind.stages (no unlearned_hf out there)
-    ws.unused_folder(
-        "unlearned_hf", "Written only when an open-weight image classifier is unlearned; this run has none."
-    )
     return outcome.metrics
