@@ -28,13 +28,13 @@ from modhifi_core.errors import InputError
 from modhifi_core.operations.prune import METHODS as CHANNEL_METHODS
 from modhifi_core.operations.prune import prune, pruning_options
 from modhifi_core.operations.prune_language_model import METHODS as NEURON_METHODS
-from tasks.params import PruneParams
 from modhifi_core.pruning.report import latency_report
 from modhifi_core.training import accuracy
 from modhifi_core.vision.channels import prune_hf_classifier
 from modhifi_core.vision.hf import LAYERNORM_TRANSFORMERS, stock_shape_difference
 from modhifi_core.vision.mlp import kept_mlp_width, prune_hf_mlp
 from modhifi_core.vision.sources import classifier
+from tasks.params import PruneParams
 
 
 @dataclass

@@ -21,11 +21,11 @@ from modhifi_core.errors import InputError
 from modhifi_core.metrics import unlearning_metrics
 from modhifi_core.operations.evaluate import check_classes
 from modhifi_core.operations.unlearn import synthetic_inputs
-from tasks.params import UnlearnParams
 from modhifi_core.splits import class_split
 from modhifi_core.unlearning import unlearn
 from modhifi_core.vision.modify import unlearn_hf_classifier
 from modhifi_core.vision.sources import classifier
+from tasks.params import UnlearnParams
 
 
 @dataclass
