@@ -70,7 +70,7 @@ test-slow: install
 
 bench: install
 	$(BIN)/python benchmarks/prune.py
-	$(BIN)/python benchmarks/unlearn.py
+	$(BIN)/python benchmarks/unlearn.py table
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -15,7 +15,6 @@ per calibration set and reused by every score and compensation. One torch thread
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import platform
@@ -24,13 +23,14 @@ import time
 from pathlib import Path
 
 import torch
+from common import RESULTS, parse, parser, write_result
 
 from modhifi_core.language import encoder_agreement, perplexity, sample_sequences, sentence_embeddings, text_windows
 from modhifi_core.language.calibration import read_text, sentences_from_text
 from modhifi_core.pruning.ffn import collect_ffn_statistics, prune_transformer
+from modhifi_core.pruning.latency import time_alternately
 from modhifi_core.sources import load_hf, save_hf
 
-RESULTS = Path(__file__).parent / "results"
 DOCS = Path("/usr/share/doc/python3.11/html/_sources")
 CALIBRATION = [DOCS / "library"]
 HELD_OUT = [DOCS / "reference", DOCS / "tutorial"]
@@ -73,24 +73,8 @@ def smollm2(cache: Path):
 
 
 def write(name: str, payload: dict) -> None:
-    RESULTS.mkdir(exist_ok=True)
     payload = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), **payload}
-    (RESULTS / f"llm_{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-
-
-def timed_latency(dense, pruned, batch: torch.Tensor, repeats: int) -> dict:
-    """Median seconds of one forward at `batch` for each model, timed alternately."""
-    times = {"dense": [], "pruned": []}
-    with torch.no_grad():
-        for model in (dense, pruned):
-            model(input_ids=batch[:1, :16], use_cache=False)
-        for _ in range(repeats):
-            for key, model in (("dense", dense), ("pruned", pruned)):
-                start = time.perf_counter()
-                model(input_ids=batch, use_cache=False)
-                times[key].append(time.perf_counter() - start)
-    dense_s, pruned_s = sorted(times["dense"])[repeats // 2], sorted(times["pruned"])[repeats // 2]
-    return {"dense_s": dense_s, "pruned_s": pruned_s, "speedup": dense_s / pruned_s, "repeats": repeats}
+    write_result(RESULTS / f"llm_{name}.json", payload)
 
 
 def run_smollm2(args) -> None:
@@ -155,7 +139,13 @@ def run_smollm2(args) -> None:
         if target.get("target_params") == 0.8:
             default = result
     out["scoring_over_forward"] = (out["statistics_s"] + default.report["scoring_s"]) / forward_s
-    latency = timed_latency(model, default.model, calibration[:4], args.repeats)
+    # Median seconds of one forward at 4 x 256 tokens, dense and pruned timed alternately
+    # (process CPU time with one torch thread, see modhifi_core.pruning.latency).
+    batch = calibration[:4]
+    dense_s, pruned_s = time_alternately(
+        model, default.model, lambda m: m(input_ids=batch, use_cache=False), warmup=1, repeats=args.repeats
+    )
+    latency = {"dense_s": dense_s, "pruned_s": pruned_s, "speedup": dense_s / pruned_s, "repeats": args.repeats}
     latency["flops_ratio"] = default.report["flops_ratio"]
     latency["speedup_over_flops_cut"] = latency["speedup"] / (1 / default.report["flops_ratio"])
     out["latency_80pct_params_4x256"] = latency
@@ -369,25 +359,23 @@ def run_minilm(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("section", choices=("smollm2", "minilm"))
-    parser.add_argument(
+    options = parser(__doc__, None)
+    options.add_argument("section", choices=("smollm2", "minilm"))
+    options.add_argument(
         "--part", choices=("text", "self", "baselines", "extra", "default"), default="text", help="smollm2 only"
     )
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/modhifi_llm/smollm2-f32"))
-    parser.add_argument("--calib", type=int, default=128)
-    parser.add_argument("--eval", type=int, default=64)
-    parser.add_argument("--grid-eval", type=int, default=16, help="windows of the held-out set the grid uses")
-    parser.add_argument("--self-calib", type=int, default=64, help="self-sampled sequences (x256 tokens)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sentences", type=int, default=512)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=0.95)
-    parser.add_argument("--prompt", default="bos")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--save", type=Path, default=None, help="also write the 80%%-params model here")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    options.add_argument("--cache", type=Path, default=Path("/tmp/modhifi_llm/smollm2-f32"))
+    options.add_argument("--calib", type=int, default=128)
+    options.add_argument("--eval", type=int, default=64)
+    options.add_argument("--grid-eval", type=int, default=16, help="windows of the held-out set the grid uses")
+    options.add_argument("--self-calib", type=int, default=64, help="self-sampled sequences (x256 tokens)")
+    options.add_argument("--repeats", type=int, default=3)
+    options.add_argument("--sentences", type=int, default=512)
+    options.add_argument("--temperature", type=float, default=1.0)
+    options.add_argument("--top-p", type=float, default=0.95)
+    options.add_argument("--prompt", default="bos")
+    options.add_argument("--save", type=Path, default=None, help="also write the 80%%-params model here")
+    args = parse(options)
     torch.manual_seed(0)
     if args.section == "minilm":
         run_minilm(args)

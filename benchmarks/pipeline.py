@@ -13,8 +13,6 @@ benchmarks/results/pipeline_overhead.json.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -22,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from common import REPO, parse, parser, print_table, result_path, write_result
+
 sys.path.insert(0, str(REPO / "tests"))
 
 from pipeline_workspace import isolated_env, make_workspace, run_pipeline  # noqa: E402
@@ -37,10 +36,9 @@ def timed(command: list[str], cwd: Path, env: dict) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/pipeline_overhead.json")
-    args = parser.parse_args()
+    options = parser(__doc__, "result file (default results/pipeline_overhead.json)", threads=False)
+    options.add_argument("--repeats", type=int, default=3)
+    args = parse(options)
     home = Path(tempfile.mkdtemp(prefix="modhifi-bench-"))
     root = make_workspace(home / "ws")
     env = isolated_env(home)
@@ -71,11 +69,8 @@ def main() -> None:
     results["first_run_tiny_settings"] = first
     results["goal_seconds"] = 15.0
     results["goal_met"] = results["noop_run_total"] <= 15.0
-    print(f"{'part':32s} {'seconds':>8s}")
-    for name, value in results.items():
-        print(f"{name:32s} {value!s:>8.8s}" if not isinstance(value, float) else f"{name:32s} {value:8.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"repeats": args.repeats, "seconds": results}, indent=2) + "\n")
+    print_table(["part", "seconds"], list(results.items()))
+    write_result(result_path(args.out, "pipeline_overhead.json"), {"repeats": args.repeats, "seconds": results})
 
 
 def _inner(py: str, code: str, cwd: Path, env: dict) -> float:

@@ -15,9 +15,7 @@ one run, dense and pruned timed alternately, one thread by default (`--threads`)
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import platform
 import statistics
 import sys
@@ -27,9 +25,11 @@ from pathlib import Path
 
 import psutil
 import torch
+from common import mean_std, parse, parser, result_path, write_result
 from torch import nn
 
 from modhifi_core.batchnorm import recalibrate_batchnorm
+from modhifi_core.calibration import seeded_subset
 from modhifi_core.data import load_dataset
 from modhifi_core.fidelity import scores_from_statistics
 from modhifi_core.models import ModelConfig, build_model
@@ -40,7 +40,6 @@ from modhifi_core.statistics import collect_statistics
 from modhifi_core.synthesis import synthesize
 from modhifi_core.training import TrainConfig, accuracy, train_model
 
-RESULTS = Path(__file__).parent / "results"
 TARGETS = (0.5, 0.25, 0.15, 0.08)
 SEEDS = (0, 1, 2)
 
@@ -105,15 +104,6 @@ def synthetic_images(model: nn.Module, data, seed: int, cache: Path | None) -> t
     return images
 
 
-def calibration_subset(data, samples: int, seed: int = 0) -> torch.Tensor:
-    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))[:samples]
-    return data.train.images[order.sort().values]
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def summarise(rows: list[dict]) -> list[dict]:
     keys = sorted({(r["calibration"], r["method"], r["target_flops"]) for r in rows}, key=str)
     summary = []
@@ -138,18 +128,18 @@ def summarise(rows: list[dict]) -> list[dict]:
 def section_accuracy(args) -> dict:
     """Methods x FLOPs targets x calibration sets on 3 trainings, no fine-tuning."""
     rows, dense = [], {}
-    out = args.out or RESULTS / "prune_accuracy.json"
+    out = result_path(args.out, "prune_accuracy.json")
     for seed in args.seeds:
         model, data = digits_model(seed, args.cache)
         dense[seed] = accuracy(model, data.test)
-        pools = {"real": calibration_subset(data, len(data.train), seed)}
+        pools = {"real": data.train.images}
         if any(CALIBRATIONS[c][0] == "synthetic" for c in args.calibrations):
             pools["synthetic"] = synthetic_images(model, data, seed, args.cache)
         print(f"seed {seed}: dense test accuracy {dense[seed]:.2f}%", flush=True)
         for calibration in args.calibrations:
             source, count, runs = CALIBRATIONS[calibration]
             runs = [run for run in runs if not args.methods or run[0] in args.methods]
-            images = pools[source][:count] if source == "synthetic" else calibration_subset(data, count, seed)
+            images = pools[source][:count] if source == "synthetic" else seeded_subset(data.train, count, seed).images
             for target in TARGETS:
                 for label, method, options in runs:
                     start = time.perf_counter()
@@ -174,13 +164,13 @@ def section_accuracy(args) -> dict:
                         flush=True,
                     )
             partial = {"dense_test_accuracy": dense, "rows": rows, "summary": summarise(rows), "complete": False}
-            out.write_text(json.dumps(partial, indent=2, sort_keys=True, default=str) + "\n")
+            write_result(out, partial)
     return {"dense_test_accuracy": dense, "rows": rows, "summary": summarise(rows), "complete": True}
 
 
 def section_noise(args) -> dict:
     model, data = digits_model()
-    calibration = calibration_subset(data, args.images or 512)
+    calibration = seeded_subset(data.train, args.images or 512, 0).images
     stats = collect_statistics(model, calibration.split(128))
     modules = dict(model.named_modules())
     hifi = {}
@@ -336,7 +326,7 @@ def section_cost(args) -> dict:
     torch.set_num_threads(args.threads)
     rows = []
     model, data = digits_model()
-    digits_images = calibration_subset(data, 512)
+    digits_images = seeded_subset(data.train, 512, 0).images
     row = {"model": "digits ResNet-18 w16 8x8", **measure_cost(model, digits_images, 128)}
     rows.append(row)
     torch.manual_seed(0)
@@ -364,23 +354,20 @@ SECTIONS = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sections", nargs="*", default=list(SECTIONS), choices=list(SECTIONS))
-    parser.add_argument("--images", type=int, default=None, help="calibration images (section default if unset)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed forward passes per model (speed)")
-    parser.add_argument("--batch", type=int, default=None, help="latency batch (default 64; 16 for ResNet-50)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for timing (1: steadiest when shared)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="trainings (accuracy)")
-    parser.add_argument(
+    options = parser(__doc__, "where the accuracy section writes (partial) results")
+    options.add_argument("sections", nargs="*", default=list(SECTIONS), choices=list(SECTIONS))
+    options.add_argument("--images", type=int, default=None, help="calibration images (section default if unset)")
+    options.add_argument("--repeats", type=int, default=7, help="timed forward passes per model (speed)")
+    options.add_argument("--batch", type=int, default=None, help="latency batch (default 64; 16 for ResNet-50)")
+    options.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="trainings (accuracy)")
+    options.add_argument(
         "--calibrations", nargs="+", default=list(CALIBRATIONS), choices=list(CALIBRATIONS), help="(accuracy)"
     )
-    parser.add_argument(
+    options.add_argument(
         "--methods", type=lambda s: s.split(";"), default=None, help="accuracy: only these run labels (';'-separated)"
     )
-    parser.add_argument("--out", type=Path, default=None, help="where the accuracy section writes (partial) results")
-    parser.add_argument("--cache", type=Path, default=None, help="folder caching trained models and synthetic sets")
-    args = parser.parse_args(argv)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    options.add_argument("--cache", type=Path, default=None, help="folder caching trained models and synthetic sets")
+    args = parse(options, argv)
     for name in args.sections:
         if name in ("accuracy", "noise"):
             torch.set_num_threads(1)  # tiny tensors: one thread is fastest and steadiest
@@ -395,8 +382,7 @@ def main(argv: list[str] | None = None) -> None:
                 "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
             }
         )
-        path = args.out if name == "accuracy" and args.out else RESULTS / f"prune_{name}.json"
-        path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        path = write_result(result_path(args.out if name == "accuracy" else None, f"prune_{name}.json"), result)
         print(f"wrote {path} ({result['seconds']:.0f}s)", flush=True)
 
 

@@ -45,7 +45,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from common import REPO, parse, parser, result_path, write_result
+
 sys.path.insert(0, str(REPO))
 
 
@@ -235,20 +236,19 @@ def relative_error(path_a: Path, path_b: Path, fields: tuple[str, ...]) -> float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resnet50", choices=["resnet18", "resnet50", "smollm2"])
-    parser.add_argument(
+    options = parser(__doc__, "result file (default results/scale.json)", threads=False)
+    options.add_argument("--model", default="resnet50", choices=["resnet18", "resnet50", "smollm2"])
+    options.add_argument(
         "--cache", type=Path, default=Path("/tmp/modhifi_llm/smollm2-f32"), help="smollm2's fp32 folder"
     )
-    parser.add_argument("--images", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--shards-per-worker", type=int, default=2)
-    parser.add_argument("--modes", default="single,cluster1,cluster2")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/scale.json")
-    parser.add_argument("--mode", help=argparse.SUPPRESS)  # internal: run one mode here
-    parser.add_argument("--save", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    options.add_argument("--images", type=int, default=512)
+    options.add_argument("--batch", type=int, default=32)
+    options.add_argument("--image-size", type=int, default=224)
+    options.add_argument("--shards-per-worker", type=int, default=2)
+    options.add_argument("--modes", default="single,cluster1,cluster2")
+    options.add_argument("--mode", help=argparse.SUPPRESS)  # internal: run one mode here
+    options.add_argument("--save", type=Path, help=argparse.SUPPRESS)
+    args = parse(options)
     if args.mode:
         print(json.dumps(run_mode(args)))
         return
@@ -315,8 +315,7 @@ def main() -> None:
         "serialisation": serialisation,
         "summary": summary,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result_path(args.out, "scale.json"), result)
     print(json.dumps(summary, indent=2))
 
 

@@ -15,7 +15,6 @@ second thread mostly adds contention. Each section takes a few minutes on 2 CPU 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import RESULTS, parse, parser, result_path, write_result
 from sklearn.linear_model import LogisticRegression
 
 from modhifi_core.batchnorm import recalibrate_batchnorm
@@ -41,7 +41,6 @@ from modhifi_core.synthesis.inversion import BatchStatisticsLoss
 from modhifi_core.training import TrainConfig, accuracy, train_model
 from modhifi_core.unlearning import unlearn
 
-RESULTS = Path(__file__).parent / "results"
 SHAPE = (1, 8, 8)
 PER_CLASS = 100
 
@@ -312,14 +311,11 @@ SECTIONS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("section", choices=SECTIONS)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--classes", type=lambda s: [int(k) for k in s.split(",")], default=list(range(10)))
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/modhifi-bench-synthesis"))
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    options = parser(__doc__, "result file (default results/synthesis_<section>.json)")
+    options.add_argument("section", choices=SECTIONS)
+    options.add_argument("--classes", type=lambda s: [int(k) for k in s.split(",")], default=list(range(10)))
+    options.add_argument("--workdir", type=Path, default=Path("/tmp/modhifi-bench-synthesis"))
+    args = parse(options)
     os.environ.setdefault("MODHIFI_PROGRESS", "0")
     args.workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -333,9 +329,7 @@ def main() -> None:
         "seconds": time.perf_counter() - start,
         "default_inversion": vars(InversionConfig()),
     }
-    out = args.out or RESULTS / f"synthesis_{args.section}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_result(result_path(args.out, f"synthesis_{args.section}.json"), result)
     print(f"wrote {out} in {result['environment']['seconds']:.0f} s")
 
 

@@ -27,6 +27,7 @@ import statistics
 import time
 from pathlib import Path
 
+import common
 import torch
 from prune import digits_model, synthetic_images  # benchmarks/prune.py: the same cached models and samples
 
@@ -34,14 +35,12 @@ from modhifi_core.data import load_dataset
 from modhifi_core.durability import durability_metrics
 from modhifi_core.metrics import average_gap, unlearning_metrics
 from modhifi_core.models import ModelConfig, build_model
-from modhifi_core.safe_io import atomic_write_json
 from modhifi_core.splits import class_split, random_split
 from modhifi_core.training import TrainConfig, accuracy, train_model
 from modhifi_core.unlearning import METHODS, unlearn
 from modhifi_core.unlearning.modhifi_u import head_components, negate_head
 from modhifi_core.unstructured import omp
 
-RESULTS = Path(__file__).parent / "results"
 TABLE_METHODS = ["retrain", "ft", "ga", "rl", "ff", "iu", "l1sparse", "modhifi", "modhifi-contrastive"]
 VARIANTS = {"modhifi-contrastive": ("modhifi", {"contrastive": True, "fraction": 0.2})}
 # ModHiFi-U section: (label, hyper-parameters, forget samples "real" | "synthetic").
@@ -84,10 +83,6 @@ def run_method(model, split, name: str, masks, seed: int, recipe: TrainConfig):
 def forget_split(train, forget_class: int, fraction: float | None, seed: int):
     """Class-wise forgetting of `forget_class`, or random forgetting of `fraction` (seeded)."""
     return class_split(train, forget_class) if fraction is None else random_split(train, fraction, seed)
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def table(args: argparse.Namespace) -> dict:
@@ -146,7 +141,7 @@ def table(args: argparse.Namespace) -> dict:
             entry = {"sparsity": sparsity, "method": name, "n": len(rows)}
             for key in ("UA", "MIA", "RA", "TA", "RTE", "gap"):
                 values = [r[key] for r in rows if r[key] is not None]
-                entry[key] = mean_std(values) if values else None
+                entry[key] = common.mean_std(values) if values else None
             summary.append(entry)
     print_table(summary)
     return {"models": models, "runs": runs, "summary": summary, "goal": goal(summary)}
@@ -180,13 +175,11 @@ def print_table(summary: list[dict]) -> None:
     def cell(value: tuple[float, float] | None) -> str:
         return "-" if value is None else f"{value[0]:6.2f} ± {value[1]:5.2f}"
 
-    header = f"{'sparsity':>8} {'method':20s} " + " ".join(
-        f"{k:>15s}" for k in ("UA", "MIA", "RA", "TA", "RTE s", "Avg.Gap")
-    )
-    print(header)
-    for e in summary:
-        cells = [cell(e[k]) for k in ("UA", "MIA", "RA", "TA", "RTE", "gap")]
-        print(f"{e['sparsity']:8.2f} {e['method']:20s} " + " ".join(f"{c:>15s}" for c in cells))
+    columns = ["sparsity", "method", "UA", "MIA", "RA", "TA", "RTE s", "Avg.Gap"]
+    rows = [
+        [e["sparsity"], e["method"], *(cell(e[k]) for k in ("UA", "MIA", "RA", "TA", "RTE", "gap"))] for e in summary
+    ]
+    common.print_table(columns, rows)
 
 
 def head_only(model, split, forget_images):
@@ -242,7 +235,7 @@ def modhifi_section(args: argparse.Namespace) -> dict:
                 l1_rows.append({"seed": seed, "class": k, "seconds": result.seconds})
                 print(f"seed {seed} class {k} l1-sparse {result.seconds:.1f}s", flush=True)
         if args.out:  # partial results after each seed
-            atomic_write_json(args.out.with_suffix(".partial.json"), {"runs": rows, "l1sparse": l1_rows})
+            common.write_result(args.out.with_suffix(".partial.json"), {"runs": rows, "l1sparse": l1_rows})
     summary = summarise_modhifi(rows)
     return {"runs": rows, "l1sparse": l1_rows, "summary": summary, "goals": modhifi_goals(summary, l1_rows)}
 
@@ -253,7 +246,7 @@ def summarise_modhifi(rows: list[dict]) -> list[dict]:
         sel = [r for r in rows if r["setting"] == label]
         entry = {"setting": label, "n": len(sel)}
         for key in ("UA", "RA", "TA", "MIA", "UA_after_bn_recalibration", "UA_after_relearning", "seconds", "RA_drop"):
-            entry[key] = mean_std([r[key] for r in sel])
+            entry[key] = common.mean_std([r[key] for r in sel])
         entry["UA_min"] = min(r["UA"] for r in sel)
         entry["RA_drop_max"] = max(r["RA_drop"] for r in sel)
         entry["plain_ok"] = sum(r["UA"] >= 98 and r["RA_drop"] <= 5 for r in sel)
@@ -261,16 +254,13 @@ def summarise_modhifi(rows: list[dict]) -> list[dict]:
             r["UA_after_bn_recalibration"] >= 90 and r["UA_after_relearning"] >= 90 and r["RA_drop"] <= 5 for r in sel
         )
         summary.append(entry)
-    header = f"{'setting':52s} {'n':>3s} " + " ".join(
-        f"{k:>12s}" for k in ("UA", "RA", "TA", "MIA", "UA recal", "UA relearn", "s")
-    )
-    print(header + "  UA>=98&RA-5  durable ok")
-    for e in summary:
-        cells = " ".join(
-            f"{e[k][0]:6.1f}±{e[k][1]:5.1f}"
-            for k in ("UA", "RA", "TA", "MIA", "UA_after_bn_recalibration", "UA_after_relearning", "seconds")
-        )
-        print(f"{e['setting']:52s} {e['n']:3d} {cells}  {e['plain_ok']:4d}  {e['durable_ok']:4d}")
+    keys = ("UA", "RA", "TA", "MIA", "UA_after_bn_recalibration", "UA_after_relearning", "seconds")
+    columns = ["setting", "n", "UA", "RA", "TA", "MIA", "UA recal", "UA relearn", "s", "UA>=98&RA-5", "durable ok"]
+    rows = [
+        [e["setting"], e["n"], *(f"{e[k][0]:6.1f}±{e[k][1]:5.1f}" for k in keys), e["plain_ok"], e["durable_ok"]]
+        for e in summary
+    ]
+    common.print_table(columns, rows)
     return summary
 
 
@@ -301,7 +291,7 @@ def modhifi_goals(summary: list[dict], l1_rows: list[dict]) -> dict:
 
 
 def backdoor(args: argparse.Namespace) -> dict:
-    from modhifi_core.backdoor import backdoor_metrics, backdoor_split, poison
+    from backdoor import backdoor_metrics, backdoor_split, poison
 
     data = load_dataset("digits")
     rows = []
@@ -338,24 +328,22 @@ def backdoor(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("section", choices=("table", "modhifi", "backdoor"))
-    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
-    parser.add_argument("--classes", type=lambda s: [int(x) for x in s.split(",")], default=None)
-    parser.add_argument("--sparsities", type=lambda s: [float(x) for x in s.split(",")], default=None)
-    parser.add_argument("--methods", type=lambda s: s.split(","), default=None)
-    parser.add_argument("--forget-random", type=float, default=None, help="Random forgetting of this fraction.")
-    parser.add_argument("--epochs", type=int, default=TrainConfig().epochs, help="Base training / retraining epochs.")
-    parser.add_argument("--poison-fraction", type=float, default=0.1)
-    parser.add_argument("--target", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--cache", type=Path, default=None, help="folder caching trained models and synthetic sets")
-    parser.add_argument(
+    options = common.parser(__doc__, "result file (default results/unlearn_<section>.json)")
+    options.add_argument("section", choices=("table", "modhifi", "backdoor"))
+    options.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
+    options.add_argument("--classes", type=lambda s: [int(x) for x in s.split(",")], default=None)
+    options.add_argument("--sparsities", type=lambda s: [float(x) for x in s.split(",")], default=None)
+    options.add_argument("--methods", type=lambda s: s.split(","), default=None)
+    options.add_argument("--forget-random", type=float, default=None, help="Random forgetting of this fraction.")
+    options.add_argument("--epochs", type=int, default=TrainConfig().epochs, help="Base training / retraining epochs.")
+    options.add_argument("--poison-fraction", type=float, default=0.1)
+    options.add_argument("--target", type=int, default=0)
+    options.add_argument("--cache", type=Path, default=None, help="folder caching trained models and synthetic sets")
+    options.add_argument(
         "--settings", type=lambda s: s.split(";"), default=None, help="modhifi: only these settings (';'-separated)"
     )
-    parser.add_argument("--skip-l1", action="store_true", help="modhifi: do not time l1-sparse")
-    args = parser.parse_args()
+    options.add_argument("--skip-l1", action="store_true", help="modhifi: do not time l1-sparse")
+    args = common.parse(options)
     defaults = {
         "table": ([3, 8], [0.0, 0.95], TABLE_METHODS),
         "modhifi": (list(range(10)), [0.0], ["modhifi"]),
@@ -366,16 +354,15 @@ def main() -> None:
     args.methods = args.methods if args.methods is not None else defaults[2]
     unknown = [m for m in args.methods if m not in METHODS and m not in VARIANTS]
     if unknown:
-        parser.error(f"unknown method {unknown[0]!r}; choose from {', '.join([*METHODS, *VARIANTS])}")
+        options.error(f"unknown method {unknown[0]!r}; choose from {', '.join([*METHODS, *VARIANTS])}")
     if any(not 0 <= s < 1 for s in args.sparsities):
-        parser.error("sparsities must be in [0, 1)")
+        options.error("sparsities must be in [0, 1)")
     if args.forget_random is not None:
         if not 0 < args.forget_random < 1:
-            parser.error("--forget-random must be in (0, 1)")
+            options.error("--forget-random must be in (0, 1)")
         args.classes = [-1]  # one random split per seed
     if args.section == "table" and args.methods[0] != "retrain":
         print("note: Avg. Gap needs retrain as the first method; it is left empty")
-    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     result = {"table": table, "modhifi": modhifi_section, "backdoor": backdoor}[args.section](args)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
@@ -386,8 +373,7 @@ def main() -> None:
         "total_seconds": time.perf_counter() - start,
         **result,
     }
-    out = args.out or RESULTS / f"unlearn_{args.section}.json"
-    atomic_write_json(out, result)
+    out = common.write_result(common.result_path(args.out, f"unlearn_{args.section}.json"), result)
     print(f"total {result['total_seconds']:.0f} s; wrote {out}")
 
 

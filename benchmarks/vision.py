@@ -21,7 +21,6 @@ machine sets the recipe: the training set is subsampled (`--train-per-class`, de
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
@@ -31,14 +30,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import RESULTS, parse, parser, write_result
 from torch import nn
 
+from modhifi_core.calibration import seeded_subset
 from modhifi_core.data import FASHION_MNIST_DIR, load_dataset
 from modhifi_core.models import ModelConfig, build_model
-from modhifi_core.safe_io import atomic_write_json
 from modhifi_core.training import TrainConfig, accuracy, train_model
 
-RESULTS = Path(__file__).parent / "results"
 CACHE = Path(__file__).resolve().parent.parent / "workspace" / "vision"
 RESNET = ModelConfig(name="resnet18", width=32, image_size=16, in_channels=1)
 RESNET_TRAIN = TrainConfig(epochs=3, lr=0.05, batch_size=64)
@@ -195,18 +194,13 @@ PRUNE_RUNS = [  # (label, method, options); every method ends with BN recalibrat
 ]
 
 
-def calibration_subset(train, samples: int, seed: int = 0) -> torch.Tensor:
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:samples]
-    return train.images[order.sort().values]
-
-
 def section_prune(args) -> dict:
     """ModHiFi-P vs L2/L1/random on the Fashion-MNIST ResNet-18s, no fine-tuning."""
     from modhifi_core.pruning import prune_model
 
     data = fashion(RESNET.image_size, args.train_per_class)
     test = per_class_subset(data.test, args.test_per_class)
-    calibration = calibration_subset(data.train, args.images or 256)
+    calibration = seeded_subset(data.train, args.images or 256, 0).images
     runs = [run for run in PRUNE_RUNS if run[1] in args.methods] if args.methods else PRUNE_RUNS
     rows = []
     for seed in args.seeds:
@@ -269,7 +263,7 @@ def section_prune_mlp(args) -> dict:
 
     data = fashion(None, VIT_TRAIN["per_class"])
     test = per_class_subset(data.test, args.test_per_class)
-    calibration = calibration_subset(data.train, args.images or 256)
+    calibration = seeded_subset(data.train, args.images or 256, 0).images
     rows = []
     for seed in args.seeds:
         model, _ = trained_transformer("vit", seed, data)
@@ -503,12 +497,12 @@ def unlearn_summary(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
 
 def write_partial(args, result: dict) -> None:
     """The rows so far, to the run's result file (a long run leaves evidence if stopped)."""
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_json(RESULTS / result_name(args), {**result, "section": args.section, "partial": True})
+    write_result(result_file(args), {**result, "section": args.section, "partial": True})
 
 
-def result_name(args) -> str:
-    return args.out or f"vision_{args.section.replace('-', '_')}.json"
+def result_file(args) -> Path:
+    """`--out` is a file name under results/ (default vision_<section>.json)."""
+    return RESULTS / (args.out or f"vision_{args.section.replace('-', '_')}.json")
 
 
 def synthetic_samples(kind: str, seed: int, model: nn.Module, per_class: int, draw: int):
@@ -849,69 +843,65 @@ SECTIONS = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("section", choices=sorted(SECTIONS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--models", nargs="+", default=["resnet", "vit"])
-    parser.add_argument("--train-per-class", type=int, default=500)
-    parser.add_argument("--retrain", action="store_true")
-    parser.add_argument("--images", type=int, default=None, help="calibration / scoring images")
-    parser.add_argument("--targets", type=float, nargs="+", default=None)
-    parser.add_argument(
+    options = parser(__doc__, "result file name under results/ (default vision_<section>.json)")
+    options.add_argument("section", choices=sorted(SECTIONS))
+    options.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    options.add_argument("--models", nargs="+", default=["resnet", "vit"])
+    options.add_argument("--train-per-class", type=int, default=500)
+    options.add_argument("--retrain", action="store_true")
+    options.add_argument("--images", type=int, default=None, help="calibration / scoring images")
+    options.add_argument("--targets", type=float, nargs="+", default=None)
+    options.add_argument(
         "--methods",
         nargs="+",
         default=None,
         help="prune: methods to run (modhifi modhifi-full l2 l1 random; default all)",
     )
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=None, help="speed: latency batch (default 16)")
-    parser.add_argument("--repeats", type=int, default=5, help="speed: timed passes per model")
-    parser.add_argument("--model", choices=["resnet", "vit", "swin"], default="resnet", help="unlearn: which model")
-    parser.add_argument(
+    options.add_argument("--batch", type=int, default=None, help="speed: latency batch (default 16)")
+    options.add_argument("--repeats", type=int, default=5, help="speed: timed passes per model")
+    options.add_argument("--model", choices=["resnet", "vit", "swin"], default="resnet", help="unlearn: which model")
+    options.add_argument(
         "--vit-layers", nargs="+", choices=LN_LAYER_SETS, default=["all"],
         help="unlearn: fc2 of every block, the last, or the last two",
     )  # fmt: skip
-    parser.add_argument(
+    options.add_argument(
         "--centres", nargs="+", choices=["bn", "retain"], default=["bn"],
         help="unlearn (ViT/Swin): saliency centred on 0 (bn: no BN) or on the retained samples' mean output",
     )  # fmt: skip
-    parser.add_argument(
+    options.add_argument(
         "--contrastive", type=float, nargs="+", default=[0.0],
         help="unlearn (ViT/Swin): retain fractions to spare (contrastive=True); 0 = plain ModHiFi-U",
     )  # fmt: skip
-    parser.add_argument(
+    options.add_argument(
         "--durable", action="store_true",
         help="unlearn (ViT/Swin): also negate the classifier row's HiFi inputs (durable=True, beyond the paper)",
     )  # fmt: skip
-    parser.add_argument("--quick", action="store_true", help="unlearn: UA and RA only (a selection sweep)")
-    parser.add_argument("--per-class", type=int, default=50, help="finetune-ln/calibrate-ln: samples per class")
-    parser.add_argument("--epochs", type=int, default=1, help="finetune-ln: fine-tuning epochs")
-    parser.add_argument("--ft-lrs", type=float, nargs="+", default=[0.01], help="finetune-ln: SGD learning rates")
-    parser.add_argument("--ft-data", choices=CALIBRATIONS, default="synthetic", help="finetune-ln: the samples")
-    parser.add_argument("--draws", type=int, default=3, help="calibrate-ln: calibration draws per source")
-    parser.add_argument("--calibrations", nargs="+", choices=CALIBRATIONS, default=list(CALIBRATIONS))
-    parser.add_argument("--mlp-fractions", type=float, nargs="*", default=[0.5, 0.75], help="calibrate-ln")
-    parser.add_argument(
+    options.add_argument("--quick", action="store_true", help="unlearn: UA and RA only (a selection sweep)")
+    options.add_argument("--per-class", type=int, default=50, help="finetune-ln/calibrate-ln: samples per class")
+    options.add_argument("--epochs", type=int, default=1, help="finetune-ln: fine-tuning epochs")
+    options.add_argument("--ft-lrs", type=float, nargs="+", default=[0.01], help="finetune-ln: SGD learning rates")
+    options.add_argument("--ft-data", choices=CALIBRATIONS, default="synthetic", help="finetune-ln: the samples")
+    options.add_argument("--draws", type=int, default=3, help="calibrate-ln: calibration draws per source")
+    options.add_argument("--calibrations", nargs="+", choices=CALIBRATIONS, default=list(CALIBRATIONS))
+    options.add_argument("--mlp-fractions", type=float, nargs="*", default=[0.5, 0.75], help="calibrate-ln")
+    options.add_argument(
         "--fractions",
         type=float,
         nargs="+",
         default=None,
         help="HiFi fractions (unlearn), MLP fractions removed (prune-mlp, speed-vit)",
     )
-    parser.add_argument("--classes", type=int, nargs="+", default=list(range(10)))
-    parser.add_argument("--split-per-class", type=int, default=200, help="unlearn: D_f/D_r from this many per class")
-    parser.add_argument("--test-per-class", type=int, default=200, help="prune/unlearn: test images per class")
-    parser.add_argument("--out", default=None, help="result file name (default vision_<section>.json)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    options.add_argument("--classes", type=int, nargs="+", default=list(range(10)))
+    options.add_argument("--split-per-class", type=int, default=200, help="unlearn: D_f/D_r from this many per class")
+    options.add_argument("--test-per-class", type=int, default=200, help="prune/unlearn: test images per class")
+    args = parse(options, argv)
     start = time.perf_counter()
     result = SECTIONS[args.section](args)
     result.update(
         {"section": args.section, "seconds": time.perf_counter() - start, "torch": torch.__version__,
          "python": platform.python_version(), "threads": args.threads}
     )  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_json(RESULTS / result_name(args), result)
+    write_result(result_file(args), result)
 
 
 if __name__ == "__main__":

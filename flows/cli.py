@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     import pydantic
 
     from modhifi_core.errors import InputError
-    from modhifi_core.params import describe_validation_error
+    from tasks.params import describe_validation_error
 
     # Hugging Face's loading/saving progress bars would break the one-line error contract.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -363,24 +363,18 @@ def _recorded_by_folder(folder: Path) -> _Recorded:
 
 
 def _recorded_by_record(record: dict, root: Path) -> _Recorded:
-    """An open-weight model's stage record (tasks/lm, kinds/image): the source model's files
-    (train_base: a Hugging Face folder's, or a torchvision/timm weights file or folder), the
-    folder a prune or unlearn stage wrote, nothing for a skipped stage or an input."""
-    kind = record.get("record")
-    if kind == "hf-source":
-        files = [(f"source file {name}", _source_file(record, name), sha) for name, sha in record["files"].items()]
+    """An open-weight model's stage record (`tasks.records`): the source model's files
+    (train_base), the folder a prune or unlearn stage wrote, nothing for anything else."""
+    from tasks.records import FOLDER, SOURCE, source_file
+
+    shape = record.get("record")
+    if shape == SOURCE:
+        files = [(f"source file {name}", source_file(record, name), sha) for name, sha in record["files"].items()]
         return _Recorded(files=sorted(files))
-    if kind == "hf-folder":
+    if shape == FOLDER:
         parents = (record.get("metadata") or {}).get("parents") or {}
         return _Recorded(parents=dict(parents), folders=[(root / record["folder"]).resolve()])
     return _Recorded()
-
-
-def _source_file(record: dict, name: str) -> Path:
-    """Where file `name` of train_base's source record lies: in the source folder, or the
-    weights file itself."""
-    path = Path(record["path"])
-    return path if path.name == name and not path.is_dir() else path / name
 
 
 def _checkpoint(path: Path) -> object | str:
@@ -396,9 +390,8 @@ def _checkpoint(path: Path) -> object | str:
 
 
 def _pipeline_record(path: Path) -> dict | None:
-    """A language-model stage's record (a plain dict naming its `record` kind, read with
-    weights_only), or None."""
-    from tasks.lm import read_record
+    """A stage's record (a plain dict naming its `record` shape, read with weights_only), or None."""
+    from tasks.records import read_record
 
     try:
         with warnings.catch_warnings():

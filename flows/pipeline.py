@@ -25,8 +25,9 @@ from prefect.states import Completed
 
 from flows import dvc
 from flows.console import RunView
+from modhifi_core.errors import InputError
 from tasks import tracking
-from tasks.dag import check_declared_params, read_stages, topological_order, upstream_closure
+from tasks.dag import Stage, check_declared_params, read_stages, topological_order, upstream_closure, write_dvc_yaml
 from tasks.inputs import refresh_inputs
 from tasks.workspace import Workspace
 
@@ -133,16 +134,37 @@ def stage_task(name: str, root: str, must_run: bool, force: bool, env: dict, out
     return {"stage": name, "ran": ran, "seconds": seconds}
 
 
+def prepare_workspace(ws: Workspace) -> dict[str, Stage]:
+    """The stages of this workspace's run: its params validated, the dvc.yaml of the
+    model's kind written (`tasks.dag.write_dvc_yaml`; unchanged when it is current) and
+    read, every params key a stage declares present in params.yaml."""
+    params = ws.params()
+    from kinds import kind_of
+
+    write_dvc_yaml(ws.root, kind_of(params.model.source, ws.root))
+    stages = read_stages(ws.root / "dvc.yaml")
+    check_declared_params(stages, ws.params_file)
+    return stages
+
+
+def flow_order(stages: dict[str, Stage], flow_name: str) -> list[str]:
+    """The stages flow `flow_name` runs, in order: its targets that this kind's pipeline
+    has, and everything upstream of them."""
+    wanted = TARGETS[flow_name]
+    if wanted is not None:
+        wanted = wanted & set(stages)
+        if wanted <= {"evaluate"}:
+            raise InputError(f"the {flow_name} flow does not apply to this model: its pipeline has no such stage")
+    selected = set(stages) if wanted is None else upstream_closure(stages, wanted)
+    return [name for name in topological_order(stages) if name in selected]
+
+
 def run_stages(ws: Workspace, flow_name: str, force: bool = False) -> dict:
     """Body shared by the flows: returns `{"ran": [...], "skipped": [...], "seconds": {...}}`."""
-    stages = read_stages(ws.root / "dvc.yaml")
-    wanted = TARGETS[flow_name]
-    selected = set(stages) if wanted is None else upstream_closure(stages, wanted)
-    order = [name for name in topological_order(stages) if name in selected]
+    stages = prepare_workspace(ws)  # a no-op when `modhifi run` did it; needed for sweeps and scheduled runs
+    order = flow_order(stages, flow_name)
     _view.plan(order)
-    # The model folder's and texts' hashes (dvc.yaml deps) before DVC compares: a no-op when
-    # `modhifi run` refreshed them already; needed for sweeps and scheduled runs.
-    check_declared_params(stages, ws.params_file)
+    # The model folder's and texts' hashes (dvc.yaml deps) before DVC compares.
     refresh_inputs(ws, ws.params())
     status = restore_damaged_outputs(ws, stages, _status(ws.root), force)
     changed = set(order) if force else status.changed

@@ -7,11 +7,11 @@ params.yaml and its outputs. Several assignments sweep their cartesian product.
 
 DVC's stages read params.yaml itself, so a point's values have to be in that file while
 it runs. Before the first point the user's file is copied, byte for byte, to a backup
-(`modhifi_core.params.sweep_backup_path`) together with this process's pid; the finally
+(`tasks.params.sweep_backup_path`) together with this process's pid; the finally
 clause restores it and deletes the backup. If the sweep is killed (SIGKILL, power loss)
 the next command that loads params.yaml — `modhifi run`, `stage`, `sweep` — finds the
 backup of a dead process and restores the user's file, comments included, before it reads
-anything (`modhifi_core.params.restore_interrupted_sweep`).
+anything (`tasks.params.restore_interrupted_sweep`).
 
 With an `executor` (`modhifi sweep --workers N`: a thread pool; or `cluster.address` set:
 the Dask cluster) the points run concurrently instead, each in its own copy of the
@@ -41,8 +41,8 @@ from pathlib import Path
 import yaml
 
 from modhifi_core.errors import InputError
-from modhifi_core.params import restore_interrupted_sweep, sweep_backup_path, validate_params
 from modhifi_core.safe_io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from tasks.params import restore_interrupted_sweep, sweep_backup_path, validate_params
 from tasks.workspace import Workspace
 
 # The evaluation metrics a row shows, those any point has: a classifier's accuracy and

@@ -62,8 +62,9 @@ def kind_name(source: str | Path | None, root: Path | None = None) -> str:
             return "zoo"
         raise InputError(f"model source {text!r} is not one of {FORMS}")
     if scheme == "hf":
-        from modhifi_core.sources.huggingface import model_kind
-
+        # imported by name, like the adapters: a run of another kind neither loads
+        # transformers nor depends (in its dvc.yaml) on the Hugging Face reader
+        model_kind = importlib.import_module("modhifi_core.sources.huggingface").model_kind
         folder = Path(rest).expanduser()
         return model_kind(folder if root is None or folder.is_absolute() else root / folder)
     if scheme in ("torchvision", "timm"):

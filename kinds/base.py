@@ -82,7 +82,12 @@ class ModelKind:
             with `run(ws, params, kind) -> metrics`) and its commands (`<package>.cli`).
         stages: stage name -> `StageSpec`: the pipeline of this kind, in order (a stage
             that does not apply is absent, with its reason in `skipped`); the kind's
-            dvc.yaml is generated from it.
+            dvc.yaml is generated from it (`tasks.dag.render_dvc_yaml`).
+        dvc_plots: the top-level `plots:` definitions of that dvc.yaml.
+        options: CLI command -> the option names (typer parameter names) it takes; a
+            command absent here does not apply to the kind.
+        output: what a command's `--out` names: a `file` or a `folder`.
+        model_keys: the keys of params.yaml's `model` section it reads (others are refused).
     """
 
     name: ClassVar[str]
@@ -92,6 +97,10 @@ class ModelKind:
     targets: ClassVar[tuple[str, ...]] = ("flops",)
     package: ClassVar[str]
     stages: ClassVar[dict[str, StageSpec]]
+    dvc_plots: ClassVar[tuple[dict, ...]] = ()  # the top-level `plots:` of the kind's dvc.yaml
+    options: ClassVar[dict[str, tuple[str, ...]]] = {}  # CLI command -> the options it takes
+    output: ClassVar[str] = "file"  # what --out names: a checkpoint `file` or a `folder`
+    model_keys: ClassVar[tuple[str, ...]] = ("source",)  # the params.yaml `model` keys it reads
 
     def __init__(self, source: str | None) -> None:
         self.source = source
@@ -116,6 +125,20 @@ class ModelKind:
     def describe(self, path: str | Path) -> dict:
         """A short summary of a model artifact of this kind, for lineage and reports."""
         return {"kind": self.name, "path": str(path)}
+
+    # ------------------------------------------------------------------ a pipeline run
+    def inputs(self, params: Any, root: Path) -> dict[str, Path | None]:
+        """The external inputs a run reads, by `tasks.inputs.INPUTS` name (`model_source`,
+        `calibration_text`, `eval_text`), resolved against the workspace `root`; none by default."""
+        return {}
+
+    def source_files(self, path: Path) -> list[Path]:
+        """The files of input `model_source` at `path` whose sha256 make its lineage."""
+        return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+
+    def check_run(self, params: Any, root: Path) -> None:
+        """Refuse, in one InputError line and before any stage runs, params that cannot
+        work on this source (the kind's own checks; pydantic checked the values)."""
 
     # ------------------------------------------------------------------ checks
     def check_target(self, target: str) -> None:

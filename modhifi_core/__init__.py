@@ -23,7 +23,6 @@ _OPERATIONS = {
     "prune": "modhifi_core.operations.prune",
     "prune_image_classifier": "modhifi_core.operations.prune_image_classifier",
     "prune_language_model": "modhifi_core.operations.prune_language_model",
-    "report": "modhifi_core.operations.report",
     "synthesize": "modhifi_core.synthesis",
     "train": "modhifi_core.operations.train",
     "unlearn": "modhifi_core.unlearning",

@@ -6,8 +6,8 @@ from __future__ import annotations
 from modhifi_core.calibration import calibration_set
 from modhifi_core.checkpoint import Checkpoint
 from modhifi_core.data import ArrayDataset, DatasetSplits
-from modhifi_core.params import Params
 from modhifi_core.synthesis.artifact import load_synthetic, samples_digest
+from tasks.params import Params
 from tasks.workspace import Workspace
 
 

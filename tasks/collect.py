@@ -6,26 +6,22 @@ from __future__ import annotations
 
 import torch
 
-from tasks.cluster import open_executor
 from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.data import load_from_spec
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.statistics import ModelStatistics, collect_statistics
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_torch_save
 from modhifi_core.sharding import worker_count
 from tasks.calibration import stage_calibration
-from tasks.lm import collect as language_stage
-from tasks.lm import is_language, skipped
+from tasks.cluster import open_executor
+from tasks.image import COLLECT_REASON, is_image, skipped
+from tasks.params import Params
 from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
-    reason = _not_applying(ws, params, "collect")
-    if reason is not None:
-        return skipped(ws, "statistics", None, reason)
-    if is_language(params):
-        return language_stage.run(ws, params)
+    if is_image(ws, params):
+        return skipped(ws, "statistics", None, COLLECT_REASON)
     base = load_checkpoint(ws.artifact("base_model"))
     data = load_from_spec(read_metadata(base.metadata).data)
     calibration = stage_calibration(ws, params, base, data)
@@ -39,15 +35,3 @@ def run(ws: Workspace, params: Params) -> dict:
 def load_statistics(ws: Workspace) -> ModelStatistics:
     """The collect stage's statistics (loaded with weights_only=True)."""
     return ModelStatistics.from_payload(torch.load(ws.artifact("statistics"), map_location="cpu", weights_only=True))
-
-
-def _not_applying(ws: Workspace, params: Params, stage: str) -> str | None:
-    """Why `stage` does not apply to the run's model kind (`kind.skipped`), or None.
-    TRANSITIONAL while the kinds move in: a kind without an adapter yet runs this module."""
-    import kinds
-
-    try:
-        kind = kinds.kind_of(params.model.source, ws.root)
-    except (ImportError, AttributeError):
-        return None
-    return kind.skipped.get(stage)

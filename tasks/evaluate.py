@@ -18,19 +18,19 @@ from modhifi_core.data import load_from_spec
 from modhifi_core.durability import RelearningAttack
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.evaluate import evaluate
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_json, atomic_write_text
 from modhifi_core.splits import forget_split
-from tasks.lm import evaluate as language_stage
-from tasks.lm import is_language
+from tasks.image import evaluate as image_stage
+from tasks.image import is_image
+from tasks.params import Params
 from tasks.workspace import Workspace
 
 MODELS = ("base", "pruned", "unlearned", "final")
 
 
 def run(ws: Workspace, params: Params) -> dict:
-    if is_language(params):
-        return language_stage.run(ws, params)
+    if is_image(ws, params):
+        return image_stage.run(ws, params, per_class_csv)
     models = {name: load_checkpoint(ws.artifact(f"{name}_model")) for name in MODELS}
     final = read_metadata(models["final"].metadata)
     data = load_from_spec(final.data)

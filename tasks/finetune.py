@@ -13,21 +13,17 @@ from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.data import load_from_spec
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.finetune import finetune_checkpoint
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_json
 from modhifi_core.synthesis import load_synthetic
 from tasks.calibration import synthetic_parent
-from tasks.collect import _not_applying
-from tasks.lm import is_language, skipped
+from tasks.image import FINETUNE_REASON, is_image, skipped
+from tasks.params import Params
 from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
-    reason = _not_applying(ws, params, "finetune")
-    if reason is not None:
-        return skipped(ws, "final_model", "final_metrics", reason)
-    if is_language(params):
-        return skipped(ws, "final_model", "final_metrics")
+    if is_image(ws, params):
+        return skipped(ws, "final_model", "final_metrics", FINETUNE_REASON)
     student = load_checkpoint(ws.artifact("unlearned_model"))
     teacher = load_checkpoint(ws.artifact("base_model"))
     data = load_from_spec(read_metadata(student.metadata).data)

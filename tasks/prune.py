@@ -14,24 +14,24 @@ from __future__ import annotations
 import csv
 import io
 
-from tasks.cluster import open_executor
 from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.data import load_from_spec
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.prune import prune_checkpoint
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_json, atomic_write_text, sha256_file
 from tasks.calibration import stage_calibration, synthetic_parent
+from tasks.cluster import open_executor
 from tasks.collect import load_statistics
-from tasks.lm import is_language
-from tasks.lm import prune as language_stage
+from tasks.image import is_image
+from tasks.image import prune as image_stage
+from tasks.params import Params
 from tasks.score import load_scores
 from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
-    if is_language(params):
-        return language_stage.run(ws, params)
+    if is_image(ws, params):
+        return image_stage.run(ws, params, layers_csv)
     base = load_checkpoint(ws.artifact("base_model"))
     data = load_from_spec(read_metadata(base.metadata).data)
     p = params.prune

@@ -1,6 +1,6 @@
 """Stage synthesize: calibration samples made from the base model itself (data-free): a
-zoo checkpoint (DeepInversion matches BatchNorm statistics); an image classifier's is
-`kinds.image.synthesize`.
+zoo checkpoint or a Hugging Face image classifier (DeepInversion matches BatchNorm
+statistics; a LayerNorm ViT/Swin has none: class cross-entropy and image priors only).
 
 Writes the synthetic-data artifact folder (samples.npz, preview.png, synthesis.json
 with the quality figures) that collect, prune, unlearn and finetune read.
@@ -11,17 +11,17 @@ from __future__ import annotations
 from torch import nn
 
 from modhifi_core.checkpoint import load_checkpoint
-from modhifi_core.params import Params
+from modhifi_core.safe_io import sha256_file
 from modhifi_core.synthesis import InversionConfig, save_synthetic, synthesize
-from tasks.lm import is_language
-from tasks.lm import synthesize as language_stage
+from modhifi_core.vision.sources import classifier, input_shape
+from tasks.image import is_image
+from tasks.image import load_base as load_image_base
+from tasks.params import Params
 from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
-    if is_language(params):
-        return language_stage.run(ws, params)
-    model, shape, parent = checkpoint_base(ws)
+    model, shape, parent = image_base(ws) if is_image(ws, params) else checkpoint_base(ws)
     s = params.synthesize
     knobs = s.model_dump(exclude={"method", "per_class", "source"})
     result = synthesize(
@@ -49,3 +49,8 @@ def checkpoint_base(ws: Workspace) -> tuple[nn.Module, tuple[int, int, int], str
     shape = (base.config.in_channels, base.config.image_size, base.config.image_size)
     return base.model, shape, base.sha256
 
+
+def image_base(ws: Workspace) -> tuple[nn.Module, tuple[int, int, int], str]:
+    """An HF image classifier (its logits), its input shape and the sha256 of train_base's record."""
+    loaded = load_image_base(ws)
+    return classifier(loaded), input_shape(loaded), sha256_file(ws.artifact("base_model"))

@@ -2,8 +2,9 @@
 
 With `model.path` set, the given checkpoint is loaded safely (weights_only), evaluated
 and copied in; otherwise a model is trained on the configured dataset. An open-weight
-model (`model.source`) is recorded, not trained: an image classifier by its kind
-(`kinds.image.train_base`), a Hugging Face language model by `tasks.lm.base`.
+model (`model.source`) is recorded, not trained: a torchvision/timm network by
+`tasks.image.base`, a Hugging Face image classifier by `tasks.records.record_hf_source` (a
+language model runs `kinds.language.train_base`).
 """
 
 from __future__ import annotations
@@ -13,16 +14,19 @@ from modhifi_core.data import data_spec, load_from_spec
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.evaluate import evaluate
 from modhifi_core.operations.train import train_from_params
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_bytes, atomic_write_json
-from tasks.lm import base as language_stage
-from tasks.lm import is_language
+from tasks.image import base as image_stage
+from tasks.inputs import check_model_fits, is_zoo_source
+from tasks.params import Params
+from tasks.records import record_hf_source
 from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
-    if is_language(params):
-        return language_stage.run(ws, params)
+    if is_zoo_source(params.model.source):
+        return image_stage.run(ws, params)
+    if params.model.source is not None:
+        return record_hf_source(ws, params, check_model_fits(ws, params, keys=()))
     out = ws.artifact("base_model")
     d = params.data
     if params.model.path:

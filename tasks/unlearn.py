@@ -9,25 +9,26 @@ ModHiFi-U's statistics passes run on the Dask cluster when `cluster.address` is 
 
 from __future__ import annotations
 
-from tasks.cluster import open_executor
 from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.data import load_from_spec
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.unlearn import unlearn_checkpoint
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_json
 from modhifi_core.synthesis import load_synthetic
 from tasks.calibration import synthetic_parent
-from tasks.lm import is_language, skipped
+from tasks.cluster import open_executor
+from tasks.image import is_image
+from tasks.image import unlearn as image_stage
+from tasks.params import Params
 from tasks.workspace import Workspace
 
 
 def run(ws: Workspace, params: Params) -> dict:
+    if is_image(ws, params):
+        return image_stage.run(ws, params)
     ws.unused_folder(
         "unlearned_hf", "Written only when an open-weight image classifier is unlearned; this run has none."
     )
-    if is_language(params):
-        return skipped(ws, "unlearned_model", "unlearned_metrics")
     source = load_checkpoint(ws.artifact("pruned_model"))
     data = load_from_spec(read_metadata(source.metadata).data)
     synthetic = params.unlearn.data == "synthetic"

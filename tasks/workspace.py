@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from modhifi_core.params import Params, load_params
 from modhifi_core.safe_io import atomic_write_text
+from tasks.params import Params, load_params
 
 # artifact name -> path relative to the workspace root
 ARTIFACTS = {

@@ -34,32 +34,56 @@ def tiny_params() -> dict:
 
 def language_params(folder: Path, eval_text: Path, **language) -> dict:
     """Tiny params of a language-model run on the Hugging Face folder `folder` (8 x 16
-    calibration tokens, 4 held-out windows), `language` overriding its language keys."""
-    params = tiny_params()
-    params["model"]["source"] = f"hf:{folder}"
-    params["language"].update(
-        samples=8, length=16, eval_text=str(eval_text), eval_samples=4, latency_repeats=1, batch_size=4
-    )
-    params["language"].update(language)
-    return params
+    calibration tokens, 4 held-out windows), `language` overriding its language keys: only
+    the sections a language model reads (seed, model.source, cluster, language)."""
+    from tasks.params import ClusterParams, LanguageParams
+
+    tiny = {"samples": 8, "length": 16, "eval_text": str(eval_text), "eval_samples": 4}
+    tiny |= {"latency_repeats": 1, "batch_size": 4}
+    return {
+        "seed": 0,
+        "model": {"source": f"hf:{folder}"},
+        "cluster": ClusterParams().model_dump(),
+        "language": LanguageParams().model_dump() | tiny | language,
+    }
 
 
 def image_params(folder: Path, **unlearn) -> dict:
     """Tiny params of a run on the Hugging Face image classifier `folder`, evaluated on
-    digits (`unlearn` overriding its unlearn keys; a short relearning attack)."""
-    params = tiny_params()
-    params["model"]["source"] = f"hf:{folder}"
-    params["collect"].update(samples=60, batch_size=32)
-    params["evaluate"]["relearn_steps"] = 10
-    params["unlearn"].update(unlearn)
-    return params
+    digits (`unlearn` overriding its unlearn keys; a short relearning attack): only the
+    sections an image classifier reads (`kinds.image.ImageClassifierKind.sections`)."""
+    from tasks import params as schema
+
+    tiny = {
+        "synthesize": {"per_class": 6, "steps": 20},
+        "collect": {"samples": 60, "batch_size": 32},
+        "prune": {"latency_batch": 8, "latency_repeats": 3},
+        "unlearn": unlearn,
+        "evaluate": {"relearn_steps": 10},
+    }
+    sections = {
+        "data": schema.DataParams,
+        "synthesize": schema.SynthesizeParams,
+        "collect": schema.CollectParams,
+        "prune": schema.PruneParams,
+        "unlearn": schema.UnlearnParams,
+        "evaluate": schema.EvaluateParams,
+        "cluster": schema.ClusterParams,
+    }
+    params = {"seed": 0, "model": {"source": f"hf:{folder}"}}
+    return params | {name: section().model_dump() | tiny.get(name, {}) for name, section in sections.items()}
 
 
-def make_workspace(root: Path) -> Path:
+def make_workspace(root: Path, kind: object = None) -> Path:
+    """A workspace at `root` with the repo's code and the dvc.yaml of `kind` (a
+    `kinds.base.ModelKind`; default the zoo's) as `modhifi run` generates it."""
+    from kinds import kind_class
+    from tasks.dag import write_dvc_yaml
+
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     for folder in CODE:
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    write_dvc_yaml(root, kind or kind_class("zoo")(None))
     write_params(root, tiny_params())
     ignored = ("/mlflow.db", "/mlartifacts/", "/.prefect/", "/.modhifi-run.lock", "/.modhifi-run.lock.pid")
     (root / ".gitignore").write_text("".join(line + "\n" for line in ignored))

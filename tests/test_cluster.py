@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.cluster import open_executor
 from modhifi_core.errors import InputError
 from modhifi_core.models import ModelConfig, build_model
 from modhifi_core.statistics import collect_kept_gram, collect_statistics
+from tasks.cluster import open_executor
 
 distributed = pytest.importorskip("distributed")
 

@@ -15,10 +15,10 @@ from modhifi_core.checkpoint import load_checkpoint, save_checkpoint
 from modhifi_core.data import ArrayDataset
 from modhifi_core.distillation import distillation_loss, finetune
 from modhifi_core.errors import InputError
-from modhifi_core.params import FinetuneParams
 from modhifi_core.safe_io import sha256_file
 from modhifi_core.synthesis import InversionConfig, save_synthetic, synthesize
 from modhifi_core.training import accuracy, predict
+from tasks.params import FinetuneParams
 
 SHAPE = (1, 8, 8)
 

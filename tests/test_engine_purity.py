@@ -1,5 +1,10 @@
-"""The engine never imports orchestration code (architecture.md): no Prefect, MLflow, DVC,
-nor Dask — the orchestration layer hands the engine a `concurrent.futures` executor."""
+"""The layers lean one way (architecture.md): modhifi_core (engine) <- kinds <- tasks <- flows.
+
+The engine never imports orchestration code nor a higher layer: no Prefect, MLflow, DVC,
+nor Dask (the orchestration layer hands the engine a `concurrent.futures` executor), no
+kinds, tasks or flows. A stage (tasks/, kinds/) never depends on the CLI and flows layer.
+kinds/ imports no Prefect, MLflow or DVC: MLflow records and the Dask helper
+(tasks/cluster.py, which may import dask) live in tasks/."""
 
 from __future__ import annotations
 
@@ -8,20 +13,36 @@ import subprocess
 import sys
 from pathlib import Path
 
-ENGINE = Path(__file__).resolve().parent.parent / "modhifi_core"
-FORBIDDEN = {"prefect", "mlflow", "dvc", "dask", "distributed", "prefect_dask", "flows", "tasks"}
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ORCHESTRATION = {"prefect", "mlflow", "dvc", "dask", "distributed", "prefect_dask"}
+FORBIDDEN = {
+    "modhifi_core": ORCHESTRATION | {"kinds", "tasks", "flows"},
+    "kinds": {"prefect", "mlflow", "dvc", "flows"},
+    "tasks": {"flows"},
+}
 
 
-def test_no_orchestration_imports_in_modhifi_core():
-    offenders = []
-    for path in ENGINE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FORBIDDEN]
+def _imports(path: Path) -> list[str]:
+    """Every absolute import in a file, at any nesting level."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_no_import_from_a_higher_layer_or_orchestration(layer):
+    offenders = [
+        f"{path.relative_to(REPO)}: {name}"
+        for path in sorted((REPO / layer).rglob("*.py"))
+        for name in _imports(path)
+        if name.split(".")[0] in FORBIDDEN[layer]
+    ]
     assert not offenders
 
 

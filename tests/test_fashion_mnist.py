@@ -172,7 +172,7 @@ def test_example_fashion_mnist_params_are_complete_and_valid():
     """examples/fashion-mnist/params.yaml names every section of params.yaml and validates."""
     from pipeline_workspace import REPO
 
-    from modhifi_core.params import validate_params
+    from tasks.params import validate_params
 
     raw = yaml.safe_load((REPO / "examples/fashion-mnist/params.yaml").read_text())
     assert set(raw) == set(yaml.safe_load((REPO / "params.yaml").read_text()))

@@ -231,7 +231,7 @@ def test_nan_weights_are_refused_naming_the_tensor(cli, tmp_path, model):
 
 
 def test_an_architecture_too_large_for_memory_is_refused_with_its_size(cli, tmp_path, monkeypatch):
-    monkeypatch.setattr("flows.commands.loading.available_memory_bytes", lambda: 8 * 2**30)
+    monkeypatch.setattr("kinds.zoo.memory.available_memory_bytes", lambda: 8 * 2**30)
     out = tmp_path / "huge.pt"
     start = time.perf_counter()
     result = cli("train", "--model", "vgg19", "--width", "1024", "--out", out)
@@ -343,7 +343,7 @@ def test_a_broken_params_yaml_is_refused_up_front_writing_nothing(cli, tmp_path,
 
 
 def test_the_committed_and_the_test_params_still_load():
-    from modhifi_core.params import load_params, validate_params
+    from tasks.params import load_params, validate_params
     from tests.pipeline_workspace import tiny_params
 
     load_params(REPO / "params.yaml")
@@ -388,7 +388,7 @@ def test_a_sweep_killed_with_sigkill_leaves_params_yaml_restorable(cli, tmp_path
 
 
 def test_a_live_sweeps_backup_is_left_alone(tmp_path):
-    from modhifi_core.params import restore_interrupted_sweep, sweep_backup_path
+    from tasks.params import restore_interrupted_sweep, sweep_backup_path
     from modhifi_core.safe_io import atomic_write_json
 
     params = tmp_path / "params.yaml"
@@ -483,11 +483,10 @@ def test_two_runs_with_one_seed_give_byte_identical_checkpoints(tmp_path, model)
     from modhifi_core.metadata import read_metadata
     from modhifi_core.operations.prune import prune_checkpoint
     from modhifi_core.operations.train import train_from_params
-    from modhifi_core.params import DataParams, ModelParams, PruneParams, TrainParams
 
     trained = []
     for run in range(2):
-        outcome = train_from_params(DataParams(), ModelParams(width=4), TrainParams(epochs=1), seed=0)
+        outcome = train_from_params(width=4, epochs=1, seed=0)
         outcome.save(tmp_path / f"train{run}.pt")
         trained.append((tmp_path / f"train{run}.pt").read_bytes())
     assert trained[0] == trained[1]
@@ -498,7 +497,7 @@ def test_two_runs_with_one_seed_give_byte_identical_checkpoints(tmp_path, model)
     for run in range(2):
         images = calibration_set("gaussian", source.model, data, 64, 0)
         outcome = prune_checkpoint(
-            source, images, data, PruneParams(target_flops=0.5), calibration_source="gaussian", latency_repeats=2
+            source, images, data, target_flops=0.5, calibration_source="gaussian", latency_repeats=2
         )
         outcome.save(tmp_path / f"pruned{run}.pt")
         pruned.append((tmp_path / f"pruned{run}.pt").read_bytes())

@@ -128,16 +128,18 @@ def test_two_latency_measurements_with_the_default_repeats_agree_within_10_perce
     """The summary's `latency_speedup` (the pipeline's model size: resnet18 width 16 on 8x8
     digits, pruned to half its FLOPs) measured twice with the default repeats and batch:
     the two agree within 10%. (20 repeats, the old default, gave up to 77% under load.)"""
-    from modhifi_core.params import PruneParams
+    import inspect
+
+    from modhifi_core.operations.prune import prune_checkpoint
     from modhifi_core.pruning import prune_model
     from modhifi_core.pruning.report import latency_report
 
     torch.manual_seed(0)
     dense = build_model(ModelConfig(name="resnet18", width=16, image_size=8, in_channels=1)).eval()
     pruned = prune_model(dense, torch.randn(64, 1, 8, 8), "l2", target_flops=0.5).model.eval()
-    defaults = PruneParams()
+    defaults = {k: p.default for k, p in inspect.signature(prune_checkpoint).parameters.items()}
     first, second = (
-        latency_report(dense, pruned, (1, 8, 8), defaults.latency_batch, repeats=defaults.latency_repeats)[
+        latency_report(dense, pruned, (1, 8, 8), defaults["latency_batch"], repeats=defaults["latency_repeats"])[
             "latency_speedup"
         ]
         for _ in range(2)

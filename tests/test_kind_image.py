@@ -64,7 +64,7 @@ def test_load_prune_save_reload_gives_the_pruned_outputs(library):
 def test_the_image_stages_run_a_torchvision_network(library):
     from pipeline_workspace import tiny_params
 
-    from modhifi_core.params import validate_params
+    from tasks.params import validate_params
     from tasks.runner import DeclaredParams
     from tasks.workspace import Workspace
 

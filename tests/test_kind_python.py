@@ -197,7 +197,7 @@ def test_the_pipeline_stages_run_a_python_module(package):
     from pipeline_workspace import tiny_params
     from usernets.cnn import digits
 
-    from modhifi_core.params import validate_params
+    from tasks.params import validate_params
     from tasks.runner import DeclaredParams
     from tasks.workspace import Workspace
 
@@ -233,8 +233,6 @@ def test_the_pipeline_stages_run_a_python_module(package):
 
 RUN_REFUSALS = [
     ({"cluster": {"address": "local"}}, "cluster.address: an image classifier's prune collects"),
-    ({"model": {"num_classes": 10}}, "model.num_classes is not read for a python model"),
-    ({"model": {"path": "base.pt"}}, "model.path is not read for a python model"),
     ({"unlearn": {"forget_class": None, "forget_random": 0.1}}, "an image classifier forgets a class"),
     ({"model": {"input_shape": None}}, "needs --input-shape C,H,W"),
     ({"model": {"weights": "gone.safetensors"}}, "gone.safetensors does not exist"),
@@ -257,3 +255,17 @@ def test_a_run_the_kind_cannot_do_is_refused_before_any_stage(package, change, m
     with pytest.raises(InputError) as info:
         kind_of(params.model.source).check_run(params, package)
     assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_params_hold_only_what_the_python_kind_reads(package):
+    from tasks.params import check_sections
+
+    model = {"source": "python:usernets.cnn:build", "weights": "cnn.safetensors", "input_shape": [3, 16, 16]}
+    sections = {name: {} for name in ("seed", *PythonModuleKind.sections)}
+    check_sections({**sections, "model": model}, "params.yaml", package)
+    with pytest.raises(
+        InputError, match=r"model.num_classes is not read for a python model \(its model keys: source, "
+    ):
+        check_sections({**sections, "model": {**model, "num_classes": 10}}, "params.yaml", package)
+    with pytest.raises(InputError, match="section 'train' is not read by a python model"):
+        check_sections({**sections, "model": model, "train": {}}, "params.yaml", package)

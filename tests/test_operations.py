@@ -16,7 +16,6 @@ from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.prune import prune_checkpoint, pruning_options
 from modhifi_core.operations.train import train_from_params
 from modhifi_core.operations.unlearn import unlearn_checkpoint
-from modhifi_core.params import DataParams, ModelParams, PruneParams, TrainParams, UnlearnParams
 
 
 class Branchy(nn.Module):
@@ -73,16 +72,16 @@ def test_calibration_as_tensor_batches_or_dataloader_gives_the_same_model(branch
 
 
 def test_l2_with_full_compensation_from_params_is_honoured(tiny_digits_checkpoint):
-    settings = PruneParams(method="l2", compensation="full", target_flops=0.5, latency_repeats=1)
-    assert pruning_options(settings)["compensation"] == "full"
-    assert pruning_options(PruneParams(method="l2"))["compensation"] == "none"
-    assert pruning_options(PruneParams(method="modhifi"))["compensation"] == "full"
+    settings = dict(method="l2", compensation="full", target_flops=0.5)
+    assert pruning_options(**settings)["compensation"] == "full"
+    assert pruning_options(method="l2")["compensation"] == "none"
+    assert pruning_options(method="modhifi")["compensation"] == "full"
     ckpt = load_checkpoint(tiny_digits_checkpoint)
     data = load_from_spec(read_metadata(ckpt.metadata).data)
     calibration = data.train.subset(torch.arange(128))
-    full = prune_checkpoint(ckpt, calibration, data, settings, calibration_source="real", latency_repeats=1)
+    full = prune_checkpoint(ckpt, calibration, data, **settings, calibration_source="real", latency_repeats=1)
     plain = prune_checkpoint(
-        load_checkpoint(tiny_digits_checkpoint), calibration, data, PruneParams(method="l2"), calibration_source="real"
+        load_checkpoint(tiny_digits_checkpoint), calibration, data, method="l2", calibration_source="real"
     )
     assert full.metadata.report["compensation"] == "full" and plain.metadata.report["compensation"] == "none"
     assert full.metadata.params["compensation"] == "full"
@@ -93,7 +92,7 @@ def test_l2_with_full_compensation_from_params_is_honoured(tiny_digits_checkpoin
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A checkpoint made by the train operation (what train_base writes) with a 2-epoch recipe."""
-    outcome = train_from_params(DataParams(), ModelParams(width=4), TrainParams(epochs=2), seed=0)
+    outcome = train_from_params(width=4, epochs=2, seed=0)
     path = tmp_path_factory.mktemp("trained") / "base.pt"
     outcome.save(path)
     return path
@@ -102,7 +101,7 @@ def trained(tmp_path_factory):
 def test_retrain_uses_the_recipe_of_a_train_base_checkpoint(trained):
     source = load_checkpoint(trained)
     data = load_from_spec(data_spec())
-    outcome = unlearn_checkpoint(source, data, UnlearnParams(forget_class=2, method="retrain", data="real"))
+    outcome = unlearn_checkpoint(source, data, forget_class=2, method="retrain", forget_data="real")
     used = outcome.metadata.params["hyperparameters"]
     assert used["epochs"] == 2 and used["lr"] == pytest.approx(0.05), "the base model's recipe, not Retrain's defaults"
     assert outcome.metadata.recipe == read_metadata(source.metadata).recipe
@@ -111,7 +110,7 @@ def test_retrain_uses_the_recipe_of_a_train_base_checkpoint(trained):
 def test_cli_finetune_of_a_pipeline_unlearned_model_keeps_the_class_forgotten(cli, trained, tmp_path):
     source = load_checkpoint(trained)
     data = load_from_spec(data_spec())
-    unlearned = unlearn_checkpoint(source, data, UnlearnParams(forget_class=3, data="real"))  # as the stage runs it
+    unlearned = unlearn_checkpoint(source, data, forget_class=3, forget_data="real")  # as the stage runs it
     path = tmp_path / "unlearned.pt"
     unlearned.save(path)
     out = tmp_path / "final.pt"

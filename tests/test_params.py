@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from modhifi_core.errors import InputError
-from modhifi_core.params import Params, load_params
+from tasks.params import Params, load_params
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -94,11 +94,13 @@ def test_language_model_collect_on_the_scheduler_gives_the_in_process_statistics
     from pipeline_workspace import language_params
     from safetensors.torch import load_file
 
+    from kinds.language import CausalLMKind
+
     address, _ = dask_processes
     folder = tmp_path / "tiny-llama"
     tiny("llama").save_pretrained(folder)
     word_tokenizer().save_pretrained(folder)
-    root, env = make_workspace(tmp_path / "ws"), isolated_env(tmp_path)
+    root, env = make_workspace(tmp_path / "ws", CausalLMKind), isolated_env(tmp_path)
     params = language_params(folder, word_text(tmp_path / "held-out.txt", 2000, 2))
     write_params(root, params)
     run_pipeline(root, env)

@@ -15,7 +15,6 @@ from modhifi_core.checkpoint import load_checkpoint
 from modhifi_core.data import ArrayDataset, load_sample_folder
 from modhifi_core.errors import InputError
 from modhifi_core.models import ModelConfig, build_model
-from modhifi_core.params import SynthesizeParams
 from modhifi_core.safe_io import sha256_file
 from modhifi_core.synthesis import (
     InversionConfig,
@@ -27,6 +26,7 @@ from modhifi_core.synthesis import (
 from modhifi_core.synthesis.inversion import BatchStatisticsLoss, total_variation
 from modhifi_core.synthesis.preview import render_preview
 from modhifi_core.synthesis.quality import agreement, diversity
+from tasks.params import SynthesizeParams
 
 SHAPE = (1, 8, 8)
 FAST = InversionConfig(steps=60, batch_size=100)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from modhifi_core.backdoor import Trigger, attack_success_rate, backdoor_metrics, backdoor_split, poison
+from benchmarks.backdoor import Trigger, attack_success_rate, backdoor_metrics, backdoor_split, poison
 from modhifi_core.errors import InputError
 
 

@@ -34,7 +34,7 @@ def test_modhifi_u_on_the_default_model(default_model, digits):
 
 
 def test_backdoor_cleansing_dense_and_prune_then_unlearn(digits):
-    from modhifi_core.backdoor import backdoor_metrics, backdoor_split, poison
+    from benchmarks.backdoor import backdoor_metrics, backdoor_split, poison
     from modhifi_core.unstructured import prune_unstructured
 
     poisoned = poison(digits.train, fraction=0.1, target=0, seed=0)

@@ -27,14 +27,15 @@ from pipeline_workspace import (  # noqa: E402
 )
 from vision_models import trained_resnet, trained_vit  # noqa: E402
 
+from kinds import kind_of  # noqa: E402
 from kinds.image import COLLECT_REASON, FINETUNE_REASON  # noqa: E402
 from modhifi_core.errors import InputError  # noqa: E402
-from modhifi_core.params import validate_params  # noqa: E402
 from modhifi_core.safe_io import sha256_file  # noqa: E402
 from modhifi_core.training import accuracy  # noqa: E402
 from modhifi_core.vision import LogitsOnly, load_hf_pruned  # noqa: E402
+from tasks.params import validate_params  # noqa: E402
 
-ALL = ["train_base", "synthesize", "collect", "score", "prune", "unlearn", "finetune", "evaluate", "report"]
+ALL = ["train_base", "synthesize", "prune", "unlearn", "evaluate", "report"]  # the image kind's pipeline
 
 
 @pytest.fixture(scope="module")
@@ -48,22 +49,28 @@ def resnet_folder(tmp_path_factory, digits):
 def image_run(tmp_path_factory, resnet_folder):
     """One `modhifi run` of the whole chain on the tiny ResNet (data-free: synthetic calibration)."""
     base = tmp_path_factory.mktemp("vision-run")
-    root = make_workspace(base / "ws")
+    root = make_workspace(base / "ws", kind_of(f"hf:{resnet_folder}"))
     write_params(root, image_params(resnet_folder, forget_class=3))
     env = isolated_env(base / "home")
     return root, env, run_pipeline(root, env)
 
 
-def test_image_params_validate_without_a_language_section(resnet_folder):
-    params = validate_params(image_params(resnet_folder))  # no language.eval_text needed
-    assert params.model.source == f"hf:{resnet_folder}" and params.language.eval_text is None
+def test_image_params_hold_only_the_image_sections(resnet_folder, tmp_path):
+    from tasks.params import check_sections
+
+    raw = image_params(resnet_folder)
+    check_sections(raw, "params.yaml", tmp_path)
+    assert validate_params(raw).model.source == f"hf:{resnet_folder}"
+    with pytest.raises(InputError, match="section 'language' is not read by a image-classification model"):
+        check_sections({**raw, "language": {}}, "params.yaml", tmp_path)
 
 
-def test_cluster_address_for_an_image_classifier_is_one_line(resnet_folder):
-    params = image_params(resnet_folder)
-    params["cluster"]["address"] = "local"
+def test_cluster_address_for_an_image_classifier_is_one_line(resnet_folder, tmp_path):
+    raw = image_params(resnet_folder)
+    raw["cluster"]["address"] = "local"
+    params = validate_params(raw)
     with pytest.raises(InputError, match="cluster.address: an image classifier's prune collects"):
-        validate_params(params)
+        kind_of(params.model.source).check_run(params, tmp_path)
 
 
 def test_image_pipeline_end_to_end(image_run, resnet_folder):
@@ -75,9 +82,7 @@ def test_image_pipeline_end_to_end(image_run, resnet_folder):
     assert m["forget_class"] == 3 and m["UA"] > 90 and m["RA"] > 60 and m["TA"] > 60  # UA: error on the forget set
     assert {"MIA", "UA_after_bn_recalibration", "UA_after_relearning", "unlearned_test_accuracy"} <= set(m)
     reasons = summary["skipped_reasons"]
-    assert reasons["collect"] == COLLECT_REASON and reasons["score"] == COLLECT_REASON
-    assert reasons["finetune"] == FINETUNE_REASON and "not trained" in reasons["train_base"]
-    assert "unlearn" not in reasons and "prune" not in reasons
+    assert reasons == {"collect": COLLECT_REASON, "score": COLLECT_REASON, "finetune": FINETUNE_REASON}
 
     assert summary["lineage"] == "outputs/pruned/hf/modhifi.json"
     pruned = json.loads((root / summary["lineage"]).read_text())
@@ -91,6 +96,7 @@ def test_image_pipeline_end_to_end(image_run, resnet_folder):
 
     report = (root / "outputs/report/report.md").read_text()
     assert "## Image classifier" in report and f"finetune: skipped: {FINETUNE_REASON}" in report
+    assert f"collect, score: skipped: {COLLECT_REASON}" in report
     assert "UA, forgetting class 3" in report
 
 
@@ -129,8 +135,6 @@ def test_image_pipeline_tracks_accuracy_and_forgetting_in_mlflow(image_run):
     ],
 )
 def test_a_forget_set_the_model_cannot_have_is_one_line(resnet_folder, tmp_path, unlearn, match):
-    from kinds import kind_of
-
     params = validate_params(image_params(resnet_folder, **unlearn))
     with pytest.raises(InputError, match=match) as info:
         kind_of(params.model.source, tmp_path).check_run(params, tmp_path)
@@ -138,17 +142,20 @@ def test_a_forget_set_the_model_cannot_have_is_one_line(resnet_folder, tmp_path,
 
 
 def test_modhifi_run_refuses_a_forget_class_out_of_range_before_any_stage(resnet_folder, tmp_path):
-    root = make_workspace(tmp_path / "ws")
+    root = make_workspace(tmp_path / "ws", kind_of(f"hf:{resnet_folder}"))
     write_params(root, image_params(resnet_folder, forget_class=10))
     assert "unlearn.forget_class: 10 is not a class of" in refused_at_start(root, isolated_env(tmp_path / "home"))
 
 
 def test_example_hf_resnet_params_are_complete_and_valid(resnet_folder):
-    """examples/hf-resnet/params.yaml names every section and validates on an image classifier."""
+    """examples/hf-resnet/params.yaml holds exactly what an image classifier reads and validates."""
+    from tasks.params import check_sections
+
     raw = yaml.safe_load((REPO / "examples/hf-resnet/params.yaml").read_text())
-    assert set(raw) == set(yaml.safe_load((REPO / "params.yaml").read_text()))
+    assert set(raw) - {"cluster", "schedule"} == {"seed", "model", *kind_of("torchvision:x").sections}
     assert raw["model"]["source"] == "hf:examples/hf-resnet/model"
     raw["model"]["source"] = f"hf:{resnet_folder}"
+    check_sections(raw, "examples/hf-resnet/params.yaml", REPO)
     assert validate_params(raw).unlearn.forget_class == 3
 
 
@@ -160,7 +167,7 @@ def test_vit_pipeline_prunes_mlp_neurons_and_unlearns_without_batchnorm(tmp_path
     from transformers import AutoModelForImageClassification
 
     trained_vit(digits).save_pretrained(tmp_path / "vit")
-    root = make_workspace(tmp_path / "ws")
+    root = make_workspace(tmp_path / "ws", kind_of(f"hf:{tmp_path / 'vit'}"))
     params = image_params(tmp_path / "vit", forget_class=3)
     params["prune"]["target_flops"] = 0.8
     write_params(root, params)
@@ -180,7 +187,7 @@ def test_modhifi_run_refuses_a_torchvision_source_where_torchvision_does_not_imp
         pass
     else:
         pytest.skip("torchvision imports here: the zoo lane (tests/zoo) runs this source")
-    root = make_workspace(tmp_path / "ws")
+    root = make_workspace(tmp_path / "ws", kind_of("torchvision:resnet18"))
     (tmp_path / "resnet18.safetensors").write_bytes(b"")
     params = image_params(tmp_path)
     params["model"].update(source="torchvision:resnet18", weights=str(tmp_path / "resnet18.safetensors"))

@@ -1,11 +1,6 @@
-"""`modhifi finetune`: recover a modified model's accuracy by distilling from the original
-model on synthetic samples (data-free), or by cross-entropy on a real training set — an
-adapter over `modhifi_core.operations.finetune_checkpoint`.
-
-A model that is (or descends from) an unlearned one is fine-tuned on the retained classes
-with BatchNorm frozen, whatever produced it (this command or the pipeline): the
-forgotten class is read from its metadata. Every option is checked before any work.
-"""
+"""`modhifi finetune`: recover a pruned or unlearned model (distillation on synthetic
+samples, or cross-entropy on real data) — the `--model`'s kind runs it
+(`flows.commands.dispatch`)."""
 
 from __future__ import annotations
 
@@ -13,21 +8,22 @@ from pathlib import Path
 
 import typer
 
-from flows.commands.loading import check_output
-from flows.console import emit
+from flows.commands.dispatch import run_command
 
 
 def finetune(
-    model: Path = typer.Option(..., "--model", help="Checkpoint to fine-tune (pruned or unlearned)."),
+    model: str = typer.Option(..., "--model", help="Checkpoint to fine-tune (pruned or unlearned)."),
     out: Path = typer.Option(..., "--out", help="Where to write the fine-tuned checkpoint (.pt)."),
     teacher: Path | None = typer.Option(None, "--teacher", help="The original model to distil from."),
-    data: str = typer.Option(
-        "synthetic",
+    data: str | None = typer.Option(
+        None,
         "--data",
         help="synthetic:DIR (a `modhifi synthesize` folder), synthetic (synthesise from the teacher now), "
         "real (cross-entropy on the model's real training set) or a dataset name (digits, cifar10).",
     ),
-    epochs: int = typer.Option(3, help="Epochs over the fine-tuning samples (0: only recalibrate BatchNorm)."),
+    epochs: int | None = typer.Option(
+        None, help="Epochs over the fine-tuning samples (0: only recalibrate BatchNorm)."
+    ),
     forget_class: int | None = typer.Option(
         None, "--forget-class", help="Leave this class out (default: the one the model's metadata records)."
     ),
@@ -37,63 +33,20 @@ def finetune(
         help="recalibrate (re-estimate BN statistics afterwards) or frozen (keep them); "
         "default: frozen for an unlearned model (recalibrating undoes the unlearning), else recalibrate.",
     ),
-    temperature: float = typer.Option(4.0, help="Distillation temperature."),
-    batch_size: int = typer.Option(64),
-    per_class: int = typer.Option(50, "--per-class", help="With --data synthetic: samples to synthesise per class."),
+    temperature: float | None = typer.Option(None, help="Distillation temperature."),
+    batch_size: int | None = typer.Option(None, help="Samples per SGD step."),
+    per_class: int | None = typer.Option(
+        None, "--per-class", help="With --data synthetic: samples to synthesise per class."
+    ),
     seed: int = typer.Option(0, min=0),
     data_dir: Path | None = typer.Option(None, help="Folder of the CIFAR-10 python batches."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it already exists."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
 ) -> None:
     """Fine-tune a checkpoint (distil on synthetic data or cross-entropy on real data); report accuracy."""
-    from modhifi_core.errors import InputError
-    from modhifi_core.params import FinetuneParams
-
-    kind, folder, dataset = parse_data(data)
-    settings = FinetuneParams(
-        data=kind,
-        epochs=epochs,
-        lr=lr,
-        temperature=temperature,
-        batch_size=batch_size,
-        batchnorm=batchnorm,
-        per_class=per_class,
-    )
-    if kind == "synthetic" and teacher is None:
-        raise InputError("distillation on synthetic data needs --teacher (the original model)")
-    check_output(out, overwrite)
-
-    from flows.commands.loading import load_model_and_data
-    from modhifi_core.checkpoint import load_checkpoint
-    from modhifi_core.operations.finetune import finetune_checkpoint
-    from modhifi_core.synthesis.artifact import load_synthetic, samples_digest
-
-    student, splits = load_model_and_data(model, dataset, data_dir)
-    guide = load_checkpoint(teacher) if teacher is not None else None
-    samples = load_synthetic(folder, num_classes=student.config.num_classes) if folder is not None else None
-    parents = {"synthetic": samples_digest(folder)} if folder is not None else {}
-    outcome = finetune_checkpoint(
-        student, guide, splits, settings, samples=samples, forget_class=forget_class, seed=seed, parents=parents
-    )
-    sha = outcome.save(out)
-    emit({**outcome.metrics, "out": str(out), "sha256": sha}, as_json, f"fine-tuned {model}")
+    options = dict(locals())
+    for key in ("model", "out", "overwrite", "as_json"):
+        options.pop(key)
+    run_command("finetune", model, options, out, overwrite, as_json, f"fine-tuned {model}")
 
 
-def parse_data(text: str) -> tuple[str, Path | None, str | None]:
-    """`--data` as (kind, sample folder, dataset): 'synthetic:DIR', 'synthetic', 'real'
-    (the model's own dataset) or a dataset name (real data of that dataset)."""
-    from modhifi_core.data import DATASETS
-    from modhifi_core.errors import InputError
-
-    if text.startswith("synthetic:"):
-        folder = Path(text.removeprefix("synthetic:"))
-        if not folder.is_dir():
-            raise InputError(f"synthetic sample folder not found: {folder}")
-        return "synthetic", folder, None
-    if text in ("synthetic", "real"):
-        return text, None, None
-    if text in DATASETS:
-        return "real", None, text
-    raise InputError(
-        f"--data must be synthetic, synthetic:DIR, real or a dataset ({', '.join(DATASETS)}), got {text!r}"
-    )

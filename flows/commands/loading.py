@@ -9,25 +9,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from modhifi_core.checkpoint import Checkpoint, load_checkpoint
-from modhifi_core.data import ArrayDataset, DatasetSplits, data_spec, load_from_spec
+from modhifi_core.data import ArrayDataset, DatasetSplits
 from modhifi_core.errors import InputError
-from modhifi_core.metadata import read_metadata
 
 _PSEUDO_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
-
-
-def load_model_and_data(
-    path: Path, dataset: str | None = None, data_dir: Path | None = None
-) -> tuple[Checkpoint, DatasetSplits]:
-    """The checkpoint at `path` and its dataset (`dataset`/`data_dir` override the
-    recorded ones; a checkpoint without a record gets digits at its input size)."""
-    ckpt = load_checkpoint(path)
-    spec = read_metadata(ckpt.metadata).data or data_spec(
-        image_size=ckpt.config.image_size, channels=ckpt.config.in_channels
-    )
-    data = load_from_spec(spec, dataset=dataset, data_dir=str(data_dir) if data_dir else None)
-    return ckpt, data
 
 
 def check_output(path: Path, overwrite: bool = False, folder: bool = False) -> Path:
@@ -70,39 +55,6 @@ def _check_writable(path: Path, absolute: Path) -> None:
             pass
     except OSError as exc:
         raise InputError(f"--out {path}: cannot write in {parent} ({exc.strerror or type(exc).__name__})") from None
-
-
-def available_memory_bytes() -> int:
-    """Memory this process may still allocate: MemAvailable of /proc/meminfo (else the
-    free physical pages), capped by the cgroup limit when one is set."""
-    available = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    if available is None:
-        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        usage = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
-        if limit != "max":
-            available = min(available, int(limit) - usage)
-    except (OSError, ValueError):
-        pass
-    return available
-
-
-def check_fits_in_memory(needed_bytes: int, what: str) -> None:
-    """Refuse work whose estimated memory (`needed_bytes`) exceeds what is available."""
-    available = available_memory_bytes()
-    if needed_bytes > available:
-        raise InputError(f"{what} needs about {_gib(needed_bytes)} of memory, but only {_gib(available)} is available")
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:,.1f} GiB"
 
 
 def is_image_model(source: str) -> bool:

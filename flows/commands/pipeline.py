@@ -31,13 +31,15 @@ def run(
     from flows.dvc import StageFailed, ensure_dvc_project
     from flows.locking import workspace_lock
     from modhifi_core.errors import InputError
-    from tasks.dag import check_declared_params, read_stages
     from tasks.workspace import Workspace
 
     ws = Workspace.at(workspace)
-    params = ws.params()  # invalid params.yaml: nothing runs
-    # nor does a broken dvc.yaml, or a params.yaml without a key a stage reads (before Prefect starts)
-    check_declared_params(read_stages(ws.root / "dvc.yaml"), ws.params_file)
+    from flows.pipeline import prepare_workspace
+
+    # invalid params, a source of no known kind, a params.yaml without a key a stage
+    # reads: nothing runs (before Prefect starts); the kind's dvc.yaml is written
+    prepare_workspace(ws)
+    params = ws.params()
     _embedded_prefect(ws)
     # Stage processes write to DVC's pipe, not a terminal: ask them for their progress
     # bars explicitly (MODHIFI_PROGRESS=0 from the caller still wins).
@@ -146,38 +148,12 @@ def _run_result(ws: object, summary: dict) -> dict:
     }
 
 
-SKIP_RECORD_BYTES = 64 * 1024  # a skipped stage's `.pt` record is a few hundred bytes; statistics are not read
-
-
 def skip_reasons(ws: object) -> dict[str, str]:
-    """Stage -> the reason it recorded for not applying: `skipped` in its metrics file
-    (e.g. class unlearning on a language model), or, for a stage without one (collect,
-    score), a small `.pt` out holding a `{"record": "skipped", "reason"}` record."""
-    from tasks.dag import read_stages
+    """Stage -> why it does not apply to this run's kind of model (`ModelKind.skipped`:
+    such a stage is not in the kind's dvc.yaml)."""
+    from kinds import kind_of
 
-    reasons = {}
-    for name, stage in read_stages(ws.root / "dvc.yaml").items():
-        for out in stage.outs:
-            path = ws.root / out
-            if not path.is_file():
-                continue
-            if out.endswith("metrics.json"):
-                reason = json.loads(path.read_text()).get("skipped")
-            elif out.endswith(".pt") and path.stat().st_size < SKIP_RECORD_BYTES:
-                reason = _skip_record(path)
-            else:
-                reason = None
-            if reason:
-                reasons[name] = str(reason)
-    return reasons
-
-
-def _skip_record(path: Path) -> str | None:
-    """The reason of a skipped stage's record at `path` (weights_only), else None."""
-    import torch
-
-    record = torch.load(path, map_location="cpu", weights_only=True)
-    return record.get("reason") if isinstance(record, dict) and record.get("record") == "skipped" else None
+    return dict(kind_of(ws.params().model.source, ws.root).skipped)
 
 
 def _lineage_file(ws: object) -> str:

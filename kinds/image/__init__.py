@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
 from torch import nn
 
 from kinds.base import KindDefaults, ModelKind, StageSpec
@@ -41,14 +40,10 @@ COLLECT_REASON = (
 FINETUNE_REASON = (
     "distillation fine-tuning needs a modhifi checkpoint; an open-weight image classifier is not fine-tuned"
 )
-TRAIN_REASON = "an open-weight image classifier is not trained here: the stage records its weights' sha256"
 FORGET_A_CLASS = "unlearn.forget_random: an image classifier forgets a class; give unlearn.forget_class"
 CLUSTER_REFUSED = "cluster.address: an image classifier's prune collects its statistics in-process"
 DEFAULT_IMAGE_SIZE = 224  # when neither the config nor the caller gives one
 FOLDERS = {"pruned": "pruned_hf", "unlearned": "unlearned_hf"}  # model -> its workspace folder artifact
-# The record names flows.lineage reads (the same as a language model's records).
-SOURCE_RECORD, FOLDER_RECORD = "hf-source", "hf-folder"
-OPTIONAL_MODEL_KEYS = ("path", "weights", "num_classes", "image_size", "input_shape")  # check_run refuses unread ones
 DATA_KEYS = ("data.dataset", "data.data_dir", "data.test_fraction", "data.train_per_class")
 
 
@@ -62,11 +57,6 @@ class LoadedImage:
     weights: dict[str, str]
     input_shape: tuple[int, int, int]
     rebuild: dict = field(default_factory=dict)
-
-
-def read_record(path: object) -> dict:
-    """A stage record (a plain dict saved with torch), read with weights_only."""
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _square(size: int | None) -> tuple[int, int, int]:
@@ -120,7 +110,6 @@ class ImageClassifierKind(ModelKind):
         ),
         "report": StageSpec(
             reads=(
-                "base_metrics",
                 "synthetic",
                 "pruned_metrics",
                 "pruned_layers",
@@ -156,21 +145,20 @@ class ImageClassifierKind(ModelKind):
     UNLEARN: ClassVar[tuple[str, ...]] = (
         "forget_class",
         "method",
-        "hyperparameters",
+        "hyperparameter",
         "forget_data",
         "seed",
         "data",
         "data_dir",
     )
-    model_keys: ClassVar[tuple[str, ...]] = ("image_size",)  # the source's own CLI options
-    model_params: ClassVar[tuple[str, ...]] = ()  # the optional params.yaml `model` keys it reads
+    source_options: ClassVar[tuple[str, ...]] = ("image_size",)  # the CLI options `load` takes
 
     @classmethod
     def command_options(cls) -> dict[str, tuple[str, ...]]:
         return {
-            "prune": cls.PRUNE + cls.model_keys,
-            "evaluate": cls.EVALUATE + cls.model_keys,
-            "unlearn": cls.UNLEARN + cls.model_keys,
+            "prune": cls.PRUNE + cls.source_options,
+            "evaluate": cls.EVALUATE + cls.source_options,
+            "unlearn": cls.UNLEARN + cls.source_options,
         }
 
     def __init__(self, source: str | None, root: Path | None = None) -> None:
@@ -215,9 +203,6 @@ class ImageClassifierKind(ModelKind):
         """What a pipeline run of an image classifier refuses before any stage: a cluster
         address (the prune collects in-process), a forget set other than one class."""
         self.root = root
-        for key in OPTIONAL_MODEL_KEYS:
-            if getattr(params.model, key, None) is not None and key not in self.model_params:
-                raise InputError(f"model.{key} is not read for a {self.name} model ({self.source}); remove it")
         if params.cluster.address is not None:
             raise InputError(CLUSTER_REFUSED)
         self.check_forget(params.unlearn.forget_class, params.unlearn.forget_random)
@@ -233,26 +218,23 @@ class ImageClassifierKind(ModelKind):
         return [path] if path.is_file() else [path / WEIGHTS_FILE, path / RECORD_FILE]
 
     # ------------------------------------------------------------------ stage records
-    def base_record(self, params: Any, root: Path, source: dict) -> tuple[dict, LoadedImage]:
-        """train_base's record of the source (its files' sha256 in `source`, the load
-        options, the input shape) and the model loaded once from it (weights that do not
-        fit are refused here, not three stages later)."""
-        self.root = root
-        options = self.model_options(params, root)
+    def record_base(self, ws: Any, params: Any) -> tuple[dict, LoadedImage]:
+        """train_base: the model loaded once from the source (weights that do not fit are
+        refused here, not three stages later) and recorded (`tasks.records.record_source`:
+        its files' sha256, plus the adapter's load options and the input shape)."""
+        from tasks.records import record_source
+
+        self.root = ws.root
+        options = self.model_options(params, ws.root)
         self.check(**options)
         loaded = self.load(**options)
-        record = {
-            "record": SOURCE_RECORD,
-            "kind": self.name,
-            "source": self.source,
-            "options": _plain(options),
-            "input_shape": list(loaded.input_shape),
-            **source,
-        }
+        record = record_source(ws, params, self, options=_plain(options), input_shape=list(loaded.input_shape))
         return record, loaded
 
     def load_base(self, ws: Any) -> LoadedImage:
         """The model train_base recorded, refused when its weights no longer hash as recorded."""
+        from tasks.records import read_record
+
         self.root = ws.root
         record = read_record(ws.artifact("base_model"))
         loaded = self.load(**record["options"])
@@ -267,9 +249,11 @@ class ImageClassifierKind(ModelKind):
     def output_record(self, ws: Any, model: str, parent: str, loaded: LoadedImage, extra: dict | None = None) -> dict:
         """What `model.pt` holds for the `pruned`/`unlearned` folder written from `loaded`:
         where it is, its parent's sha256, the input shape."""
+        from tasks.records import FOLDER
+
         relative = ws.artifact(FOLDERS[model]).relative_to(ws.root).as_posix()
         record = {
-            "record": FOLDER_RECORD,
+            "record": FOLDER,
             "kind": self.name,
             "folder": relative,
             "input_shape": list(loaded.input_shape),
@@ -279,6 +263,8 @@ class ImageClassifierKind(ModelKind):
 
     def load_output(self, ws: Any, model: str) -> LoadedImage:
         """The `pruned` or `unlearned` folder a stage of this run wrote."""
+        from tasks.records import read_record
+
         self.root = ws.root
         record = read_record(ws.artifact(f"{model}_model"))
         return self.open(ws.artifact(FOLDERS[model]), tuple(record["input_shape"]))
@@ -300,6 +286,7 @@ class HFImageKind(ImageClassifierKind):
     """`hf:DIR`: a local Hugging Face image classifier (ResNet, ConvNeXt, ViT, Swin, ...)."""
 
     name: ClassVar[str] = "image-classification"
+    model_keys: ClassVar[tuple[str, ...]] = ("source",)
 
     def folder(self, root: Path | None = None) -> Path:
         from modhifi_core.sources.huggingface import parse_hf_source
@@ -386,8 +373,8 @@ class TorchvisionKind(ImageClassifierKind):
     with `weights_only`, or a folder modhifi wrote); nothing is downloaded."""
 
     name: ClassVar[str] = "torchvision"
-    model_keys: ClassVar[tuple[str, ...]] = ("weights", "num_classes", "image_size")
-    model_params: ClassVar[tuple[str, ...]] = model_keys
+    source_options: ClassVar[tuple[str, ...]] = ("weights", "num_classes", "image_size")
+    model_keys: ClassVar[tuple[str, ...]] = ("source", *source_options)
 
     def check(self, *, weights: str | Path | None = None, **options: Any) -> None:
         """The library imports and has the architecture; weights are given and exist."""

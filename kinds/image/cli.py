@@ -29,7 +29,7 @@ def _default(function: Any, name: str) -> Any:
 
 def _load(kind: Any, options: dict) -> Any:
     """The model, loaded by the adapter with the source options the user gave (`--weights`, ...)."""
-    return kind.load(**{key: options[key] for key in kind.model_keys if options.get(key) is not None})
+    return kind.load(**{key: options[key] for key in kind.source_options if options.get(key) is not None})
 
 
 def prune(kind: Any, out: Path, options: dict) -> dict:
@@ -92,7 +92,7 @@ def channel_options(method: str, flags: dict) -> dict:
     method of MLP neurons, which `check_options` judges once the model is loaded."""
     from modhifi_core.operations.prune import METHODS
     from modhifi_core.operations.prune_image_classifier import channel_options as pruner_options
-    from modhifi_core.params import PruneParams
+    from tasks.params import PruneParams
 
     return pruner_options(PruneParams(method=method, **flags)) if method in METHODS else {}
 
@@ -120,7 +120,7 @@ def evaluate(kind: Any, out: Path | None, options: dict) -> dict:
 def unlearn(kind: Any, out: Path, options: dict) -> dict:
     """`modhifi unlearn --forget-class K --data D`: `unlearn_image_classifier` (data-free on
     samples made from the model unless --forget-data real), written back in the source's
-    format. `options["hyperparameters"]`: the parsed `--set KEY=VALUE` pairs."""
+    format. `options["hyperparameter"]`: the parsed `--set KEY=VALUE` pairs."""
     from kinds.image.data import load_image_data
     from modhifi_core.metadata import modification_record
     from modhifi_core.operations.unlearn_image_classifier import unlearn_image_classifier as op
@@ -136,7 +136,7 @@ def unlearn(kind: Any, out: Path, options: dict) -> dict:
     settings = {
         "method": _given(options, "method", _default(op, "method")),
         "forget_data": _given(options, "forget_data", _default(op, "forget_data")),
-        "hyperparameters": dict(options.get("hyperparameters") or {}),
+        "hyperparameters": dict(options.get("hyperparameter") or {}),
         "seed": _given(options, "seed", _default(op, "seed")),
     }
     loaded = _load(kind, options)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kinds.image import FOLDERS, read_record
+from kinds.image import FOLDERS
 from kinds.image.data import evaluation_data
 from modhifi_core.durability import RelearningAttack
 from modhifi_core.operations.evaluate import evaluate
 from modhifi_core.safe_io import atomic_write_json, atomic_write_text, sha256_file
 from modhifi_core.splits import class_split
-from tasks.evaluate import per_class_csv
+from tasks.records import read_record
+from tasks.tables import per_class_csv
 from tasks.workspace import Workspace
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kinds.image import read_record
 from kinds.image.data import evaluation_data
 from modhifi_core.calibration import calibration_set
 from modhifi_core.metadata import modification_record
@@ -19,7 +18,8 @@ from modhifi_core.operations.prune_image_classifier import (
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_json, atomic_write_text, sha256_file
 from modhifi_core.synthesis import load_synthetic
 from tasks.calibration import synthetic_parent
-from tasks.prune import layers_csv
+from tasks.records import read_record
+from tasks.tables import layers_csv
 from tasks.workspace import Workspace
 
 # What prune_image_classifier takes of the prune section (a CNN also takes pruning_options').

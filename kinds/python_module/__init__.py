@@ -55,8 +55,8 @@ class PythonModuleKind(ImageClassifierKind):
     """`python:PACKAGE.MODULE:FACTORY`: a user's own image classifier."""
 
     name: ClassVar[str] = "python"
-    model_keys: ClassVar[tuple[str, ...]] = ("weights", "input_shape")
-    model_params: ClassVar[tuple[str, ...]] = model_keys
+    source_options: ClassVar[tuple[str, ...]] = ("weights", "input_shape")
+    model_keys: ClassVar[tuple[str, ...]] = ("source", *source_options)
 
     # ------------------------------------------------------------------ the factory
     def parts(self) -> tuple[str, str]:

@@ -59,6 +59,11 @@ def tokenize_text(text: str, tokenizer: Any, chunk_chars: int = 1 << 20) -> Tens
     return torch.tensor(ids, dtype=torch.long)
 
 
+def available_windows(source: str | os.PathLike, tokenizer: Any, length: int) -> int:
+    """How many non-overlapping windows of `length` tokens the text `source` holds."""
+    return len(tokenize_text(read_text(source), tokenizer)) // length
+
+
 def text_windows(source: str | os.PathLike | list, tokenizer: Any, n: int, length: int, seed: int = 0) -> Tensor:
     """`(n, length)` token ids: `n` distinct non-overlapping windows of the tokenised
     `source` (`text:PATH`, a file or folder, or a list of them joined), chosen uniformly

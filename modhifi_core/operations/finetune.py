@@ -18,7 +18,6 @@ from modhifi_core.distillation import check_settings, finetune
 from modhifi_core.errors import InputError
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.outcome import Outcome
-from modhifi_core.params import FinetuneParams
 from modhifi_core.training import accuracy
 from modhifi_core.unstructured.masks import Masks
 
@@ -27,8 +26,14 @@ def finetune_checkpoint(
     student: Checkpoint,
     teacher: Checkpoint | None,
     data: DatasetSplits,
-    params: FinetuneParams,
     *,
+    finetune_data: str = "synthetic",
+    epochs: int = 3,
+    lr: float | None = None,
+    temperature: float = 4.0,
+    batch_size: int = 64,
+    batchnorm: str | None = None,
+    per_class: int = 50,
     samples: ArrayDataset | None = None,
     forget_class: int | None = None,
     seed: int = 0,
@@ -36,10 +41,13 @@ def finetune_checkpoint(
 ) -> Outcome:
     """Fine-tune a copy of `student.model`.
 
-    `params.data == "synthetic"`: distil from `teacher` on `samples` (synthesised from
-    the teacher now, `params.per_class` per retained class, when None); `real`:
-    cross-entropy on `data.train`. `forget_class` overrides the class the metadata
-    records as forgotten. A sparse student keeps its pruned weights at zero. Metrics:
+    `finetune_data == "synthetic"`: distil from `teacher` on `samples` (synthesised from
+    the teacher now, `per_class` per retained class, when None) at `temperature`; `real`:
+    cross-entropy on `data.train`. `epochs` of SGD at `lr` (None: 0.001 with frozen
+    BatchNorm, else 0.01) in batches of `batch_size`; `batchnorm`: `recalibrate` or
+    `frozen` (None: frozen for an unlearned model, else recalibrate). `forget_class`
+    overrides the class the metadata records as forgotten. A sparse student keeps its
+    pruned weights at zero. Metrics:
     `test_accuracy` / `test_accuracy_before` on the test set without the forgotten
     class, `forget_accuracy`, `teacher_test_accuracy`, the fine-tuning log."""
     meta = read_metadata(student.metadata)
@@ -48,14 +56,14 @@ def finetune_checkpoint(
     if forgotten is not None and not 0 <= forgotten < num_classes:
         raise InputError(f"forget class {forgotten} does not exist: the model has classes 0..{num_classes - 1}")
     classes = None if forgotten is None else [k for k in range(num_classes) if k != forgotten]
-    batchnorm = params.batchnorm or ("frozen" if forgotten is not None else "recalibrate")
-    lr = params.lr or (0.001 if batchnorm == "frozen" else 0.01)
-    check_settings(params.epochs, lr, params.temperature, params.batch_size, batchnorm)
-    if params.data == "synthetic":
+    batchnorm = batchnorm or ("frozen" if forgotten is not None else "recalibrate")
+    lr = lr or (0.001 if batchnorm == "frozen" else 0.01)
+    check_settings(epochs, lr, temperature, batch_size, batchnorm)
+    if finetune_data == "synthetic":
         if teacher is None:
             raise InputError("distillation on synthetic data needs a teacher (the original model)")
         _check_compatible(student, teacher)
-        samples = samples if samples is not None else _synthesize(teacher, params, data, classes, seed)
+        samples = samples if samples is not None else _synthesize(teacher, per_class, data, classes, seed)
         if samples.image_shape != data.image_shape:
             raise InputError(f"synthetic samples have shape {samples.image_shape}, the model takes {data.image_shape}")
     else:
@@ -67,12 +75,12 @@ def finetune_checkpoint(
     with masks.enforced(model) if masks is not None else nullcontext():
         log = finetune(
             model,
-            teacher.model if params.data == "synthetic" else None,
+            teacher.model if finetune_data == "synthetic" else None,
             samples,
-            params.epochs,
+            epochs,
             lr=lr,
-            temperature=params.temperature,
-            batch_size=params.batch_size,
+            temperature=temperature,
+            batch_size=batch_size,
             classes=classes,
             seed=seed,
             batchnorm=batchnorm,
@@ -82,20 +90,21 @@ def finetune_checkpoint(
         evidence["teacher_test_accuracy"] = accuracy(teacher.model, test)
     if forgotten is not None:
         evidence["forget_accuracy"] = accuracy(model, data.test.of_classes([forgotten]))
-    used = {**params.model_dump(), "lr": lr, "batchnorm": batchnorm, "forget_class": forgotten, "seed": seed}
+    used = dict(data=finetune_data, epochs=epochs, lr=lr, temperature=temperature, batch_size=batch_size)
+    used.update(batchnorm=batchnorm, per_class=per_class, forget_class=forgotten, seed=seed)
     parents = {**(parents or {}), **({"teacher": teacher.sha256} if teacher is not None else {})}
     metadata = meta.derive("finetune", student.sha256, parents=parents, params=used, metrics=evidence, report=log)
     metrics = {**evidence, **{k: log[k] for k in ("loss", "samples", "final_loss", "seconds")}}
-    metrics.update(forget_class=forgotten, batchnorm=batchnorm, lr=lr, epochs=params.epochs)
+    metrics.update(forget_class=forgotten, batchnorm=batchnorm, lr=lr, epochs=epochs)
     return Outcome(model, student.config, metadata, metrics, extra=dict(student.extra))
 
 
 def _synthesize(
-    teacher: Checkpoint, params: FinetuneParams, data: DatasetSplits, classes: list[int] | None, seed: int
+    teacher: Checkpoint, per_class: int, data: DatasetSplits, classes: list[int] | None, seed: int
 ) -> ArrayDataset:
     from modhifi_core.synthesis import synthesize
 
-    return synthesize(teacher.model, params.per_class, image_shape=data.image_shape, classes=classes, seed=seed).samples
+    return synthesize(teacher.model, per_class, image_shape=data.image_shape, classes=classes, seed=seed).samples
 
 
 def _check_compatible(student: Checkpoint, teacher: Checkpoint) -> None:

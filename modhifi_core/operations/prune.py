@@ -21,7 +21,6 @@ from modhifi_core.errors import InputError
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.outcome import Outcome
 from modhifi_core.operations.statistics import ModelScores, ModelStatistics
-from modhifi_core.params import PruneParams
 from modhifi_core.pruning import PruningResult, magnitude_prune, modhifi_prune, random_prune
 from modhifi_core.pruning.report import latency_report
 from modhifi_core.training import accuracy
@@ -80,9 +79,17 @@ def prune_checkpoint(
     source: Checkpoint,
     calibration: ArrayDataset,
     data: DatasetSplits,
-    params: PruneParams,
     *,
-    calibration_source: str,
+    calibration_source: str = "synthetic",
+    method: str = "modhifi",
+    target_flops: float = 0.5,
+    compensation: str | None = None,
+    score: str = "saliency",
+    compensation_order: str = "joint",
+    allocation: str = "uniform",
+    rounds: int | None = None,
+    ridge: float = 1e-4,
+    round_to: int = 1,
     seed: int = 0,
     batch_size: int = 128,
     latency_batch: int = 64,
@@ -92,14 +99,20 @@ def prune_checkpoint(
     parents: dict[str, str] | None = None,
     executor: Executor | None = None,
 ) -> Outcome:
-    """`prune` on `source.model` with `params` (the first round from `statistics` and
-    `scores`, if given), measured on `data.test`: metrics `flops_ratio`, `params_ratio`,
-    `test_accuracy`, `dense_test_accuracy` (%), where the first round's statistics and
-    scores came from (`first_round_*`: given or collected/computed), `rounds`, `latency_*`
-    (median of `latency_repeats` interleaved dense/pruned passes on a random batch of
-    `latency_batch`) and `seconds`. `executor`: as in `prune`."""
+    """`prune` on `source.model` with `method` to `target_flops` (the pruning settings:
+    `pruning_options`; the first round from `statistics` and `scores`, if given),
+    measured on `data.test`: metrics `flops_ratio`, `params_ratio`, `test_accuracy`,
+    `dense_test_accuracy` (%), where the first round's statistics and scores came from
+    (`first_round_*`: given or collected/computed), `rounds`, `latency_*` (median of
+    `latency_repeats` interleaved dense/pruned passes on a random batch of
+    `latency_batch`) and `seconds`. `calibration_source`: what `calibration` is
+    (recorded; `synthetic`, the data-free default, `real` or `gaussian`). `executor`: as
+    in `prune`."""
     start = time.perf_counter()
-    options = pruning_options(params, seed)
+    settings = dict(method=method, target_flops=target_flops, compensation=compensation, score=score)
+    settings.update(compensation_order=compensation_order, allocation=allocation, rounds=rounds, ridge=ridge)
+    settings.update(round_to=round_to)
+    options = pruning_options(**settings, seed=seed)
     result = prune(
         source.model,
         calibration,
@@ -111,7 +124,7 @@ def prune_checkpoint(
     )
     seconds = time.perf_counter() - start
     metrics = {
-        "method": params.method,
+        "method": method,
         "compensation": options["compensation"],
         "calibration": calibration_source,
         "flops_ratio": result.report["flops_ratio"],
@@ -125,30 +138,43 @@ def prune_checkpoint(
     evidence = dict(metrics)
     metrics.update(latency_report(source.model, result.model, data.image_shape, latency_batch, repeats=latency_repeats))
     metrics["seconds"] = seconds
-    run_params = {**params.model_dump(), **options, "calibration": calibration_source, "seed": seed}
-    run_params["calibration_samples"] = len(calibration)
+    run_params = {**settings, "latency_batch": latency_batch, "latency_repeats": latency_repeats, **options}
+    run_params.update(calibration=calibration_source, seed=seed, calibration_samples=len(calibration))
     metadata = read_metadata(source.metadata).derive(
         "prune", source.sha256, parents=parents or {}, params=run_params, metrics=evidence, report=result.report
     )
     return Outcome(result.model, source.config, metadata, metrics)
 
 
-def pruning_options(params: PruneParams, seed: int = 0) -> dict:
-    """The keyword arguments of `prune` that `params` describes. A null compensation is
-    the method's default: the least-squares refit (`full`) for modhifi — better than the
+def pruning_options(
+    *,
+    method: str = "modhifi",
+    target_flops: float = 0.5,
+    compensation: str | None = None,
+    score: str = "saliency",
+    compensation_order: str = "joint",
+    allocation: str = "uniform",
+    rounds: int | None = None,
+    ridge: float = 1e-4,
+    round_to: int = 1,
+    seed: int = 0,
+) -> dict:
+    """The keyword arguments of `prune` for these settings. A null compensation is the
+    method's default: the least-squares refit (`full`) for modhifi — better than the
     paper's scalar δ* at every FLOPs target on 3 trainings (benchmarks/README.md) — and
-    none for the baselines."""
-    compensation = params.compensation or ("full" if params.method == "modhifi" else "none")
+    none for the baselines. `score`, `compensation_order` and `allocation` are modhifi's
+    only; `seed` the random baseline's only."""
+    compensation = compensation or ("full" if method == "modhifi" else "none")
     options = {
-        "method": params.method,
-        "target_flops": params.target_flops,
+        "method": method,
+        "target_flops": target_flops,
         "compensation": compensation,
-        "rounds": params.rounds,
-        "ridge": params.ridge,
-        "round_to": params.round_to,
+        "rounds": rounds,
+        "ridge": ridge,
+        "round_to": round_to,
     }
-    if params.method == "modhifi":
-        options.update(allocation=params.allocation, score=params.score, compensation_order=params.compensation_order)
-    if params.method == "random":
+    if method == "modhifi":
+        options.update(allocation=allocation, score=score, compensation_order=compensation_order)
+    if method == "random":
         options["seed"] = seed
     return options

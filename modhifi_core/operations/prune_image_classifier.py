@@ -28,13 +28,13 @@ from modhifi_core.errors import InputError
 from modhifi_core.operations.prune import METHODS as CHANNEL_METHODS
 from modhifi_core.operations.prune import prune, pruning_options
 from modhifi_core.operations.prune_language_model import METHODS as NEURON_METHODS
-from modhifi_core.params import PruneParams
 from modhifi_core.pruning.report import latency_report
 from modhifi_core.training import accuracy
 from modhifi_core.vision.channels import prune_hf_classifier
 from modhifi_core.vision.hf import LAYERNORM_TRANSFORMERS, stock_shape_difference
 from modhifi_core.vision.mlp import kept_mlp_width, prune_hf_mlp
 from modhifi_core.vision.hf import classifier
+from tasks.params import PruneParams
 
 
 @dataclass
@@ -83,7 +83,8 @@ def channel_options(params: PruneParams) -> dict[str, Any]:
     `allocation`, `compensation_order`, `rounds`, `ridge`): `pruning_options` less what
     `prune_image_classifier` takes as its own arguments."""
     own = ("method", "target_flops", "round_to", "seed")
-    return {k: v for k, v in pruning_options(params).items() if k not in own}
+    settings = params.model_dump(exclude={"latency_batch", "latency_repeats"})
+    return {k: v for k, v in pruning_options(**settings).items() if k not in own}
 
 
 def prune_image_classifier(

@@ -9,7 +9,6 @@ from modhifi_core.metadata import ModelMetadata
 from modhifi_core.models import ModelConfig, build_model
 from modhifi_core.operations.evaluate import evaluate
 from modhifi_core.operations.outcome import Outcome
-from modhifi_core.params import DataParams, ModelParams, TrainParams
 from modhifi_core.training import TrainConfig, train_model
 
 
@@ -30,22 +29,39 @@ def train(
     return Outcome(model, config, metadata, metrics)
 
 
-def train_from_params(data: DataParams, model: ModelParams, recipe: TrainParams, seed: int = 0) -> Outcome:
-    """`train` as params.yaml (or `modhifi train`) describes it: the dataset of `data`
-    (its train/test split is fixed, seeded 0, so every training seed is tested alike),
-    the architecture of `model`, the recipe of `recipe` with initialisation `seed`."""
-    spec = data_spec(
-        data.dataset, data.image_size, data.channels, 0, data.test_fraction, data.data_dir, data.train_per_class
-    )
+# A dataset's own images: (px, channels); what `train_from_params` trains on unless told.
+NATIVE_SHAPES = {"digits": (8, 1), "fashion-mnist": (28, 1), "cifar10": (32, 3)}
+
+
+def train_from_params(
+    *,
+    dataset: str = "digits",
+    image_size: int | None = None,
+    channels: int | None = None,
+    test_fraction: float = 0.2,
+    data_dir: str | None = None,
+    train_per_class: int | None = None,
+    name: str = "resnet18",
+    width: int = 16,
+    epochs: int = 30,
+    lr: float = 0.05,
+    batch_size: int = 64,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+) -> Outcome:
+    """`train` as params.yaml (or `modhifi train`) describes it: architecture `name` of
+    stem `width`, trained on `dataset` (from `data_dir` where it needs one) at
+    `image_size` px and `channels` (None: the dataset's own, `NATIVE_SHAPES`), on
+    `train_per_class` images per class (None: all); its train/test split (`test_fraction`)
+    is fixed, seeded 0, so every training seed is tested alike. SGD with `epochs`, `lr`,
+    `batch_size`, `weight_decay`, initialisation `seed`."""
+    native = NATIVE_SHAPES.get(dataset, (None, None))
+    image_size = image_size if image_size is not None else native[0]
+    channels = channels if channels is not None else native[1]
+    spec = data_spec(dataset, image_size, channels, 0, test_fraction, data_dir, train_per_class)
     splits = load_from_spec(spec)
     config = ModelConfig(
-        name=model.name,
-        num_classes=splits.num_classes,
-        in_channels=data.channels,
-        width=model.width,
-        image_size=data.image_size,
+        name=name, num_classes=splits.num_classes, in_channels=channels, width=width, image_size=image_size
     )
-    settings = TrainConfig(
-        epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size, weight_decay=recipe.weight_decay, seed=seed
-    )
+    settings = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
     return train(config, splits, settings, spec)

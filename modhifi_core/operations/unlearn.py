@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Executor
+from typing import Any
 
 import torch
 
@@ -23,7 +24,6 @@ from modhifi_core.metadata import ModelMetadata, read_metadata
 from modhifi_core.metrics import unlearning_metrics
 from modhifi_core.models import build_model
 from modhifi_core.operations.outcome import Outcome
-from modhifi_core.params import UnlearnParams
 from modhifi_core.splits import ForgetSplit, class_split, forget_split
 from modhifi_core.training import TrainConfig
 from modhifi_core.unlearning import unlearn
@@ -36,63 +36,83 @@ SYNTHETIC_PER_CLASS = 50
 def unlearn_checkpoint(
     source: Checkpoint,
     data: DatasetSplits,
-    params: UnlearnParams,
     *,
+    forget_class: int | None = None,
+    forget_random: float | None = None,
+    method: str = "modhifi",
+    forget_data: str = "synthetic",
+    hyperparameters: dict[str, Any] | None = None,
+    prune: str | None = None,
+    sparsity: float = 0.95,
+    retrain_epochs: int | None = None,
     samples: ArrayDataset | None = None,
     seed: int = 0,
     parents: dict[str, str] | None = None,
     executor: Executor | None = None,
 ) -> Outcome:
-    """Unlearn `params`' forget set from `source.model`.
+    """Unlearn the forget set — class `forget_class`, or a seeded random fraction
+    `forget_random` of the training samples (give one) — from `source.model` with `method`
+    (ModHiFi-U or an Unlearn-Sparse baseline, with its `hyperparameters`), after
+    unstructured pruning `prune` (`omp`, `imp` or `synflow`) to `sparsity` when given,
+    retraining `retrain_epochs` (default: the model's training recipe).
 
-    With `params.data == "synthetic"` the method sees only `samples` (labelled synthetic
+    With `forget_data == "synthetic"` the method sees only `samples` (labelled synthetic
     samples of every class; made from the model now when None); with `real` the real
     training split. Retrain uses the model's training recipe unless hyper-parameters
     override it. Metrics: UA, RA, TA, MIA (%) after, `before_*` on the source model,
     `seconds` (the unlearning step), `prune_seconds`. `executor`: where ModHiFi-U's
     statistics passes run (`modhifi_core.unlearning.unlearn`); the result is the same."""
+    if (forget_class is None) == (forget_random is None):
+        raise InputError(
+            "give exactly one forget set: forget_class (--forget-class K) or forget_random (--forget-random F)"
+        )
+    if forget_random is not None and forget_data == "synthetic":
+        raise InputError("random forgetting names real training samples: it needs data real (--forget-data real)")
+    hyperparameters = dict(hyperparameters or {})
+    settings = dict(forget_class=forget_class, forget_random=forget_random, method=method, data=forget_data)
+    settings.update(hyperparameters=hyperparameters, prune=prune, sparsity=sparsity, retrain_epochs=retrain_epochs)
     meta = read_metadata(source.metadata)
-    forgotten = _forget_record(params, seed)
+    forgotten = {"class": forget_class} if forget_class is not None else {"fraction": forget_random, "seed": seed}
     split = forget_split(data.train, forgotten)
     if split.forget.num_classes != source.config.num_classes:
         raise InputError(f"the model has {source.config.num_classes} classes, the dataset {split.forget.num_classes}")
     network, masks, prune_seconds = source.model, Masks.from_extra(source.extra, source.model), None
-    if params.prune is not None:
+    if prune is not None:
         prune_start = time.perf_counter()
         network, masks, _ = prune_unstructured(
             network,
             data.train,
-            params.prune,
-            params.sparsity,
+            prune,
+            sparsity,
             init_state=_initial_state(source, meta, seed),
-            retrain=TrainConfig(
-                **{**meta.recipe, **({"epochs": params.retrain_epochs} if params.retrain_epochs else {})}
-            ),
+            retrain=TrainConfig(**{**meta.recipe, **({"epochs": retrain_epochs} if retrain_epochs else {})}),
         )
         prune_seconds = time.perf_counter() - prune_start
-    method_split, hyperparameters = split, dict(params.hyperparameters)
-    if params.data == "synthetic":
-        method_split, hyperparameters = synthetic_inputs(network, samples, data, params, seed)
-    if params.method == "retrain":
+    method_split = split
+    if forget_data == "synthetic":
+        method_split, hyperparameters = synthetic_inputs(
+            network, samples, data, forget_class=forget_class, method=method, hyperparameters=hyperparameters, seed=seed
+        )
+    if method == "retrain":
         hyperparameters = {**meta.recipe, **hyperparameters}
-    result = unlearn(network, method_split, params.method, masks=masks, executor=executor, **hyperparameters)
+    result = unlearn(network, method_split, method, masks=masks, executor=executor, **hyperparameters)
     before = unlearning_metrics(source.model, split, data.test)
     after = unlearning_metrics(result.model, split, data.test)
     evidence = {**after, **{f"before_{k}": v for k, v in before.items()}}
-    forgotten["method"] = params.method
+    forgotten["method"] = method
     metadata = meta.derive(
         "unlearn",
         source.sha256,
         parents=parents or {},
-        params={**params.model_dump(), "seed": seed, "hyperparameters": result.log["hyperparameters"]},
+        params={**settings, "seed": seed, "hyperparameters": result.log["hyperparameters"]},
         forgotten=forgotten,
         metrics={"forget": split.describe(), **evidence},
         report=result.log,
     )
     metrics = {
-        "method": params.method,
+        "method": method,
         "forget": split.describe(),
-        "data": params.data,
+        "data": forget_data,
         "sparsity": None if masks is None else masks.sparsity,
         **evidence,
         "seconds": result.seconds,
@@ -101,14 +121,15 @@ def unlearn_checkpoint(
     return Outcome(result.model, source.config, metadata, metrics, extra={} if masks is None else masks.to_extra())
 
 
-def _forget_record(params: UnlearnParams, seed: int) -> dict:
-    if params.forget_class is not None:
-        return {"class": params.forget_class}
-    return {"fraction": params.forget_random, "seed": seed}
-
-
 def synthetic_inputs(
-    model: torch.nn.Module, samples: ArrayDataset | None, data: DatasetSplits, params: UnlearnParams, seed: int
+    model: torch.nn.Module,
+    samples: ArrayDataset | None,
+    data: DatasetSplits,
+    *,
+    forget_class: int,
+    method: str = "modhifi",
+    hyperparameters: dict[str, Any] | None = None,
+    seed: int = 0,
 ) -> tuple[ForgetSplit, dict]:
     """The split and hyper-parameters of a data-free run: ModHiFi-U scores synthetic
     samples of the forget class (passed as `forget_images`; with `contrastive`, synthetic
@@ -116,9 +137,9 @@ def synthetic_inputs(
     the evidence; the baselines train on the synthetic split. Without `samples`,
     `SYNTHETIC_PER_CLASS` per class are synthesised from `model` (for plain ModHiFi-U,
     of the forget class only)."""
-    hyperparameters = dict(params.hyperparameters)
-    k = params.forget_class
-    modhifi_only_forget = params.method == "modhifi" and not hyperparameters.get("contrastive")
+    hyperparameters = dict(hyperparameters or {})
+    k = forget_class
+    modhifi_only_forget = method == "modhifi" and not hyperparameters.get("contrastive")
     if samples is None:
         from modhifi_core.synthesis import synthesize
 
@@ -127,7 +148,7 @@ def synthetic_inputs(
         samples = made.samples
     if samples.image_shape != data.image_shape:
         raise InputError(f"synthetic samples have shape {samples.image_shape}, the model takes {data.image_shape}")
-    if params.method != "modhifi":
+    if method != "modhifi":
         return class_split(samples, k), hyperparameters
     hyperparameters["forget_images"] = samples.of_classes([k]).images
     if not modhifi_only_forget:

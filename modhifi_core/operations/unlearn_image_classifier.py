@@ -21,11 +21,11 @@ from modhifi_core.errors import InputError
 from modhifi_core.metrics import unlearning_metrics
 from modhifi_core.operations.evaluate import check_classes
 from modhifi_core.operations.unlearn import synthetic_inputs
-from modhifi_core.params import UnlearnParams
 from modhifi_core.splits import class_split
 from modhifi_core.unlearning import unlearn
 from modhifi_core.vision.modify import unlearn_hf_classifier
 from modhifi_core.vision.hf import classifier
+from tasks.params import UnlearnParams
 
 
 @dataclass
@@ -68,7 +68,9 @@ def unlearn_image_classifier(
     split = class_split(data.train, forget_class)
     method_split, options = split, dict(params.hyperparameters)
     if forget_data == "synthetic":
-        method_split, options = synthetic_inputs(network, samples, data, params, seed)
+        method_split, options = synthetic_inputs(
+            network, samples, data, forget_class=forget_class, method=method, hyperparameters=options, seed=seed
+        )
     if hasattr(model, "config"):
         result = unlearn_hf_classifier(model, method_split, method, **options)
     else:

@@ -27,27 +27,6 @@ def _clock() -> float:
     return time.process_time() if torch.get_num_threads() == 1 else time.perf_counter()
 
 
-@torch.inference_mode()
-def measure_latency(
-    model: nn.Module, image_shape: tuple[int, ...], batch_size: int = 64, warmup: int = 3, repeats: int = 10
-) -> float:
-    """Median wall-clock seconds of `model` (eval mode) on a random batch
-    `(batch_size, *image_shape)`, after `warmup` untimed passes."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    inputs = torch.randn(batch_size, *image_shape, generator=torch.Generator().manual_seed(0)).to(device)
-    for _ in range(warmup):
-        model(inputs)
-    timings = []
-    for _ in range(repeats):
-        start = _clock()
-        model(inputs)
-        timings.append(_clock() - start)
-    model.train(was_training)
-    return statistics.median(timings)
-
-
 MEMORY_FORMATS = ("contiguous", "channels_last")
 
 

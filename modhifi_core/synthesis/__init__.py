@@ -71,7 +71,7 @@ class SynthesisResult:
 
 def synthesize(
     model: nn.Module,
-    per_class: int | None,
+    per_class: int | None = 50,
     *,
     image_shape: tuple[int, int, int],
     method: str = "deepinversion",

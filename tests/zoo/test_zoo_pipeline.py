@@ -29,14 +29,15 @@ from pipeline_workspace import (
 )
 from safetensors.torch import load_file, save_file
 
+from kinds import kind_of
 from modhifi_core.data import load_dataset
 from modhifi_core.errors import InputError
-from modhifi_core.params import validate_params
 from modhifi_core.safe_io import sha256_file
 from modhifi_core.sources.torchvision_zoo import build_zoo_model, check_source, load_zoo_folder
+from tasks.params import validate_params
 
 SOURCE, IMAGE_SIZE = "torchvision:resnet18", 16  # what make_model.py trains
-ALL = ["train_base", "synthesize", "collect", "score", "prune", "unlearn", "finetune", "evaluate", "report"]
+ALL = ["train_base", "synthesize", "prune", "unlearn", "evaluate", "report"]  # the image kind's pipeline
 
 # Stock torchvision/timm + safetensors: rebuild a pruned ResNet from rebuild.json alone,
 # then print its predictions on the images of argv[3] (a torch.save'd tensor, weights_only).
@@ -112,7 +113,7 @@ def zoo_env(home: Path) -> dict:
 def zoo_run(tmp_path_factory, weights):
     """One `modhifi run` of the whole chain on the ResNet-18 (data-free: synthetic calibration)."""
     base = tmp_path_factory.mktemp("zoo-run")
-    root = make_workspace(base / "ws")
+    root = make_workspace(base / "ws", kind_of(SOURCE))
     write_params(root, zoo_params(weights, forget_class=3))
     env = zoo_env(base / "home")
     return root, env, run_pipeline(root, env)
@@ -125,7 +126,7 @@ def test_zoo_pipeline_end_to_end(zoo_run, weights):
     assert m["components"] == "channels" and m["flops_ratio"] == pytest.approx(0.5, abs=0.03)
     assert m["params_ratio"] < 0.9 and m["base_test_accuracy"] > 80
     assert {"pruned_test_accuracy", "unlearned_test_accuracy", "UA", "RA", "TA", "MIA"} <= set(m)
-    assert m["forget_class"] == 3 and "not trained" in summary["skipped_reasons"]["train_base"]
+    assert m["forget_class"] == 3 and summary["skipped_reasons"] == kind_of(SOURCE).skipped
 
     base = json.loads((root / "outputs/base/metrics.json").read_text())
     assert base["source"] == SOURCE and base["files"] == {weights.name: sha256_file(weights)}
@@ -184,7 +185,7 @@ def test_new_weights_rerun_from_train_base(zoo_run, weights):
 
 
 def test_modhifi_run_refuses_an_unknown_architecture_before_any_stage(weights, tmp_path):
-    root = make_workspace(tmp_path / "ws")
+    root = make_workspace(tmp_path / "ws", kind_of("torchvision:resnet19"))
     params = zoo_params(weights)
     params["model"]["source"] = "torchvision:resnet19"
     write_params(root, params)
@@ -193,7 +194,7 @@ def test_modhifi_run_refuses_an_unknown_architecture_before_any_stage(weights, t
 
 def test_example_params_are_complete_and_valid(weights):
     raw = yaml.safe_load((REPO / "examples/torchvision-resnet/params.yaml").read_text())
-    assert set(raw) == set(yaml.safe_load((REPO / "params.yaml").read_text()))
+    assert set(raw) - {"cluster", "schedule"} == {"seed", "model", *kind_of(SOURCE).sections}
     assert raw["model"]["source"] == SOURCE and raw["model"]["image_size"] == IMAGE_SIZE
     assert raw["model"]["weights"] == "examples/torchvision-resnet/resnet18.safetensors"
     raw["model"]["weights"] = str(weights)
@@ -213,7 +214,7 @@ def test_timm_resnet18_through_the_whole_pipeline(tmp_path):
     torch.manual_seed(0)
     weights = tmp_path / "timm-resnet18.safetensors"
     save_file(build_zoo_model("timm:resnet18", num_classes=10).state_dict(), str(weights))
-    root = make_workspace(tmp_path / "ws")
+    root = make_workspace(tmp_path / "ws", kind_of("timm:resnet18"))
     write_params(root, zoo_params(weights, "timm:resnet18", forget_class=3))
     env = zoo_env(tmp_path / "home")
     summary = run_pipeline(root, env)

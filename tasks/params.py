@@ -1,7 +1,12 @@
 """The schema of params.yaml: every knob of every stage, validated before anything runs.
 
-One section per pipeline stage. Unknown keys, wrong types and out-of-range values are
-refused with one line naming the key (`load_params`).
+One section per concern. A params.yaml holds `seed`, `model`, optionally `cluster` and
+`schedule`, and exactly the sections its model's kind reads (`ModelKind.sections`, the kind
+decided by `kinds.kind_of(model.source)`): a language model's file has no image-data,
+zoo-architecture or training section. Unknown keys, a section or `model` key the kind does
+not read, wrong types and out-of-range values are refused with one line naming the key
+(`load_params`). Checks that need the model itself (its classes, its positions, whether a
+library imports) are the kind's `check_run`, at run start.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modhifi_core.errors import InputError
 
@@ -30,49 +35,20 @@ class DataParams(Section):
 
 
 class ModelParams(Section):
-    path: str | None = None  # a trained checkpoint to start from; null: train_base trains one
-    # hf:DIR: a local Hugging Face causal LM or text encoder (the `language` section then drives the run),
-    # or an image classifier (data.dataset is then the evaluation data); torchvision:ARCH / timm:ARCH:
-    # an image classifier built from its library's constructor with `weights`
+    """Where the model comes from. Which keys apply is the kind's (`ModelKind.model_keys`):
+    the zoo trains one (`name`, `width`) or starts from `path`; `source` names an
+    open-weight model (hf:DIR, torchvision:ARCH / timm:ARCH with `weights`,
+    python:PACKAGE.MODULE:FACTORY with `weights` and `input_shape`)."""
+
+    path: str | None = None  # a trained zoo checkpoint to start from; null: train_base trains one
     source: str | None = None
     name: Literal["resnet18", "resnet50", "vgg11", "vgg19", "vit"] = "resnet18"
     width: int = Field(16, ge=1, le=1024)
-    # torchvision/timm only: a .safetensors file, a torch state dict (read weights_only) or a
-    # folder modhifi wrote; the constructor's num_classes (null: the architecture's); the input size
+    # torchvision/timm/python: a .safetensors file, a torch state dict (read weights_only) or a folder modhifi wrote
     weights: str | None = None
-    num_classes: int | None = Field(None, ge=1, le=1_000_000)
-    image_size: int | None = Field(None, ge=4, le=4096)  # null: 224
-
-    @model_validator(mode="after")
-    def _zoo_source(self, info: ValidationInfo) -> ModelParams:
-        """`torchvision:ARCH` / `timm:ARCH` needs `weights` (an existing path, relative to
-        the workspace: validation context `root`; nothing is downloaded) and no `path`;
-        `weights`, `num_classes` and `image_size` are refused with any other source. The
-        library and the architecture are checked at run start (`tasks.inputs.check_model_fits`):
-        importing torchvision here would tie every params read to it."""
-        zoo = self.source is not None and self.source.startswith(ZOO_LIBRARIES)
-        given = [key for key in ZOO_KEYS if getattr(self, key) is not None]
-        if not zoo:
-            if given:
-                holder = "hf:DIR holds its weights and config" if self.source else "set model.source"
-                raise ValueError(f"{given[0]} is for a torchvision:ARCH / timm:ARCH source; {holder}")
-            return self
-        if not self.source.partition(":")[2]:
-            raise ValueError(f"source {self.source!r} names no architecture (e.g. torchvision:resnet18)")
-        if self.weights is None:
-            raise ValueError(
-                f"source {self.source} needs weights (a .safetensors file or a state dict); nothing is downloaded"
-            )
-        root = Path((info.context or {}).get("root", "."))
-        if not (root / Path(self.weights).expanduser()).exists():
-            raise ValueError(f"weights {self.weights} does not exist")
-        if self.path is not None:
-            raise ValueError(f"path (a zoo checkpoint) contradicts source {self.source}; set one of them")
-        return self
-
-
-ZOO_LIBRARIES = ("torchvision:", "timm:")  # the sources ModelParams._zoo_source checks
-ZOO_KEYS = ("weights", "num_classes", "image_size")  # what only a torchvision/timm source takes
+    num_classes: int | None = Field(None, ge=1, le=1_000_000)  # torchvision/timm: the constructor's
+    image_size: int | None = Field(None, ge=4, le=4096)  # torchvision/timm: the input size; null: 224
+    input_shape: list[int] | None = Field(None, min_length=3, max_length=3)  # python: C, H, W of one input
 
 
 class TrainParams(Section):
@@ -236,48 +212,6 @@ class Params(Section):
     language: LanguageParams = LanguageParams()
     schedule: ScheduleParams = ScheduleParams()
 
-    @model_validator(mode="after")
-    def _language_source(self, info: ValidationInfo) -> Params:
-        """`model.source: hf:DIR` names an existing model folder, with (for a language
-        model) the texts it reads existing and no zoo-only option that contradicts it. Relative paths are relative to
-        the folder of params.yaml (the workspace; validation context `root`)."""
-        root = Path((info.context or {}).get("root", "."))
-        source = self.model.source
-        if source is None:
-            return self
-        if source.startswith(ZOO_LIBRARIES):  # ModelParams checked its weights
-            if self.cluster.address is not None:
-                raise ValueError("cluster.address: an image classifier's prune collects its statistics in-process")
-            return self
-        if not source.startswith("hf:"):
-            raise ValueError(f"model.source must be hf:DIR, torchvision:ARCH or timm:ARCH, got {source!r}")
-        if not (root / Path(source[3:]).expanduser()).is_dir():
-            raise ValueError(f"model.source: model folder {source[3:]} does not exist")
-        if self.model.path is not None:
-            raise ValueError("model.path (a zoo checkpoint) contradicts model.source (hf:DIR); set one of them")
-        if _is_image_classifier(root / Path(source[3:]).expanduser()):
-            if self.cluster.address is not None:
-                raise ValueError("cluster.address: an image classifier's prune collects its statistics in-process")
-            return self  # the language section is not read; `tasks.inputs.check_model_fits` checks the rest
-        lang = self.language
-        if lang.eval_text is None:
-            raise ValueError("language.eval_text: model.source needs held-out text (a file or folder) to evaluate on")
-        texts = {"language.eval_text": lang.eval_text}
-        if lang.calibration.startswith("text:"):
-            texts["language.calibration"] = lang.calibration.removeprefix("text:")
-        for key, text in texts.items():
-            if not (root / Path(text).expanduser()).exists():
-                raise ValueError(f"{key}: text {text} does not exist")
-        return self
-
-
-def _is_image_classifier(folder: Path) -> bool:
-    """Whether `folder` holds an image classifier (`model_kind`); a folder without a
-    config.json is left to the stages, which refuse it in one line."""
-    from modhifi_core.sources import model_kind
-
-    return (folder / "config.json").is_file() and model_kind(folder) == "image-classification"
-
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml; any problem raises `InputError` with one line.
@@ -300,13 +234,43 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         what = problem if problem.startswith("duplicated key") else f"not valid YAML ({problem or 'unreadable'})"
         raise InputError(f"{path}: {what}{where}") from None
     if raw is None:
-        raise InputError(f"{path} is empty; it must hold every section ({', '.join(Params.model_fields)})")
+        raise InputError(f"{path} is empty; it must hold seed, model and the sections of its model's kind")
     if not isinstance(raw, dict):
         raise InputError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
-    missing = [name for name in Params.model_fields if name not in raw]
-    if missing:
-        raise InputError(f"{path}: missing section(s) {', '.join(missing)} (every section must be given)")
+    check_sections(raw, str(path), path.parent)
     return validate_params(raw, source=str(path), root=path.parent)
+
+
+COMMON = ("seed", "model")  # every params.yaml holds these
+OPTIONAL = ("cluster", "schedule")  # any kind may set these; defaults otherwise
+
+
+def check_sections(raw: dict, source: str, root: Path) -> None:
+    """Refuse a section or `model` key that the kind of `model.source` does not read, and
+    a missing section it does (so what runs is what the file says), in one line."""
+    from kinds import kind_of
+
+    model = raw.get("model")
+    if not isinstance(model, dict):
+        raise InputError(f"{source}: missing section model (it names the model: source, or the zoo's name)")
+    kind = kind_of(model.get("source"), root)
+    wanted = (*COMMON, *kind.sections)
+    for name in raw:
+        if name not in wanted and name not in OPTIONAL:
+            if name not in Params.model_fields:
+                raise InputError(f"{source}: unknown section {name!r}")
+            raise InputError(
+                f"{source}: section {name!r} is not read by a {kind.name} model (its sections: {', '.join(wanted)})"
+            )
+    missing = [name for name in wanted if name not in raw]
+    if missing:
+        raise InputError(f"{source}: missing section(s) {', '.join(missing)} (a {kind.name} model reads them)")
+    for key in model:
+        if key not in kind.model_keys and key in ModelParams.model_fields:
+            raise InputError(
+                f"{source}: model.{key} is not read for a {kind.name} model "
+                f"(its model keys: {', '.join(kind.model_keys)})"
+            )
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

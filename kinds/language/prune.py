@@ -6,33 +6,24 @@ from __future__ import annotations
 import csv
 import io
 
+from kinds.language import PRUNE_KEYS, LanguageKind
+from kinds.language.collect import load_statistics
+from kinds.language.synthesize import CALIBRATION_FILE, load_windows
+from kinds.language.train_base import load_base
 from modhifi_core.errors import InputError
-from modhifi_core.operations.prune_language_model import METHODS, prune_language_model, save_language_model
-from modhifi_core.params import Params
+from modhifi_core.metadata import modification_record
+from modhifi_core.operations.prune_language_model import METHODS, prune_language_model
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_json, atomic_write_text, sha256_file
-from tasks.lm import CALIBRATION_FILE, HF_FOLDER, load_windows, read_record
-from tasks.lm.base import load_base
-from tasks.lm.collect import load_statistics
+from tasks.records import FOLDER, read_record
 from tasks.workspace import Workspace
 
-# The language keys the prune stage reads (dvc.yaml declares them; modhifi.json records them).
-PRUNE_KEYS = (
-    "calibration",
-    "samples",
-    "length",
-    "method",
-    "target_params",
-    "ffn_fraction",
-    "batch_size",
-    "latency_repeats",
-)
 
-
-def run(ws: Workspace, params: Params) -> dict:
-    """`prune_language_model` on the windows, collect's statistics and score's scores; writes the stock
-    Hugging Face folder with `modhifi.json` (parents' sha256, params, code version)."""
+def run(ws: Workspace, params: object, kind: LanguageKind) -> dict:
+    """`prune_language_model` on the windows, collect's statistics and score's scores;
+    writes the stock Hugging Face folder with `modhifi.json` (parents' sha256, params,
+    code version)."""
     lang = params.language
-    loaded = load_base(ws)
+    loaded = load_base(ws, kind)
     statistics = load_statistics(ws)
     scores = read_record(ws.artifact("scores"))
     if scores["score"] != METHODS[lang.method][0]:
@@ -53,10 +44,11 @@ def run(ws: Workspace, params: Params) -> dict:
     parents["calibration"] = sha256_file(ws.artifact("synthetic") / CALIBRATION_FILE)
     parents["source_files"] = read_record(ws.artifact("base_model"))["files"]
     used = {"language": {key: getattr(lang, key) for key in PRUNE_KEYS}, "seed": params.seed}
-    folder = save_language_model(result, ws.artifact(HF_FOLDER), loaded, "pipeline prune", parents, used)
+    lineage = modification_record("pipeline prune", parents, used, result.metrics)
+    folder = kind.save(loaded, result.model, ws.artifact("pruned_hf"), lineage)
     relative = folder.relative_to(ws.root).as_posix()
     parent = {"parents": {"model": parents["base_model"]}}  # what MLflow's registry reads
-    atomic_torch_save(ws.artifact("pruned_model"), {"record": "hf-folder", "folder": relative, "metadata": parent})
+    atomic_torch_save(ws.artifact("pruned_model"), {"record": FOLDER, "folder": relative, "metadata": parent})
     metrics = {**result.metrics, "widths": result.report["widths"], "lineage": f"{relative}/modhifi.json"}
     atomic_write_json(ws.artifact("pruned_metrics"), metrics)
     widths = _widths_csv(list(statistics), result.report["ffn_width_dense"], result.report["widths"])

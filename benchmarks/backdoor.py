@@ -10,6 +10,9 @@ the target) falling while clean test accuracy holds.
 
 The patch value defaults to the darkest pixel of the images (raw value 0 in the
 normalised space: black on CIFAR-10, background on digits).
+
+A benchmark scenario, not part of the engine (no command or params section runs it):
+`benchmarks/unlearn.py backdoor` imports it as `backdoor`, the tests as `benchmarks.backdoor`.
 """
 
 from __future__ import annotations

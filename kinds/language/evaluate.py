@@ -6,26 +6,23 @@ from __future__ import annotations
 import hashlib
 import json
 
+from kinds.language import LanguageKind
+from kinds.language.train_base import load_base
 from modhifi_core.operations.evaluate_language_model import evaluate_language_model
-from modhifi_core.params import Params
 from modhifi_core.safe_io import atomic_write_json, atomic_write_text, sha256_file
-from modhifi_core.sources import load_hf
-from tasks.inputs import check_model_fits, checked_input
-from tasks.lm import HF_FOLDER
-from tasks.lm.base import load_base
+from tasks.inputs import checked_input
 from tasks.workspace import Workspace
 
 
-def run(ws: Workspace, params: Params) -> dict:
+def run(ws: Workspace, params: object, kind: LanguageKind) -> dict:
     """The pruned model against the dense one on `language.eval_text`
     (`evaluate_language_model`, held-out draws seeded with seed + 1, as `modhifi evaluate`):
     a causal LM's perplexities, an encoder's sentence-embedding agreement; with the prune
     stage's ratios and speed-up and a per-window (per-sentence) table for the report and
     `dvc plots`."""
-    kind = check_model_fits(ws, params, keys=("length", "eval_samples"))
-    base = load_base(ws)
-    text = checked_input(ws, params, "eval_text")
-    pruned = load_hf(ws.artifact(HF_FOLDER), kind=kind)
+    base = load_base(ws, kind)
+    text = checked_input(ws, params, "eval_text", kind)
+    pruned = type(kind)(f"hf:{ws.artifact('pruned_hf')}").load(need_tokenizer=False)
     lang = params.language
     metrics = evaluate_language_model(
         pruned.model,
@@ -43,7 +40,7 @@ def run(ws: Workspace, params: Params) -> dict:
     metrics |= {k: prune_metrics[k] for k in ("params_ratio", "flops_ratio", "latency_speedup") if k in prune_metrics}
     files = json.dumps(text["files"], sort_keys=True).encode()
     held_out_text = {"path": text["path"], "files": len(text["files"]), "sha256": hashlib.sha256(files).hexdigest()}
-    metrics |= {"eval_text": held_out_text, "method": params.language.method}
+    metrics |= {"eval_text": held_out_text, "method": lang.method}
     metrics["model_sha256"] = {"base": sha256_file(ws.artifact("base_model")), **pruned_weights(ws)}
     atomic_write_json(ws.artifact("evaluation"), metrics)
     atomic_write_text(ws.artifact("per_class"), "\n".join(rows) + "\n")
@@ -61,4 +58,4 @@ def item_rows(items: dict[str, list[float]]) -> list[str]:
 
 def pruned_weights(ws: Workspace) -> dict[str, str]:
     """sha256 of the pruned folder's weight files, as `pruned/<file>`."""
-    return {f"pruned/{p.name}": sha256_file(p) for p in sorted(ws.artifact(HF_FOLDER).glob("*.safetensors"))}
+    return {f"pruned/{p.name}": sha256_file(p) for p in sorted(ws.artifact("pruned_hf").glob("*.safetensors"))}

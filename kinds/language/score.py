@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
+from kinds.language import LanguageKind
+from kinds.language.collect import load_statistics
+from kinds.language.train_base import load_base
 from modhifi_core.operations.prune_language_model import METHODS
-from modhifi_core.params import Params
 from modhifi_core.pruning.ffn import ffn_scores, find_ffn_blocks
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_text
-from tasks.lm.base import load_base
-from tasks.lm.collect import load_statistics
+from tasks.tables import summary_csv
 from tasks.workspace import Workspace
 
 
-def run(ws: Workspace, params: Params, summary_csv: Callable[[dict], str]) -> dict:
-    """Each FFN neuron's score under `language.method`'s score, from collect's statistics;
-    `summary_csv`: the score stage's per-layer quantile table."""
-    model = load_base(ws).model
+def run(ws: Workspace, params: object, kind: LanguageKind) -> dict:
+    """Each FFN neuron's score under `language.method`'s score, from collect's statistics,
+    and the per-layer quantile table."""
+    model = load_base(ws, kind).model
     stats = load_statistics(ws)
     name = METHODS[params.language.method][0]
     # greedy: the whole removal order (keep=None), whose first removals are any target's

@@ -1,0 +1,56 @@
+"""The one path of every model command: `--model` -> its kind (`kinds.kind_of`) -> that
+kind's command (`<kind.package>.cli.<command>(kind, out, options) -> metrics`).
+
+A command never asks what kind it holds. What differs per kind (which options apply,
+their defaults, whether `--out` is a file or a folder, how a model loads and saves) is the
+adapter's. An option the user gave that the kind does not take is one line, not ignored.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from flows.commands.loading import check_output
+from flows.console import emit
+
+
+def run_command(
+    command: str,
+    model: str | Path | None,
+    options: dict,
+    out: Path | None = None,
+    overwrite: bool = False,
+    as_json: bool = False,
+    title: str = "",
+) -> dict:
+    """Run `modhifi COMMAND` on `model` with the `options` the user gave (None or an empty
+    list: not given); print its metrics (`--json`: one JSON line) and return them."""
+    from kinds import kind_of
+    from modhifi_core.errors import InputError
+
+    kind = kind_of(None if model is None else str(model))
+    if command not in kind.options:
+        why = kind.skipped.get(command, "")
+        raise InputError(f"modhifi {command} does not apply to a {kind.name} model{': ' + why if why else ''}")
+    given = {key: value for key, value in options.items() if value is not None and value != []}
+    taken = kind.options[command]
+    for key in given:
+        if key not in taken:
+            flags = ", ".join(_flag(k) for k in taken)
+            raise InputError(
+                f"{_flag(key)} is not an option of modhifi {command} for a {kind.name} model (it takes {flags})"
+            )
+    if out is not None:  # samples are always a folder
+        check_output(out, overwrite, folder=kind.output == "folder" or command == "synthesize")
+    cli = importlib.import_module(f"{kind.package}.cli")
+    metrics = getattr(cli, command)(kind, out, given)
+    emit(metrics, as_json, title or f"{command} {model}")
+    return metrics
+
+
+FLAGS = {"hyperparameter": "--set", "architecture": "--model"}  # a typer parameter whose flag is not its name
+
+
+def _flag(name: str) -> str:
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
