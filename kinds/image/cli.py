@@ -94,7 +94,10 @@ def channel_options(method: str, flags: dict) -> dict:
     from modhifi_core.operations.prune_image_classifier import channel_options as pruner_options
     from tasks.params import PruneParams
 
-    return pruner_options(PruneParams(method=method, **flags)) if method in METHODS else {}
+    if method not in METHODS:
+        return {}
+    settings = PruneParams(method=method, **flags).model_dump(exclude={"latency_batch", "latency_repeats"})
+    return pruner_options(**settings)
 
 
 def evaluate(kind: Any, out: Path | None, options: dict) -> dict:

@@ -42,7 +42,7 @@ def run(ws: Workspace, params: Any, kind: Any) -> dict:
     options = {"round_to": p.round_to, "latency_batch": p.latency_batch, "latency_repeats": p.latency_repeats}
     channels = pruned_components(loaded.model) == "channels"
     if channels:
-        options["channel_options"] = channel_options(p)
+        options["channel_options"] = channel_options(**p.model_dump(exclude={"latency_batch", "latency_repeats"}))
     result = prune_image_classifier(
         loaded.model,
         images,

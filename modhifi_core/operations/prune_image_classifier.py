@@ -31,10 +31,8 @@ from modhifi_core.operations.prune_language_model import METHODS as NEURON_METHO
 from modhifi_core.pruning.report import latency_report
 from modhifi_core.training import accuracy
 from modhifi_core.vision.channels import prune_hf_classifier
-from modhifi_core.vision.hf import LAYERNORM_TRANSFORMERS, stock_shape_difference
+from modhifi_core.vision.hf import LAYERNORM_TRANSFORMERS, classifier, stock_shape_difference
 from modhifi_core.vision.mlp import kept_mlp_width, prune_hf_mlp
-from modhifi_core.vision.hf import classifier
-from tasks.params import PruneParams
 
 
 @dataclass
@@ -78,12 +76,12 @@ def check_options(
         kept_mlp_width(model, image_shape, target_flops, target_params, round_to)
 
 
-def channel_options(params: PruneParams) -> dict[str, Any]:
-    """A CNN's further `prune` arguments that `params` describes (`compensation`, `score`,
-    `allocation`, `compensation_order`, `rounds`, `ridge`): `pruning_options` less what
-    `prune_image_classifier` takes as its own arguments."""
+def channel_options(**settings: Any) -> dict[str, Any]:
+    """A CNN's further `prune` arguments that `settings` (`pruning_options`' keywords:
+    `method`, `compensation`, `score`, `allocation`, `compensation_order`, `rounds`,
+    `ridge`, ...) describe: `pruning_options` less what `prune_image_classifier` takes as
+    its own arguments."""
     own = ("method", "target_flops", "round_to", "seed")
-    settings = params.model_dump(exclude={"latency_batch", "latency_repeats"})
     return {k: v for k, v in pruning_options(**settings).items() if k not in own}
 
 
@@ -112,7 +110,7 @@ def prune_image_classifier(
     given; `stock_config` for an HF model (its config describes the pruned shapes, so
     stock `from_pretrained` rebuilds it); `latency_*` (CPU, dense ÷ pruned, median of
     `latency_repeats` interleaved passes on a random batch of `latency_batch`; 0 skips);
-    `seconds`. `channel_options`: a CNN's further `prune` arguments (`channel_options(params)`);
+    `seconds`. `channel_options`: a CNN's further `prune` arguments (`channel_options(**settings)`);
     a ViT/Swin's MLP neurons follow `method` alone (its score and compensation), so they
     are not read."""
     check_options(model, method, target_flops, target_params)

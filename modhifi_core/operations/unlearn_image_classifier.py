@@ -23,9 +23,8 @@ from modhifi_core.operations.evaluate import check_classes
 from modhifi_core.operations.unlearn import synthetic_inputs
 from modhifi_core.splits import class_split
 from modhifi_core.unlearning import unlearn
-from modhifi_core.vision.modify import unlearn_hf_classifier
 from modhifi_core.vision.hf import classifier
-from tasks.params import UnlearnParams
+from modhifi_core.vision.modify import unlearn_hf_classifier
 
 
 @dataclass
@@ -49,7 +48,7 @@ def unlearn_image_classifier(
     samples: ArrayDataset | None = None,
 ) -> ImageUnlearning:
     """Forget class `forget_class` of `data` from `model` (untouched) with `method` (a name
-    of `UnlearnParams.method` except `retrain`, which needs a training recipe this model
+    of `modhifi_core.unlearning.METHODS` except `retrain`, which needs a training recipe this model
     does not carry). `forget_data`: `synthetic` (the method sees samples made from the
     model: data-free; `samples` when given, e.g. a pipeline's synthesize stage's, else made
     now) or `real` (the training split of `data`). Refuses a model whose
@@ -60,13 +59,16 @@ def unlearn_image_classifier(
     class), `seconds` (the unlearning step)."""
     if method == "retrain":
         raise InputError("retrain needs the model's training recipe; an open-weight model carries none")
-    params = UnlearnParams(
-        forget_class=forget_class, method=method, data=forget_data, hyperparameters=hyperparameters or {}
-    )
+    from modhifi_core.unlearning.api import METHODS
+
+    if method not in METHODS:
+        raise InputError(f"unknown unlearning method {method!r}; choose one of {', '.join(METHODS)}")
+    if forget_data not in ("synthetic", "real"):
+        raise InputError(f"forget data must be synthetic or real, got {forget_data!r}")
     network = classifier(model)
     check_classes(network, data)
     split = class_split(data.train, forget_class)
-    method_split, options = split, dict(params.hyperparameters)
+    method_split, options = split, dict(hyperparameters or {})
     if forget_data == "synthetic":
         method_split, options = synthetic_inputs(
             network, samples, data, forget_class=forget_class, method=method, hyperparameters=options, seed=seed
