@@ -197,9 +197,10 @@ def test_vit_unlearning_negates_only_mlp_fc2_weights(cli, folders, tmp_path):
 BAD = [
     (["prune", "--model", "hf:{root}/nope", "--out", "{tmp}/o"], "does not exist"),
     (["evaluate", "--model", "hf:{root}/nope", "--data", "digits"], "does not exist"),
-    (["evaluate", "--model", "hf:{root}/gpt2", "--data", "digits"], "holds a causal-lm model, not an image classifier"),
+    (["evaluate", "--model", "hf:{root}/gpt2", "--data", "digits"],
+     "--data is not an option of modhifi evaluate for a causal-lm model"),
     (["unlearn", "--model", "hf:{root}/gpt2", "--forget-class", "1", "--data", "digits", "--out", "{tmp}/o"],
-     "not an image classifier"),
+     "modhifi unlearn does not apply to a causal-lm model"),
     (["unlearn", "--model", "hf:{root}/resnet", "--forget-class", "12", "--data", "digits", "--out", "{tmp}/o"],
      "forget class 12 does not exist"),
     (["evaluate", "--model", "hf:{root}/vit", "--data", "digits", "--forget-class", "10"], "does not exist"),
@@ -211,10 +212,10 @@ BAD = [
     (["prune", "--model", "hf:{root}/vit", "--method", "l2", "--out", "{tmp}/o"], "unknown method 'l2'"),
     (["prune", "--model", "hf:{root}/resnet", "--calibration", "real", "--out", "{tmp}/o"], "needs --data"),
     (["prune", "--model", "hf:{root}/resnet", "--weights", "{tmp}/w.pt", "--out", "{tmp}/o"],
-     "--weights and --num-classes are for torchvision"),
+     "--weights is not an option of modhifi prune for a image-classification model"),
     (["prune", "--model", "torchvision:resnet18", "--out", "{tmp}/o"], "needs --weights FILE"),
     (["unlearn", "--model", "hf:{root}/resnet", "--forget-random", "0.1", "--data", "digits", "--out", "{tmp}/o"],
-     "forgets a class"),
+     "--forget-random is not an option of modhifi unlearn for a image-classification model"),
 ]  # fmt: skip
 
 
@@ -256,8 +257,8 @@ def test_a_calibration_folder_gives_a_seeded_subset_of_its_samples_in_order(tmp_
             ["--target-flops", "0.5", "--target-params", "0.8"],
             "give one of --target-flops and --target-params",
         ),
-        ("language", ["--target-flops", "0.5"], "a language model is pruned to --target-params or by --ffn-fraction"),
-        ("checkpoint", ["--target-params", "0.8"], "a checkpoint is pruned to --target-flops"),
+        ("language", ["--target-flops", "0.5"], "--target-flops is not an option of modhifi prune for a causal-lm"),
+        ("checkpoint", ["--target-params", "0.8"], "--target-params is not an option of modhifi prune for a zoo"),
     ],
 )
 def test_a_target_the_model_kind_does_not_take_is_one_line(cli, model, args, message, tmp_path, tiny_digits_checkpoint):
