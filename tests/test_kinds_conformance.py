@@ -160,11 +160,109 @@ ENCODER = Case(
     foreign="weights",
 )
 
-CASES = [ZOO, CAUSAL_LM, ENCODER]
+# ---------------------------------------------------------------- image classifiers
+
+
+def _hf_resnet(folder: Path) -> str:
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(0)
+    config = ResNetConfig(
+        num_channels=1, embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic", num_labels=10,
+        image_size=16,
+    )  # fmt: skip
+    ResNetForImageClassification(config).eval().save_pretrained(folder / "resnet")
+    return f"hf:{folder / 'resnet'}"
+
+
+def _pixels(channels: int) -> torch.Tensor:
+    return torch.randn(4, channels, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
+def _hf_image_probe(model: torch.nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(pixel_values=_pixels(1)).logits
+
+
+STOCK_IMAGE = (
+    "import json, sys, torch, transformers\n"
+    "m = transformers.AutoModelForImageClassification.from_pretrained(sys.argv[1]).eval()\n"
+    "x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))\n"
+    "with torch.no_grad():\n"
+    "    out = m(pixel_values=x).logits\n"
+    "assert not any(name.startswith(('modhifi_core', 'kinds', 'tasks', 'flows')) for name in sys.modules)\n"
+    "print(json.dumps(out.tolist()))\n"
+)
+IMAGE_PRUNE = {"target_flops": 0.6, "calibration": "gaussian", "calibration_samples": 16, "latency_repeats": 1}
+
+HF_CNN = Case(
+    kind="image-classification",
+    make=_hf_resnet,
+    prune=lambda folder: {**IMAGE_PRUNE, "seed": 0},
+    reload=lambda out, folder: kind_of(f"hf:{out}").load().model,
+    probe=_hf_image_probe,
+    stock=STOCK_IMAGE,
+    bad_target=({"target_flops": 1.5}, "the target must be a fraction strictly between 0 and 1, got 1.5"),
+    missing=lambda folder: (f"hf:{folder / 'nope'}", f"model folder {folder / 'nope'} does not exist"),
+    foreign="weights",
+)
+
+USER_MODULE = """
+from torch import nn
+
+
+def build():
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    )
+"""
+
+
+def _python_module(folder: Path) -> str:
+    """`conformance_net.py` in `folder` (put on sys.path: the user's workspace), its weights."""
+    from safetensors.torch import save_file
+
+    (folder / "conformance_net.py").write_text(USER_MODULE)
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    sys.modules.pop("conformance_net", None)
+    torch.manual_seed(0)
+    save_file(importlib.import_module("conformance_net").build().state_dict(), str(folder / "net.safetensors"))
+    return "python:conformance_net:build"
+
+
+def _python_probe(model: torch.nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(_pixels(3))
+
+
+PYTHON = Case(
+    kind="python",
+    make=_python_module,
+    prune=lambda folder: {**IMAGE_PRUNE, "weights": folder / "net.safetensors", "input_shape": "3,16,16", "seed": 0},
+    reload=lambda out, folder: kind_of("python:conformance_net:build").load(weights=out).model,
+    probe=_python_probe,
+    stock=None,  # the user's own module: reloaded through the adapter (factory + shape record + state dict)
+    bad_target=(
+        {"target_flops": 1.5},
+        "the target must be a fraction strictly between 0 and 1, got 1.5",
+    ),
+    missing=lambda folder: (
+        "python:conformance_net:build",
+        "python:conformance_net:build needs --weights FILE (safetensors or a state dict)",
+    ),
+    foreign="eval_text",
+)
+
+CASES = [ZOO, CAUSAL_LM, ENCODER, HF_CNN, PYTHON]
 
 
 def test_every_registered_kind_has_a_case():
-    assert {case.kind for case in CASES} == set(REGISTRY) - {"torchvision"}  # torchvision: the zoo lane
+    assert {case.kind for case in CASES} == set(REGISTRY) - {
+        "torchvision"
+    }  # torchvision: the zoo lane, test_kind_image
     assert set(REGISTRY) == {"zoo", "causal-lm", "encoder", "image-classification", "torchvision", "python"}
 
 

@@ -39,7 +39,7 @@ def prune(kind: Any, out: Path, options: dict) -> dict:
     in the source's format."""
     from kinds.image.data import image_calibration, load_image_data
     from modhifi_core.metadata import modification_record
-    from modhifi_core.operations.prune_image_classifier import check_options, prune_image_classifier
+    from modhifi_core.operations.prune_image_classifier import check_fraction, check_options, prune_image_classifier
 
     d = kind.defaults
     targets = {"flops": options.get("target_flops"), "params": options.get("target_params")}
@@ -48,6 +48,7 @@ def prune(kind: Any, out: Path, options: dict) -> dict:
         raise InputError("give one of --target-flops and --target-params, not both")
     for name in given:
         kind.check_target(name)
+        check_fraction(targets[name])  # before the model is read
     if not given:
         targets[d.target] = d.target_value
     op = prune_image_classifier

@@ -69,11 +69,15 @@ def check_options(
         raise InputError("give exactly one of --target-flops and --target-params")
     if components == "channels" and target_params is not None:
         raise InputError("channel pruning of a CNN takes --target-flops; --target-params is for ViT/Swin MLP neurons")
-    target = target_flops if target_flops is not None else target_params
-    if not 0.0 < target < 1.0:
-        raise InputError(f"the target must be a fraction strictly between 0 and 1, got {target}")
+    check_fraction(target_flops if target_flops is not None else target_params)
     if components == "mlp" and image_shape is not None:
         kept_mlp_width(model, image_shape, target_flops, target_params, round_to)
+
+
+def check_fraction(target: float) -> None:
+    """A pruning target is the fraction that remains, strictly between 0 and 1."""
+    if not 0.0 < target < 1.0:
+        raise InputError(f"the target must be a fraction strictly between 0 and 1, got {target}")
 
 
 def channel_options(**settings: Any) -> dict[str, Any]:
