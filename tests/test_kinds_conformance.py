@@ -207,6 +207,31 @@ HF_CNN = Case(
     foreign="weights",
 )
 
+
+def _hf_vit(folder: Path) -> str:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    config = ViTConfig(
+        image_size=16, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, num_labels=10,
+    )  # fmt: skip
+    ViTForImageClassification(config).eval().save_pretrained(folder / "vit")
+    return f"hf:{folder / 'vit'}"
+
+
+HF_VIT = Case(
+    kind="image-classification",
+    make=_hf_vit,
+    prune=lambda folder: {**IMAGE_PRUNE, "target_flops": None, "target_params": 0.9, "seed": 0},
+    reload=lambda out, folder: kind_of(f"hf:{out}").load().model,
+    probe=_hf_image_probe,
+    stock=STOCK_IMAGE,
+    bad_target=({"target_params": 0.0}, "the target must be a fraction strictly between 0 and 1, got 0.0"),
+    missing=lambda folder: (f"hf:{folder / 'nope.d'}", f"model folder {folder / 'nope.d'} does not exist"),
+    foreign="input_shape",
+)
+
 USER_MODULE = """
 from torch import nn
 
@@ -256,7 +281,7 @@ PYTHON = Case(
     foreign="eval_text",
 )
 
-CASES = [ZOO, CAUSAL_LM, ENCODER, HF_CNN, PYTHON]
+CASES = [ZOO, CAUSAL_LM, ENCODER, HF_CNN, HF_VIT, PYTHON]
 
 
 def test_every_registered_kind_has_a_case():
@@ -266,7 +291,9 @@ def test_every_registered_kind_has_a_case():
     assert set(REGISTRY) == {"zoo", "causal-lm", "encoder", "image-classification", "torchvision", "python"}
 
 
-@pytest.fixture(params=CASES, ids=lambda case: case.kind)
+@pytest.fixture(
+    params=CASES, ids=lambda case: case.make.__name__.strip("_") if case.kind == "image-classification" else case.kind
+)
 def case(request):
     return request.param
 
