@@ -269,3 +269,32 @@ def test_params_hold_only_what_the_python_kind_reads(package):
         check_sections({**sections, "model": {**model, "num_classes": 10}}, "params.yaml", package)
     with pytest.raises(InputError, match="section 'train' is not read by a python model"):
         check_sections({**sections, "model": model, "train": {}}, "params.yaml", package)
+
+
+def test_modhifi_run_on_a_python_module(tmp_path):
+    """The whole pipeline (`modhifi run`: DVC, Prefect, MLflow) on a user's module in the
+    workspace: params hold only what the kind reads, the outputs reload through the adapter."""
+    from pipeline_workspace import image_params, isolated_env, make_workspace, run_pipeline, write_params
+
+    source = "python:usernets.cnn:digits"
+    root = make_workspace(tmp_path / "ws", kind_of(source))
+    (root / "usernets").mkdir()
+    (root / "usernets" / "__init__.py").write_text("")
+    (root / "usernets" / "cnn.py").write_text(textwrap.dedent(NET))
+    namespace: dict = {}
+    exec(textwrap.dedent(NET), namespace)  # noqa: S102 - the test's own module text
+    torch.manual_seed(0)
+    save_file(namespace["digits"]().state_dict(), str(root / "digits.safetensors"))
+    params = image_params(root, forget_class=3)
+    params["model"] = {"source": source, "weights": "digits.safetensors", "input_shape": [1, 8, 8]}
+    write_params(root, params)
+    summary = run_pipeline(root, isolated_env(tmp_path / "home"))
+    assert sorted(summary["ran"]) == sorted(PythonModuleKind.stages)
+    m = summary["metrics"]
+    assert m["flops_ratio"] == pytest.approx(0.5, abs=0.05) and {"UA", "RA", "TA", "MIA"} <= set(m)
+    kind = kind_of(source)
+    kind.root = root
+    for name in ("pruned", "unlearned"):
+        folder = root / f"outputs/{name}/hf"
+        assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors", "modhifi.json", "rebuild.json"]
+        assert kind.load(weights=folder).input_shape == (1, 8, 8)
