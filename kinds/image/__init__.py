@@ -15,9 +15,10 @@ The pipeline of an image kind: train_base (the source recorded, not trained) ->
 synthesize (samples made from the model) -> prune (one call of `prune_image_classifier`
 on the calibration images) -> unlearn -> evaluate -> report; collect, score and finetune
 do not apply (`skipped`). A stage record (`outputs/*/model.pt`, a plain dict read with
-`weights_only`) is written and read by `base_record`/`load_base` and
-`output_record`/`load_output` below: the adapter's own load options and the model's
-input shape, so any image adapter reopens the base and the outputs the same way.
+`weights_only`, in `tasks.records`' source/folder shapes) is written and read by
+`record_base`/`load_base` and `output_record`/`load_output` below: with the adapter's own
+load options and the model's input shape, so any image adapter reopens the base and the
+outputs the same way and no stage asks which adapter it holds.
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ class ImageClassifierKind(ModelKind):
 
     def load_base(self, ws: Any) -> LoadedImage:
         """The model train_base recorded, refused when its weights no longer hash as recorded."""
-        from tasks.records import read_record
+        from tasks.records import read_record, source_file
 
         self.root = ws.root
         record = read_record(ws.artifact("base_model"))
@@ -241,9 +242,9 @@ class ImageClassifierKind(ModelKind):
         loaded.input_shape = tuple(record["input_shape"])
         for name, sha in loaded.weights.items():
             if record["files"].get(name) != sha:
-                where = Path(record["path"])
-                where = where if where.is_file() else where / name
-                raise InputError(f"{where} changed since train_base recorded it; run `modhifi run` again")
+                raise InputError(
+                    f"{source_file(record, name)} changed since train_base recorded it; run `modhifi run` again"
+                )
         return loaded
 
     def output_record(self, ws: Any, model: str, parent: str, loaded: LoadedImage, extra: dict | None = None) -> dict:
