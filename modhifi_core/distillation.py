@@ -34,7 +34,7 @@ from modhifi_core.checks import check_class_exists
 from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
 from modhifi_core.progress import progress
-from modhifi_core.training import predict
+from modhifi_core.training import TrainConfig, predict
 
 BATCHNORM = ("recalibrate", "frozen")
 
@@ -47,9 +47,9 @@ def finetune(
     *,
     lr: float = 0.01,
     temperature: float = 4.0,
-    batch_size: int = 64,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
+    batch_size: int = TrainConfig.batch_size,
+    momentum: float = TrainConfig.momentum,
+    weight_decay: float = TrainConfig.weight_decay,
     classes: list[int] | None = None,
     seed: int = 0,
     batchnorm: str = "recalibrate",

@@ -24,22 +24,28 @@ from modhifi_core.checks import check_forget_set, check_fraction, check_one_targ
 from modhifi_core.errors import InputError
 
 
+def default(source: Any, name: str) -> Any:
+    """The default of `name` where it is written once: `source` (an object, or `"module:attr"`
+    naming one) is a function or a dataclass (the default of its parameter `name`,
+    `inspect.signature`) or an object such as a kind's `defaults` (its attribute `name`)."""
+    if isinstance(source, str):
+        module, _, path = source.partition(":")
+        source = importlib.import_module(module)
+        for part in path.split("."):
+            source = getattr(source, part)
+    if callable(source):
+        return inspect.signature(source).parameters[name].default
+    return getattr(source, name)
+
+
 def default_of(source: str, name: str) -> Callable[[], Any]:
-    """A `default_factory` reading the default of `name` where it is written once, so the
-    schema never restates it: `source` is `"module:attr"` naming a function or a
-    dataclass (the default of its parameter `name`, `inspect.signature`) or an object such
-    as a kind's `defaults` (its attribute `name`). Read lazily, when a params file leaves
-    the key out: a zoo run imports no language code, and the stages' DVC deps (their
-    import closures) do not grow by every operation the schema names."""
+    """`default(source, name)` as a `default_factory`, so the schema never restates a
+    default. Read lazily, when a params file leaves the key out: a zoo run imports no
+    language code, and the stages' DVC deps (their import closures) do not grow by every
+    operation the schema names."""
 
     def read() -> Any:
-        module, _, path = source.partition(":")
-        target: Any = importlib.import_module(module)
-        for part in path.split("."):
-            target = getattr(target, part)
-        if callable(target):
-            return inspect.signature(target).parameters[name].default
-        return getattr(target, name)
+        return default(source, name)
 
     read.__qualname__ = f"default_of({source!r}, {name!r})"
     return read
