@@ -16,14 +16,21 @@ def check_fraction(name: str, value: object) -> None:
         raise InputError(f"{name} must be a fraction strictly between 0 and 1, got {value!r}")
 
 
-def check_one_target(**targets: object) -> None:
+def check_one_given(**targets: object) -> str:
     """Exactly one of `targets` (keyword: how the user names it) is given (not None);
-    a given one must be a fraction (`check_fraction`)."""
+    returns its name."""
     given = [name for name, value in targets.items() if value is not None]
     if len(given) != 1:
         names = list(targets)
         raise InputError(f"give exactly one of {', '.join(names[:-1])} and {names[-1]}")
-    check_fraction(given[0], targets[given[0]])
+    return given[0]
+
+
+def check_one_target(**targets: object) -> None:
+    """Exactly one of `targets` is given (`check_one_given`) and it is a fraction
+    (`check_fraction`)."""
+    name = check_one_given(**targets)
+    check_fraction(name, targets[name])
 
 
 def check_class_exists(label: object, num_classes: int, what: str = "class") -> None:

@@ -147,6 +147,10 @@ def test_one_target_check_in_every_caller():
     assert (
         _refused(check_options, "modhifi", "synthetic", None, None) == "give exactly one of target_params and fraction"
     )
+    from modhifi_core.pruning.ffn import widths_for_target
+
+    message = "give exactly one of fraction, target_params and target_flops"
+    assert _refused(widths_for_target, None, [], fraction=0.1, target_params=0.9) == message
     with pytest.raises(ValueError, match="give exactly one of target_params and ffn_fraction"):
         schema.LanguageParams(target_params=0.8, ffn_fraction=0.2)
 
