@@ -77,8 +77,8 @@ def calibration_set(
     else:
         from modhifi_core.synthesis import synthesize
 
-        per_class = -(-(samples or 50 * data.num_classes) // data.num_classes)
-        pool = synthesize(model, per_class, image_shape=data.image_shape, seed=seed).samples
+        count = {} if samples is None else {"per_class": -(-samples // data.num_classes)}  # else synthesize's
+        pool = synthesize(model, image_shape=data.image_shape, seed=seed, **count).samples
     if pool.image_shape != data.image_shape:
         raise InputError(
             f"{source} calibration samples have shape {pool.image_shape}, the model takes {data.image_shape}"

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from modhifi_core.checks import check_fraction
 from modhifi_core.errors import InputError
 
 DATASETS = ("digits", "cifar10", "fashion-mnist")
@@ -152,8 +153,7 @@ def _stratified_split(
 ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     from sklearn.model_selection import train_test_split
 
-    if not 0.0 < test_fraction < 1.0:
-        raise InputError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    check_fraction("test_fraction", test_fraction)
     index = np.arange(len(labels))
     train_idx, test_idx = train_test_split(index, test_size=test_fraction, stratify=labels.numpy(), random_state=seed)
     train_idx, test_idx = torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(test_idx))

@@ -30,10 +30,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modhifi_core.batchnorm import recalibrate_batchnorm
+from modhifi_core.checks import check_class_exists
 from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
 from modhifi_core.progress import progress
-from modhifi_core.training import predict
+from modhifi_core.training import TrainConfig, predict
 
 BATCHNORM = ("recalibrate", "frozen")
 
@@ -46,9 +47,9 @@ def finetune(
     *,
     lr: float = 0.01,
     temperature: float = 4.0,
-    batch_size: int = 64,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
+    batch_size: int = TrainConfig.batch_size,
+    momentum: float = TrainConfig.momentum,
+    weight_decay: float = TrainConfig.weight_decay,
     classes: list[int] | None = None,
     seed: int = 0,
     batchnorm: str = "recalibrate",
@@ -133,9 +134,10 @@ def distillation_loss(
 
 
 def _of_classes(data: ArrayDataset, teacher: nn.Module | None, classes: list[int]) -> ArrayDataset:
-    bad = [k for k in classes if not 0 <= k < data.num_classes]
-    if not classes or bad:
-        raise InputError(f"fine-tuning classes must lie in 0..{data.num_classes - 1}, got {classes}")
+    if not classes:
+        raise InputError("fine-tuning classes must name at least one class")
+    for k in classes:
+        check_class_exists(k, data.num_classes, "fine-tuning class")
     labels = data.labels
     if teacher is not None and bool((labels < 0).any()):
         labels = torch.where(labels < 0, predict(teacher, data.images).argmax(1), labels)

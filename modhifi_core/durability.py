@@ -25,7 +25,7 @@ from modhifi_core.batchnorm import recalibrate_batchnorm
 from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
 from modhifi_core.splits import ForgetSplit
-from modhifi_core.training import accuracy
+from modhifi_core.training import TrainConfig, accuracy
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,9 @@ class RelearningAttack:
 
     steps: int = 50
     lr: float = 0.01
-    batch_size: int = 64
-    momentum: float = 0.9
-    seed: int = 0
+    batch_size: int = TrainConfig.batch_size
+    momentum: float = TrainConfig.momentum
+    seed: int = TrainConfig.seed
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1 or not self.lr > 0 or not 0 <= self.momentum < 1:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from modhifi_core.checks import check_class_exists, check_fraction
 from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
 
@@ -43,20 +44,14 @@ class ForgetSplit:
 
 def class_split(dataset: ArrayDataset, forget_class: int) -> ForgetSplit:
     """All samples of `forget_class` to forget, the rest to retain."""
-    if isinstance(forget_class, bool) or not isinstance(forget_class, int):
-        raise InputError(f"forget class must be an integer, got {forget_class!r}")
-    if not 0 <= forget_class < dataset.num_classes:
-        raise InputError(
-            f"forget class {forget_class} does not exist: the model has classes 0..{dataset.num_classes - 1}"
-        )
+    check_class_exists(forget_class, dataset.num_classes, "forget class")
     is_forget = dataset.labels == forget_class
     return _split(dataset, is_forget, forget_class=forget_class)
 
 
 def random_split(dataset: ArrayDataset, fraction: float, seed: int = 0) -> ForgetSplit:
     """A seeded random `fraction` of the samples to forget, the rest to retain."""
-    if not 0.0 < fraction < 1.0:
-        raise InputError(f"forget fraction must be in (0, 1), got {fraction}")
+    check_fraction("forget_random", fraction)
     n = len(dataset)
     n_forget = max(1, round(fraction * n))
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))

@@ -11,13 +11,65 @@ library imports) are the kind's `check_run`, at run start.
 
 from __future__ import annotations
 
+import importlib
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
+from modhifi_core.checks import check_forget_set, check_fraction, check_one_target
 from modhifi_core.errors import InputError
+
+
+def default(source: Any, name: str) -> Any:
+    """The default of `name` where it is written once: `source` (an object, or `"module:attr"`
+    naming one) is a function or a dataclass (the default of its parameter `name`,
+    `inspect.signature`) or an object such as a kind's `defaults` (its attribute `name`)."""
+    if isinstance(source, str):
+        module, _, path = source.partition(":")
+        source = importlib.import_module(module)
+        for part in path.split("."):
+            source = getattr(source, part)
+    if callable(source):
+        return inspect.signature(source).parameters[name].default
+    return getattr(source, name)
+
+
+def default_of(source: str, name: str) -> Callable[[], Any]:
+    """`default(source, name)` as a `default_factory`, so the schema never restates a
+    default. Read lazily, when a params file leaves the key out: a zoo run imports no
+    language code, and the stages' DVC deps (their import closures) do not grow by every
+    operation the schema names."""
+
+    def read() -> Any:
+        return default(source, name)
+
+    read.__qualname__ = f"default_of({source!r}, {name!r})"
+    return read
+
+
+def _is_fraction(value: float | None, info: ValidationInfo) -> float | None:
+    if value is not None:
+        check_fraction(info.field_name, value)
+    return value
+
+
+Fraction = Annotated[float, AfterValidator(_is_fraction)]  # strictly between 0 and 1: `check_fraction`
+
+ZOO = "kinds.zoo:ZooKind.defaults"
+LANGUAGE = "kinds.language:CausalLMKind.defaults"
+TRAIN = "modhifi_core.operations.train:train_from_params"
+SYNTHESIZE = "modhifi_core.synthesis:synthesize"
+INVERSION = "modhifi_core.synthesis:InversionConfig"
+PRUNE = "modhifi_core.operations.prune:prune_checkpoint"
+UNLEARN = "modhifi_core.operations.unlearn:unlearn_checkpoint"
+FINETUNE = "modhifi_core.operations.finetune:finetune_checkpoint"
+RELEARN = "modhifi_core.durability:RelearningAttack"
+PRUNE_LM = "modhifi_core.operations.prune_language_model:prune_language_model"
+SAMPLE_LM = "modhifi_core.language.sampling:sample_sequences"
 
 
 class Section(BaseModel):
@@ -25,11 +77,11 @@ class Section(BaseModel):
 
 
 class DataParams(Section):
-    dataset: Literal["digits", "cifar10", "fashion-mnist"] = "digits"
+    dataset: Literal["digits", "cifar10", "fashion-mnist"] = Field(default_factory=default_of(TRAIN, "dataset"))
     data_dir: str | None = None
     image_size: int = Field(8, ge=4, le=512)
     channels: int = Field(1, ge=1, le=3)
-    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    test_fraction: Fraction = Field(default_factory=default_of(TRAIN, "test_fraction"))
     # a seeded stratified subset of the training split (a 60k-image dataset on a CPU budget); null: all
     train_per_class: int | None = Field(None, ge=1, le=1_000_000)
 
@@ -42,8 +94,8 @@ class ModelParams(Section):
 
     path: str | None = None  # a trained zoo checkpoint to start from; null: train_base trains one
     source: str | None = None
-    name: Literal["resnet18", "resnet50", "vgg11", "vgg19", "vit"] = "resnet18"
-    width: int = Field(16, ge=1, le=1024)
+    name: Literal["resnet18", "resnet50", "vgg11", "vgg19", "vit"] = Field(default_factory=default_of(TRAIN, "name"))
+    width: int = Field(default_factory=default_of(TRAIN, "width"), ge=1, le=1024)
     # torchvision/timm/python: a .safetensors file, a torch state dict (read weights_only) or a folder modhifi wrote
     weights: str | None = None
     num_classes: int | None = Field(None, ge=1, le=1_000_000)  # torchvision/timm: the constructor's
@@ -52,26 +104,28 @@ class ModelParams(Section):
 
 
 class TrainParams(Section):
-    epochs: int = Field(30, ge=1, le=10_000)
-    lr: float = Field(0.05, gt=0.0, le=10.0)
-    batch_size: int = Field(64, ge=1, le=65_536)
-    weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
+    """The SGD recipe of `train_from_params` (its defaults: `TrainConfig`'s)."""
+
+    epochs: int = Field(default_factory=default_of(TRAIN, "epochs"), ge=1, le=10_000)
+    lr: float = Field(default_factory=default_of(TRAIN, "lr"), gt=0.0, le=10.0)
+    batch_size: int = Field(default_factory=default_of(TRAIN, "batch_size"), ge=1, le=65_536)
+    weight_decay: float = Field(default_factory=default_of(TRAIN, "weight_decay"), ge=0.0, le=1.0)
 
 
 class SynthesizeParams(Section):
-    """Calibration samples from the model itself (modhifi_core.synthesis); the inversion
-    knobs default to `InversionConfig`'s values (a test keeps them equal)."""
+    """Calibration samples from the model itself (`modhifi_core.synthesis.synthesize`);
+    the inversion knobs are `InversionConfig`'s, with its defaults."""
 
-    method: Literal["deepinversion", "gaussian", "folder"] = "deepinversion"
-    per_class: int = Field(50, ge=1, le=100_000)
+    method: Literal["deepinversion", "gaussian", "folder"] = Field(default_factory=default_of(SYNTHESIZE, "method"))
+    per_class: int = Field(default_factory=default_of(SYNTHESIZE, "per_class"), ge=1, le=100_000)
     source: str | None = None  # the sample folder of method "folder"
-    steps: int = Field(100, ge=1, le=100_000)
-    lr: float = Field(0.1, gt=0.0, le=10.0)
-    batch_size: int = Field(500, ge=1, le=65_536)
-    bn_weight: float = Field(0.05, ge=0.0, le=1e4)
-    first_bn_weight: float = Field(10.0, ge=0.0, le=1e4)
-    tv_weight: float = Field(1.0, ge=0.0, le=1e4)
-    l2_weight: float = Field(0.01, ge=0.0, le=1e4)
+    steps: int = Field(default_factory=default_of(INVERSION, "steps"), ge=1, le=100_000)
+    lr: float = Field(default_factory=default_of(INVERSION, "lr"), gt=0.0, le=10.0)
+    batch_size: int = Field(default_factory=default_of(INVERSION, "batch_size"), ge=1, le=65_536)
+    bn_weight: float = Field(default_factory=default_of(INVERSION, "bn_weight"), ge=0.0, le=1e4)
+    first_bn_weight: float = Field(default_factory=default_of(INVERSION, "first_bn_weight"), ge=0.0, le=1e4)
+    tv_weight: float = Field(default_factory=default_of(INVERSION, "tv_weight"), ge=0.0, le=1e4)
+    l2_weight: float = Field(default_factory=default_of(INVERSION, "l2_weight"), ge=0.0, le=1e4)
 
     @model_validator(mode="after")
     def _folder_needs_source(self) -> SynthesizeParams:
@@ -81,73 +135,87 @@ class SynthesizeParams(Section):
 
 
 class CollectParams(Section):
-    """The calibration data ModHiFi scores on (the collect, score and prune stages)."""
+    """The calibration data ModHiFi scores on (the collect, score and prune stages); the
+    zoo kind's defaults (`ZooKind.defaults`)."""
 
-    calibration: Literal["synthetic", "real", "gaussian"] = "synthetic"
-    samples: int | None = Field(512, ge=1, le=10_000_000)  # a seeded subset; null: all there are
-    batch_size: int = Field(128, ge=1, le=65_536)
+    calibration: Literal["synthetic", "real", "gaussian"] = Field(
+        default_factory=default_of(PRUNE, "calibration_source")
+    )
+    # a seeded subset; null: all there are
+    samples: int | None = Field(default_factory=default_of(ZOO, "calibration_samples"), ge=1, le=10_000_000)
+    batch_size: int = Field(default_factory=default_of(ZOO, "batch_size"), ge=1, le=65_536)
 
 
 class PruneParams(Section):
-    """ModHiFi-P and its baselines (`modhifi_core.pruning.prune_model`)."""
+    """ModHiFi-P and its baselines (`modhifi_core.operations.prune.prune_checkpoint`, with
+    its defaults; the target and latency repeats are the zoo kind's)."""
 
-    method: Literal["modhifi", "magnitude", "l1", "l2", "random"] = "modhifi"
-    target_flops: float = Field(0.5, gt=0.0, lt=1.0)  # fraction of the dense FLOPs that remains
+    method: Literal["modhifi", "magnitude", "l1", "l2", "random"] = Field(default_factory=default_of(PRUNE, "method"))
+    # fraction of the dense FLOPs that remains
+    target_flops: Fraction = Field(default_factory=default_of(ZOO, "target_value"))
     # δ* (scalar, the paper) or least-squares refit (full); null: full for modhifi (measured best), none for baselines
-    compensation: Literal["none", "scalar", "full"] | None = None
-    score: Literal["saliency", "fidelity"] = "saliency"  # modhifi's selection score: R̃ (the paper's) or s_ci
-    compensation_order: Literal["joint", "sequential"] = "joint"  # sequential: best at 8% FLOPs, ~4x slower
-    allocation: Literal["uniform", "union"] = "uniform"  # how many channels each group keeps (modhifi)
-    rounds: int | None = Field(None, ge=1, le=64)  # null: one round per halving of FLOPs
-    ridge: float = Field(1e-4, ge=0.0, le=1.0)  # λ, scaled by the mean Gram diagonal
-    round_to: int = Field(1, ge=1, le=256)
-    latency_batch: int = Field(64, ge=1, le=65_536)  # batch of the CPU latency measurement
-    latency_repeats: int = Field(100, ge=1, le=10_000)  # interleaved dense/pruned timings, median
+    compensation: Literal["none", "scalar", "full"] | None = Field(default_factory=default_of(PRUNE, "compensation"))
+    # modhifi's selection score: R̃ (the paper's) or s_ci
+    score: Literal["saliency", "fidelity"] = Field(default_factory=default_of(PRUNE, "score"))
+    # sequential: best at 8% FLOPs, ~4x slower
+    compensation_order: Literal["joint", "sequential"] = Field(default_factory=default_of(PRUNE, "compensation_order"))
+    # how many channels each group keeps (modhifi)
+    allocation: Literal["uniform", "union"] = Field(default_factory=default_of(PRUNE, "allocation"))
+    rounds: int | None = Field(default_factory=default_of(PRUNE, "rounds"), ge=1, le=64)  # null: one per halving
+    ridge: float = Field(default_factory=default_of(PRUNE, "ridge"), ge=0.0, le=1.0)  # λ, times the mean Gram diagonal
+    round_to: int = Field(default_factory=default_of(PRUNE, "round_to"), ge=1, le=256)
+    # batch of the CPU latency measurement
+    latency_batch: int = Field(default_factory=default_of(PRUNE, "latency_batch"), ge=1, le=65_536)
+    # interleaved dense/pruned timings, median
+    latency_repeats: int = Field(default_factory=default_of(ZOO, "latency_repeats"), ge=1, le=10_000)
 
 
 class UnlearnParams(Section):
     """What to forget (a class, or a seeded random fraction of the training samples),
     with which method, seeing which data; optionally after unstructured pruning."""
 
-    forget_class: int | None = Field(3, ge=0)
-    forget_random: float | None = Field(None, gt=0.0, lt=1.0)
-    method: Literal["modhifi", "retrain", "ft", "ga", "rl", "ff", "iu", "l1sparse"] = "modhifi"
-    data: Literal["synthetic", "real"] = "synthetic"  # what the method sees; metrics use real data
+    forget_class: int | None = Field(3, ge=0)  # the pipeline's example; the operation has no default class
+    forget_random: Fraction | None = Field(default_factory=default_of(UNLEARN, "forget_random"))
+    method: Literal["modhifi", "retrain", "ft", "ga", "rl", "ff", "iu", "l1sparse"] = Field(
+        default_factory=default_of(UNLEARN, "method")
+    )
+    # what the method sees; metrics use real data
+    data: Literal["synthetic", "real"] = Field(default_factory=default_of(UNLEARN, "forget_data"))
     hyperparameters: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
-    prune: Literal["omp", "imp", "synflow"] | None = None  # prune-then-unlearn (Unlearn-Sparse)
-    sparsity: float = Field(0.95, ge=0.0, lt=1.0)  # fraction of prunable weights zeroed by `prune`
-    retrain_epochs: int | None = Field(None, ge=1, le=10_000)  # pruning's retraining; null: the recipe's
+    # prune-then-unlearn (Unlearn-Sparse)
+    prune: Literal["omp", "imp", "synflow"] | None = Field(default_factory=default_of(UNLEARN, "prune"))
+    # fraction of prunable weights zeroed by `prune`
+    sparsity: float = Field(default_factory=default_of(UNLEARN, "sparsity"), ge=0.0, lt=1.0)
+    # pruning's retraining; null: the recipe's
+    retrain_epochs: int | None = Field(default_factory=default_of(UNLEARN, "retrain_epochs"), ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _one_forget_set(self) -> UnlearnParams:
-        if (self.forget_class is None) == (self.forget_random is None):
-            raise ValueError(
-                "give exactly one forget set: forget_class (--forget-class K) or forget_random (--forget-random F)"
-            )
-        if self.forget_random is not None and self.data == "synthetic":
-            raise ValueError("random forgetting names real training samples: it needs data real (--forget-data real)")
+        check_forget_set(self.forget_class, self.forget_random, self.data)
         return self
 
 
 class FinetuneParams(Section):
     """Distillation on synthetic samples (data-free) or cross-entropy on the real training set."""
 
-    data: Literal["synthetic", "real"] = "synthetic"
-    epochs: int = Field(3, ge=0, le=10_000)
-    lr: float | None = Field(None, gt=0.0, le=10.0)  # null: 0.001 with frozen BatchNorm, else 0.01
-    temperature: float = Field(4.0, gt=0.0, le=100.0)
-    batch_size: int = Field(64, ge=1, le=65_536)
+    data: Literal["synthetic", "real"] = Field(default_factory=default_of(FINETUNE, "finetune_data"))
+    epochs: int = Field(default_factory=default_of(FINETUNE, "epochs"), ge=0, le=10_000)
+    # null: 0.001 with frozen BatchNorm, else 0.01
+    lr: float | None = Field(default_factory=default_of(FINETUNE, "lr"), gt=0.0, le=10.0)
+    temperature: float = Field(default_factory=default_of(FINETUNE, "temperature"), gt=0.0, le=100.0)
+    batch_size: int = Field(default_factory=default_of(FINETUNE, "batch_size"), ge=1, le=65_536)
     # null: frozen for an unlearned model (recalibrating undoes the unlearning), else recalibrate
-    batchnorm: Literal["recalibrate", "frozen"] | None = None
-    per_class: int = Field(50, ge=1, le=100_000)  # samples synthesised per class when none are given
+    batchnorm: Literal["recalibrate", "frozen"] | None = Field(default_factory=default_of(FINETUNE, "batchnorm"))
+    # samples synthesised per class when none are given
+    per_class: int = Field(default_factory=default_of(FINETUNE, "per_class"), ge=1, le=100_000)
 
 
 class EvaluateParams(Section):
     """The audit of an unlearned model: does the forgetting survive a relearning attack
     (`relearn_steps` SGD steps on retained data only)? BN recalibration is always audited."""
 
-    relearn_steps: int = Field(50, ge=0, le=100_000)
-    relearn_lr: float = Field(0.01, gt=0.0, le=10.0)
+    relearn_steps: int = Field(default_factory=default_of(RELEARN, "steps"), ge=0, le=100_000)
+    relearn_lr: float = Field(default_factory=default_of(RELEARN, "lr"), gt=0.0, le=10.0)
 
 
 class ClusterParams(Section):
@@ -165,28 +233,36 @@ class LanguageParams(Section):
     `temperature`/`top_p`), FFN pruning as `prune_language_model` takes it, and on held-out
     `eval_text` perplexity (causal LM) or sentence-embedding agreement (encoder). What
     needs the model's config (its kind, its positions) is checked at run start
-    (`tasks.inputs.check_model_fits`)."""
+    (`tasks.inputs.check_model_fits`). Calibration size, batch, latency repeats and target
+    default to the kind's (`CausalLMKind.defaults`), the rest to `prune_language_model`'s and
+    `sample_sequences`'."""
 
     calibration: str = "self"  # self (data-free: sampled from the model) or text:PATH (a file or folder)
-    samples: int = Field(128, ge=1, le=1_000_000)  # calibration sequences N
-    length: int = Field(256, ge=2, le=65_536)  # tokens per sequence L (calibration and evaluation)
-    temperature: float = Field(1.0, gt=0.0, le=10.0)  # self-sampling
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
-    prompt: Literal["bos", "random"] = "bos"  # self-sampling: each sequence starts at BOS or a random token
+    # calibration sequences N
+    samples: int = Field(default_factory=default_of(LANGUAGE, "calibration_samples"), ge=1, le=1_000_000)
+    # tokens per sequence L (calibration and evaluation)
+    length: int = Field(default_factory=default_of(PRUNE_LM, "length"), ge=2, le=65_536)
+    temperature: float = Field(default_factory=default_of(SAMPLE_LM, "temperature"), gt=0.0, le=10.0)  # self-sampling
+    top_p: float = Field(default_factory=default_of(SAMPLE_LM, "top_p"), gt=0.0, le=1.0)
+    # self-sampling: each sequence starts at BOS or a random token
+    prompt: Literal["bos", "random"] = Field(default_factory=default_of(SAMPLE_LM, "prompt"))
     eval_text: str | None = None  # held-out text (a file or folder) to evaluate on; needed with model.source
-    eval_samples: int = Field(16, ge=1, le=1_000_000)  # held-out windows (causal LM) or sentences (encoder)
-    method: Literal["modhifi", "modhifi-energy", "wanda-sp", "flap", "magnitude", "random"] = "modhifi"
-    target_params: float | None = Field(0.8, gt=0.0, lt=1.0)  # fraction of all parameters that remains
-    ffn_fraction: float | None = Field(None, gt=0.0, lt=1.0)  # or: fraction of FFN neurons removed per layer
-    batch_size: int = Field(4, ge=1, le=4096)  # sequences per forward
-    latency_repeats: int = Field(3, ge=0, le=1000)  # interleaved dense/pruned forwards of one sequence
+    # held-out windows (causal LM) or sentences (encoder)
+    eval_samples: int = Field(default_factory=default_of(PRUNE_LM, "eval_samples"), ge=1, le=1_000_000)
+    method: Literal["modhifi", "modhifi-energy", "wanda-sp", "flap", "magnitude", "random"] = Field(
+        default_factory=default_of(PRUNE_LM, "method")
+    )
+    target_params: Fraction | None = Field(default_factory=default_of(LANGUAGE, "target_value"))  # of all parameters
+    ffn_fraction: Fraction | None = None  # or: fraction of FFN neurons removed per layer
+    batch_size: int = Field(default_factory=default_of(LANGUAGE, "batch_size"), ge=1, le=4096)  # sequences per forward
+    # interleaved dense/pruned forwards of one sequence
+    latency_repeats: int = Field(default_factory=default_of(LANGUAGE, "latency_repeats"), ge=0, le=1000)
 
     @model_validator(mode="after")
     def _consistent(self) -> LanguageParams:
         if self.calibration != "self" and not self.calibration.startswith("text:"):
             raise ValueError(f"calibration must be self or text:PATH, got {self.calibration!r}")
-        if (self.target_params is None) == (self.ffn_fraction is None):
-            raise ValueError("give exactly one of target_params and ffn_fraction")
+        check_one_target(target_params=self.target_params, ffn_fraction=self.ffn_fraction)
         return self
 
 
@@ -199,18 +275,18 @@ class Params(Section):
     """The whole params.yaml."""
 
     seed: int = Field(0, ge=0)
-    data: DataParams = DataParams()
-    model: ModelParams = ModelParams()
-    train: TrainParams = TrainParams()
-    synthesize: SynthesizeParams = SynthesizeParams()
-    collect: CollectParams = CollectParams()
-    prune: PruneParams = PruneParams()
-    unlearn: UnlearnParams = UnlearnParams()
-    finetune: FinetuneParams = FinetuneParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    cluster: ClusterParams = ClusterParams()
-    language: LanguageParams = LanguageParams()
-    schedule: ScheduleParams = ScheduleParams()
+    data: DataParams = Field(default_factory=DataParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    synthesize: SynthesizeParams = Field(default_factory=SynthesizeParams)
+    collect: CollectParams = Field(default_factory=CollectParams)
+    prune: PruneParams = Field(default_factory=PruneParams)
+    unlearn: UnlearnParams = Field(default_factory=UnlearnParams)
+    finetune: FinetuneParams = Field(default_factory=FinetuneParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    cluster: ClusterParams = Field(default_factory=ClusterParams)
+    language: LanguageParams = Field(default_factory=LanguageParams)
+    schedule: ScheduleParams = Field(default_factory=ScheduleParams)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -18,7 +18,6 @@ from modhifi_core.errors import InputError
 from modhifi_core.safe_io import sha256_file
 from modhifi_core.synthesis import InversionConfig, save_synthetic, synthesize
 from modhifi_core.training import accuracy, predict
-from tasks.params import FinetuneParams
 
 SHAPE = (1, 8, 8)
 
@@ -142,14 +141,6 @@ def test_cross_entropy_needs_labels(teacher):
     unlabelled = ArrayDataset(torch.zeros(4, *SHAPE), torch.full((4,), -1), 10)
     with pytest.raises(InputError, match="labelled"):
         finetune(copy.deepcopy(teacher.model), None, unlabelled, 1)
-
-
-def test_every_params_knob_is_an_argument_of_finetune():
-    import inspect
-
-    arguments = set(inspect.signature(finetune).parameters)
-    knobs = set(FinetuneParams().model_dump()) - {"data", "per_class"}  # these pick the samples
-    assert knobs <= arguments
 
 
 def test_frozen_batchnorm_keeps_the_running_statistics(teacher, synthetic):

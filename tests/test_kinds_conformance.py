@@ -90,7 +90,10 @@ ZOO = Case(
     reload=lambda out, folder: kind_of(str(out)).load().model,
     probe=_zoo_probe,
     stock=None,  # a modhifi checkpoint is its own format
-    bad_target=({"target_flops": 1.5}, "--target-flops: input should be less than 1 (got 1.5)"),
+    bad_target=(
+        {"target_flops": 1.5},
+        "--target-flops: target_flops must be a fraction strictly between 0 and 1, got 1.5",
+    ),
     missing=lambda folder: (str(folder / "nope.pt"), f"checkpoint not found: {folder / 'nope.pt'}"),
     foreign="target_params",
 )

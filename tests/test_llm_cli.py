@@ -106,6 +106,6 @@ def test_the_language_operations_are_public_and_an_encoder_needs_a_reference():
     assert evaluate_language_model is evaluation.evaluate_language_model
     with pytest.raises(InputError) as info:
         prune_language_model(tiny("llama"), word_tokenizer(), "synthetic")
-    assert str(info.value) == "give exactly one of target_params (--target-params) and fraction (--ffn-fraction)"
+    assert str(info.value) == "give exactly one of target_params and fraction"
     with pytest.raises(InputError, match="an encoder has no perplexity: give a reference encoder"):
         evaluate_language_model(tiny("bert"), word_tokenizer(), "never-read.txt")

@@ -37,7 +37,10 @@ def _write(tmp_path, raw):
     [
         ({"prune": {"target_flop": 0.5}}, "unknown key 'prune.target_flop'"),
         ({"prune": {"target_flops": "half"}}, "prune.target_flops: input should be a valid number"),
-        ({"prune": {"target_flops": 1.5}}, "prune.target_flops: input should be less than 1"),
+        (
+            {"prune": {"target_flops": 1.5}},
+            "prune.target_flops: target_flops must be a fraction strictly between 0 and 1, got 1.5",
+        ),
         ({"unlearn": {"forget_class": -1}}, "unlearn.forget_class: input should be greater than or equal to 0"),
         ({"bogus": 1}, "unknown key 'bogus'"),
         ({"train": {"epochs": 0}}, "train.epochs"),

@@ -59,10 +59,10 @@ def test_data_free_calibrations_run(tiny_digits_checkpoint, tmp_path, capsys, ca
 
 
 BAD = [
-    (["--target-flops", "0"], "--target-flops: input should be greater than 0"),
-    (["--target-flops", "1"], "--target-flops: input should be less than 1"),
-    (["--target-flops", "1.5"], "--target-flops: input should be less than 1"),
-    (["--target-flops", "-0.2"], "--target-flops: input should be greater than 0"),
+    (["--target-flops", "0"], "--target-flops: target_flops must be a fraction strictly between 0 and 1, got 0.0"),
+    (["--target-flops", "1"], "--target-flops: target_flops must be a fraction strictly between 0 and 1, got 1.0"),
+    (["--target-flops", "1.5"], "--target-flops: target_flops must be a fraction strictly between 0 and 1, got 1.5"),
+    (["--target-flops", "-0.2"], "--target-flops: target_flops must be a fraction strictly between 0 and 1, got -0.2"),
     (["--target-flops", "0.0005"], "would remove every channel"),
     (["--method", "taylor"], "--method: input should be 'modhifi'"),
     (["--calibration", "imagenet"], "--calibration: input should be 'synthetic', 'real' or 'gaussian'"),

@@ -40,7 +40,7 @@ def test_missing_class_is_refused(digits, k):
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.5, 1.5])
 def test_fraction_outside_open_interval(digits, fraction):
-    with pytest.raises(InputError, match=r"\(0, 1\)"):
+    with pytest.raises(InputError, match=f"forget_random must be a fraction strictly between 0 and 1, got {fraction}"):
         random_split(digits.train, fraction)
 
 

@@ -26,7 +26,6 @@ from modhifi_core.synthesis import (
 from modhifi_core.synthesis.inversion import BatchStatisticsLoss, total_variation
 from modhifi_core.synthesis.preview import render_preview
 from modhifi_core.synthesis.quality import agreement, diversity
-from tasks.params import SynthesizeParams
 
 SHAPE = (1, 8, 8)
 FAST = InversionConfig(steps=60, batch_size=100)
@@ -243,12 +242,6 @@ def test_preview_is_a_png_for_grey_and_colour_images():
     grey = render_preview(ArrayDataset(torch.randn(4, *SHAPE), labels, 2), torch.tensor([0, 0, 1, 0]), "grey")
     colour = render_preview(ArrayDataset(torch.randn(4, 3, 8, 8), labels, 2), None, "colour")
     assert grey.startswith(PNG) and colour.startswith(PNG)
-
-
-def test_params_hold_exactly_the_inversion_knobs_with_the_engine_defaults():
-    params = SynthesizeParams()
-    knobs = params.model_dump(exclude={"method", "per_class", "source"})
-    assert knobs == vars(InversionConfig())
 
 
 def test_cli_synthesize_writes_the_artifact(cli, tiny_digits_checkpoint, tmp_path):

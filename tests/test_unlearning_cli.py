@@ -98,8 +98,14 @@ def test_retrain_uses_the_checkpoints_training_recipe(tiny_digits_checkpoint, tm
     [
         (["--forget-class", 10, "--method", "modhifi"], "forget class 10 does not exist: the model has classes 0..9"),
         (["--forget-class", -1, "--method", "modhifi"], "--forget-class: input should be greater than or equal to 0"),
-        (["--forget-random", 1.0, "--method", "ft"], "--forget-random: input should be less than 1 (got 1.0)"),
-        (["--forget-random", 0.0, "--method", "ft"], "--forget-random: input should be greater than 0"),
+        (
+            ["--forget-random", 1.0, "--method", "ft"],
+            "--forget-random: forget_random must be a fraction strictly between 0 and 1, got 1.0",
+        ),
+        (
+            ["--forget-random", 0.0, "--method", "ft"],
+            "--forget-random: forget_random must be a fraction strictly between 0 and 1, got 0.0",
+        ),
         (["--forget-random", 0.9999, "--method", "ft"], "the split leaves no retain data"),
         (["--forget-class", 3, "--method", "unroll"], "--method: input should be 'modhifi', 'retrain', 'ft'"),
         (

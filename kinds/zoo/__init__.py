@@ -34,6 +34,7 @@ class ZooKind(ModelKind):
     targets: ClassVar[tuple[str, ...]] = ("flops",)
     package: ClassVar[str] = "kinds.zoo"
     output: ClassVar[str] = "file"
+    model_keys: ClassVar[tuple[str, ...]] = ("source", "path", "name", "width")  # source: null
     stages: ClassVar[dict[str, StageSpec]] = {
         "train_base": StageSpec(
             params=("seed", "data", "model.path", "model.name", "model.width", "train"),

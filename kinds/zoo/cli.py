@@ -10,7 +10,6 @@ is refused in one line naming its option.
 
 from __future__ import annotations
 
-import inspect
 import sys
 import warnings
 from pathlib import Path
@@ -21,6 +20,7 @@ from modhifi_core.data import DatasetSplits, data_spec, load_from_spec
 from modhifi_core.errors import InputError
 from modhifi_core.metadata import read_metadata
 from modhifi_core.safe_io import sha256_file
+from tasks.params import default
 
 # Training holds the weights, their gradients, the SGD momentum and a copy being saved.
 TRAINING_COPIES = 4
@@ -31,11 +31,6 @@ SAMPLE_COPIES = 3
 def given(options: dict[str, Any]) -> dict[str, Any]:
     """The options the user gave (None and an empty list: not given)."""
     return {k: v for k, v in options.items() if v is not None and v != []}
-
-
-def default(function: Any, name: str) -> Any:
-    """The default of parameter `name` in `function`'s signature (the one source of it)."""
-    return inspect.signature(function).parameters[name].default
 
 
 def load_model_and_data(

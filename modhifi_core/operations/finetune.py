@@ -10,16 +10,21 @@ recalibrating, or distilling the forgotten class, would teach it back.
 
 from __future__ import annotations
 
+import inspect
 from contextlib import nullcontext
 
 from modhifi_core.checkpoint import Checkpoint
+from modhifi_core.checks import check_class_exists
 from modhifi_core.data import ArrayDataset, DatasetSplits
 from modhifi_core.distillation import check_settings, finetune
 from modhifi_core.errors import InputError
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.outcome import Outcome
+from modhifi_core.synthesis import PER_CLASS, synthesize
 from modhifi_core.training import accuracy
 from modhifi_core.unstructured.masks import Masks
+
+_DISTIL = inspect.signature(finetune).parameters  # its defaults are this operation's
 
 
 def finetune_checkpoint(
@@ -28,12 +33,12 @@ def finetune_checkpoint(
     data: DatasetSplits,
     *,
     finetune_data: str = "synthetic",
-    epochs: int = 3,
+    epochs: int = _DISTIL["epochs"].default,
     lr: float | None = None,
-    temperature: float = 4.0,
-    batch_size: int = 64,
+    temperature: float = _DISTIL["temperature"].default,
+    batch_size: int = _DISTIL["batch_size"].default,
     batchnorm: str | None = None,
-    per_class: int = 50,
+    per_class: int = PER_CLASS,
     samples: ArrayDataset | None = None,
     forget_class: int | None = None,
     seed: int = 0,
@@ -53,8 +58,8 @@ def finetune_checkpoint(
     meta = read_metadata(student.metadata)
     forgotten = forget_class if forget_class is not None else meta.forgotten_class
     num_classes = student.config.num_classes
-    if forgotten is not None and not 0 <= forgotten < num_classes:
-        raise InputError(f"forget class {forgotten} does not exist: the model has classes 0..{num_classes - 1}")
+    if forgotten is not None:
+        check_class_exists(forgotten, num_classes, "forget class")
     classes = None if forgotten is None else [k for k in range(num_classes) if k != forgotten]
     batchnorm = batchnorm or ("frozen" if forgotten is not None else "recalibrate")
     lr = lr or (0.001 if batchnorm == "frozen" else 0.01)
@@ -102,8 +107,6 @@ def finetune_checkpoint(
 def _synthesize(
     teacher: Checkpoint, per_class: int, data: DatasetSplits, classes: list[int] | None, seed: int
 ) -> ArrayDataset:
-    from modhifi_core.synthesis import synthesize
-
     return synthesize(teacher.model, per_class, image_shape=data.image_shape, classes=classes, seed=seed).samples
 
 

@@ -10,6 +10,7 @@ metadata of the pruned model.
 
 from __future__ import annotations
 
+import inspect
 import time
 from concurrent.futures import Executor
 
@@ -18,10 +19,12 @@ from torch import Tensor, nn
 from modhifi_core.checkpoint import Checkpoint
 from modhifi_core.data import ArrayDataset, DatasetSplits
 from modhifi_core.errors import InputError
+from modhifi_core.fidelity import DEFAULT_RIDGE
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.outcome import Outcome
 from modhifi_core.operations.statistics import ModelScores, ModelStatistics
 from modhifi_core.pruning import PruningResult, magnitude_prune, modhifi_prune, random_prune
+from modhifi_core.pruning.modhifi_p import TARGET_FLOPS
 from modhifi_core.pruning.report import latency_report
 from modhifi_core.training import accuracy
 
@@ -31,7 +34,7 @@ METHODS = ("modhifi", "magnitude", "l1", "l2", "random")
 def prune(
     model: nn.Module,
     calibration: object,
-    target_flops: float | None = 0.5,
+    target_flops: float | None = TARGET_FLOPS,
     method: str = "modhifi",
     *,
     example_inputs: Tensor | None = None,
@@ -82,13 +85,13 @@ def prune_checkpoint(
     *,
     calibration_source: str = "synthetic",
     method: str = "modhifi",
-    target_flops: float = 0.5,
+    target_flops: float = TARGET_FLOPS,
     compensation: str | None = None,
     score: str = "saliency",
     compensation_order: str = "joint",
     allocation: str = "uniform",
     rounds: int | None = None,
-    ridge: float = 1e-4,
+    ridge: float = DEFAULT_RIDGE,
     round_to: int = 1,
     seed: int = 0,
     batch_size: int = 128,
@@ -146,35 +149,27 @@ def prune_checkpoint(
     return Outcome(result.model, source.config, metadata, metrics)
 
 
-def pruning_options(
-    *,
-    method: str = "modhifi",
-    target_flops: float = 0.5,
-    compensation: str | None = None,
-    score: str = "saliency",
-    compensation_order: str = "joint",
-    allocation: str = "uniform",
-    rounds: int | None = None,
-    ridge: float = 1e-4,
-    round_to: int = 1,
-    seed: int = 0,
-) -> dict:
-    """The keyword arguments of `prune` for these settings. A null compensation is the
+SETTINGS = ("method", "target_flops", "compensation", "score", "compensation_order", "allocation", "rounds")
+SETTINGS += ("ridge", "round_to", "seed")
+
+
+def pruning_options(**settings) -> dict:
+    """The keyword arguments of `prune` for these `SETTINGS` (one not given: its default in
+    `prune_checkpoint`'s signature, where each is written once). A null compensation is the
     method's default: the least-squares refit (`full`) for modhifi — better than the
     paper's scalar δ* at every FLOPs target on 3 trainings (benchmarks/README.md) — and
     none for the baselines. `score`, `compensation_order` and `allocation` are modhifi's
     only; `seed` the random baseline's only."""
-    compensation = compensation or ("full" if method == "modhifi" else "none")
-    options = {
-        "method": method,
-        "target_flops": target_flops,
-        "compensation": compensation,
-        "rounds": rounds,
-        "ridge": ridge,
-        "round_to": round_to,
-    }
+    unknown = set(settings) - set(SETTINGS)
+    if unknown:
+        raise TypeError(f"pruning_options() got unknown settings {sorted(unknown)}")
+    defaults = inspect.signature(prune_checkpoint).parameters
+    s = {name: settings.get(name, defaults[name].default) for name in SETTINGS}
+    method = s["method"]
+    options = {key: s[key] for key in ("method", "target_flops", "compensation", "rounds", "ridge", "round_to")}
+    options["compensation"] = s["compensation"] or ("full" if method == "modhifi" else "none")
     if method == "modhifi":
-        options.update(allocation=allocation, score=score, compensation_order=compensation_order)
+        options.update({key: s[key] for key in ("allocation", "score", "compensation_order")})
     if method == "random":
-        options["seed"] = seed
+        options["seed"] = s["seed"]
     return options

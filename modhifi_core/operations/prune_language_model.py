@@ -29,6 +29,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from modhifi_core.checks import check_one_target
 from modhifi_core.errors import InputError
 from modhifi_core.language import sample_sequences, text_windows
 from modhifi_core.metadata import modification_record
@@ -62,11 +63,7 @@ def check_options(method: str, calibration: str, target_params: float | None, fr
         raise InputError(f"unknown method {method!r} for a language model; choose one of {', '.join(METHODS)}")
     if not (calibration.startswith("text:") or calibration == "synthetic"):
         raise InputError(f"calibration must be text:PATH or synthetic for a language model, got {calibration!r}")
-    if (target_params is None) == (fraction is None):
-        raise InputError("give exactly one of target_params (--target-params) and fraction (--ffn-fraction)")
-    for name, value in (("target_params", target_params), ("fraction", fraction)):
-        if value is not None and not 0.0 < value < 1.0:
-            raise InputError(f"{name} must be a fraction strictly between 0 and 1, got {value}")
+    check_one_target(target_params=target_params, fraction=fraction)
 
 
 def calibration_windows(model: nn.Module, tokenizer: Any, source: str, n: int, length: int, seed: int = 0) -> Tensor:

@@ -43,10 +43,10 @@ def train_from_params(
     train_per_class: int | None = None,
     name: str = "resnet18",
     width: int = 16,
-    epochs: int = 30,
-    lr: float = 0.05,
-    batch_size: int = 64,
-    weight_decay: float = 5e-4,
+    epochs: int = TrainConfig.epochs,
+    lr: float = TrainConfig.lr,
+    batch_size: int = TrainConfig.batch_size,
+    weight_decay: float = TrainConfig.weight_decay,
     seed: int = 0,
 ) -> Outcome:
     """`train` as params.yaml (or `modhifi train`) describes it: architecture `name` of

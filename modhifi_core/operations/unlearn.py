@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from modhifi_core.checkpoint import Checkpoint
+from modhifi_core.checks import check_forget_set
 from modhifi_core.data import ArrayDataset, DatasetSplits
 from modhifi_core.errors import InputError
 from modhifi_core.metadata import ModelMetadata, read_metadata
@@ -30,7 +31,6 @@ from modhifi_core.unlearning import unlearn
 from modhifi_core.unstructured import Masks, prune_unstructured
 
 # Synthetic samples per class made for the method when none are given (data-free).
-SYNTHETIC_PER_CLASS = 50
 
 
 def unlearn_checkpoint(
@@ -62,12 +62,7 @@ def unlearn_checkpoint(
     override it. Metrics: UA, RA, TA, MIA (%) after, `before_*` on the source model,
     `seconds` (the unlearning step), `prune_seconds`. `executor`: where ModHiFi-U's
     statistics passes run (`modhifi_core.unlearning.unlearn`); the result is the same."""
-    if (forget_class is None) == (forget_random is None):
-        raise InputError(
-            "give exactly one forget set: forget_class (--forget-class K) or forget_random (--forget-random F)"
-        )
-    if forget_random is not None and forget_data == "synthetic":
-        raise InputError("random forgetting names real training samples: it needs data real (--forget-data real)")
+    check_forget_set(forget_class, forget_random, forget_data)
     hyperparameters = dict(hyperparameters or {})
     settings = dict(forget_class=forget_class, forget_random=forget_random, method=method, data=forget_data)
     settings.update(hyperparameters=hyperparameters, prune=prune, sparsity=sparsity, retrain_epochs=retrain_epochs)
@@ -135,7 +130,7 @@ def synthetic_inputs(
     samples of the forget class (passed as `forget_images`; with `contrastive`, synthetic
     retain samples as `retain_images`) and never touches the real split it is given for
     the evidence; the baselines train on the synthetic split. Without `samples`,
-    `SYNTHETIC_PER_CLASS` per class are synthesised from `model` (for plain ModHiFi-U,
+    `synthesize`'s default count per class are synthesised from `model` (for plain ModHiFi-U,
     of the forget class only)."""
     hyperparameters = dict(hyperparameters or {})
     k = forget_class
@@ -144,7 +139,7 @@ def synthetic_inputs(
         from modhifi_core.synthesis import synthesize
 
         classes = [k] if modhifi_only_forget else None
-        made = synthesize(model, SYNTHETIC_PER_CLASS, image_shape=data.image_shape, classes=classes, seed=seed)
+        made = synthesize(model, image_shape=data.image_shape, classes=classes, seed=seed)
         samples = made.samples
     if samples.image_shape != data.image_shape:
         raise InputError(f"synthetic samples have shape {samples.image_shape}, the model takes {data.image_shape}")

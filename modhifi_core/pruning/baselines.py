@@ -11,11 +11,11 @@ from torch import nn
 
 from modhifi_core.errors import InputError
 from modhifi_core.pruning.importance import magnitude_importance, random_importance
-from modhifi_core.pruning.modhifi_p import PruningResult, prune_with
+from modhifi_core.pruning.modhifi_p import TARGET_FLOPS, PruningResult, prune_with
 
 
 def magnitude_prune(
-    model: nn.Module, calibration: object, target_flops: float | None = 0.5, *, p: int = 2, **options
+    model: nn.Module, calibration: object, target_flops: float | None = TARGET_FLOPS, *, p: int = 2, **options
 ) -> PruningResult:
     """Group Lp-magnitude pruning (`p` = 1 or 2); the calibration data serves BN
     recalibration (and compensation, if asked)."""
@@ -25,7 +25,7 @@ def magnitude_prune(
 
 
 def random_prune(
-    model: nn.Module, calibration: object, target_flops: float | None = 0.5, *, seed: int = 0, **options
+    model: nn.Module, calibration: object, target_flops: float | None = TARGET_FLOPS, *, seed: int = 0, **options
 ) -> PruningResult:
     """Random channels (seeded), uniform per group."""
     importance = random_importance(seed)

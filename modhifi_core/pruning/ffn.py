@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from modhifi_core.checks import check_one_given
 from modhifi_core.errors import InputError
 from modhifi_core.fidelity import DEFAULT_RIDGE
 from modhifi_core.pruning.modhifi_p import PruningResult
@@ -654,9 +655,7 @@ def widths_for_target(
     whole-model parameters / FLOPs per token (at `seq_len`) are at most that fraction of
     the dense ones (`reference`: the dense total when `model` already differs from it,
     e.g. biases added); InputError when removing every FFN neuron cannot reach it."""
-    given = [x is not None for x in (fraction, target_params, target_flops)]
-    if sum(given) != 1:
-        raise InputError("give exactly one of fraction, target_params, target_flops")
+    check_one_given(fraction=fraction, target_params=target_params, target_flops=target_flops)
     if fraction is not None:
         if not 0 <= fraction < 1:
             raise InputError(f"fraction removed must be in [0, 1), got {fraction}")

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from modhifi_core.batchnorm import recalibrate_batchnorm
 from modhifi_core.calibration import calibration_batches
+from modhifi_core.checks import check_one_target
 from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
 from modhifi_core.fidelity import (
@@ -54,6 +55,7 @@ ALLOCATIONS = ("uniform", "union")
 SCORES = ("saliency", "fidelity")
 # Absolute tolerance on the achieved FLOPs ratio (fraction of dense FLOPs).
 FLOPS_TOLERANCE = 0.02
+TARGET_FLOPS = 0.5  # the default target of every pruner: half the dense FLOPs remain
 
 # (model, coupling, statistics of the consumer layers, the round's given scores or None)
 # -> an importance with keep_levels
@@ -77,7 +79,7 @@ class PruningResult:
 def modhifi_prune(
     model: nn.Module,
     calibration: Tensor | ArrayDataset,
-    target_flops: float | None = 0.5,
+    target_flops: float | None = TARGET_FLOPS,
     *,
     keep_fraction: float | None = None,
     allocation: str = "uniform",
@@ -192,7 +194,7 @@ def prune_with(
     calibration: Tensor | ArrayDataset,
     importance_for: ImportanceFactory,
     method: str,
-    target_flops: float | None = 0.5,
+    target_flops: float | None = TARGET_FLOPS,
     *,
     keep_fraction: float | None = None,
     compensation: str = "none",
@@ -384,11 +386,7 @@ def _validate(
     batch_size: int,
 ) -> int:
     """Check the options up front; returns the number of rounds."""
-    if (target_flops is None) == (keep_fraction is None):
-        raise InputError("give exactly one of target_flops and keep_fraction")
-    for name, value in (("target_flops", target_flops), ("keep_fraction", keep_fraction)):
-        if value is not None and not (isinstance(value, (int, float)) and 0.0 < value < 1.0):
-            raise InputError(f"{name} must be a fraction strictly between 0 and 1, got {value!r}")
+    check_one_target(target_flops=target_flops, keep_fraction=keep_fraction)
     if compensation not in COMPENSATIONS:
         raise InputError(f"compensation must be one of {', '.join(COMPENSATIONS)}, got {compensation!r}")
     if not ridge >= 0:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from modhifi_core.batchnorm import has_batchnorm
+from modhifi_core.checks import check_class_exists
 from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
 from modhifi_core.synthesis.artifact import check_output_folder, load_synthetic, save_synthetic
@@ -29,6 +30,7 @@ from modhifi_core.synthesis.sources import folder_samples, gaussian_samples
 from modhifi_core.training import predict
 
 METHODS = ("deepinversion", "gaussian", "folder")
+PER_CLASS = 50  # samples made per class by default (`synthesize`, and whoever synthesises for an operation)
 NO_BATCHNORM_WARNING = (
     "the model has no BatchNorm layers, so inversion uses class cross-entropy and image priors only; "
     "expect less realistic samples than DeepInversion gives (check the agreement and the preview)"
@@ -71,7 +73,7 @@ class SynthesisResult:
 
 def synthesize(
     model: nn.Module,
-    per_class: int | None = 50,
+    per_class: int | None = PER_CLASS,
     *,
     image_shape: tuple[int, int, int],
     method: str = "deepinversion",
@@ -160,9 +162,8 @@ def _check_classes(classes: list[int] | None, num_classes: int) -> list[int]:
         return list(range(num_classes))
     if len(classes) == 0:
         raise InputError("classes must name at least one class")
-    bad = [k for k in classes if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < num_classes]
-    if bad:
-        raise InputError(f"class {bad[0]!r} does not exist: the model has classes 0..{num_classes - 1}")
+    for k in classes:
+        check_class_exists(k, num_classes)
     if len(set(classes)) != len(classes):
         raise InputError(f"classes must be distinct, got {classes}")
     return list(classes)

@@ -33,8 +33,8 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 @dataclass(frozen=True)
 class InversionConfig:
-    """Hyper-parameters of `invert` (defaults: tuned on the digits ResNet-18; they equal
-    `SynthesizeParams`'s defaults, which a test checks)."""
+    """Hyper-parameters of `invert` (defaults: tuned on the digits ResNet-18; the params
+    schema's `synthesize` section reads them from here)."""
 
     steps: int = 100
     lr: float = 0.1

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from modhifi_core.data import ArrayDataset
 from modhifi_core.splits import ForgetSplit
+from modhifi_core.training import TrainConfig
 from modhifi_core.unlearning.contract import (
     UnlearnResult,
     check_choice,
@@ -46,14 +47,15 @@ L1_SCHEDULES = ("linear_decay", "constant", "linear_growth")
 
 @dataclass(frozen=True)
 class SGDParams:
-    """Shared optimiser settings; `seed` fixes shuffling (and RL's random labels)."""
+    """Shared optimiser settings (batch, momentum and weight decay: `TrainConfig`'s); `seed`
+    fixes shuffling (and RL's random labels)."""
 
     epochs: int = 10
     lr: float = 0.01
-    batch_size: int = 64
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    seed: int = 0
+    batch_size: int = TrainConfig.batch_size
+    momentum: float = TrainConfig.momentum
+    weight_decay: float = TrainConfig.weight_decay
+    seed: int = TrainConfig.seed
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, 1)

@@ -20,20 +20,11 @@ from modhifi_core.training import TrainConfig, train_model
 from modhifi_core.unlearning.contract import UnlearnResult, check_float, check_int, run_method
 from modhifi_core.unstructured.masks import Masks
 
-_DEFAULT = TrainConfig()
-
 
 @dataclass(frozen=True)
-class RetrainParams:
-    """The training recipe (as `TrainConfig`); `seed` seeds initialisation and shuffling."""
-
-    epochs: int = _DEFAULT.epochs
-    lr: float = _DEFAULT.lr
-    batch_size: int = _DEFAULT.batch_size
-    momentum: float = _DEFAULT.momentum
-    weight_decay: float = _DEFAULT.weight_decay
-    label_smoothing: float = _DEFAULT.label_smoothing
-    seed: int = _DEFAULT.seed
+class RetrainParams(TrainConfig):
+    """The training recipe: `TrainConfig`'s fields and defaults, checked as every unlearning
+    method's hyper-parameters are; `seed` seeds initialisation and shuffling."""
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, 1)
@@ -54,16 +45,7 @@ def _retrain(model: nn.Module, split: ForgetSplit, params: RetrainParams, masks:
     reinitialise(model, params.seed)
     if masks is not None:
         masks.apply(model)
-    config = TrainConfig(
-        epochs=params.epochs,
-        lr=params.lr,
-        batch_size=params.batch_size,
-        momentum=params.momentum,
-        weight_decay=params.weight_decay,
-        label_smoothing=params.label_smoothing,
-        seed=params.seed,
-    )
-    log = train_model(model, split.retain, config)
+    log = train_model(model, split.retain, params)
     return {"final_loss": log["final_loss"], "losses": log["losses"]}
 
 

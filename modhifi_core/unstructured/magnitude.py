@@ -17,6 +17,7 @@ import time
 import torch
 from torch import nn
 
+from modhifi_core.checks import check_fraction
 from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
 from modhifi_core.training import TrainConfig, train_model
@@ -90,8 +91,7 @@ def imp(
     """Iterative magnitude pruning: each round prunes `rate` of the remaining weights,
     rewinds and retrains, until `sparsity` is reached. `model` is not modified."""
     sparsity = check_sparsity(sparsity)
-    if not 0.0 < rate < 1.0:
-        raise InputError(f"IMP rate must be in (0, 1), got {rate!r}")
+    check_fraction("IMP rate", rate)
     start = time.perf_counter()
     rounds = math.ceil(math.log(1.0 - sparsity) / math.log(1.0 - rate) - 1e-9) if sparsity > 0 else 0
     pruned = copy.deepcopy(model)
