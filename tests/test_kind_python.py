@@ -182,7 +182,7 @@ def test_the_image_commands_take_a_python_module(package):
     )
     measured = cli.evaluate(kind, None, {"weights": package / "pruned", "data": "digits"})
     assert 0 <= measured["test_accuracy"] <= 100 and set(measured["weights"]) == {"model.safetensors"}
-    with pytest.raises(InputError, match="give one of --target-flops and --target-params"):
+    with pytest.raises(InputError, match="give exactly one of target_flops and target_params"):
         cli.prune(kind, package / "o", {**source, "target_flops": 0.5, "target_params": 0.5})
     with pytest.raises(InputError, match="give --data"):
         cli.evaluate(kind, None, source)

@@ -205,7 +205,7 @@ HF_CNN = Case(
     reload=lambda out, folder: kind_of(f"hf:{out}").load().model,
     probe=_hf_image_probe,
     stock=STOCK_IMAGE,
-    bad_target=({"target_flops": 1.5}, "the target must be a fraction strictly between 0 and 1, got 1.5"),
+    bad_target=({"target_flops": 1.5}, "target_flops must be a fraction strictly between 0 and 1, got 1.5"),
     missing=lambda folder: (f"hf:{folder / 'nope'}", f"model folder {folder / 'nope'} does not exist"),
     foreign="weights",
 )
@@ -230,7 +230,7 @@ HF_VIT = Case(
     reload=lambda out, folder: kind_of(f"hf:{out}").load().model,
     probe=_hf_image_probe,
     stock=STOCK_IMAGE,
-    bad_target=({"target_params": 0.0}, "the target must be a fraction strictly between 0 and 1, got 0.0"),
+    bad_target=({"target_params": 0.0}, "target_params must be a fraction strictly between 0 and 1, got 0.0"),
     missing=lambda folder: (f"hf:{folder / 'nope.d'}", f"model folder {folder / 'nope.d'} does not exist"),
     foreign="input_shape",
 )
@@ -275,7 +275,7 @@ PYTHON = Case(
     stock=None,  # the user's own module: reloaded through the adapter (factory + shape record + state dict)
     bad_target=(
         {"target_flops": 1.5},
-        "the target must be a fraction strictly between 0 and 1, got 1.5",
+        "target_flops must be a fraction strictly between 0 and 1, got 1.5",
     ),
     missing=lambda folder: (
         "python:conformance_net:build",

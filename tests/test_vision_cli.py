@@ -255,7 +255,7 @@ def test_a_calibration_folder_gives_a_seeded_subset_of_its_samples_in_order(tmp_
         (
             "image",
             ["--target-flops", "0.5", "--target-params", "0.8"],
-            "give one of --target-flops and --target-params",
+            "give exactly one of target_flops and target_params",
         ),
         ("language", ["--target-flops", "0.5"], "--target-flops is not an option of modhifi prune for a causal-lm"),
         ("checkpoint", ["--target-params", "0.8"], "--target-params is not an option of modhifi prune for a zoo"),

@@ -38,17 +38,18 @@ def prune(kind: Any, out: Path, options: dict) -> dict:
     (synthetic), on gaussian noise, on --data (real) or a folder of samples; written back
     in the source's format."""
     from kinds.image.data import image_calibration, load_image_data
+    from modhifi_core.checks import check_fraction, check_one_given
     from modhifi_core.metadata import modification_record
-    from modhifi_core.operations.prune_image_classifier import check_fraction, check_options, prune_image_classifier
+    from modhifi_core.operations.prune_image_classifier import check_options, prune_image_classifier
 
     d = kind.defaults
     targets = {"flops": options.get("target_flops"), "params": options.get("target_params")}
     given = [name for name, value in targets.items() if value is not None]
     if len(given) > 1:
-        raise InputError("give one of --target-flops and --target-params, not both")
+        check_one_given(target_flops=targets["flops"], target_params=targets["params"])
     for name in given:
         kind.check_target(name)
-        check_fraction(targets[name])  # before the model is read
+        check_fraction(f"target_{name}", targets[name])  # before the model is read
     if not given:
         targets[d.target] = d.target_value
     op = prune_image_classifier

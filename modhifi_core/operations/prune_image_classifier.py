@@ -23,6 +23,7 @@ from typing import Any
 
 from torch import nn
 
+from modhifi_core.checks import check_one_target
 from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
 from modhifi_core.operations.prune import METHODS as CHANNEL_METHODS
@@ -65,19 +66,11 @@ def check_options(
     if method not in methods:
         what = "a ViT/Swin (MLP neurons)" if components == "mlp" else "a CNN (channels)"
         raise InputError(f"unknown method {method!r} for {what}; choose one of {', '.join(methods)}")
-    if (target_flops is None) == (target_params is None):
-        raise InputError("give exactly one of --target-flops and --target-params")
+    check_one_target(target_flops=target_flops, target_params=target_params)
     if components == "channels" and target_params is not None:
         raise InputError("channel pruning of a CNN takes --target-flops; --target-params is for ViT/Swin MLP neurons")
-    check_fraction(target_flops if target_flops is not None else target_params)
     if components == "mlp" and image_shape is not None:
         kept_mlp_width(model, image_shape, target_flops, target_params, round_to)
-
-
-def check_fraction(target: float) -> None:
-    """A pruning target is the fraction that remains, strictly between 0 and 1."""
-    if not 0.0 < target < 1.0:
-        raise InputError(f"the target must be a fraction strictly between 0 and 1, got {target}")
 
 
 def channel_options(**settings: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from modhifi_core.checks import check_one_target
 from modhifi_core.errors import InputError
 from modhifi_core.pruning.ffn import find_ffn_blocks, prune_transformer
 from modhifi_core.pruning.flops import count_params, flops_by_layer
@@ -101,11 +102,8 @@ def kept_mlp_width(
     kind = model_type(model)
     if kind not in LAYERNORM_TRANSFORMERS:
         raise InputError(f"MLP-neuron pruning is for ViT/DeiT/Swin classifiers, not model type {kind!r}")
-    if (target_flops is None) == (target_params is None):
-        raise InputError("give exactly one of target_flops and target_params")
+    check_one_target(target_flops=target_flops, target_params=target_params)
     target = target_flops if target_flops is not None else target_params
-    if not 0.0 < target < 1.0:
-        raise InputError(f"the target must be a fraction strictly between 0 and 1, got {target}")
     wrapper = LogitsOnly(model).eval()
     blocks = find_ffn_blocks(wrapper)
     base = min(b.width for b in blocks)
