@@ -75,8 +75,9 @@ def kind_name(source: str | Path | None, root: Path | None = None) -> str:
 
 
 def kind_of(source: str | Path | None, root: Path | None = None) -> ModelKind:
-    """The adapter of the kind `source` holds (see `kind_name`), bound to `source`."""
-    return kind_class(kind_name(source, root))(None if source is None else str(source))
+    """The adapter of the kind `source` holds (see `kind_name`), bound to `source` and the
+    workspace `root` (None: the current folder)."""
+    return kind_class(kind_name(source, root))(None if source is None else str(source), root)
 
 
 __all__ = ["REGISTRY", "KindDefaults", "ModelKind", "kind_class", "kind_name", "kind_of", "register"]

@@ -102,8 +102,9 @@ class ModelKind:
     output: ClassVar[str] = "file"  # what --out names: a checkpoint `file` or a `folder`
     model_keys: ClassVar[tuple[str, ...]] = ("source",)  # the params.yaml `model` keys it reads
 
-    def __init__(self, source: str | None) -> None:
+    def __init__(self, source: str | None, root: Path | None = None) -> None:
         self.source = source
+        self.root = root  # the workspace (or None: the current folder): relative paths, a user's modules
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.source!r})"

@@ -10,25 +10,15 @@ from __future__ import annotations
 import importlib
 import os
 import time
+from collections.abc import Callable
 
 import torch
 
+from kinds.base import STAGES
 from modhifi_core.errors import InputError
 from tasks import tracking
 from tasks.dag import read_stages
 from tasks.workspace import Workspace
-
-STAGE_MODULES = {
-    "train_base": "tasks.train_base",
-    "synthesize": "tasks.synthesize",
-    "collect": "tasks.collect",
-    "score": "tasks.score",
-    "prune": "tasks.prune",
-    "unlearn": "tasks.unlearn",
-    "finetune": "tasks.finetune",
-    "evaluate": "tasks.evaluate",
-    "report": "tasks.report",
-}
 
 
 class DeclaredParams:
@@ -51,8 +41,8 @@ class DeclaredParams:
 
 def run_stage(name: str, ws: Workspace) -> dict:
     """Run stage `name` of the workspace's dvc.yaml; returns its metrics (+ `seconds`)."""
-    if name not in STAGE_MODULES:
-        raise InputError(f"unknown stage {name!r}; stages are {', '.join(STAGE_MODULES)}")
+    if name not in STAGES:
+        raise InputError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
     params = ws.params()  # validated before anything runs
     stage = read_stages(ws.root / "dvc.yaml").get(name)
     if stage is None:
@@ -71,20 +61,16 @@ def run_stage(name: str, ws: Workspace) -> dict:
     return metrics
 
 
-def stage_function(ws: Workspace, params: object, name: str):
-    """`run(ws, params)` of stage `name` for the kind of `model.source` (`kinds.kind_of`):
-    `<kind.package>.<name>.run(ws, params, kind)`.
-
-    TRANSITIONAL (while the kinds move in): a kind whose adapter or stage module is not
-    there yet runs the old `tasks.<name>` module."""
+def stage_function(ws: Workspace, params: object, name: str) -> Callable[[Workspace, object], dict]:
+    """`run(ws, params)` of stage `name` for the kind of `model.source` (`kinds.kind_of`,
+    asked once): `<kind.package>.<name>.run(ws, params, kind)`. A stage the kind does not
+    run (it is not in the kind's dvc.yaml) is refused with the kind's reason."""
     import kinds
 
-    try:
-        kind = kinds.kind_of(params.model.source, ws.root)
-        module = importlib.import_module(f"{kind.package}.{name}")
-    except (ImportError, AttributeError):
-        module = importlib.import_module(STAGE_MODULES[name])
-        return module.run
+    kind = kinds.kind_of(params.model.source, ws.root)
+    if name not in kind.stages:
+        raise InputError(f"stage {name} does not apply to a {kind.name} model: {kind.skipped[name]}")
+    module = importlib.import_module(f"{kind.package}.{name}")
     return lambda w, p: module.run(w, p, kind)
 
 

@@ -388,8 +388,8 @@ def test_a_sweep_killed_with_sigkill_leaves_params_yaml_restorable(cli, tmp_path
 
 
 def test_a_live_sweeps_backup_is_left_alone(tmp_path):
-    from tasks.params import restore_interrupted_sweep, sweep_backup_path
     from modhifi_core.safe_io import atomic_write_json
+    from tasks.params import restore_interrupted_sweep, sweep_backup_path
 
     params = tmp_path / "params.yaml"
     params.write_text("point: 1\n")

@@ -16,8 +16,8 @@ from kinds import kind_of
 from kinds.base import STAGES
 from kinds.zoo import ZooKind
 from modhifi_core.errors import InputError
-from tasks.params import Params
 from tasks.inputs import INPUTS
+from tasks.params import Params
 from tasks.workspace import ARTIFACTS
 
 

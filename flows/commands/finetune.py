@@ -48,5 +48,3 @@ def finetune(
     for key in ("model", "out", "overwrite", "as_json"):
         options.pop(key)
     run_command("finetune", model, options, out, overwrite, as_json, f"fine-tuned {model}")
-
-

@@ -37,5 +37,3 @@ def synthesize(
     for key in ("model", "out", "overwrite", "as_json"):
         options.pop(key)
     run_command("synthesize", model, options, out, overwrite, as_json, f"synthesised from {model}")
-
-

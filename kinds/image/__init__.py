@@ -162,10 +162,6 @@ class ImageClassifierKind(ModelKind):
             "unlearn": cls.UNLEARN + cls.source_options,
         }
 
-    def __init__(self, source: str | None, root: Path | None = None) -> None:
-        super().__init__(source)
-        self.root = root  # the workspace (or the current folder): relative paths and the user's modules
-
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.options = cls.command_options()
