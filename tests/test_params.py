@@ -7,19 +7,25 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kinds.language import CausalLMKind
+from kinds.zoo import ZooKind
 from modhifi_core.errors import InputError
 from tasks.params import Params, load_params
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_committed_params_yaml_lists_every_knob():
+def test_committed_params_yaml_lists_every_knob_of_the_zoo_kind():
+    """The repository's params.yaml (make run) is a zoo run's: exactly the zoo's sections,
+    every key of each, and only the model keys a zoo model reads."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     defaults = Params().model_dump()
-    assert set(raw) == set(defaults)
-    for section, values in defaults.items():
-        if isinstance(values, dict):
-            assert set(raw[section]) == set(values), section
+    assert set(raw) == {"seed", "model", "cluster", "schedule", *ZooKind.sections}
+    for section, values in raw.items():
+        if section == "model":
+            assert set(values) == set(ZooKind.model_keys)
+        elif isinstance(values, dict):
+            assert set(values) == set(defaults[section]), section
 
 
 def _write(tmp_path, raw):
@@ -42,7 +48,10 @@ def _write(tmp_path, raw):
             "prune.target_flops: target_flops must be a fraction strictly between 0 and 1, got 1.5",
         ),
         ({"unlearn": {"forget_class": -1}}, "unlearn.forget_class: input should be greater than or equal to 0"),
-        ({"bogus": 1}, "unknown key 'bogus'"),
+        ({"bogus": 1}, "unknown section 'bogus'"),
+        ({"language": {"samples": 8}}, "section 'language' is not read by a zoo model (its sections: seed, model, "),
+        ({"model": {"weights": "w.pt"}}, "model.weights is not read for a zoo model (its model keys: source, path,"),
+        ({"model": {"source": "foo:bar"}}, "model source 'foo:bar' is not one of FILE.pt (a modhifi checkpoint),"),
         ({"train": {"epochs": 0}}, "train.epochs"),
     ],
 )
@@ -65,29 +74,49 @@ def test_defaults_are_complete():
     assert Params().model_dump()["prune"]["target_flops"] == 0.5
 
 
-@pytest.mark.parametrize(
-    ("model", "message"),
-    [
-        ({"weights": None}, "model: source torchvision:resnet18 needs weights"),
-        ({"weights": "missing.safetensors"}, "model: weights missing.safetensors does not exist"),
-        ({"source": "torchvision:"}, "model: source 'torchvision:' names no architecture"),
-        ({"source": "timm:resnet18", "path": "base.pt"}, "model: path (a zoo checkpoint) contradicts source timm"),
-        ({"source": None}, "model: weights is for a torchvision:ARCH / timm:ARCH source; set model.source"),
-        ({"source": "hf:.", "weights": None, "num_classes": 10}, "model: num_classes is for a torchvision:ARCH"),
-    ],
-)
-def test_zoo_source_params_are_one_line(tmp_path, model, message):
-    """torchvision:ARCH / timm:ARCH need an existing weights file (relative to the params
-    file's folder, the workspace); the zoo-only keys are refused with any other source."""
-    (tmp_path / "resnet18.safetensors").write_bytes(b"")  # existence is what params can check
-    zoo = {"source": "torchvision:resnet18", "weights": "resnet18.safetensors", "num_classes": 10, "image_size": 16}
+def test_a_missing_section_of_the_kind_is_one_line(tmp_path):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    del raw["prune"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(InputError) as info:
-        load_params(_write(tmp_path, {"model": {**zoo, **model}}))
-    assert message in str(info.value)
-    assert "\n" not in str(info.value)
+        load_params(tmp_path / "params.yaml")
+    assert str(info.value) == f"{tmp_path / 'params.yaml'}: missing section(s) prune (a zoo model reads them)"
 
 
-def test_zoo_source_params_validate_with_the_library_left_to_run_start(tmp_path):
+def test_a_language_models_params_hold_only_its_sections(tmp_path):
+    """The sections follow the kind `model.source` names: a causal LM reads `language`
+    (its defaults the kind's: 128 calibration windows), not the zoo's image sections."""
+    from llm_models import tiny
+
+    tiny("llama").save_pretrained(tmp_path / "llama")
+    params = {"seed": 0, "model": {"source": "hf:llama"}, "language": {"eval_text": "t.txt"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    loaded = load_params(tmp_path / "params.yaml")
+    assert loaded.language.samples == CausalLMKind.defaults.calibration_samples == 128
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**params, "data": {"dataset": "digits"}}))
+    with pytest.raises(InputError) as info:
+        load_params(tmp_path / "params.yaml")
+    assert str(info.value) == (
+        f"{tmp_path / 'params.yaml'}: section 'data' is not read by a causal-lm model "
+        "(its sections: seed, model, language)"
+    )
+
+
+def test_torchvision_params_keep_the_library_and_the_weights_to_run_start(tmp_path):
+    """Loading params of a torchvision/timm source imports neither library; its weights and
+    library are the kind's run-start checks (`check_run`), each one line."""
+    from kinds import kind_of
+
     (tmp_path / "w.pt").write_bytes(b"")
-    params = load_params(_write(tmp_path, {"model": {"source": "timm:resnet18", "weights": "w.pt"}}))
+    image = {"data", "synthesize", "collect", "prune", "unlearn", "evaluate"}
+    raw = {k: v for k, v in yaml.safe_load((REPO / "params.yaml").read_text()).items() if k in image | {"seed"}}
+    raw["model"] = {"source": "timm:resnet18", "weights": "w.pt"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = load_params(tmp_path / "params.yaml")
     assert params.model.weights == "w.pt" and params.model.num_classes is None and params.model.image_size is None
+    kind = kind_of(params.model.source, tmp_path)
+    raw["model"]["weights"] = "missing.safetensors"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(InputError) as info:
+        kind.check_run(load_params(tmp_path / "params.yaml"), tmp_path)
+    assert str(info.value) == f"weights {tmp_path / 'missing.safetensors'} does not exist"
