@@ -23,6 +23,7 @@ from tasks.workspace import Workspace
 
 INPUTS = {
     "model_source": "inputs/model-source.json",
+    "model_code": "inputs/model-code.json",  # a user's own module (python:PACKAGE.MODULE:FACTORY)
     "calibration_text": "inputs/calibration-text.json",
     "eval_text": "inputs/eval-text.json",
 }
@@ -35,8 +36,9 @@ def digest(kind: ModelKind, name: str, path: Path | None) -> dict:
         return {"path": None}
     if name == "model_source":
         files = kind.source_files(path)
-    else:
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    else:  # a text, or code: every file under it but Python's byte-code caches
+        every = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        files = [f for f in every if "__pycache__" not in f.parts]
     base = path if path.is_dir() else path.parent
     return {"path": str(path), "files": {f.relative_to(base).as_posix(): sha256_file(f) for f in files}}
 

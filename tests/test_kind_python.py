@@ -298,3 +298,28 @@ def test_modhifi_run_on_a_python_module(tmp_path):
         folder = root / f"outputs/{name}/hf"
         assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors", "modhifi.json", "rebuild.json"]
         assert kind.load(weights=folder).input_shape == (1, 8, 8)
+
+
+def test_the_users_code_is_an_input_of_the_run(package):
+    """The module's package is an external input (`inputs/model-code.json`, a dep of
+    train_base in the kind's dvc.yaml): an edited factory changes its digest, so the base
+    record and every stage after it change; byte-code caches do not count."""
+    import yaml
+
+    from tasks.dag import render_dvc_yaml
+    from tasks.inputs import INPUTS, digest
+
+    kind = kind_of("python:usernets.cnn:build", package)
+    params = type("P", (), {"model": type("M", (), {"weights": "cnn.safetensors", "input_shape": [3, 16, 16]})})
+    code = kind.inputs(params, package)["model_code"]
+    assert code == package / "usernets"
+    before = digest(kind, "model_code", code)
+    (package / "usernets" / "__pycache__").mkdir(exist_ok=True)
+    (package / "usernets" / "__pycache__" / "cnn.cpython-311.pyc").write_bytes(b"cache")
+    assert digest(kind, "model_code", code) == before
+    (package / "usernets" / "cnn.py").write_text(textwrap.dedent(NET) + "\n# an edit\n")
+    assert digest(kind, "model_code", code)["files"]["cnn.py"] != before["files"]["cnn.py"]
+    from pathlib import Path
+
+    stages = yaml.safe_load(render_dvc_yaml(kind, Path(__file__).resolve().parent.parent))["stages"]
+    assert INPUTS["model_code"] in stages["train_base"]["deps"]

@@ -225,8 +225,12 @@ class ImageClassifierKind(ModelKind):
         options = self.model_options(params, ws.root)
         self.check(**options)
         loaded = self.load(**options)
-        record = record_source(ws, params, self, options=_plain(options), input_shape=list(loaded.input_shape))
-        return record, loaded
+        extra = {"options": _plain(options), "input_shape": list(loaded.input_shape), **self.record_extra(ws, params)}
+        return record_source(ws, params, self, **extra), loaded
+
+    def record_extra(self, ws: Any, params: Any) -> dict:
+        """What else a kind's base record holds (nothing here)."""
+        return {}
 
     def load_base(self, ws: Any) -> LoadedImage:
         """The model train_base recorded, refused when its weights no longer hash as recorded."""

@@ -25,11 +25,13 @@ import os
 import re
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import nn
 
+from kinds.base import StageSpec
 from kinds.image import ImageClassifierKind, LoadedImage
 from modhifi_core.errors import InputError
 
@@ -57,6 +59,11 @@ class PythonModuleKind(ImageClassifierKind):
     name: ClassVar[str] = "python"
     source_options: ClassVar[tuple[str, ...]] = ("weights", "input_shape")
     model_keys: ClassVar[tuple[str, ...]] = ("source", *source_options)
+    # train_base also reads the user's code, so an edited module re-runs the pipeline
+    stages: ClassVar[dict[str, StageSpec]] = {
+        **ImageClassifierKind.stages,
+        "train_base": replace(ImageClassifierKind.stages["train_base"], reads=("model_source", "model_code")),
+    }
 
     # ------------------------------------------------------------------ the factory
     def parts(self) -> tuple[str, str]:
@@ -94,6 +101,31 @@ class PythonModuleKind(ImageClassifierKind):
                 f"model source {self.source}: {factory_name}() returned a {type(model).__name__}, not a torch nn.Module"
             )
         return model
+
+    def code(self) -> Path | None:
+        """Where the user's code lies: the module's top-level package folder, or the
+        module file itself (looked for under the workspace root or the current folder,
+        then sys.path; None when it is nowhere: importing it is refused in one line)."""
+        module_name, _ = self.parts()
+        top = module_name.split(".")[0]
+        root = Path(self.root or os.getcwd()).resolve()
+        for base in (root, *(Path(p) for p in sys.path if p)):
+            for candidate in (base / top, base / f"{top}.py"):
+                if candidate.exists():
+                    return candidate
+        return None
+
+    def inputs(self, params: Any, root: Path) -> dict[str, Path | None]:
+        """The weights file (or folder) and the user's code."""
+        self.root = root
+        return {**super().inputs(params, root), "model_code": self.code()}
+
+    def record_extra(self, ws: Any, params: Any) -> dict:
+        """The sha256 of the user's code in the base record: an edited factory changes the
+        base artifact, and every stage after it re-runs."""
+        from tasks.inputs import checked_input
+
+        return {"code": checked_input(ws, params, "model_code", self)}
 
     # ------------------------------------------------------------------ the model
     def check(self, *, weights: str | Path | None = None, input_shape: Any = None, **options: Any) -> None:
