@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from flows.commands.loading import check_output
+from flows.commands.output import check_output
 from flows.console import emit
 
 
