@@ -1,4 +1,4 @@
-"""Shape records (modhifi_core.vision.shapes): a pruned network rebuilt from a dense
+"""Shape records (modhifi_core.sources.rebuild): a pruned network rebuilt from a dense
 build + the record + its state dict gives the same outputs; bad records are refused."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from torch import nn
 from modhifi_core.errors import InputError
 from modhifi_core.models import ModelConfig, build_model, config_for
 from modhifi_core.pruning import prune_model
-from modhifi_core.vision.shapes import apply_shape_record, module_shapes, shape_record
+from modhifi_core.sources.rebuild import apply_shape_record, module_shapes, shape_record
 
 
 def rebuilt(dense_factory, pruned: nn.Module) -> nn.Module:

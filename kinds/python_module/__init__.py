@@ -11,7 +11,7 @@ must return an `nn.Module`. Code inside a model or weights folder is never impor
 Weights: a `.safetensors` file or a state dict read with `torch.load(weights_only=True)`,
 loaded strictly; or a folder this kind wrote: `model.safetensors` + `rebuild.json` (the
 source, the input shape and the shape record of the pruned layers,
-`modhifi_core.vision.shapes`) + `modhifi.json` (lineage), written atomically.
+`modhifi_core.sources.rebuild`) + `modhifi.json` (lineage), written atomically.
 
 Everything else (the pipeline, the commands, the defaults) is the image classifiers'
 (`kinds.image.ImageClassifierKind`): this module is the whole of the kind.
@@ -23,7 +23,6 @@ import importlib
 import json
 import os
 import re
-import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -34,10 +33,9 @@ from torch import nn
 from kinds.base import StageSpec
 from kinds.image import ImageClassifierKind, LoadedImage
 from modhifi_core.errors import InputError
+from modhifi_core.sources.rebuild import RECORD_FILE, WEIGHTS_FILE
 
 SOURCE = re.compile(r"python:((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*):([A-Za-z_]\w*)")
-WEIGHTS_FILE = "model.safetensors"
-RECORD_FILE = "rebuild.json"
 RECORD_FORMAT = "modhifi-python-v1"
 
 
@@ -145,8 +143,8 @@ class PythonModuleKind(ImageClassifierKind):
         """factory() (resized to the recorded shapes for a folder this kind wrote) with the
         weights loaded strictly; a key or shape that does not fit is one line naming it."""
         from modhifi_core.safe_io import sha256_file
+        from modhifi_core.sources.rebuild import apply_shape_record
         from modhifi_core.sources.torchvision_zoo import read_state_dict
-        from modhifi_core.vision.shapes import apply_shape_record
 
         self.check(weights=weights, input_shape=input_shape)
         weights = Path(weights)
@@ -186,31 +184,10 @@ class PythonModuleKind(ImageClassifierKind):
         """`out/model.safetensors` + `rebuild.json` (source, input shape, the layers whose
         shapes differ from a fresh factory() build) + `modhifi.json`; the folder replaces an
         existing one only once complete."""
-        from safetensors.torch import save
+        from modhifi_core.sources.rebuild import save_rebuild_folder
 
-        from modhifi_core.safe_io import atomic_write_bytes, atomic_write_json
-        from modhifi_core.sources.huggingface import LINEAGE_FILE, _replace_folder, lineage_file
-        from modhifi_core.vision.shapes import shape_record
-
-        record = {
-            "format": RECORD_FORMAT,
-            "source": self.source,
-            "input_shape": list(loaded.input_shape),
-            "layer_shapes": shape_record(model, self.build()),
-        }
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = out.parent / f".{out.name}.staging-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        state = {name: tensor.detach().contiguous().clone() for name, tensor in model.state_dict().items()}
-        try:
-            atomic_write_bytes(staging / WEIGHTS_FILE, save(state))
-            atomic_write_json(staging / RECORD_FILE, record)
-            atomic_write_json(staging / LINEAGE_FILE, lineage_file(lineage, [staging / WEIGHTS_FILE]))
-            _replace_folder(staging, out)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return out
+        record = {"format": RECORD_FORMAT, "source": self.source, "input_shape": list(loaded.input_shape)}
+        return save_rebuild_folder(model, self.build(), out, record, lineage)
 
     def open(self, folder: Path, input_shape: tuple[int, int, int]) -> LoadedImage:
         return self.load(weights=folder, input_shape=input_shape)

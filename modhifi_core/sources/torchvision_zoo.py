@@ -10,7 +10,7 @@ downloaded. Weights: a `.safetensors` file, or a state dict saved with `torch.sa
 read through `weights_only=True` (no code runs on load). A pruned model is saved as a
 folder: `model.safetensors` (the pruned state dict) and `rebuild.json` (the source, the
 constructor keyword arguments and the shape record of the resized layers,
-`modhifi_core.vision.shapes`) — loadable without pickled modules.
+`modhifi_core.sources.rebuild`) — loadable without pickled modules.
 
 torchvision and timm are optional (the `zoo` extra) and import only here, on use; they
 need torch 2.14.1 + torchvision 0.29.1 (`scripts/zoo_venv.sh` builds that venv), never
@@ -21,20 +21,15 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from modhifi_core.errors import InputError
-from modhifi_core.safe_io import atomic_write_bytes, atomic_write_json
-from modhifi_core.vision.shapes import apply_shape_record, shape_record
+from modhifi_core.sources.rebuild import RECORD_FILE, WEIGHTS_FILE, apply_shape_record, save_rebuild_folder
 
 LIBRARIES = ("torchvision", "timm")
-RECORD_FILE = "rebuild.json"
-WEIGHTS_FILE = "model.safetensors"
 RECORD_FORMAT = "modhifi-zoo-v1"
 
 
@@ -116,37 +111,13 @@ def load_zoo_model(
 def save_zoo_model(
     model: nn.Module, source: str, folder: str | Path, build_kwargs: dict | None = None, lineage: dict | None = None
 ) -> Path:
-    """Write `folder/model.safetensors` and `folder/rebuild.json` for `model`, a (possibly
-    pruned) network of `source` built with `build_kwargs`, and with `lineage` also
-    `folder/modhifi.json` (`lineage_file`: it + code version + the weights' sha256).
-    Atomic: the files are written into a staging folder beside `folder`, which replaces an
-    existing `folder` only once complete (a killed save leaves the old folder). Returns the folder."""
-    from safetensors.torch import save
-
-    from modhifi_core.sources.huggingface import LINEAGE_FILE, _replace_folder, lineage_file
-
+    """`model`, a (possibly pruned) network of `source` built with `build_kwargs`, as a
+    rebuild folder (`rebuild.save_rebuild_folder`: weights, rebuild.json, modhifi.json),
+    written atomically. Returns the folder."""
     build_kwargs = dict(build_kwargs or {})
+    record = {"format": RECORD_FORMAT, "source": source, "build_kwargs": build_kwargs}
     dense = build_zoo_model(source, **build_kwargs)
-    record = shape_record(model, dense)
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.parent / f".{folder.name}.staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    # safetensors refuses tensors that share storage; the zoo networks have none, but
-    # contiguous copies also drop any views Torch-Pruning left behind.
-    state = {name: tensor.detach().contiguous().clone() for name, tensor in model.state_dict().items()}
-    try:
-        atomic_write_bytes(staging / WEIGHTS_FILE, save(state))
-        atomic_write_json(
-            staging / RECORD_FILE,
-            {"format": RECORD_FORMAT, "source": source, "build_kwargs": build_kwargs, "layer_shapes": record},
-        )
-        if lineage is not None:
-            atomic_write_json(staging / LINEAGE_FILE, lineage_file(lineage, [staging / WEIGHTS_FILE]))
-        _replace_folder(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return save_rebuild_folder(model, dense, folder, record, lineage or {})
 
 
 def load_zoo_folder(folder: str | Path) -> nn.Module:

@@ -4,6 +4,7 @@ adapter, loading and writing folders), rebuild records for pruned networks outsi
 (conv channels, ModHiFi-U) and `mlp` (ViT/Swin MLP neurons), imported from there: this
 package imports neither, so loading a model does not import the pruner."""
 
+from modhifi_core.sources.rebuild import apply_shape_record, module_shapes, shape_record
 from modhifi_core.vision.hf import (
     LogitsOnly,
     classifier,
@@ -13,7 +14,6 @@ from modhifi_core.vision.hf import (
     save_hf_pruned,
     stock_shape_difference,
 )
-from modhifi_core.vision.shapes import apply_shape_record, module_shapes, shape_record
 
 __all__ = [
     "LogitsOnly",

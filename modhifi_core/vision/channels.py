@@ -20,8 +20,8 @@ from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
 from modhifi_core.pruning import PruningResult, prune_model
 from modhifi_core.pruning.modhifi_p import FlopsTargetMissed
+from modhifi_core.sources.rebuild import shape_record
 from modhifi_core.vision.hf import LAYERNORM_TRANSFORMERS, LogitsOnly, model_type
-from modhifi_core.vision.shapes import shape_record
 from modhifi_core.vision.stock_widths import ResNetWidths, resnet_widths, write_stock_config
 
 WIDTHS = ("stock", "free")

@@ -25,7 +25,7 @@ as is any model whose config describes it (unpruned, MLP-pruned by
 stock `transformers` could rebuild it from (`widths="free"`, or ConvNeXt, whose config
 fixes the MLP at 4x a residual width that cannot be pruned exactly through its
 LayerNorms), so `save_hf_pruned` writes the folder plus `modhifi_shapes.json` (the shape
-record of `modhifi_core.vision.shapes`), and `load_hf_pruned` rebuilds from both.
+record of `modhifi_core.sources.rebuild`), and `load_hf_pruned` rebuilds from both.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from modhifi_core.checkpoint import refuse_non_finite
 from modhifi_core.errors import InputError
 from modhifi_core.sources.huggingface import check_folder
-from modhifi_core.vision.shapes import apply_shape_record, shape_record
+from modhifi_core.sources.rebuild import apply_shape_record, shape_record
 
 SHAPES_FILE = "modhifi_shapes.json"
 # LayerNorm transformers whose residual-stream MLPs ModHiFi-U edits. Their fc2 (the down

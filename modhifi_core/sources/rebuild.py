@@ -1,4 +1,5 @@
-"""Rebuild records for pruned networks that are not in modhifi's zoo.
+"""Rebuild records for pruned networks that are not in modhifi's zoo, and the folder that
+holds one (`save_rebuild_folder`).
 
 A physically pruned torchvision / timm / Hugging Face network is its dense constructor's
 output with some layers resized. `shape_record(pruned, dense)` lists exactly those layers
@@ -11,13 +12,25 @@ pruned weights gives the pruned network back: no pickled modules anywhere.
 Resizable: Conv1d/2d (any groups), Linear, BatchNorm1d/2d, LayerNorm and its subclasses
 (timm's LayerNorm2d, HF's ConvNeXt/Swin norms), GroupNorm. A record naming anything
 else, or a module the architecture lacks, raises InputError.
+
+A network whose format cannot describe its pruned shapes (a torchvision/timm network, a
+user's own module) is written as a folder: `model.safetensors`, `rebuild.json` (how to
+build the dense network + the shape record) and `modhifi.json` (lineage).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 from torch import nn
 
 from modhifi_core.errors import InputError
+from modhifi_core.safe_io import atomic_write_bytes, atomic_write_json
+
+WEIGHTS_FILE = "model.safetensors"
+RECORD_FILE = "rebuild.json"
 
 _CONV = (nn.Conv1d, nn.Conv2d)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -99,3 +112,30 @@ def _resize_conv(module: nn.Module, name: str, shape: list[int], groups: object)
         raise InputError(f"shape record gives conv {name!r} invalid groups {groups!r} for {shape[0]} outputs")
     module.groups = groups
     module.out_channels, module.in_channels = shape[0], shape[1] * groups
+
+
+def save_rebuild_folder(model: nn.Module, dense: nn.Module, folder: str | Path, record: dict, lineage: dict) -> Path:
+    """Write `folder/model.safetensors` (`model`'s weights), `folder/rebuild.json` (`record`,
+    how to build `dense` again, + `layer_shapes`: `shape_record(model, dense)`) and
+    `folder/modhifi.json` (`lineage` + code version + the weights' sha256). Atomic: the
+    files are written into a staging folder beside `folder`, which replaces an existing
+    `folder` only once complete (a killed save leaves the old folder). Returns the folder."""
+    from safetensors.torch import save
+
+    from modhifi_core.sources.huggingface import LINEAGE_FILE, _replace_folder, lineage_file
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    # safetensors refuses tensors that share storage; contiguous copies also drop any
+    # views Torch-Pruning left behind.
+    state = {name: tensor.detach().contiguous().clone() for name, tensor in model.state_dict().items()}
+    try:
+        atomic_write_bytes(staging / WEIGHTS_FILE, save(state))
+        atomic_write_json(staging / RECORD_FILE, {**record, "layer_shapes": shape_record(model, dense)})
+        atomic_write_json(staging / LINEAGE_FILE, lineage_file(lineage, [staging / WEIGHTS_FILE]))
+        _replace_folder(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
