@@ -10,7 +10,6 @@
 | unlearn              | `unlearn(model, split, method)`                 | `unlearn_checkpoint`         |
 | finetune             | `finetune(student, teacher, data, epochs)`      | `finetune_checkpoint`        |
 | evaluate             | `evaluate(model, data, split)`                  |                              |
-| report               | `report(RunResults)`                            |                              |
 
 Open-weight models (Hugging Face folders, torchvision/timm networks), objects in and out:
 `prune_language_model(model, tokenizer, calibration, ...)`,
@@ -20,8 +19,9 @@ perplexity, an encoder's embedding agreement with a reference),
 MLP neurons) and `unlearn_image_classifier(model, data, forget_class)`; the CLI writes
 their results back in the source's format (the model kind's adapter, `kinds/`).
 
-The pipeline stages (`tasks/`) and the CLI commands (`flows/commands/`) are adapters over
-these functions: files or arguments in, one call, files and printed results out. They
+The model kinds' pipeline stages and commands (`kinds/<kind>/<stage>.py`, `cli.py`) are
+adapters over these functions: files or arguments in, one call, files and printed results
+out (the run's report is rendered by the pipeline, `tasks/rendering.py`). They
 import each operation from its own module, so a stage's import closure — its DVC code
 dependencies — holds only the code that operation runs. `from modhifi_core import prune`
 is the short form for users.
