@@ -133,6 +133,11 @@ class ModelKind:
         `calibration_text`, `eval_text`), resolved against the workspace `root`; none by default."""
         return {}
 
+    def input(self, name: str, params: Any, root: Path) -> Path | None:
+        """One external input of `inputs` (an adapter whose inputs read different params
+        keys answers each alone: a stage reads only the keys it declares)."""
+        return self.inputs(params, root).get(name)
+
     def source_files(self, path: Path) -> list[Path]:
         """The files of input `model_source` at `path` whose sha256 make its lineage."""
         return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())

@@ -227,12 +227,21 @@ def _folded(root: Path, files: set[str]) -> list[str]:
 
 
 def write_dvc_yaml(root: Path, kind: object) -> bool:
-    """Write `root/dvc.yaml` for `kind` when its content differs; returns whether it did."""
+    """Write `root/dvc.yaml` for `kind` when its content differs; returns whether it did.
+    A dvc.yaml modhifi did not write (no generated header: the user's own, or one from
+    before dvc.yaml was generated) is refused in one line, not overwritten."""
     from modhifi_core.safe_io import atomic_write_text
 
     text = render_dvc_yaml(kind, root)
     path = root / "dvc.yaml"
-    if path.is_file() and path.read_text() == text:
-        return False
+    if path.is_file():
+        current = path.read_text()
+        if current == text:
+            return False
+        if not current.startswith(GENERATED.splitlines()[0][:24]):
+            raise InputError(
+                f"{path} was not written by modhifi: `modhifi run` writes the dvc.yaml of the model's kind "
+                "there; move that file away and run again"
+            )
     atomic_write_text(path, text)
     return True

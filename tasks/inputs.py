@@ -61,7 +61,7 @@ def checked_input(ws: Workspace, params: object, name: str, kind: ModelKind) -> 
     """The digest of input `name` now; InputError when it differs from what `inputs/`
     records (the input changed after `modhifi run` hashed it). Without a record (a stage
     run alone) it is written now."""
-    record = digest(kind, name, kind.inputs(params, ws.root).get(name))
+    record = digest(kind, name, kind.input(name, params, ws.root))
     target = ws.root / INPUTS[name]
     if not target.is_file():
         atomic_write_json(target, record)

@@ -47,7 +47,7 @@ def test_first_run_executes_every_stage_and_dvc_agrees(ws):
     # a first run has no dvc.lock: nothing is "missing"; no output folder is empty (DVC's
     # "WARNING: 'outputs/pruned/hf' is empty" at every stage reading the HF export folders)
     assert "warning" not in shown.lower()
-    assert "no Hugging Face export" in (root / "outputs/pruned/hf/UNUSED.md").read_text()
+    assert not (root / "outputs/pruned/hf").exists()  # a zoo run's pipeline has no Hugging Face export
     assert dvc_status(root, env) == {}
     metrics = summary["metrics"]
     assert metrics["flops_ratio"] == pytest.approx(0.5, abs=0.02)
@@ -97,13 +97,28 @@ def test_changing_forget_class_reruns_only_unlearn_and_after(ws):
 
 def test_changing_prune_code_reruns_from_prune(ws):
     root, env = ws
-    with open(root / "tasks/prune.py", "a") as handle:
+    with open(root / "kinds/zoo/prune.py", "a") as handle:
         handle.write("\n# a change to the prune stage's code\n")
     summary = run_pipeline(root, env)
     # The comment changes no weights: the pruned checkpoint is byte-identical (no timings
     # inside), so DVC skips unlearn and finetune; its new latency figures re-run evaluate.
     assert summary["ran"] == ["prune", "evaluate", "report"]
     assert dvc_status(root, env) == {}
+
+
+def test_editing_another_kinds_code_changes_no_stage_of_a_zoo_run(ws):
+    """A zoo run's stages depend on the zoo's code only: an edit of the ViT/Swin MLP pruner,
+    the language kinds' adapter or the image kinds' stages leaves `dvc status` clean."""
+    root, env = ws
+    edited = ("modhifi_core/vision/mlp.py", "kinds/language/__init__.py", "kinds/image/prune.py")
+    originals = {name: (root / name).read_text() for name in edited}
+    try:
+        for name, text in originals.items():
+            (root / name).write_text(text + "\n# an edit of another kind's code\n")
+        assert dvc_status(root, env) == {}
+    finally:
+        for name, text in originals.items():
+            (root / name).write_text(text)
 
 
 def test_editing_fidelity_code_marks_every_stage_that_runs_it_changed(ws):
@@ -317,12 +332,12 @@ def test_invalid_params_runs_nothing(ws):
 
 
 def test_a_params_file_without_a_key_a_stage_reads_is_one_line(ws):
-    """A params.yaml written before a key existed (here data.train_per_class, which the
-    image stages read): refused before anything runs, naming the key, not DVC's error."""
+    """A params.yaml without a key a stage declares (here model.width, which train_base
+    reads): refused before anything runs, naming the key, not DVC's error."""
     root, env = ws
     lock_before = (root / "dvc.lock").read_text()
     params = tiny_params()
-    del params["data"]["train_per_class"]
+    del params["model"]["width"]
     write_params(root, params)
     try:
         result = modhifi(root, env, "run", "--workspace", str(root))
@@ -330,5 +345,5 @@ def test_a_params_file_without_a_key_a_stage_reads_is_one_line(ws):
         write_params(root, tiny_params())
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "params.yaml has no data.train_per_class (stage prune reads it)" in lines[0]
+    assert len(lines) == 1 and "params.yaml has no model.width (stage train_base reads it)" in lines[0]
     assert (root / "dvc.lock").read_text() == lock_before

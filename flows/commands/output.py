@@ -52,4 +52,3 @@ def _check_writable(path: Path, absolute: Path) -> None:
             pass
     except OSError as exc:
         raise InputError(f"--out {path}: cannot write in {parent} ({exc.strerror or type(exc).__name__})") from None
-

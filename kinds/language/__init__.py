@@ -181,11 +181,18 @@ class LanguageKind(ModelKind):
     def inputs(self, params: Any, root: Path) -> dict[str, Path | None]:
         """The model folder, the calibration text (None for `calibration: self`) and the
         held-out text, resolved against the workspace `root`."""
+        return {name: self.input(name, params, root) for name in ("model_source", "calibration_text", "eval_text")}
+
+    def input(self, name: str, params: Any, root: Path) -> Path | None:
+        """One of `inputs`, reading only the params key it needs (a stage reads only the
+        keys it declares)."""
+        if name == "model_source":
+            return self.folder(root)
         lang = params.language
-        calibration = lang.calibration.removeprefix("text:") if lang.calibration != "self" else None
-        texts = {"calibration_text": calibration, "eval_text": lang.eval_text}
-        resolved = {name: root / Path(text).expanduser() if text else None for name, text in texts.items()}
-        return {"model_source": self.folder(root), **resolved}
+        text = lang.eval_text if name == "eval_text" else lang.calibration.removeprefix("text:")
+        if name == "calibration_text" and lang.calibration == "self":
+            text = None
+        return root / Path(text).expanduser() if text else None
 
     def source_files(self, path: Path) -> list[Path]:
         """The folder's config, weight and tokenizer files (what its lineage hashes)."""

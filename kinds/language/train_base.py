@@ -14,7 +14,7 @@ from tasks.workspace import Workspace
 def run(ws: Workspace, params: object, kind: LanguageKind) -> dict:
     """Record the source folder (path, kind, format, sha256 of its config, weight and
     tokenizer files) as the base artifact: the run's lineage starts at the open-weight files."""
-    _, _, weights_format = check_folder(kind.inputs(params, ws.root)["model_source"])
+    _, _, weights_format = check_folder(kind.input("model_source", params, ws.root))
     return record_source(ws, params, kind, weights_format=weights_format)
 
 
