@@ -27,7 +27,7 @@ from flows import dvc
 from flows.console import RunView
 from modhifi_core.errors import InputError
 from tasks import tracking
-from tasks.dag import Stage, check_declared_params, read_stages, topological_order, upstream_closure, write_dvc_yaml
+from tasks.dag import Stage, prepare_workspace, topological_order, upstream_closure
 from tasks.inputs import refresh_inputs
 from tasks.workspace import Workspace
 
@@ -132,19 +132,6 @@ def stage_task(name: str, root: str, must_run: bool, force: bool, env: dict, out
     _view.finished(name, "ran" if ran else "unchanged", seconds)
     get_run_logger().info("%s %s in %.1f s", name, "ran" if ran else "was up to date", seconds)
     return {"stage": name, "ran": ran, "seconds": seconds}
-
-
-def prepare_workspace(ws: Workspace) -> dict[str, Stage]:
-    """The stages of this workspace's run: its params validated, the dvc.yaml of the
-    model's kind written (`tasks.dag.write_dvc_yaml`; unchanged when it is current) and
-    read, every params key a stage declares present in params.yaml."""
-    params = ws.params()
-    from kinds import kind_of
-
-    write_dvc_yaml(ws.root, kind_of(params.model.source, ws.root))
-    stages = read_stages(ws.root / "dvc.yaml")
-    check_declared_params(stages, ws.params_file)
-    return stages
 
 
 def flow_order(stages: dict[str, Stage], flow_name: str) -> list[str]:

@@ -245,3 +245,16 @@ def write_dvc_yaml(root: Path, kind: object) -> bool:
             )
     atomic_write_text(path, text)
     return True
+
+
+def prepare_workspace(ws: object) -> dict[str, Stage]:
+    """The stages of this workspace's run: its params validated, the dvc.yaml of the
+    model's kind written (`tasks.dag.write_dvc_yaml`; unchanged when it is current) and
+    read, every params key a stage declares present in params.yaml."""
+    from kinds import kind_of
+
+    params = ws.params()
+    write_dvc_yaml(ws.root, kind_of(params.model.source, ws.root))
+    stages = read_stages(ws.root / "dvc.yaml")
+    check_declared_params(stages, ws.params_file)
+    return stages

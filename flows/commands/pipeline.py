@@ -34,7 +34,7 @@ def run(
     from tasks.workspace import Workspace
 
     ws = Workspace.at(workspace)
-    from flows.pipeline import prepare_workspace
+    from tasks.dag import prepare_workspace
 
     # invalid params, a source of no known kind, a params.yaml without a key a stage
     # reads: nothing runs (before Prefect starts); the kind's dvc.yaml is written

@@ -7,11 +7,11 @@ back by the adapter (`kind.load`, `kind.save`)."""
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
 from modhifi_core.errors import InputError
+from tasks.params import default
 
 CALIBRATION = "synthetic"  # data-free unless told otherwise
 CHANNEL_FLAGS = ("compensation", "score", "compensation_order", "allocation", "rounds")
@@ -20,11 +20,6 @@ CHANNEL_FLAGS = ("compensation", "score", "compensation_order", "allocation", "r
 def _given(options: dict, key: str, default: Any = None) -> Any:
     value = options.get(key)
     return default if value is None else value
-
-
-def _default(function: Any, name: str) -> Any:
-    """The default of parameter `name` of `function` (the single source of it)."""
-    return inspect.signature(function).parameters[name].default
 
 
 def _load(kind: Any, options: dict) -> Any:
@@ -53,11 +48,11 @@ def prune(kind: Any, out: Path, options: dict) -> dict:
     if not given:
         targets[d.target] = d.target_value
     op = prune_image_classifier
-    method = _given(options, "method", _default(op, "method"))
+    method = _given(options, "method", default(op, "method"))
     settings = {
         "method": method,
-        "round_to": _given(options, "round_to", _default(op, "round_to")),
-        "seed": _given(options, "seed", _default(op, "seed")),
+        "round_to": _given(options, "round_to", default(op, "round_to")),
+        "seed": _given(options, "seed", default(op, "seed")),
         "batch_size": _given(options, "batch_size", d.batch_size),
         "latency_repeats": _given(options, "latency_repeats", d.latency_repeats),
     }
@@ -139,10 +134,10 @@ def unlearn(kind: Any, out: Path, options: dict) -> dict:
             f"{kind.source} is an image classifier: give --data (the real data the evidence is measured on)"
         )
     settings = {
-        "method": _given(options, "method", _default(op, "method")),
-        "forget_data": _given(options, "forget_data", _default(op, "forget_data")),
+        "method": _given(options, "method", default(op, "method")),
+        "forget_data": _given(options, "forget_data", default(op, "forget_data")),
         "hyperparameters": dict(options.get("hyperparameter") or {}),
-        "seed": _given(options, "seed", _default(op, "seed")),
+        "seed": _given(options, "seed", default(op, "seed")),
     }
     loaded = _load(kind, options)
     splits = load_image_data(data, loaded.input_shape, options.get("data_dir"))

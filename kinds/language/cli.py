@@ -8,12 +8,12 @@ gave (typer parameter names; None or absent = not given), fills what was not giv
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
 from kinds.language import LanguageKind
 from modhifi_core.errors import InputError
+from tasks.params import default
 
 # kind.defaults.target -> the keyword of `prune_language_model` it sets
 TARGET_KEYWORDS = {"params": "target_params", "ffn_fraction": "fraction"}
@@ -30,16 +30,15 @@ def prune(kind: LanguageKind, out: Path, options: dict[str, Any]) -> dict:
     from modhifi_core.sources.huggingface import weights_digest
 
     given = {key: value for key, value in options.items() if value is not None}
-    signature = _defaults(prune_language_model)
     calibration = given.get("calibration", kind.default_calibration)
     kind.check_calibration("--calibration", calibration)
     targets = {"target_params": given.get("target_params"), "fraction": given.get("ffn_fraction")}
     if targets == {"target_params": None, "fraction": None}:
         targets[TARGET_KEYWORDS[kind.defaults.target]] = kind.defaults.target_value
-    method = given.get("method", signature["method"])
+    method = given.get("method", default(prune_language_model, "method"))
     check_options(method, calibration, targets["target_params"], targets["fraction"])
     d = kind.defaults
-    length = given.get("length", signature["length"])
+    length = given.get("length", default(prune_language_model, "length"))
     loaded = kind.load()
     settings = {
         **targets,
@@ -48,7 +47,7 @@ def prune(kind: LanguageKind, out: Path, options: dict[str, Any]) -> dict:
         "eval_text": given.get("eval_text"),
         "latency_repeats": given.get("latency_repeats", d.latency_repeats),
         "batch_size": given.get("batch_size", d.batch_size),
-        "seed": given.get("seed", signature["seed"]),
+        "seed": given.get("seed", default(prune_language_model, "seed")),
     }
     result = prune_language_model(loaded.model, loaded.tokenizer, calibration, method=method, **settings)
     used = {"method": method, "calibration": calibration, **settings}
@@ -93,8 +92,3 @@ def evaluate(kind: LanguageKind, out: Path | None, options: dict[str, Any]) -> d
     settings = {key: given[key] for key in ("samples", "length") if key in given}
     result = evaluate_language_model(loaded.model, loaded.tokenizer, str(given["text"]), reference=dense, **settings)
     return {**result, "model": kind.source, **({"reference": reference} if reference is not None else {})}
-
-
-def _defaults(function: object) -> dict[str, Any]:
-    """The keyword defaults of `function`'s signature (the single source of a default)."""
-    return {name: p.default for name, p in inspect.signature(function).parameters.items() if p.default is not p.empty}
