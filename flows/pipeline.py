@@ -220,7 +220,7 @@ def _start_parent_run(ws: Workspace, flow_name: str) -> str:
         run_name=f"{flow_name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
         tags={**tracking.base_tags(), "prefect_flow_run_id": str(flow_run.get_id() or "none"), "flow": flow_name},
     )
-    for key, value in tracking.flatten(ws.params().model_dump()).items():
+    for key, value in tracking.flatten(ws.params().present()).items():
         client.log_param(run.info.run_id, key, value)
     return run.info.run_id
 

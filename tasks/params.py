@@ -272,21 +272,33 @@ class ScheduleParams(Section):
 
 
 class Params(Section):
-    """The whole params.yaml."""
+    """The whole params.yaml: `seed` and `model`, then one section per concern. A section
+    the file does not hold is None (never default-built): a run reads only its kind's
+    sections (`check_sections`), and building another kind's defaults would import that
+    kind's operations. `cluster` and `schedule` are optional for every kind (defaults)."""
 
     seed: int = Field(0, ge=0)
-    data: DataParams = Field(default_factory=DataParams)
     model: ModelParams = Field(default_factory=ModelParams)
-    train: TrainParams = Field(default_factory=TrainParams)
-    synthesize: SynthesizeParams = Field(default_factory=SynthesizeParams)
-    collect: CollectParams = Field(default_factory=CollectParams)
-    prune: PruneParams = Field(default_factory=PruneParams)
-    unlearn: UnlearnParams = Field(default_factory=UnlearnParams)
-    finetune: FinetuneParams = Field(default_factory=FinetuneParams)
-    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    data: DataParams | None = None
+    train: TrainParams | None = None
+    synthesize: SynthesizeParams | None = None
+    collect: CollectParams | None = None
+    prune: PruneParams | None = None
+    unlearn: UnlearnParams | None = None
+    finetune: FinetuneParams | None = None
+    evaluate: EvaluateParams | None = None
     cluster: ClusterParams = Field(default_factory=ClusterParams)
-    language: LanguageParams = Field(default_factory=LanguageParams)
+    language: LanguageParams | None = None
     schedule: ScheduleParams = Field(default_factory=ScheduleParams)
+
+    @classmethod
+    def every_default(cls) -> Params:
+        """Every section with its defaults (docs and tests; a run holds only its kind's)."""
+        return cls.model_validate({name: {} for name in cls.model_fields if name != "seed"})
+
+    def present(self) -> dict:
+        """The params as a dict, without the sections the file does not hold."""
+        return self.model_dump(exclude={name for name in type(self).model_fields if getattr(self, name) is None})
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -51,7 +51,7 @@ def run_stage(name: str, ws: Workspace) -> dict:
     # on a shared 2-core machine mostly spins (measured up to ~30x slower).
     torch.set_num_threads(int(os.environ.get("MODHIFI_THREADS", "1")))
     run = stage_function(ws, params, name)
-    dumped = params.model_dump()
+    dumped = params.present()
     logged = {key: _lookup(dumped, key) for key in stage.params}
     start_ms, start = int(time.time() * 1000), time.perf_counter()
     metrics = run(ws, DeclaredParams(params, stage.params, name))

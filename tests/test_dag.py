@@ -152,7 +152,7 @@ def test_a_stage_reading_an_undeclared_params_key_is_refused():
     from tasks.params import Params
     from tasks.runner import DeclaredParams
 
-    view = DeclaredParams(Params(), ("seed", "prune.target_flops", "unlearn"), "prune")
+    view = DeclaredParams(Params.every_default(), ("seed", "prune.target_flops", "unlearn"), "prune")
     assert view.seed == 0 and view.prune.target_flops == 0.5 and view.unlearn.forget_class == 3
     with pytest.raises(InputError, match="stage prune reads params key 'prune.method'"):
         _ = view.prune.method

@@ -271,6 +271,7 @@ def test_params_hold_only_what_the_python_kind_reads(package):
         check_sections({**sections, "model": model, "train": {}}, "params.yaml", package)
 
 
+@pytest.mark.slow
 def test_modhifi_run_on_a_python_module(tmp_path):
     """The whole pipeline (`modhifi run`: DVC, Prefect, MLflow) on a user's module in the
     workspace: params hold only what the kind reads, the outputs reload through the adapter."""

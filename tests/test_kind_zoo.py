@@ -48,7 +48,7 @@ def test_every_stage_applies_in_pipeline_order():
 
 
 def test_stage_specs_name_workspace_artifacts_and_params_keys():
-    params = Params().model_dump()
+    params = Params.every_default().model_dump()
     for name, spec in ZooKind.stages.items():
         for artifact in (*spec.reads, *spec.writes, *spec.metrics, *spec.plots):
             assert artifact in ARTIFACTS or artifact in INPUTS, (name, artifact)

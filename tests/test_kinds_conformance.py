@@ -235,6 +235,31 @@ HF_VIT = Case(
     foreign="input_shape",
 )
 
+
+def _hf_swin(folder: Path) -> str:
+    from transformers import SwinConfig, SwinForImageClassification
+
+    torch.manual_seed(0)
+    config = SwinConfig(
+        image_size=16, patch_size=2, num_channels=1, embed_dim=16, depths=[2, 1], num_heads=[1, 2], window_size=4,
+        num_labels=10,
+    )  # fmt: skip
+    SwinForImageClassification(config).eval().save_pretrained(folder / "swin")
+    return f"hf:{folder / 'swin'}"
+
+
+HF_SWIN = Case(
+    kind="image-classification",
+    make=_hf_swin,
+    prune=lambda folder: {**IMAGE_PRUNE, "target_flops": 0.8, "seed": 0},
+    reload=lambda out, folder: kind_of(f"hf:{out}").load().model,
+    probe=_hf_image_probe,
+    stock=STOCK_IMAGE,
+    bad_target=({"target_flops": 0.0}, "target_flops must be a fraction strictly between 0 and 1, got 0.0"),
+    missing=lambda folder: (f"hf:{folder / 'swin'}", f"model folder {folder / 'swin'} does not exist"),
+    foreign="ffn_fraction",
+)
+
 USER_MODULE = """
 from torch import nn
 
@@ -284,7 +309,7 @@ PYTHON = Case(
     foreign="eval_text",
 )
 
-CASES = [ZOO, CAUSAL_LM, ENCODER, HF_CNN, HF_VIT, PYTHON]
+CASES = [ZOO, CAUSAL_LM, ENCODER, HF_CNN, HF_VIT, HF_SWIN, PYTHON]
 
 
 def test_every_registered_kind_has_a_case():

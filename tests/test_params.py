@@ -19,7 +19,7 @@ def test_committed_params_yaml_lists_every_knob_of_the_zoo_kind():
     """The repository's params.yaml (make run) is a zoo run's: exactly the zoo's sections,
     every key of each, and only the model keys a zoo model reads."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    defaults = Params().model_dump()
+    defaults = Params.every_default().model_dump()
     assert set(raw) == {"seed", "model", "cluster", "schedule", *ZooKind.sections}
     for section, values in raw.items():
         if section == "model":
@@ -71,7 +71,7 @@ def test_not_yaml_and_missing_file(tmp_path):
 
 
 def test_defaults_are_complete():
-    assert Params().model_dump()["prune"]["target_flops"] == 0.5
+    assert Params.every_default().model_dump()["prune"]["target_flops"] == 0.5
 
 
 def test_a_missing_section_of_the_kind_is_one_line(tmp_path):
