@@ -27,6 +27,25 @@ from modhifi_core.errors import InputError
 STAGES = ("train_base", "synthesize", "collect", "score", "prune", "unlearn", "finetune", "evaluate", "report")
 
 
+# The `modhifi prune` options of channel pruning (ModHiFi-P or a baseline on conv channels),
+# which every kind that prunes channels takes (typer parameter names).
+CHANNEL_PRUNING_OPTIONS = (
+    "target_flops",
+    "method",
+    "calibration",
+    "calibration_samples",
+    "compensation",
+    "score",
+    "compensation_order",
+    "allocation",
+    "rounds",
+    "round_to",
+    "batch_size",
+    "latency_repeats",
+    "seed",
+)
+
+
 @dataclass(frozen=True)
 class KindDefaults:
     """What a kind calibrates, batches and targets by default, written once here.

@@ -10,7 +10,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from modhifi_core.safe_io import atomic_write_text
 from tasks.params import Params, load_params
 
 # artifact name -> path relative to the workspace root
@@ -24,10 +23,10 @@ ARTIFACTS = {
     "pruned_model": "outputs/pruned/model.pt",
     "pruned_metrics": "outputs/pruned/metrics.json",
     "pruned_layers": "outputs/pruned/layers.csv",
-    "pruned_hf": "outputs/pruned/hf",  # an open-weight model's pruned Hugging Face folder (empty for a zoo model)
+    "pruned_hf": "outputs/pruned/hf",  # an open-weight model's pruned model in its source's format
     "unlearned_model": "outputs/unlearned/model.pt",
     "unlearned_metrics": "outputs/unlearned/metrics.json",
-    "unlearned_hf": "outputs/unlearned/hf",  # an image classifier's unlearned Hugging Face folder (else empty)
+    "unlearned_hf": "outputs/unlearned/hf",  # an image classifier's unlearned model in its source's format
     "final_model": "outputs/final/model.pt",
     "final_metrics": "outputs/final/metrics.json",
     "evaluation": "outputs/evaluation/metrics.json",
@@ -46,14 +45,6 @@ class Workspace:
 
     def artifact(self, name: str) -> Path:
         return self.root / ARTIFACTS[name]
-
-    def unused_folder(self, name: str, why: str) -> None:
-        """Give the folder artifact `name`, which this run has nothing to write to, one
-        `UNUSED.md` saying `why` (DVC warns about an empty output folder at every stage
-        that reads it)."""
-        folder = self.artifact(name)
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / "UNUSED.md", f"{why}\n")
 
     @property
     def params_file(self) -> Path:

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from kinds.base import KindDefaults, ModelKind, StageSpec
+from kinds.base import CHANNEL_PRUNING_OPTIONS, KindDefaults, ModelKind, StageSpec
 from modhifi_core.errors import InputError
 from modhifi_core.safe_io import sha256_file
 
@@ -124,24 +124,7 @@ class ImageClassifierKind(ModelKind):
     }
     # typer parameter names each command takes for an image classifier (the source's own
     # options, e.g. `weights`, are added by the adapter)
-    PRUNE: ClassVar[tuple[str, ...]] = (
-        "target_flops",
-        "target_params",
-        "method",
-        "calibration",
-        "calibration_samples",
-        "compensation",
-        "score",
-        "compensation_order",
-        "allocation",
-        "rounds",
-        "round_to",
-        "batch_size",
-        "latency_repeats",
-        "seed",
-        "data",
-        "data_dir",
-    )
+    PRUNE: ClassVar[tuple[str, ...]] = (*CHANNEL_PRUNING_OPTIONS, "target_params", "data", "data_dir")
     EVALUATE: ClassVar[tuple[str, ...]] = ("data", "data_dir", "forget_class")
     UNLEARN: ClassVar[tuple[str, ...]] = (
         "forget_class",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from kinds.base import KindDefaults, ModelKind, StageSpec
+from kinds.base import CHANNEL_PRUNING_OPTIONS, KindDefaults, ModelKind, StageSpec
 from modhifi_core.errors import InputError
 
 
@@ -101,21 +101,7 @@ class ZooKind(ModelKind):
             "batch_size",
             "seed",
         ),
-        "prune": (
-            "target_flops",
-            "method",
-            "calibration",
-            "calibration_samples",
-            "compensation",
-            "score",
-            "compensation_order",
-            "allocation",
-            "rounds",
-            "round_to",
-            "batch_size",
-            "latency_repeats",
-            "seed",
-        ),
+        "prune": CHANNEL_PRUNING_OPTIONS,
         "evaluate": ("dataset", "data_dir", "forget_class"),
         "unlearn": (
             "forget_class",
