@@ -65,13 +65,19 @@ def kind_name(source: str | Path | None, root: Path | None = None) -> str:
         # imported by name, like the adapters: a run of another kind neither loads
         # transformers nor depends (in its dvc.yaml) on the Hugging Face reader
         model_kind = importlib.import_module("modhifi_core.sources.huggingface").model_kind
-        folder = Path(rest).expanduser()
-        return model_kind(folder if root is None or folder.is_absolute() else root / folder)
+        return model_kind(hf_folder(text, root))
     if scheme in ("torchvision", "timm"):
         return "torchvision"
     if scheme == "python":
         return "python"
     raise InputError(f"model source {text!r} is not one of {FORMS}")
+
+
+def hf_folder(source: str | Path, root: Path | None = None) -> Path:
+    """The folder an `hf:DIR` source names (a plain DIR too), a relative one resolved against
+    `root` (None: the current folder). The engine takes folders, never `hf:` strings."""
+    folder = Path(str(source).removeprefix("hf:")).expanduser()
+    return folder if root is None or folder.is_absolute() else root / folder
 
 
 def kind_of(source: str | Path | None, root: Path | None = None) -> ModelKind:
@@ -80,4 +86,4 @@ def kind_of(source: str | Path | None, root: Path | None = None) -> ModelKind:
     return kind_class(kind_name(source, root))(None if source is None else str(source), root)
 
 
-__all__ = ["REGISTRY", "KindDefaults", "ModelKind", "kind_class", "kind_name", "kind_of", "register"]
+__all__ = ["REGISTRY", "KindDefaults", "ModelKind", "hf_folder", "kind_class", "kind_name", "kind_of", "register"]

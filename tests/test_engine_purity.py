@@ -55,3 +55,24 @@ def test_engine_imports_without_orchestration_packages_loaded():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_kind_decisions_live_only_in_the_registry_and_the_adapters():
+    """scripts/kind_decisions.sh (the grep issue 22 counts with: kind predicates, source
+    prefix tests, record kinds, `kind == "..."`) finds nothing outside kinds/, and at most six
+    decisions inside it."""
+    found = subprocess.run(
+        ["sh", str(REPO / "scripts" / "kind_decisions.sh"), str(REPO)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert [line for line in found if not line.startswith("kinds/")] == []
+    assert len(found) <= 6, found
+
+
+def test_the_kind_decision_grep_sees_a_prefix_test(tmp_path):
+    """The grep above can fail: a stage that asks whether its source is `hf:` is found."""
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "stage.py").write_text('if source.startswith("hf:"):\n    pass\n')
+    found = subprocess.run(
+        ["sh", str(REPO / "scripts" / "kind_decisions.sh"), str(tmp_path)], capture_output=True, text=True
+    ).stdout
+    assert found.startswith("tasks/stage.py:1:")

@@ -66,7 +66,9 @@ def sources(tmp_path_factory):
 
 def test_model_kind_reads_the_config(sources, tmp_path):
     folders = sources[0]
-    assert {family: model_kind(f"hf:{folder}") for family, folder in folders.items()} == {
+    from kinds import kind_name
+
+    assert {family: kind_name(f"hf:{folder}") for family, folder in folders.items()} == {
         "bert": "encoder",
         "gpt2": "causal-lm",
         "vit": "image-classification",
@@ -84,14 +86,11 @@ def test_model_kind_reads_the_config(sources, tmp_path):
         model_kind(tmp_path)
 
 
-def test_model_kind_of_a_loaded_model():
-    assert [model_kind(tiny(family)) for family in ("bert", "llama", "vit")] == [
-        "encoder",
-        "causal-lm",
-        "image-classification",
-    ]
-    with pytest.raises(InputError, match="Linear is not a transformers model"):
-        model_kind(torch.nn.Linear(2, 2))
+def test_what_a_loaded_model_is_measured_by_follows_its_head():
+    from modhifi_core.operations.evaluate_language_model import has_lm_head
+
+    assert [has_lm_head(tiny(family)) for family in ("bert", "llama")] == [False, True]
+    assert not has_lm_head(torch.nn.Linear(2, 2))
 
 
 def test_pruning_an_encoder_with_eval_text_measures_embedding_agreement(sources):

@@ -52,12 +52,15 @@ DATA_KEYS = ("data.dataset", "data.data_dir", "data.test_fraction", "data.train_
 class LoadedImage:
     """A loaded image classifier: `model` (in eval mode), `weights` (file name -> sha256 of
     what was read), `input_shape` (C, H, W of one input) and `rebuild` (what the adapter
-    needs to write it back in its source's format: the adapter's own business)."""
+    needs to write it back in its source's format: the adapter's own business) and
+    `components`, what `prune_image_classifier` prunes in it: `channels` or, for an HF
+    ViT/DeiT/Swin, `mlp` (neurons)."""
 
     model: nn.Module
     weights: dict[str, str]
     input_shape: tuple[int, int, int]
     rebuild: dict = field(default_factory=dict)
+    components: str = "channels"
 
 
 def _square(size: int | None) -> tuple[int, int, int]:
@@ -273,10 +276,9 @@ class HFImageKind(ImageClassifierKind):
     model_keys: ClassVar[tuple[str, ...]] = ("source",)
 
     def folder(self, root: Path | None = None) -> Path:
-        from modhifi_core.sources.huggingface import parse_hf_source
+        from kinds import hf_folder
 
-        folder = parse_hf_source(str(self.source))
-        return folder if root is None or folder.is_absolute() else root / folder
+        return hf_folder(self.source, root)
 
     def check(self, *, folder: str | Path | None = None, **options: Any) -> None:
         from modhifi_core.sources.huggingface import check_folder, model_kind
@@ -293,7 +295,7 @@ class HFImageKind(ImageClassifierKind):
         """The classifier in the source folder (or `folder`: one `save` wrote); its input
         from the config (`image_size` overrides the size; a CNN config has none: 224)."""
         from modhifi_core.sources.huggingface import check_folder, weights_digest
-        from modhifi_core.vision.hf import load_hf_pruned
+        from modhifi_core.vision.hf import LAYERNORM_TRANSFORMERS, load_hf_pruned
 
         path = Path(folder) if folder is not None else self.folder(self.root)
         self.check(folder=path)
@@ -304,7 +306,8 @@ class HFImageKind(ImageClassifierKind):
         size = image_size or getattr(config, "image_size", None) or DEFAULT_IMAGE_SIZE
         height, width = (size[0], size[-1]) if isinstance(size, (list, tuple)) else (size, size)
         shape = (channels, int(height), int(width))
-        return LoadedImage(model, weights_digest(files), shape, {"folder": path})
+        components = "mlp" if config.model_type in LAYERNORM_TRANSFORMERS else "channels"
+        return LoadedImage(model, weights_digest(files), shape, {"folder": path}, components)
 
     def open(self, folder: Path, input_shape: tuple[int, int, int]) -> LoadedImage:
         loaded = self.load(folder=folder)

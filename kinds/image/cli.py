@@ -63,8 +63,9 @@ def prune(kind: Any, out: Path, options: dict) -> dict:
 
     loaded = _load(kind, options)
     shape = loaded.input_shape
+    settings["components"] = loaded.components
     check_options(
-        loaded.model, method, targets["flops"], targets["params"], image_shape=shape, round_to=settings["round_to"]
+        loaded.model, method, targets["flops"], targets["params"], loaded.components, shape, settings["round_to"]
     )
     data = options.get("data")
     splits = load_image_data(data, shape, options.get("data_dir")) if data else None

@@ -13,7 +13,6 @@ from modhifi_core.operations.prune_image_classifier import (
     channel_options,
     check_options,
     prune_image_classifier,
-    pruned_components,
 )
 from modhifi_core.safe_io import atomic_torch_save, atomic_write_json, atomic_write_text, sha256_file
 from modhifi_core.synthesis import load_synthetic
@@ -34,13 +33,14 @@ def run(ws: Workspace, params: Any, kind: Any) -> dict:
     p, c = params.prune, params.collect
     loaded = kind.load_base(ws)
     shape = loaded.input_shape
-    check_options(loaded.model, p.method, p.target_flops, None, image_shape=shape, round_to=p.round_to)
+    parts = loaded.components
+    check_options(loaded.model, p.method, p.target_flops, None, parts, image_shape=shape, round_to=p.round_to)
     data = evaluation_data(params, shape)
     synthetic = c.calibration == "synthetic"
     samples = load_synthetic(ws.artifact("synthetic"), data.num_classes) if synthetic else None
     images = calibration_set(c.calibration, kind.classifier(loaded), data, c.samples, params.seed, samples)
     options = {"round_to": p.round_to, "latency_batch": p.latency_batch, "latency_repeats": p.latency_repeats}
-    channels = pruned_components(loaded.model) == "channels"
+    channels = parts == "channels"
     if channels:
         options["channel_options"] = channel_options(**p.model_dump(exclude={"latency_batch", "latency_repeats"}))
     result = prune_image_classifier(
@@ -48,6 +48,7 @@ def run(ws: Workspace, params: Any, kind: Any) -> dict:
         images,
         method=p.method,
         target_flops=p.target_flops,
+        components=parts,
         test=data.test,
         seed=params.seed,
         batch_size=c.batch_size,

@@ -140,10 +140,9 @@ class LanguageKind(ModelKind):
     # ------------------------------------------------------------------ the model
     def folder(self, root: Path | None = None) -> Path:
         """The source folder (`hf:DIR`; a relative DIR against `root`)."""
-        from modhifi_core.sources import parse_hf_source
+        from kinds import hf_folder
 
-        path = parse_hf_source(str(self.source))
-        return path if root is None or path.is_absolute() else root / path
+        return hf_folder(self.source, root)
 
     def check(self, **options: Any) -> None:
         """The folder is a complete Hugging Face model folder (config, weights), checked

@@ -30,23 +30,23 @@ def evaluate_language_model(
     batch_size: int = 4,
     per_item: bool = False,
 ) -> dict[str, Any]:
-    """`model` (kind by `modhifi_core.sources.model_kind`) on held-out `text` (a file or
-    folder), draws seeded with `seed`.
+    """`model` on held-out `text` (a file or folder), draws seeded with `seed`; what is
+    measured follows what the model computes, not what it is called.
 
-    Causal LM: `perplexity`, `nll`, `tokens` (predicted) and `eval_tokens` (read) over
-    `samples` windows of `length` tokens; with `reference`, also `dense_perplexity` (the
-    reference's on the same windows) and `perplexity_ratio`. Encoder: `reference` required (InputError without it); over
-    `samples` held-out sentences, `mean_cosine`, `min_cosine`, `top10_agreement` of the
-    reference's and `model`'s embeddings, `eval_sentences`, `neighbours`.
+    A model with a language-modelling head (`has_lm_head`: a causal LM): `perplexity`,
+    `nll`, `tokens` (predicted) and `eval_tokens` (read) over `samples` windows of `length`
+    tokens; with `reference`, also `dense_perplexity` (the reference's on the same windows)
+    and `perplexity_ratio`. A model without one (a bare encoder, e.g. `BertModel`):
+    `reference` required (InputError without it); over `samples` held-out sentences,
+    `mean_cosine`, `min_cosine`, `top10_agreement` of the reference's and `model`'s
+    embeddings, `eval_sentences`, `neighbours`.
 
     `per_item`: also `per_item`, the values behind the means for a report's table or plot —
     `{"nll": [...], "dense_nll": [...]}` per window (nats per token; `dense_nll` with a
     reference) or `{"cosine": [...]}` per sentence."""
-    from modhifi_core.sources import model_kind
-
     if tokenizer is None:
         raise InputError("the model folder has no tokenizer: evaluating on text needs one")
-    if model_kind(model) == "encoder":
+    if not has_lm_head(model):
         if reference is None:
             raise InputError(
                 "an encoder has no perplexity: give a reference encoder (--reference hf:DENSE) to compare "
@@ -67,3 +67,9 @@ def evaluate_language_model(
         }
         items["dense_nll"] = dense["window_nll"]
     return metrics | ({"per_item": items} if per_item else {})
+
+
+def has_lm_head(model: nn.Module) -> bool:
+    """Whether `model` predicts tokens (a transformers model whose output embeddings exist)."""
+    output = getattr(model, "get_output_embeddings", None)
+    return output is not None and output() is not None

@@ -32,7 +32,7 @@ from modhifi_core.operations.prune_language_model import METHODS as NEURON_METHO
 from modhifi_core.pruning.report import latency_report
 from modhifi_core.training import accuracy
 from modhifi_core.vision.channels import prune_hf_classifier
-from modhifi_core.vision.hf import LAYERNORM_TRANSFORMERS, classifier, stock_shape_difference
+from modhifi_core.vision.hf import classifier, stock_shape_difference
 from modhifi_core.vision.mlp import kept_mlp_width, prune_hf_mlp
 
 
@@ -45,10 +45,7 @@ class ImagePruning:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def pruned_components(model: nn.Module) -> str:
-    """`mlp` for an HF ViT/DeiT/Swin (MLP neurons), `channels` for any other network."""
-    config = getattr(model, "config", None)
-    return "mlp" if getattr(config, "model_type", None) in LAYERNORM_TRANSFORMERS else "channels"
+COMPONENTS = ("channels", "mlp")  # conv channels (any network), MLP neurons (an HF ViT/DeiT/Swin)
 
 
 def check_options(
@@ -56,12 +53,14 @@ def check_options(
     method: str,
     target_flops: float | None,
     target_params: float | None,
+    components: str = "channels",
     image_shape: tuple[int, int, int] | None = None,
     round_to: int = 1,
 ) -> None:
-    """`InputError` for a method or target that does not apply to `model`, before any
-    calibration is made; with `image_shape`, also an MLP target out of reach."""
-    components = pruned_components(model)
+    """`InputError` for components, a method or a target that does not apply, before any
+    calibration is made; with `image_shape`, also an MLP target out of reach of `model`."""
+    if components not in COMPONENTS:
+        raise InputError(f"unknown components {components!r}; choose one of {', '.join(COMPONENTS)}")
     methods = NEURON_METHODS if components == "mlp" else CHANNEL_METHODS
     if method not in methods:
         what = "a ViT/Swin (MLP neurons)" if components == "mlp" else "a CNN (channels)"
@@ -89,6 +88,7 @@ def prune_image_classifier(
     method: str = "modhifi",
     target_flops: float | None = None,
     target_params: float | None = None,
+    components: str = "channels",
     test: ArrayDataset | None = None,
     round_to: int = 1,
     seed: int = 0,
@@ -99,7 +99,10 @@ def prune_image_classifier(
 ) -> ImagePruning:
     """Prune `model` (an HF image classifier or a plain `model(images) -> logits`
     network; untouched) with `method` to `target_flops` (fraction of the FLOPs per image
-    that remains) or, for ViT/Swin, `target_params`, scored on `calibration` images.
+    that remains) or, for MLP neurons, `target_params`, scored on `calibration` images.
+    `components`: `channels` (conv channels, through Torch-Pruning's groups) or `mlp` (the
+    MLP neurons of an HF ViT/DeiT/Swin; its attention is left as it is) — the caller
+    knows which its model has (the image kinds' `LoadedImage.components`).
 
     Metrics: `components` (`channels`/`mlp`), `method`, `flops_ratio`, `params_ratio`,
     `calibration_images`, `untouched` (what was left as it is and why: groups that cannot
@@ -110,9 +113,8 @@ def prune_image_classifier(
     `seconds`. `channel_options`: a CNN's further `prune` arguments (`channel_options(**settings)`);
     a ViT/Swin's MLP neurons follow `method` alone (its score and compensation), so they
     are not read."""
-    check_options(model, method, target_flops, target_params)
+    check_options(model, method, target_flops, target_params, components)
     start = time.perf_counter()
-    components = pruned_components(model)
     is_hf = hasattr(model, "config")
     if components == "mlp":
         score, compensation = NEURON_METHODS[method]

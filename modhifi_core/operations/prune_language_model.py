@@ -103,7 +103,7 @@ def prune_language_model(
     Metrics: `params_ratio`, `flops_ratio` (per token at `length`), on `eval_text` when given
     `perplexity` and `dense_perplexity` over `eval_samples` windows (a causal LM) or
     `mean_cosine`, `min_cosine` and `top10_agreement` of sentence embeddings over
-    `eval_samples` held-out sentences (an encoder, `model_kind`),
+    `eval_samples` held-out sentences (a model without a language-modelling head),
     `latency_speedup` (CPU, dense ÷ pruned, median of `latency_repeats` interleaved
     forwards of one `length`-token sequence), `seconds`.
 

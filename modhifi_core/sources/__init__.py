@@ -1,4 +1,4 @@
-"""Where models come from besides modhifi's own zoo: local Hugging Face folders (`hf:DIR`,
+"""Where models come from besides modhifi's own zoo: local Hugging Face folders (DIR,
 `huggingface.py`) and torchvision/timm architectures with a weights file
 (`torchvision:ARCH`, `timm:ARCH`, `torchvision_zoo.py`)."""
 
@@ -8,7 +8,6 @@ from modhifi_core.sources.huggingface import (
     check_folder,
     load_hf,
     model_kind,
-    parse_hf_source,
     position_limit,
     save_hf,
 )
@@ -19,7 +18,6 @@ __all__ = [
     "check_folder",
     "load_hf",
     "model_kind",
-    "parse_hf_source",
     "position_limit",
     "save_hf",
 ]

@@ -73,11 +73,6 @@ class LoadedModel:
     weights_format: str
 
 
-def parse_hf_source(source: str) -> Path:
-    """`hf:DIR` -> DIR (a plain path is accepted too)."""
-    return Path(source[3:] if source.startswith("hf:") else source).expanduser()
-
-
 # ---------------------------------------------------------------- checks (fast, no transformers)
 
 
@@ -254,20 +249,14 @@ def _model_class(config: Any, kind: str) -> type:
     return fallback[kind]
 
 
-def model_kind(source: str | os.PathLike | nn.Module) -> str:
-    """What a folder (or `hf:DIR`) holds, from its `config.json` (the folder checked as
-    `load_hf` checks it, no weights loaded), or
-    what a loaded transformers model is (its class and config): `causal-lm` (an architecture
-    with a causal-LM head, or a GGUF-only folder), `encoder` (a bare model of a bidirectional
-    family, e.g. `BertModel`: sentence embeddings) or `image-classification`. The one
-    detector: the pipeline, its checks and the operations all ask it. InputError for
-    anything else, naming the architecture."""
-    if isinstance(source, nn.Module):
-        if not hasattr(getattr(source, "config", None), "to_dict"):
-            raise InputError(f"{type(source).__name__} is not a transformers model (it has no config)")
-        config = {**source.config.to_dict(), "architectures": [type(source).__name__]}
-        return _config_kind(config, type(source).__name__)
-    path = parse_hf_source(str(source))
+def model_kind(source: str | os.PathLike) -> str:
+    """What a folder holds, from its `config.json` (the folder checked as `load_hf` checks
+    it, no weights loaded): `causal-lm` (an architecture with a causal-LM head, or a
+    GGUF-only folder), `encoder` (a bare model of a bidirectional family, e.g. `BertModel`:
+    sentence embeddings) or `image-classification`. What the registry (`kinds.kind_of`)
+    reads to tell Hugging Face kinds apart. InputError for anything else, naming the
+    architecture."""
+    path = Path(source).expanduser()
     config, _, weights_format = check_folder(path)  # a missing or partial folder: its one line
     if config is None or weights_format == "gguf":
         return "causal-lm"  # load_hf loads a GGUF folder as a causal LM
@@ -303,7 +292,7 @@ def position_limit(source: str | os.PathLike | nn.Module) -> int | None:
     if isinstance(source, nn.Module):
         config = source.config.to_dict() if hasattr(getattr(source, "config", None), "to_dict") else {}
     else:
-        config_path = parse_hf_source(str(source)) / "config.json"
+        config_path = Path(source).expanduser() / "config.json"
         config = _read_config(config_path) if config_path.is_file() else {}
     limit = config.get("max_position_embeddings", config.get("n_positions"))
     return int(limit) if isinstance(limit, int) else None
@@ -312,7 +301,7 @@ def position_limit(source: str | os.PathLike | nn.Module) -> int | None:
 def load_hf(
     path: str | os.PathLike, kind: str = "auto", dtype: torch.dtype = torch.float32, need_tokenizer: bool = False
 ) -> LoadedModel:
-    """Load a local Hugging Face folder (or `hf:DIR`) as an eval-mode model of `dtype`.
+    """Load a local Hugging Face folder as an eval-mode model of `dtype`.
 
     `kind`: `auto` (the config's architecture, e.g. `LlamaForCausalLM`, `BertModel`),
     `causal-lm`, `encoder` (the bare model) or `image-classification`. A GGUF-only folder
@@ -321,7 +310,7 @@ def load_hf(
     Weights holding NaN or inf are refused, naming the first such tensor."""
     if kind not in KINDS:
         raise InputError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
-    path = parse_hf_source(str(path))
+    path = Path(path).expanduser()
     config_dict, weights, weights_format = check_folder(path)
     if need_tokenizer and weights_format != "gguf" and not _has_tokenizer_files(path):
         raise InputError(f"{path} has no tokenizer files (e.g. tokenizer.json): cannot tokenise text for this model")
@@ -471,7 +460,7 @@ def lineage_file(lineage: dict | None, weights: list[Path]) -> dict:
 
 
 def _copy_tokenizer_files(source: Path, target: Path) -> list[str]:
-    source = parse_hf_source(str(source))
+    source = Path(source).expanduser()
     copied = []
     for name in TOKENIZER_FILES:
         if (source / name).is_file() and not (target / name).exists():

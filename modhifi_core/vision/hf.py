@@ -130,15 +130,13 @@ def stock_shape_difference(model: nn.Module) -> dict[str, dict]:
 
 
 def load_hf_pruned(folder: str | Path) -> nn.Module:
-    """The image classifier in `folder` (or `hf:DIR`), in eval mode: a stock folder through
+    """The image classifier in `folder`, in eval mode: a stock folder through
     `load_hf`, one with `modhifi_shapes.json` (`save_hf_pruned`) as config -> dense build
     -> resized -> weights, with the same refusals."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForImageClassification
 
-    from modhifi_core.sources import parse_hf_source
-
-    folder = parse_hf_source(str(folder))
+    folder = Path(folder)
     shapes_path = folder / SHAPES_FILE
     if not shapes_path.exists():
         return load_hf_image_classifier(folder)
