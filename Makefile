@@ -56,9 +56,10 @@ format: install
 test: lint
 	$(BIN)/python -m pytest -q
 
-# torchvision/timm adapters: their own venv (torch 2.14.1 + torchvision 0.29.1, 6.6 GB),
-# never the main one. Not in CI's default run (7.5 min on 2 shared cores, 8.5 min to build
-# the venv). The zoo venv's `modhifi` (what a pipeline's stages run there): this checkout's flows.cli.
+# torchvision/timm adapters: their own venv (torch 2.14.1 + torchvision 0.29.1, 5.7 GB),
+# never the main one; CI runs it after make test (.ci/run). 5 min to build the venv here; the
+# tests about 10 min on 2 cores. The zoo venv's `modhifi` (what a pipeline's stages run
+# there): this checkout's flows.cli.
 test-zoo:
 	bash scripts/zoo_venv.sh
 	@printf '#!/bin/sh\n# modhifi command line of the checkout %s in the zoo venv (written by make test-zoo)\nPYTHONPATH="$${PYTHONPATH:+$$PYTHONPATH:}%s" exec "%s/.venv-zoo/bin/python" -m flows.cli "$$@"\n' "$(CURDIR)" "$(CURDIR)" "$(CURDIR)" > .venv-zoo/bin/modhifi

@@ -149,7 +149,7 @@ def test_outputs_reload_by_the_stock_route_and_measure_the_same(zoo_run, tmp_pat
         record = json.loads((folder / "rebuild.json").read_text())
         assert record["source"] == SOURCE and record["layer_shapes"], "pruned layers are recorded"
         predicted = stock_predictions(folder, images, env)
-        correct = float((predicted == digits.test.labels).float().mean() * 100)
+        correct = 100.0 * float((predicted == digits.test.labels).float().mean())  # as training.accuracy
         assert correct == pytest.approx(summary["metrics"][f"{name}_test_accuracy"], abs=1e-6)
         state = load_file(str(folder / "model.safetensors"))
         assert load_zoo_folder(folder).state_dict().keys() == state.keys()

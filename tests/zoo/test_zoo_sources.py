@@ -50,7 +50,7 @@ def test_pruned_zoo_model_reloads_from_state_dict_and_shapes(tmp_path, source, k
     with torch.no_grad():
         torch.testing.assert_close(again(x), pruned(x), rtol=0, atol=0)
     # nothing pickled: the folder is safetensors + JSON
-    assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors", "rebuild.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors", "modhifi.json", "rebuild.json"]
 
 
 def test_modhifi_prunes_a_torchvision_resnet18_to_its_flops_target(tmp_path):
