@@ -255,10 +255,20 @@ def _check_finite(x: Tensor, name: str) -> None:
         raise InputError(f"non-finite (NaN or inf) activations at the input of layer {name!r}")
 
 
+def _wide(x: Tensor) -> Tensor:
+    """`x` in at least float32: a bfloat16/float16 model's activations are multiplied in
+    float32 (one batch's sums stay float32, as a float32 model's do) and summed across
+    batches in float64, so the statistics do not depend on the compute dtype beyond its
+    rounding of the activations themselves (`tests/test_compute.py` bounds the difference)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def _batch_statistics(module: nn.Module, x: Tensor, y: Tensor, name: str = "layer") -> LayerStatistics:
     _check_finite(x, name)
+    x, y = _wide(x), _wide(y)
     if module.bias is not None:
-        y = y - module.bias.view(-1, *([1] * (y.ndim - 2))) if isinstance(module, nn.Conv2d) else y - module.bias
+        bias = module.bias.to(y.dtype)
+        y = y - bias.view(-1, *([1] * (y.ndim - 2))) if isinstance(module, nn.Conv2d) else y - bias
     if isinstance(module, nn.Linear):
         return _linear_statistics(x, y)
     return _conv_statistics(module, x, y)
@@ -346,6 +356,7 @@ def _unfold_chunks(x: Tensor, geometry: dict, c_in: int, kk: int) -> Iterable[Te
 
 def _kept_gram(module: nn.Module, x: Tensor, index: Tensor, name: str) -> Tensor:
     _check_finite(x, name)
+    x = _wide(x)
     if index.numel() == 0:
         return torch.zeros(0, 0, dtype=torch.float64, device=x.device)
     if isinstance(module, nn.Linear):

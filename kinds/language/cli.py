@@ -83,6 +83,7 @@ def evaluate(kind: LanguageKind, out: Path | None, options: dict[str, Any]) -> d
     dense = None
     if reference is not None:
         other = kind_of(reference)
+        other.compute = kind.compute
         if other.name != kind.name:
             raise InputError(
                 f"--reference {reference} is a {other.name} model and {kind.source} a {kind.name}: compare one kind"

@@ -24,6 +24,7 @@ from typing import Any
 from torch import nn
 
 from modhifi_core.checks import check_one_target
+from modhifi_core.compute import place, requested
 from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
 from modhifi_core.operations.prune import METHODS as CHANNEL_METHODS
@@ -96,6 +97,8 @@ def prune_image_classifier(
     latency_batch: int = 8,
     latency_repeats: int = 3,
     channel_options: dict[str, Any] | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> ImagePruning:
     """Prune `model` (an HF image classifier or a plain `model(images) -> logits`
     network; untouched) with `method` to `target_flops` (fraction of the FLOPs per image
@@ -110,6 +113,7 @@ def prune_image_classifier(
     `seconds`. `channel_options`: a CNN's further `prune` arguments (`channel_options(**settings)`);
     a ViT/Swin's MLP neurons follow `method` alone (its score and compensation), so they
     are not read."""
+    place(model, requested(device, dtype))
     check_options(model, method, target_flops, target_params)
     start = time.perf_counter()
     components = pruned_components(model)

@@ -74,6 +74,8 @@ class FFNStatistics:
         default: float64 GEMMs cost ~2x on CPU, and a batch's relative rounding ~1e-6 is far
         below the 1e-4 ridge) and added to the float64 accumulators."""
         h = h.reshape(-1, h.shape[-1])
+        if self.gram.device != h.device:  # the sums live where the model computes
+            self.gram, self.total = self.gram.to(h.device), self.total.to(h.device)
         low = h.to(self.product_dtype)
         self.gram += (low.T @ low).double()
         self.total += h.double().sum(0)
