@@ -152,10 +152,11 @@ class ModelKind:
         other.compute = self.compute
         return other
 
-    def stage_params(self, stage: str) -> tuple[str, ...]:
+    @classmethod
+    def stage_params(cls, stage: str) -> tuple[str, ...]:
         """The params keys pipeline `stage` reads: its StageSpec's, and `compute` for a
         stage that computes on a model (`COMPUTE_STAGES`)."""
-        declared = self.stages[stage].params
+        declared = cls.stages[stage].params
         return (*declared, COMPUTE_SECTION) if stage in COMPUTE_STAGES else declared
 
     def __repr__(self) -> str:
@@ -236,6 +237,8 @@ def _restored_save(save: Any) -> Any:
         from modhifi_core.compute import restore
 
         was = restore(model, like=getattr(loaded, "model", None))
-        return save(self, loaded, model, out, {**lineage, "compute": was.describe()}, *args, **kwargs)
+        if self.compute is not None:  # a command or stage chose it: the lineage says what it was
+            lineage = {**lineage, "compute": was.describe()}
+        return save(self, loaded, model, out, lineage, *args, **kwargs)
 
     return restored
