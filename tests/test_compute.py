@@ -311,3 +311,41 @@ def test_place_and_restore_keep_the_source_dtype_and_inputs_follow_the_weights()
     place(half, resolve("cpu", "float32"))
     restore(half)
     assert half.weight.dtype == torch.float16  # a float16 source is saved as float16
+
+
+def test_the_pipeline_stages_of_a_python_module_run_in_the_params_compute(python_package):
+    """The stage runner's seam (`tasks.runner.stage_function`) places what each stage loads
+    on params.yaml's `compute`: train_base -> synthesize -> prune -> unlearn -> evaluate in
+    bfloat16, the folders written in float32 with bfloat16 in their lineage."""
+    from types import SimpleNamespace
+
+    from pipeline_workspace import tiny_params
+
+    from kinds import kind_of
+    from tasks.params import validate_params
+    from tasks.runner import DeclaredParams, stage_function
+    from tasks.workspace import Workspace
+
+    base = validate_params({**tiny_params(), "compute": {"device": "cpu", "dtype": "bfloat16"}})
+    params = SimpleNamespace(
+        seed=0,
+        model=SimpleNamespace(source="python:computenets.cnn:build", weights="cnn.safetensors", input_shape=[1, 8, 8]),
+        data=base.data,
+        synthesize=base.synthesize.model_copy(update={"per_class": 2, "steps": 3}),
+        collect=base.collect.model_copy(update={"samples": 20, "batch_size": 20}),
+        prune=base.prune.model_copy(update={"latency_repeats": 1}),
+        unlearn=base.unlearn,
+        evaluate=base.evaluate.model_copy(update={"relearn_steps": 1}),
+        cluster=base.cluster,
+        compute=base.compute,
+    )
+    ws = Workspace(python_package)
+    stages = ("train_base", "synthesize", "prune", "unlearn", "evaluate")
+    kind = kind_of(params.model.source, ws.root)
+    for stage in stages:
+        run = stage_function(ws, params, stage)
+        run(ws, DeclaredParams(params, kind.stage_params(stage), stage))
+    for folder in ("pruned", "unlearned"):
+        written = python_package / "outputs" / folder / "hf"
+        assert _float_dtypes(written) == {torch.float32}
+        assert _lineage(written)["compute"] == {"device": "cpu", "dtype": "bfloat16"}
