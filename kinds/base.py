@@ -111,7 +111,8 @@ class ModelKind:
             dvc.yaml is generated from it (`tasks.dag.render_dvc_yaml`).
         dvc_plots: the top-level `plots:` definitions of that dvc.yaml.
         options: CLI command -> the option names (typer parameter names) it takes; a
-            command absent here does not apply to the kind.
+            command absent here does not apply to the kind. Every command also takes
+            `COMPUTE_OPTIONS` (`--device`, `--dtype`), which the dispatch resolves.
         output: what a command's `--out` names: a `file` or a `folder`.
         model_keys: the keys of params.yaml's `model` section it reads (others are refused).
     """
@@ -168,12 +169,14 @@ class ModelKind:
         e.g. `weights`) this kind cannot load."""
 
     def load(self, *, device: str = "cpu", **options: Any) -> Any:
-        """The source's model (and what saving it back needs), in eval mode on `device`."""
+        """The source's model (and what saving it back needs, its `.model` among it), in
+        eval mode; the base class then places `.model` on `self.compute` (`_placed_load`)."""
         raise NotImplementedError
 
     def save(self, loaded: Any, model: Any, out: str | Path, lineage: dict) -> Path:
         """Write `model` (made from `loaded`) at `out` in the source's own format, with
-        the lineage beside it; atomically. Returns the path written."""
+        the lineage beside it; atomically. Returns the path written. The base class first
+        puts `model` back on the CPU in its source's dtype (`_restored_save`)."""
         raise NotImplementedError
 
     def describe(self, path: str | Path) -> dict:

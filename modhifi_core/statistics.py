@@ -314,8 +314,15 @@ def _conv_statistics(module: nn.Conv2d, x: Tensor, y: Tensor) -> LayerStatistics
     kk = module.kernel_size[0] * module.kernel_size[1]
     conv_args = {k: geometry[k] for k in ("stride", "padding", "dilation")}
     y = y.to(x.dtype)
-    # Σ_p Y_c,p U_p[i, k] is exactly the conv's weight gradient for grad_output = Y.
-    cross = torch.nn.grad.conv2d_weight(x, (c_out, c_in, *module.kernel_size), y, **conv_args)
+    # Σ_p Y_c,p U_p[i, k] is exactly the conv's weight gradient for grad_output = Y; in full
+    # float32 on a GPU too (cuDNN would otherwise round its products to TF32's 10-bit mantissa).
+    with torch.backends.cudnn.flags(
+        enabled=torch.backends.cudnn.enabled,
+        benchmark=torch.backends.cudnn.benchmark,
+        deterministic=torch.backends.cudnn.deterministic,
+        allow_tf32=False,
+    ):
+        cross = torch.nn.grad.conv2d_weight(x, (c_out, c_in, *module.kernel_size), y, **conv_args)
     gram_diag, input_sum = _conv_patch_moments(x, geometry, c_in, kk)
     return LayerStatistics(
         samples=x.shape[0],

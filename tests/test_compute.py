@@ -81,7 +81,8 @@ def test_every_kind_reads_the_compute_section_and_its_model_stages_declare_it():
 # ---------------------------------------------------------------- statistics in bfloat16
 
 
-def test_bfloat16_statistics_keep_float64_sums_far_below_the_ridge():
+@pytest.mark.parametrize("device", DEVICES)
+def test_bfloat16_statistics_keep_float64_sums_far_below_the_ridge(device):
     """The same bfloat16 activations: the statistics (products widened to float32, sums in
     float64) match exact float64 arithmetic on them to ~1e-7 of the mean Gram diagonal,
     far below the ridge (1e-4 of it); bfloat16 products would miss by more than the ridge."""
@@ -89,8 +90,8 @@ def test_bfloat16_statistics_keep_float64_sums_far_below_the_ridge():
     from modhifi_core.statistics import _batch_statistics
 
     torch.manual_seed(0)
-    layer = torch.nn.Linear(64, 32).to(torch.bfloat16)
-    x = (torch.randn(512, 64) + 0.5).to(torch.bfloat16)
+    layer = torch.nn.Linear(64, 32).to(device, torch.bfloat16)
+    x = (torch.randn(512, 64) + 0.5).to(device, torch.bfloat16)
     with torch.no_grad():
         y = layer(x)
     stats = _batch_statistics(layer, x, y)
@@ -105,6 +106,19 @@ def test_bfloat16_statistics_keep_float64_sums_far_below_the_ridge():
     assert (ffn.gram - gram).abs().max() / scale < DEFAULT_RIDGE / 100
     low = (x.T @ x).double()  # what bfloat16 products would give: the check above can fail
     assert (low - gram).abs().max() / scale > DEFAULT_RIDGE
+    conv = torch.nn.Conv2d(4, 8, 3, padding=1).to(device, torch.bfloat16)
+    images = (torch.randn(16, 4, 8, 8) + 0.5).to(device, torch.bfloat16)
+    with torch.no_grad():
+        out = conv(images)
+    stats = _batch_statistics(conv, images, out)
+    patches = torch.nn.functional.unfold(images.double(), 3, padding=1).view(16, 4, 9, -1)  # (n, c_in, kk, P)
+    flat = patches.permute(1, 2, 0, 3).reshape(4, 9, -1)
+    exact_gram = flat @ flat.transpose(1, 2)
+    scale = exact_gram.diagonal(dim1=1, dim2=2).mean()
+    assert (stats.gram_diag - exact_gram).abs().max() / scale < DEFAULT_RIDGE / 100
+    residual = out.double() - conv.bias.double().view(1, -1, 1, 1)
+    exact_cross = torch.nn.grad.conv2d_weight(images.double(), (8, 4, 3, 3), residual, padding=1).reshape(8, 4, 9)
+    assert (stats.cross - exact_cross).abs().max() / scale < DEFAULT_RIDGE / 100
 
 
 def test_a_bfloat16_forward_gives_statistics_close_to_float32(tiny_digits_checkpoint, digits):
