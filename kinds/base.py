@@ -147,6 +147,10 @@ class ModelKind:
         if "save" in cls.__dict__:
             cls.save = _restored_save(cls.__dict__["save"])
 
+    def compute_keywords(self) -> dict[str, str]:
+        """`self.compute` as the `device`/`dtype` keywords of an engine operation (none: unset)."""
+        return self.compute.describe() if self.compute is not None else {}
+
     def sibling(self, source: str | None) -> ModelKind:
         """Another source of this kind, computing where this one does."""
         other = type(self)(source, self.root)

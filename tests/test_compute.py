@@ -178,7 +178,10 @@ def test_zoo_every_command_in_bfloat16(cli, tiny_digits_checkpoint, tmp_path, de
     assert _float_dtypes(pruned) == {torch.float32}
     assert _lineage(pruned)["compute"] == {"device": resolve(device).describe()["device"], "dtype": "bfloat16"}
     unlearned = tmp_path / "u.pt"
-    _ran(cli("unlearn", "--model", pruned, "--out", unlearned, "--forget-class", 3, *flags), device)
+    _ran(
+        cli("unlearn", "--model", pruned, "--out", unlearned, "--forget-class", 3, "--forget-data", "real", *flags),
+        device,
+    )
     assert _float_dtypes(unlearned) == {torch.float32}
     tuned = _ran(
         cli("finetune", "--model", unlearned, "--teacher", ckpt, "--out", tmp_path / "f.pt",

@@ -31,7 +31,7 @@ def run(ws: Workspace, params: object, kind: object) -> dict:
     else:
         m = params.model
         recipe = params.train.model_dump()
-        compute = kind.compute.describe()
+        compute = kind.compute_keywords()
         outcome = train_from_params(**d.model_dump(), name=m.name, width=m.width, **recipe, seed=params.seed, **compute)
         kind.save(outcome, outcome.model, out, outcome.metadata.to_dict(), outcome.extra)
         metrics = outcome.metrics
