@@ -5,7 +5,24 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.install-stamp
+
+# Which torch build: `cuda` where an NVIDIA GPU is visible (`nvidia-smi -L` succeeds), else
+# `cpu`; `make install TORCH=cuda` (or cpu) chooses. Both pinned:
+#   cpu:  torch==2.13.0, requirements.lock's pin (pip takes the 2.13.0+cpu wheel this machine
+#         holds; PyPI's Linux wheel of that version would be a CUDA build).
+#   cuda: torch==2.14.1, a CUDA 13 build (PyPI's Linux x86_64 wheel; ~5.5 GB with the nvidia-*
+#         wheels, whose versions torch pins exactly), the newest pip admits here
+#         (/etc/xdg/pip caps torch at 2.14.1); the lock's torch==2.13.0 line is left out for it.
+# The stamp names the build, so switching TORCH reinstalls.
+TORCH ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+TORCH_PIN_cpu := torch==2.13.0
+TORCH_PIN_cuda := torch==2.14.1
+TORCH_PIN := $(TORCH_PIN_$(TORCH))
+ifeq ($(TORCH_PIN),)
+$(error TORCH must be cpu or cuda, got '$(TORCH)')
+endif
+STAMP := $(VENV)/.install-stamp-$(TORCH)
+LOCK := $(VENV)/requirements-$(TORCH).lock
 # pip's own output (its warnings included) goes here; each step prints one line, and a
 # failed step prints the tail of this log.
 LOG := $(VENV)/install.log
@@ -31,13 +48,15 @@ define step
 	@$(2) >>$(LOG) 2>&1 || { echo "error: $(1) failed; the end of $(LOG):"; tail -n 40 $(LOG); exit 1; }
 endef
 
-# torch first: the pinned CPU wheel; asking for it later would pull CUDA wheels.
+# torch first, the build TORCH names; asking for it later would pull another build.
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || { echo "==> creating $(VENV) ($(PYTHON) -m venv)"; $(PYTHON) -m venv $(VENV); }
+	@rm -f $(VENV)/.install-stamp*
 	@date > $(LOG)
+	@grep -v -E '^torch==' requirements.lock > $(LOCK); echo '$(TORCH_PIN)' >> $(LOCK)
 	$(call step,upgrading pip,$(BIN)/python -m pip install -q --upgrade pip)
-	$(call step,installing torch 2.13.0 (CPU),$(BIN)/python -m pip install -q torch==2.13.0)
-	$(call step,installing pinned dependencies (requirements.lock),$(BIN)/python -m pip install -q -r requirements.lock)
+	$(call step,installing $(TORCH_PIN) ($(TORCH) build),$(BIN)/python -m pip install -q $(TORCH_PIN))
+	$(call step,installing pinned dependencies (requirements.lock; $(TORCH_PIN)),$(BIN)/python -m pip install -q -r $(LOCK))
 	$(call step,installing modhifi (editable),$(BIN)/python -m pip install -q --no-deps -e .)
 	@touch $(STAMP)
 	@echo "==> installed (pip's log: $(LOG))"

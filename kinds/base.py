@@ -26,6 +26,13 @@ from modhifi_core.errors import InputError
 
 STAGES = ("train_base", "synthesize", "collect", "score", "prune", "unlearn", "finetune", "evaluate", "report")
 
+# Device and precision (`modhifi_core.compute`): the params section every kind reads, the
+# stages that compute on a model (each declares the section: a change re-runs them), and
+# the options every command of every kind takes (`flows.commands.dispatch` resolves them).
+COMPUTE_SECTION = "compute"
+COMPUTE_STAGES = tuple(stage for stage in STAGES if stage != "report")
+COMPUTE_OPTIONS = ("device", "dtype")
+
 
 # The `modhifi prune` options of channel pruning (ModHiFi-P or a baseline on conv channels),
 # which every kind that prunes channels takes (typer parameter names).
@@ -104,7 +111,8 @@ class ModelKind:
             dvc.yaml is generated from it (`tasks.dag.render_dvc_yaml`).
         dvc_plots: the top-level `plots:` definitions of that dvc.yaml.
         options: CLI command -> the option names (typer parameter names) it takes; a
-            command absent here does not apply to the kind.
+            command absent here does not apply to the kind. Every command also takes
+            `COMPUTE_OPTIONS` (`--device`, `--dtype`), which the dispatch resolves.
         output: what a command's `--out` names: a `file` or a `folder`.
         model_keys: the keys of params.yaml's `model` section it reads (others are refused).
     """
@@ -124,6 +132,37 @@ class ModelKind:
     def __init__(self, source: str | None, root: Path | None = None) -> None:
         self.source = source
         self.root = root  # the workspace (or None: the current folder): relative paths, a user's modules
+        # where and in what dtype loaded models compute (`modhifi_core.compute.Compute`); None:
+        # as loaded. Set by the command dispatch and the stage runner from --device/--dtype or
+        # params.yaml `compute`.
+        self.compute: Any = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every kind's `load` places what it loads on `self.compute` and every `save`
+        writes the model back in its source's dtype with the compute it ran on in its
+        lineage: written once here, not in each adapter (`_placed_load`, `_restored_save`)."""
+        super().__init_subclass__(**kwargs)
+        if "load" in cls.__dict__:
+            cls.load = _placed_load(cls.__dict__["load"])
+        if "save" in cls.__dict__:
+            cls.save = _restored_save(cls.__dict__["save"])
+
+    def compute_keywords(self) -> dict[str, str]:
+        """`self.compute` as the `device`/`dtype` keywords of an engine operation (none: unset)."""
+        return self.compute.describe() if self.compute is not None else {}
+
+    def sibling(self, source: str | None) -> ModelKind:
+        """Another source of this kind, computing where this one does."""
+        other = type(self)(source, self.root)
+        other.compute = self.compute
+        return other
+
+    @classmethod
+    def stage_params(cls, stage: str) -> tuple[str, ...]:
+        """The params keys pipeline `stage` reads: its StageSpec's, and `compute` for a
+        stage that computes on a model (`COMPUTE_STAGES`)."""
+        declared = cls.stages[stage].params
+        return (*declared, COMPUTE_SECTION) if stage in COMPUTE_STAGES else declared
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.source!r})"
@@ -134,12 +173,14 @@ class ModelKind:
         e.g. `weights`) this kind cannot load."""
 
     def load(self, *, device: str = "cpu", **options: Any) -> Any:
-        """The source's model (and what saving it back needs), in eval mode on `device`."""
+        """The source's model (and what saving it back needs, its `.model` among it), in
+        eval mode; the base class then places `.model` on `self.compute` (`_placed_load`)."""
         raise NotImplementedError
 
     def save(self, loaded: Any, model: Any, out: str | Path, lineage: dict) -> Path:
         """Write `model` (made from `loaded`) at `out` in the source's own format, with
-        the lineage beside it; atomically. Returns the path written."""
+        the lineage beside it; atomically. Returns the path written. The base class first
+        puts `model` back on the CPU in its source's dtype (`_restored_save`)."""
         raise NotImplementedError
 
     def describe(self, path: str | Path) -> dict:
@@ -176,3 +217,35 @@ class ModelKind:
     def applies(self, stage: str) -> bool:
         """Whether pipeline `stage` does anything for this kind (else `skipped[stage]` says why)."""
         return stage not in self.skipped
+
+
+def _placed_load(load: Any) -> Any:
+    """`load` that places the loaded `.model` on the kind's `compute` (`modhifi_core.compute.place`)."""
+    from functools import wraps
+
+    @wraps(load)
+    def placed(self: ModelKind, *args: Any, **kwargs: Any) -> Any:
+        from modhifi_core.compute import place
+
+        loaded = load(self, *args, **kwargs)
+        place(loaded.model, self.compute)
+        return loaded
+
+    return placed
+
+
+def _restored_save(save: Any) -> Any:
+    """`save` that writes `model` on the CPU in its source's dtype (`modhifi_core.compute.restore`)
+    and records in its lineage the device and dtype it computed in (`compute`)."""
+    from functools import wraps
+
+    @wraps(save)
+    def restored(self: ModelKind, loaded: Any, model: Any, out: Any, lineage: dict, *args: Any, **kwargs: Any) -> Any:
+        from modhifi_core.compute import restore
+
+        was = restore(model, like=getattr(loaded, "model", None))
+        if self.compute is not None:  # a command or stage chose it: the lineage says what it was
+            lineage = {**lineage, "compute": was.describe()}
+        return save(self, loaded, model, out, lineage, *args, **kwargs)
+
+    return restored

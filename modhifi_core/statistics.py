@@ -255,10 +255,20 @@ def _check_finite(x: Tensor, name: str) -> None:
         raise InputError(f"non-finite (NaN or inf) activations at the input of layer {name!r}")
 
 
+def _wide(x: Tensor) -> Tensor:
+    """`x` in at least float32: a bfloat16/float16 model's activations are multiplied in
+    float32 (one batch's sums stay float32, as a float32 model's do) and summed across
+    batches in float64, so the statistics do not depend on the compute dtype beyond its
+    rounding of the activations themselves (`tests/test_compute.py` bounds the difference)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def _batch_statistics(module: nn.Module, x: Tensor, y: Tensor, name: str = "layer") -> LayerStatistics:
     _check_finite(x, name)
+    x, y = _wide(x), _wide(y)
     if module.bias is not None:
-        y = y - module.bias.view(-1, *([1] * (y.ndim - 2))) if isinstance(module, nn.Conv2d) else y - module.bias
+        bias = module.bias.to(y.dtype)
+        y = y - bias.view(-1, *([1] * (y.ndim - 2))) if isinstance(module, nn.Conv2d) else y - bias
     if isinstance(module, nn.Linear):
         return _linear_statistics(x, y)
     return _conv_statistics(module, x, y)
@@ -304,8 +314,15 @@ def _conv_statistics(module: nn.Conv2d, x: Tensor, y: Tensor) -> LayerStatistics
     kk = module.kernel_size[0] * module.kernel_size[1]
     conv_args = {k: geometry[k] for k in ("stride", "padding", "dilation")}
     y = y.to(x.dtype)
-    # Σ_p Y_c,p U_p[i, k] is exactly the conv's weight gradient for grad_output = Y.
-    cross = torch.nn.grad.conv2d_weight(x, (c_out, c_in, *module.kernel_size), y, **conv_args)
+    # Σ_p Y_c,p U_p[i, k] is exactly the conv's weight gradient for grad_output = Y; in full
+    # float32 on a GPU too (cuDNN would otherwise round its products to TF32's 10-bit mantissa).
+    with torch.backends.cudnn.flags(
+        enabled=torch.backends.cudnn.enabled,
+        benchmark=torch.backends.cudnn.benchmark,
+        deterministic=torch.backends.cudnn.deterministic,
+        allow_tf32=False,
+    ):
+        cross = torch.nn.grad.conv2d_weight(x, (c_out, c_in, *module.kernel_size), y, **conv_args)
     gram_diag, input_sum = _conv_patch_moments(x, geometry, c_in, kk)
     return LayerStatistics(
         samples=x.shape[0],
@@ -346,6 +363,7 @@ def _unfold_chunks(x: Tensor, geometry: dict, c_in: int, kk: int) -> Iterable[Te
 
 def _kept_gram(module: nn.Module, x: Tensor, index: Tensor, name: str) -> Tensor:
     _check_finite(x, name)
+    x = _wide(x)
     if index.numel() == 0:
         return torch.zeros(0, 0, dtype=torch.float64, device=x.device)
     if isinstance(module, nn.Linear):

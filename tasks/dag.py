@@ -199,8 +199,9 @@ def render_dvc_yaml(kind: object, root: Path) -> str:
         entry: dict = {"cmd": f"modhifi stage {name}"}
         code = _folded(root, import_closure(root, f"{kind.package}.{name}") | adapter)
         entry["deps"] = [paths[r] for r in spec.reads] + code
-        if spec.params:
-            entry["params"] = list(spec.params)
+        params = kind.stage_params(name)
+        if params:
+            entry["params"] = list(params)
         for key, names in (("outs", spec.writes), ("metrics", spec.metrics), ("plots", spec.plots)):
             if names:
                 entry[key] = [paths[n] for n in names]

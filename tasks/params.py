@@ -70,6 +70,7 @@ FINETUNE = "modhifi_core.operations.finetune:finetune_checkpoint"
 RELEARN = "modhifi_core.durability:RelearningAttack"
 PRUNE_LM = "modhifi_core.operations.prune_language_model:prune_language_model"
 SAMPLE_LM = "modhifi_core.language.sampling:sample_sequences"
+COMPUTE = "modhifi_core.compute:resolve"
 
 
 class Section(BaseModel):
@@ -218,6 +219,23 @@ class EvaluateParams(Section):
     relearn_lr: float = Field(default_factory=default_of(RELEARN, "lr"), gt=0.0, le=10.0)
 
 
+class ComputeParams(Section):
+    """Where and in what precision every stage computes (`modhifi_core.compute.resolve`,
+    with its defaults): `device` auto (CUDA when available, else the CPU), cpu, cuda or
+    cuda:N; `dtype` of the weights and forward passes (statistics stay float64; a saved
+    model keeps its source's dtype). A device this machine lacks is refused at run start."""
+
+    device: str = Field(default_factory=default_of(COMPUTE, "device"))
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(default_factory=default_of(COMPUTE, "dtype"))
+
+    @model_validator(mode="after")
+    def _valid(self) -> ComputeParams:
+        from modhifi_core.compute import resolve
+
+        resolve(self.device, self.dtype)  # the one check of the values (and of CUDA's presence)
+        return self
+
+
 class ClusterParams(Section):
     """Where the collect, prune and unlearn stages compute activation statistics: null
     (this process), `local` (a Dask LocalCluster of `workers` processes, started and closed
@@ -288,6 +306,7 @@ class Params(Section):
     finetune: FinetuneParams | None = None
     evaluate: EvaluateParams | None = None
     cluster: ClusterParams = Field(default_factory=ClusterParams)
+    compute: ComputeParams | None = None
     language: LanguageParams | None = None
     schedule: ScheduleParams = Field(default_factory=ScheduleParams)
 

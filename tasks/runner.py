@@ -66,10 +66,13 @@ def stage_function(ws: Workspace, params: object, name: str) -> Callable[[Worksp
     asked once): `<kind.package>.<name>.run(ws, params, kind)`. A stage the kind does not
     run (it is not in the kind's dvc.yaml) is refused with the kind's reason."""
     import kinds
+    from modhifi_core.compute import resolve
 
     kind = kinds.kind_of(params.model.source, ws.root)
     if name not in kind.stages:
         raise InputError(f"stage {name} does not apply to a {kind.name} model: {kind.skipped[name]}")
+    if "compute" in kind.stage_params(name):  # what it loads computes where params.yaml says
+        kind.compute = resolve(params.compute.device, params.compute.dtype)
     module = importlib.import_module(f"{kind.package}.{name}")
     return lambda w, p: module.run(w, p, kind)
 

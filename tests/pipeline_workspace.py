@@ -36,7 +36,7 @@ def language_params(folder: Path, eval_text: Path, **language) -> dict:
     """Tiny params of a language-model run on the Hugging Face folder `folder` (8 x 16
     calibration tokens, 4 held-out windows), `language` overriding its language keys: only
     the sections a language model reads (seed, model.source, cluster, language)."""
-    from tasks.params import ClusterParams, LanguageParams
+    from tasks.params import ClusterParams, ComputeParams, LanguageParams
 
     tiny = {"samples": 8, "length": 16, "eval_text": str(eval_text), "eval_samples": 4}
     tiny |= {"latency_repeats": 1, "batch_size": 4}
@@ -44,6 +44,7 @@ def language_params(folder: Path, eval_text: Path, **language) -> dict:
         "seed": 0,
         "model": {"source": f"hf:{folder}"},
         "cluster": ClusterParams().model_dump(),
+        "compute": ComputeParams().model_dump(),
         "language": LanguageParams().model_dump() | tiny | language,
     }
 
@@ -69,6 +70,7 @@ def image_params(folder: Path, **unlearn) -> dict:
         "unlearn": schema.UnlearnParams,
         "evaluate": schema.EvaluateParams,
         "cluster": schema.ClusterParams,
+        "compute": schema.ComputeParams,
     }
     params = {"seed": 0, "model": {"source": f"hf:{folder}"}}
     return params | {name: section().model_dump() | tiny.get(name, {}) for name, section in sections.items()}

@@ -63,7 +63,7 @@ def _with_language(params: object, **language: object) -> object:
 def test_language_params_validate_and_fit(sources, tmp_path):
     folder, text = sources
     kind = kind_of(f"hf:{folder}")
-    assert isinstance(kind, CausalLMKind) and kind.sections == ("language",)
+    assert isinstance(kind, CausalLMKind) and kind.sections == ("language", "compute")
     params = validate_params(language_params(folder, text))
     assert params.model.source == f"hf:{folder}" and params.language.calibration == "self"
     kind.check_run(params, tmp_path)

@@ -89,7 +89,7 @@ def test_a_language_models_params_hold_only_its_sections(tmp_path):
     from llm_models import tiny
 
     tiny("llama").save_pretrained(tmp_path / "llama")
-    params = {"seed": 0, "model": {"source": "hf:llama"}, "language": {"eval_text": "t.txt"}}
+    params = {"seed": 0, "model": {"source": "hf:llama"}, "language": {"eval_text": "t.txt"}, "compute": {}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     loaded = load_params(tmp_path / "params.yaml")
     assert loaded.language.samples == CausalLMKind.defaults.calibration_samples == 128
@@ -98,7 +98,7 @@ def test_a_language_models_params_hold_only_its_sections(tmp_path):
         load_params(tmp_path / "params.yaml")
     assert str(info.value) == (
         f"{tmp_path / 'params.yaml'}: section 'data' is not read by a causal-lm model "
-        "(its sections: seed, model, language)"
+        "(its sections: seed, model, language, compute)"
     )
 
 
@@ -108,7 +108,7 @@ def test_torchvision_params_keep_the_library_and_the_weights_to_run_start(tmp_pa
     from kinds import kind_of
 
     (tmp_path / "w.pt").write_bytes(b"")
-    image = {"data", "synthesize", "collect", "prune", "unlearn", "evaluate"}
+    image = {"data", "synthesize", "collect", "prune", "unlearn", "evaluate", "compute"}
     raw = {k: v for k, v in yaml.safe_load((REPO / "params.yaml").read_text()).items() if k in image | {"seed"}}
     raw["model"] = {"source": "timm:resnet18", "weights": "w.pt"}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))

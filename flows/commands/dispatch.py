@@ -11,8 +11,15 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import typer
+
 from flows.commands.output import check_output
 from flows.console import emit
+
+# The compute options every command of every kind takes (`kinds.base.COMPUTE_OPTIONS`),
+# declared once; their defaults are `modhifi_core.compute.resolve`'s.
+DEVICE = typer.Option(None, help="auto (CUDA when available; default), cpu, cuda or cuda:N.")
+DTYPE = typer.Option(None, help="Weights and forward passes: float32 (default), bfloat16 or float16.")
 
 
 def run_command(
@@ -25,11 +32,16 @@ def run_command(
     title: str = "",
 ) -> dict:
     """Run `modhifi COMMAND` on `model` with the `options` the user gave (None or an empty
-    list: not given); print its metrics (`--json`: one JSON line) and return them."""
+    list: not given) on the device and dtype of `--device`/`--dtype` (checked first, one
+    line; recorded in the metrics); print its metrics (`--json`: one JSON line) and return them."""
     from kinds import kind_of
+    from kinds.base import COMPUTE_OPTIONS
+    from modhifi_core.compute import resolve
     from modhifi_core.errors import InputError
 
+    compute = resolve(**{key: options.pop(key) for key in COMPUTE_OPTIONS if options.get(key) is not None})
     kind = kind_of(None if model is None else str(model))
+    kind.compute = compute
     if command not in kind.options:
         why = kind.skipped.get(command, "")
         raise InputError(f"modhifi {command} does not apply to a {kind.name} model{': ' + why if why else ''}")
@@ -44,7 +56,7 @@ def run_command(
     if out is not None:  # samples are always a folder
         check_output(out, overwrite, folder=kind.output == "folder" or command == "synthesize")
     cli = importlib.import_module(f"{kind.package}.cli")
-    metrics = getattr(cli, command)(kind, out, given)
+    metrics = {**getattr(cli, command)(kind, out, given), **compute.describe()}
     emit(metrics, as_json, title or f"{command} {model}")
     return metrics
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from flows.commands.dispatch import run_command
+from flows.commands.dispatch import DEVICE, DTYPE, run_command
 
 
 def evaluate(
@@ -30,6 +30,8 @@ def evaluate(
     num_classes: int | None = typer.Option(None, min=1, help="torchvision/timm: the constructor's num_classes."),
     input_shape: str | None = typer.Option(None, help="python: C,H,W of one input, e.g. 3,16,16."),
     image_size: int | None = typer.Option(None, min=1, help="Image model: input size (default: its config's, or 224)."),
+    device: str | None = DEVICE,
+    dtype: str | None = DTYPE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
 ) -> None:
     """Accuracy and per-class accuracy (UA, RA, TA, MIA for a forgotten class), perplexity, or embedding agreement."""

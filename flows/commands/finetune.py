@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from flows.commands.dispatch import run_command
+from flows.commands.dispatch import DEVICE, DTYPE, run_command
 
 
 def finetune(
@@ -41,6 +41,8 @@ def finetune(
     seed: int = typer.Option(0, min=0),
     data_dir: Path | None = typer.Option(None, help="Folder of the CIFAR-10 python batches."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it already exists."),
+    device: str | None = DEVICE,
+    dtype: str | None = DTYPE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
 ) -> None:
     """Fine-tune a checkpoint (distil on synthetic data or cross-entropy on real data); report accuracy."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from flows.commands.dispatch import run_command
+from flows.commands.dispatch import DEVICE, DTYPE, run_command
 
 KIND_DEFAULT = "(default: the model kind's)"
 
@@ -47,6 +47,8 @@ def prune(
     data_dir: Path | None = typer.Option(None, help="Folder of the --data dataset's files."),
     image_size: int | None = typer.Option(None, min=1, help="Image model: input size (default: its config's, or 224)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it already exists."),
+    device: str | None = DEVICE,
+    dtype: str | None = DTYPE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
 ) -> None:
     """Prune physically and report accuracy (or perplexity), FLOPs/params ratios and CPU speed-up."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from flows.commands.dispatch import run_command
+from flows.commands.dispatch import DEVICE, DTYPE, run_command
 
 
 def synthesize(
@@ -30,6 +30,8 @@ def synthesize(
     ),
     seed: int = typer.Option(0, min=0),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it already holds samples."),
+    device: str | None = DEVICE,
+    dtype: str | None = DTYPE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
 ) -> None:
     """Synthesise class-balanced labelled samples from a model and report how the model judges them."""

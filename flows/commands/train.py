@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from flows.commands.dispatch import run_command
+from flows.commands.dispatch import DEVICE, DTYPE, run_command
 
 
 def train(
@@ -31,6 +31,8 @@ def train(
     batch_size: int | None = typer.Option(None, min=1),
     seed: int = typer.Option(0, min=0),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it already exists."),
+    device: str | None = DEVICE,
+    dtype: str | None = DTYPE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
 ) -> None:
     """Train a modhifi zoo model (SGD, cosine schedule, seeded) and report its test accuracy."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from flows.commands.dispatch import run_command
+from flows.commands.dispatch import DEVICE, DTYPE, run_command
 
 
 def unlearn(
@@ -48,6 +48,8 @@ def unlearn(
     input_shape: str | None = typer.Option(None, help="python: C,H,W of one input, e.g. 3,16,16."),
     image_size: int | None = typer.Option(None, min=1, help="Image model: input size (default: its config's, or 224)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it already exists."),
+    device: str | None = DEVICE,
+    dtype: str | None = DTYPE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on the last line."),
 ) -> None:
     """Unlearn with ModHiFi-U or an Unlearn-Sparse baseline; report UA, RA, TA, MIA (%) and seconds.

@@ -73,7 +73,15 @@ class ImageClassifierKind(ModelKind):
     commands, and the stage records. A subclass implements `load`, `open`, `save`,
     `model_options`, `inputs`, and the checks it needs (`check`, `check_run`)."""
 
-    sections: ClassVar[tuple[str, ...]] = ("data", "synthesize", "collect", "prune", "unlearn", "evaluate")
+    sections: ClassVar[tuple[str, ...]] = (
+        "data",
+        "synthesize",
+        "collect",
+        "prune",
+        "unlearn",
+        "evaluate",
+        "compute",
+    )
     skipped: ClassVar[dict[str, str]] = {
         "collect": COLLECT_REASON,
         "score": COLLECT_REASON,

@@ -61,7 +61,7 @@ def _language(*keys: str) -> tuple[str, ...]:
 class LanguageKind(ModelKind):
     """A Hugging Face language model in a local folder (`hf:DIR`)."""
 
-    sections: ClassVar[tuple[str, ...]] = ("language",)
+    sections: ClassVar[tuple[str, ...]] = ("language", "compute")
     skipped: ClassVar[dict[str, str]] = {"unlearn": UNLEARN_REASON, "finetune": FINETUNE_REASON}
     # The paper calibrates LLMs on 128 samples.
     defaults: ClassVar[KindDefaults] = KindDefaults(

@@ -49,7 +49,9 @@ def prune(kind: LanguageKind, out: Path, options: dict[str, Any]) -> dict:
         "batch_size": given.get("batch_size", d.batch_size),
         "seed": given.get("seed", default(prune_language_model, "seed")),
     }
-    result = prune_language_model(loaded.model, loaded.tokenizer, calibration, method=method, **settings)
+    result = prune_language_model(
+        loaded.model, loaded.tokenizer, calibration, method=method, **settings, **kind.compute_keywords()
+    )
     used = {"method": method, "calibration": calibration, **settings}
     lineage = modification_record("prune", {"model": weights_digest(loaded.weights)}, used, result.metrics)
     folder = kind.save(loaded, result.model, out, lineage)
@@ -83,6 +85,7 @@ def evaluate(kind: LanguageKind, out: Path | None, options: dict[str, Any]) -> d
     dense = None
     if reference is not None:
         other = kind_of(reference)
+        other.compute = kind.compute
         if other.name != kind.name:
             raise InputError(
                 f"--reference {reference} is a {other.name} model and {kind.source} a {kind.name}: compare one kind"

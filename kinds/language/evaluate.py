@@ -22,7 +22,7 @@ def run(ws: Workspace, params: object, kind: LanguageKind) -> dict:
     `dvc plots`."""
     base = load_base(ws, kind)
     text = checked_input(ws, params, "eval_text", kind)
-    pruned = type(kind)(f"hf:{ws.artifact('pruned_hf')}").load(need_tokenizer=False)
+    pruned = kind.sibling(f"hf:{ws.artifact('pruned_hf')}").load(need_tokenizer=False)
     lang = params.language
     metrics = evaluate_language_model(
         pruned.model,

@@ -39,6 +39,7 @@ def run(ws: Workspace, params: object, kind: LanguageKind) -> dict:
         statistics=statistics,
         scores=scores["layers"],
         **options,
+        **kind.compute_keywords(),
     )
     parents = {name: sha256_file(ws.artifact(name)) for name in ("base_model", "statistics", "scores")}
     parents["calibration"] = sha256_file(ws.artifact("synthetic") / CALIBRATION_FILE)

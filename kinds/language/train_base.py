@@ -22,7 +22,7 @@ def load_base(ws: Workspace, kind: LanguageKind) -> object:
     """The source model (`LoadedModel` with its tokenizer, loaded as `kind`), refused when
     its files no longer hash as train_base recorded them."""
     record = read_record(ws.artifact("base_model"))
-    loaded = type(kind)(f"hf:{record['path']}").load()
+    loaded = kind.sibling(f"hf:{record['path']}").load()
     for weight in loaded.weights:
         if record["files"].get(weight.name) != sha256_file(weight):
             raise InputError(f"{weight} changed since train_base recorded it; run `modhifi run` again")

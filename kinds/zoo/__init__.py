@@ -26,6 +26,7 @@ class ZooKind(ModelKind):
         "unlearn",
         "finetune",
         "evaluate",
+        "compute",
     )
     skipped: ClassVar[dict[str, str]] = {}
     defaults: ClassVar[KindDefaults] = KindDefaults(

@@ -79,7 +79,8 @@ def train(kind: Any, out: Path, options: dict[str, Any]) -> dict:
         TRAINING_COPIES * weights, f"training {name} of width {width} ({weights // 4:,} float32 parameters)"
     )
     seed = o.get("seed", default(train_from_params, "seed"))
-    outcome = train_from_params(**data, channels=channels, **architecture, **recipe, seed=seed)
+    compute = kind.compute_keywords()
+    outcome = train_from_params(**data, channels=channels, **architecture, **recipe, seed=seed, **compute)
     shown = {k: v for k, v in outcome.metrics.items() if k != "per_class_accuracy"}
     return {**shown, "model": name, **_saved(kind, outcome, outcome, out)}
 

@@ -29,6 +29,6 @@ def run(ws: Workspace, params: object, kind: object) -> dict:
     outcome = finetune_checkpoint(
         student, teacher, data, **settings, samples=samples, seed=params.seed, parents=synthetic_parent(ws, synthetic)
     )
-    outcome.save(ws.artifact("final_model"))
+    kind.save(student, outcome.model, ws.artifact("final_model"), outcome.metadata.to_dict(), outcome.extra)
     atomic_write_json(ws.artifact("final_metrics"), outcome.metrics)
     return outcome.metrics

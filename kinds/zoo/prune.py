@@ -43,7 +43,7 @@ def run(ws: Workspace, params: object, kind: object) -> dict:
             parents=parents | synthetic_parent(ws, params.collect.calibration == "synthetic"),
             executor=executor,
         )
-    outcome.save(ws.artifact("pruned_model"))
+    kind.save(base, outcome.model, ws.artifact("pruned_model"), outcome.metadata.to_dict(), outcome.extra)
     atomic_write_json(ws.artifact("pruned_metrics"), outcome.metrics)
     atomic_write_text(ws.artifact("pruned_layers"), layers_csv(outcome.metadata.report["layers"]))
     return outcome.metrics

@@ -31,8 +31,9 @@ def run(ws: Workspace, params: object, kind: object) -> dict:
     else:
         m = params.model
         recipe = params.train.model_dump()
-        outcome = train_from_params(**d.model_dump(), name=m.name, width=m.width, **recipe, seed=params.seed)
-        outcome.save(out)
+        compute = kind.compute_keywords()
+        outcome = train_from_params(**d.model_dump(), name=m.name, width=m.width, **recipe, seed=params.seed, **compute)
+        kind.save(outcome, outcome.model, out, outcome.metadata.to_dict(), outcome.extra)
         metrics = outcome.metrics
     atomic_write_json(ws.artifact("base_metrics"), metrics)
     return metrics

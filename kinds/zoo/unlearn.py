@@ -31,6 +31,6 @@ def run(ws: Workspace, params: object, kind: object) -> dict:
         outcome = unlearn_checkpoint(
             source, data, **settings, samples=samples, seed=params.seed, parents=parents, executor=executor
         )
-    outcome.save(ws.artifact("unlearned_model"))
+    kind.save(source, outcome.model, ws.artifact("unlearned_model"), outcome.metadata.to_dict(), outcome.extra)
     atomic_write_json(ws.artifact("unlearned_metrics"), outcome.metrics)
     return outcome.metrics

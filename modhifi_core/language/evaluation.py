@@ -23,7 +23,7 @@ def perplexity(model: nn.Module, windows: Tensor, batch_size: int = 4) -> dict:
     window_nll = []
     for chunk in windows.split(batch_size):
         logits = model(input_ids=chunk, use_cache=False).logits[:, :-1].float()
-        targets = chunk[:, 1:]
+        targets = chunk[:, 1:].to(logits.device)
         losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, L-1)
         window_nll.extend(losses.double().mean(1).tolist())
     tokens = int(windows.shape[0] * (windows.shape[1] - 1))
@@ -48,7 +48,7 @@ def sentence_embeddings(
             return_tensors="pt",
         )
         hidden = model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.device, hidden.dtype)
         rows.append((hidden * mask).sum(1) / mask.sum(1).clamp_min(1))
     return torch.cat(rows)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from modhifi_core.compute import place, requested
 from modhifi_core.data import DatasetSplits
 from modhifi_core.durability import (
     RelearningAttack,
@@ -18,14 +19,22 @@ from modhifi_core.training import accuracy, per_class_accuracy, predict
 
 
 def evaluate(
-    model: nn.Module, data: DatasetSplits, split: ForgetSplit | None = None, attack: RelearningAttack | None = None
+    model: nn.Module,
+    data: DatasetSplits,
+    split: ForgetSplit | None = None,
+    attack: RelearningAttack | None = None,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> dict:
     """`test_accuracy`, `train_accuracy` (%), `per_class_accuracy` (% per class on the
     test set); with a forget `split` also UA, RA, TA, MIA (method.md §5) and the audit of
     whether the forgetting survives: `UA_after_bn_recalibration` (BN statistics
     re-estimated on retained data) and `UA_after_relearning` (`attack`, default 50 SGD
     steps at lr 0.01 on retained data; `RelearningAttack(steps=0)` skips it). Refuses a
-    model whose number of outputs is not the dataset's number of classes."""
+    model whose number of outputs is not the dataset's number of classes. `device`/`dtype`:
+    where it computes (`modhifi_core.compute`; None: where the model is)."""
+    place(model, requested(device, dtype))
     check_classes(model, data)
     metrics = {
         "test_accuracy": accuracy(model, data.test),

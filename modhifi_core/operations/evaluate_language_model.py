@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from modhifi_core.compute import place, requested
 from modhifi_core.errors import InputError
 from modhifi_core.language import embedding_agreement, held_out_sentences, perplexity, text_windows
 
@@ -29,6 +30,8 @@ def evaluate_language_model(
     seed: int = 1,
     batch_size: int = 4,
     per_item: bool = False,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> dict[str, Any]:
     """`model` on held-out `text` (a file or folder), draws seeded with `seed`; what is
     measured follows what the model computes, not what it is called.
@@ -44,6 +47,8 @@ def evaluate_language_model(
     `per_item`: also `per_item`, the values behind the means for a report's table or plot —
     `{"nll": [...], "dense_nll": [...]}` per window (nats per token; `dense_nll` with a
     reference) or `{"cosine": [...]}` per sentence."""
+    for module in (model, reference) if reference is not None else (model,):
+        place(module, requested(device, dtype))
     if tokenizer is None:
         raise InputError("the model folder has no tokenizer: evaluating on text needs one")
     if not has_lm_head(model):

@@ -15,6 +15,7 @@ from contextlib import nullcontext
 
 from modhifi_core.checkpoint import Checkpoint
 from modhifi_core.checks import check_class_exists
+from modhifi_core.compute import place, requested
 from modhifi_core.data import ArrayDataset, DatasetSplits
 from modhifi_core.distillation import check_settings, finetune
 from modhifi_core.errors import InputError
@@ -43,6 +44,8 @@ def finetune_checkpoint(
     forget_class: int | None = None,
     seed: int = 0,
     parents: dict[str, str] | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> Outcome:
     """Fine-tune a copy of `student.model`.
 
@@ -55,6 +58,8 @@ def finetune_checkpoint(
     pruned weights at zero. Metrics:
     `test_accuracy` / `test_accuracy_before` on the test set without the forgotten
     class, `forget_accuracy`, `teacher_test_accuracy`, the fine-tuning log."""
+    for ckpt in (student, teacher) if teacher is not None else (student,):
+        place(ckpt.model, requested(device, dtype))
     meta = read_metadata(student.metadata)
     forgotten = forget_class if forget_class is not None else meta.forgotten_class
     num_classes = student.config.num_classes

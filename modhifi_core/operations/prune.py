@@ -17,6 +17,7 @@ from concurrent.futures import Executor
 from torch import Tensor, nn
 
 from modhifi_core.checkpoint import Checkpoint
+from modhifi_core.compute import place, requested
 from modhifi_core.data import ArrayDataset, DatasetSplits
 from modhifi_core.errors import InputError
 from modhifi_core.fidelity import DEFAULT_RIDGE
@@ -41,6 +42,8 @@ def prune(
     ignored_layers: list[str] | None = None,
     statistics: ModelStatistics | None = None,
     scores: ModelScores | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
     **options,
 ) -> PruningResult:
     """Prune `model` (untouched; the result holds a new module) to `target_flops` of its
@@ -60,6 +63,7 @@ def prune(
     `concurrent.futures.Executor`: every statistics pass — each round's statistics, the
     compensation's kept-set Grams — runs as shards on it, with the same result).
     `report`: `flops_ratio`, `params_ratio`, per-layer channels/FLOPs/params, rounds."""
+    place(model, requested(device, dtype))
     common = {"example_inputs": example_inputs, "ignored_layers": ignored_layers, **options}
     if statistics is not None:
         common["statistics"] = statistics.layers
@@ -101,6 +105,8 @@ def prune_checkpoint(
     scores: ModelScores | None = None,
     parents: dict[str, str] | None = None,
     executor: Executor | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> Outcome:
     """`prune` on `source.model` with `method` to `target_flops` (the pruning settings:
     `pruning_options`; the first round from `statistics` and `scores`, if given),
@@ -111,6 +117,7 @@ def prune_checkpoint(
     `latency_batch`) and `seconds`. `calibration_source`: what `calibration` is
     (recorded; `synthetic`, the data-free default, `real` or `gaussian`). `executor`: as
     in `prune`."""
+    place(source.model, requested(device, dtype))
     start = time.perf_counter()
     settings = dict(method=method, target_flops=target_flops, compensation=compensation, score=score)
     settings.update(compensation_order=compensation_order, allocation=allocation, rounds=rounds, ridge=ridge)

@@ -24,6 +24,7 @@ from typing import Any
 from torch import nn
 
 from modhifi_core.checks import check_one_target
+from modhifi_core.compute import place, requested
 from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
 from modhifi_core.operations.prune import METHODS as CHANNEL_METHODS
@@ -96,13 +97,17 @@ def prune_image_classifier(
     latency_batch: int = 8,
     latency_repeats: int = 3,
     channel_options: dict[str, Any] | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> ImagePruning:
     """Prune `model` (an HF image classifier or a plain `model(images) -> logits`
     network; untouched) with `method` to `target_flops` (fraction of the FLOPs per image
     that remains) or, for MLP neurons, `target_params`, scored on `calibration` images.
     `components`: `channels` (conv channels, through Torch-Pruning's groups) or `mlp` (the
     MLP neurons of an HF ViT/DeiT/Swin; its attention is left as it is) — the caller
-    knows which its model has (the image kinds' `LoadedImage.components`).
+    knows which its model has (the image kinds' `LoadedImage.components`). `device`/`dtype`
+    (`modhifi_core.compute.requested`): where `model` is moved and cast, in place, before
+    anything runs; None for both leaves it where the caller put it.
 
     Metrics: `components` (`channels`/`mlp`), `method`, `flops_ratio`, `params_ratio`,
     `calibration_images`, `untouched` (what was left as it is and why: groups that cannot
@@ -113,6 +118,7 @@ def prune_image_classifier(
     `seconds`. `channel_options`: a CNN's further `prune` arguments (`channel_options(**settings)`);
     a ViT/Swin's MLP neurons follow `method` alone (its score and compensation), so they
     are not read."""
+    place(model, requested(device, dtype))
     check_options(model, method, target_flops, target_params, components)
     start = time.perf_counter()
     is_hf = hasattr(model, "config")

@@ -30,6 +30,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from modhifi_core.checks import check_one_target
+from modhifi_core.compute import place, requested
 from modhifi_core.errors import InputError
 from modhifi_core.language import sample_sequences, text_windows
 from modhifi_core.metadata import modification_record
@@ -96,6 +97,8 @@ def prune_language_model(
     windows: Tensor | None = None,
     statistics: dict[str, FFNStatistics] | None = None,
     scores: dict[str, Tensor] | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> LanguagePruning:
     """Prune `model`'s FFN neurons with `method` to `target_params` (fraction of all the
     model's parameters that remains) or by `fraction` (of FFN neurons removed per layer).
@@ -111,6 +114,7 @@ def prune_language_model(
     synthesize stage; `calibration` then only names their source); `statistics`: from
     `collect_ffn_statistics` of `model` on those windows (the pipeline's collect stage);
     `scores`: `method`'s neuron scores per FFN block from them (the score stage)."""
+    place(model, requested(device, dtype))
     check_options(method, calibration, target_params, fraction)
     _check_length(model, length)
     start = time.perf_counter()

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from modhifi_core import statistics as layer_statistics
 from modhifi_core.calibration import calibration_batches
+from modhifi_core.compute import place, requested
 from modhifi_core.errors import InputError
 from modhifi_core.fidelity import component_scores
 from modhifi_core.models import classifier_name
@@ -56,6 +57,8 @@ def collect_statistics(
     example_inputs: Tensor | None = None,
     ignored_layers: list[str] | None = None,
     executor: Executor | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> ModelStatistics:
     """One streaming pass of `model` over `calibration` (a tensor, dataset, list of
     batches or DataLoader), hooking every consumer layer of the prunable channel groups
@@ -63,6 +66,7 @@ def collect_statistics(
     `ignored_layers` default: the classifier). With an `executor` (any
     `concurrent.futures.Executor`, e.g. a Dask client's), the batches are split into
     shards whose float64 sums are computed on it and added: the same statistics."""
+    place(model, requested(device, dtype))
     batches = calibration_batches(calibration, batch_size)
     example = example_inputs if example_inputs is not None else batches[0][:1]
     protected = list(ignored_layers) if ignored_layers is not None else [classifier_name(model)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from modhifi_core.compute import place, requested
 from modhifi_core.data import DatasetSplits, data_spec, load_from_spec
 from modhifi_core.metadata import ModelMetadata
 from modhifi_core.models import ModelConfig, build_model
@@ -13,14 +14,21 @@ from modhifi_core.training import TrainConfig, train_model
 
 
 def train(
-    config: ModelConfig, data: DatasetSplits, recipe: TrainConfig = TrainConfig(), spec: dict | None = None
+    config: ModelConfig,
+    data: DatasetSplits,
+    recipe: TrainConfig = TrainConfig(),
+    spec: dict | None = None,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> Outcome:
     """Build `config` (initialised with `recipe.seed`), train it on `data.train` with SGD
     and a cosine schedule, and evaluate it. `spec`: the data spec recorded in the
     metadata (how to reload `data`). Metrics: `test_accuracy`, `train_accuracy` (%),
-    `per_class_accuracy`, `train_seconds`, `final_loss`."""
+    `per_class_accuracy`, `train_seconds`, `final_loss`. `device`/`dtype`: where it
+    trains (`modhifi_core.compute`; None: float32 on the CPU); the model is float32."""
     torch.manual_seed(recipe.seed)
-    model = build_model(config)
+    model = place(build_model(config), requested(device, dtype))
     log = train_model(model, data.train, recipe)
     scores = evaluate(model, data)
     recipe_dict = vars(recipe)
@@ -48,13 +56,15 @@ def train_from_params(
     batch_size: int = TrainConfig.batch_size,
     weight_decay: float = TrainConfig.weight_decay,
     seed: int = 0,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> Outcome:
     """`train` as params.yaml (or `modhifi train`) describes it: architecture `name` of
     stem `width`, trained on `dataset` (from `data_dir` where it needs one) at
     `image_size` px and `channels` (None: the dataset's own, `NATIVE_SHAPES`), on
     `train_per_class` images per class (None: all); its train/test split (`test_fraction`)
     is fixed, seeded 0, so every training seed is tested alike. SGD with `epochs`, `lr`,
-    `batch_size`, `weight_decay`, initialisation `seed`."""
+    `batch_size`, `weight_decay`, initialisation `seed`; on `device` in `dtype`."""
     native = NATIVE_SHAPES.get(dataset, (None, None))
     image_size = image_size if image_size is not None else native[0]
     channels = channels if channels is not None else native[1]
@@ -64,4 +74,4 @@ def train_from_params(
         name=name, num_classes=splits.num_classes, in_channels=channels, width=width, image_size=image_size
     )
     settings = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed)
-    return train(config, splits, settings, spec)
+    return train(config, splits, settings, spec, device=device, dtype=dtype)

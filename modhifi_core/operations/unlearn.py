@@ -19,6 +19,7 @@ import torch
 
 from modhifi_core.checkpoint import Checkpoint
 from modhifi_core.checks import check_forget_set
+from modhifi_core.compute import place, requested
 from modhifi_core.data import ArrayDataset, DatasetSplits
 from modhifi_core.errors import InputError
 from modhifi_core.metadata import ModelMetadata, read_metadata
@@ -49,6 +50,8 @@ def unlearn_checkpoint(
     seed: int = 0,
     parents: dict[str, str] | None = None,
     executor: Executor | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> Outcome:
     """Unlearn the forget set — class `forget_class`, or a seeded random fraction
     `forget_random` of the training samples (give one) — from `source.model` with `method`
@@ -62,6 +65,7 @@ def unlearn_checkpoint(
     override it. Metrics: UA, RA, TA, MIA (%) after, `before_*` on the source model,
     `seconds` (the unlearning step), `prune_seconds`. `executor`: where ModHiFi-U's
     statistics passes run (`modhifi_core.unlearning.unlearn`); the result is the same."""
+    place(source.model, requested(device, dtype))
     check_forget_set(forget_class, forget_random, forget_data)
     hyperparameters = dict(hyperparameters or {})
     settings = dict(forget_class=forget_class, forget_random=forget_random, method=method, data=forget_data)

@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from modhifi_core.compute import place, requested
 from modhifi_core.data import ArrayDataset, DatasetSplits
 from modhifi_core.errors import InputError
 from modhifi_core.metrics import unlearning_metrics
@@ -46,6 +47,8 @@ def unlearn_image_classifier(
     hyperparameters: dict[str, Any] | None = None,
     seed: int = 0,
     samples: ArrayDataset | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> ImageUnlearning:
     """Forget class `forget_class` of `data` from `model` (untouched) with `method` (a name
     of `modhifi_core.unlearning.METHODS` except `retrain`, which needs a training recipe this model
@@ -57,6 +60,7 @@ def unlearn_image_classifier(
     Metrics: `method`, `forget`, `data`, UA, RA, TA, MIA (%) after and `before_*` on the
     input model (real data: D_f/D_r of `data.train`, TA/MIA on `data.test` without the
     class), `seconds` (the unlearning step)."""
+    place(model, requested(device, dtype))
     if method == "retrain":
         raise InputError("retrain needs the model's training recipe; an open-weight model carries none")
     from modhifi_core.unlearning.api import METHODS

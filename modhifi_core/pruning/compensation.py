@@ -69,7 +69,7 @@ def scalar_compensation(
         q1 = q1 - stats.positions * mu * centre.unsqueeze(1)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, len(kept) ** 2))
     for start in range(0, weight.shape[0], chunk):
-        outputs = torch.arange(start, min(start + chunk, weight.shape[0]))
+        outputs = torch.arange(start, min(start + chunk, weight.shape[0]), device=weight.device)
         similarity = kept_similarity(gram, stats, weight, kept, centered, outputs)
         delta = optimal_compensation(similarity, q1[outputs][:, kept], ridge)
         view[start : start + len(outputs), kept] *= delta.to(layer.weight.dtype).unsqueeze(-1)
@@ -122,7 +122,7 @@ def _ridge_refit(
         gram = gram - stats.positions * torch.outer(patch, patch)
         cross = cross - stats.positions * torch.outer(output_mean, patch)
     scale = torch.diagonal(gram).mean().clamp_min(0.0)
-    system = gram + ridge * scale * torch.eye(gram.shape[0], dtype=gram.dtype)
+    system = gram + ridge * scale * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     rhs = cross.T - gram @ current.T
     factor, info = torch.linalg.cholesky_ex(system)
     if int(info) == 0 and scale > 0:

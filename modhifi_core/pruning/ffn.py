@@ -74,6 +74,8 @@ class FFNStatistics:
         default: float64 GEMMs cost ~2x on CPU, and a batch's relative rounding ~1e-6 is far
         below the 1e-4 ridge) and added to the float64 accumulators."""
         h = h.reshape(-1, h.shape[-1])
+        if self.gram.device != h.device:  # the sums live where the model computes
+            self.gram, self.total = self.gram.to(h.device), self.total.to(h.device)
         low = h.to(self.product_dtype)
         self.gram += (low.T @ low).double()
         self.total += h.double().sum(0)
@@ -394,13 +396,13 @@ def greedy_removal_order(
     the `step` columns of one round (`step=1`: exact greedy)."""
     n = gram.shape[0]
     scale = gram.diagonal().mean().clamp_min(torch.finfo(gram.dtype).tiny)
-    ridged = gram + max(ridge, 1e-10) * scale * torch.eye(n, dtype=gram.dtype)
+    ridged = gram + max(ridge, 1e-10) * scale * torch.eye(n, dtype=gram.dtype, device=gram.device)
     factor, info = torch.linalg.cholesky_ex(ridged)
     if int(info) != 0:
         raise InputError("the FFN statistics are not a Gram matrix (not positive semi-definite): recollect them")
     inverse = torch.cholesky_inverse(factor)
     w = w.clone()
-    alive = torch.ones(n, dtype=torch.bool)
+    alive = torch.ones(n, dtype=torch.bool, device=gram.device)
     order: list[Tensor] = []
     done = 0
     while done < removals:
@@ -414,14 +416,14 @@ def greedy_removal_order(
         inverse -= inverse[:, chosen] @ rows
         alive[chosen] = False
         order.append(chosen)
-    return torch.cat(order) if order else torch.empty(0, dtype=torch.long)
+    return torch.cat(order) if order else torch.empty(0, dtype=torch.long, device=gram.device)
 
 
 def removal_rank(order: Tensor, width: int) -> Tensor:
     """Scores `(width,)` float64 from a removal order: the i-th removed gets i, never-removed
     neurons `len(order)` (all tie above every removed one; `kept_neurons` breaks ties by index)."""
-    scores = torch.full((width,), float(len(order)), dtype=torch.float64)
-    scores[order] = torch.arange(len(order), dtype=torch.float64)
+    scores = torch.full((width,), float(len(order)), dtype=torch.float64, device=order.device)
+    scores[order] = torch.arange(len(order), dtype=torch.float64, device=order.device)
     return scores
 
 
@@ -484,7 +486,7 @@ def compensate(
 
 
 def _complement(kept: Tensor, width: int) -> Tensor:
-    mask = torch.ones(width, dtype=torch.bool)
+    mask = torch.ones(width, dtype=torch.bool, device=kept.device)
     mask[kept] = False
     return mask.nonzero().squeeze(1)
 
@@ -492,7 +494,7 @@ def _complement(kept: Tensor, width: int) -> Tensor:
 def least_squares_correction(w: Tensor, gram: Tensor, kept: Tensor, dropped: Tensor, ridge: float) -> Tensor:
     """`W[:, K̄] G[K̄, K] (G[K, K] + λ·mean(diag G[K, K])·I)⁻¹` `(out, |K|)` in float64."""
     gkk = gram[kept][:, kept]
-    gkk = gkk + ridge * gkk.diagonal().mean() * torch.eye(len(kept), dtype=gkk.dtype)
+    gkk = gkk + ridge * gkk.diagonal().mean() * torch.eye(len(kept), dtype=gkk.dtype, device=gkk.device)
     rhs = gram[kept][:, dropped] @ w[:, dropped].T  # (|K|, out)
     return _spd_solve(gkk, rhs).T
 
@@ -516,7 +518,7 @@ def delta_star(w: Tensor, gram: Tensor, kept: Tensor, dropped: Tensor, ridge: fl
         q_kk = wk.unsqueeze(2) * gkk * wk.unsqueeze(1)  # (c, |K|, |K|)
         q_k1 = wk * (wc @ gka.T)  # (c, |K|) = (Q_c[K, :] 1)
         shift = ridge * q_kk.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-300)
-        q_kk = q_kk + shift[:, None, None] * torch.eye(len(kept), dtype=w.dtype)
+        q_kk = q_kk + shift[:, None, None] * torch.eye(len(kept), dtype=w.dtype, device=w.device)
         deltas.append(torch.linalg.lstsq(q_kk, q_k1.unsqueeze(2)).solution.squeeze(2))
     return torch.cat(deltas)
 

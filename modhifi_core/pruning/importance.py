@@ -51,7 +51,7 @@ class FidelityImportance(tp.importance.Importance):
 
     def _consumer_levels(self, module: nn.Module) -> Tensor:
         if module not in self._levels:
-            scores = self.scores[module].double()
+            scores = self.scores[module].double().cpu()  # small (c_out, c_in): ranks on the CPU
             silent = self.silent.get(module)
             if silent is not None and not bool(silent.all()):
                 scores = scores[~silent]
@@ -95,7 +95,7 @@ class RankedImportance(tp.importance.Importance):
 
     @torch.no_grad()
     def keep_levels(self, group: tp.Group) -> Tensor:
-        importance = self.base(group).double()
+        importance = self.base(group).double().cpu()
         order = torch.argsort(importance, descending=True, stable=True)
         levels = torch.empty_like(importance)
         levels[order] = (torch.arange(len(importance), dtype=torch.float64) + 1) / len(importance)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from modhifi_core.batchnorm import has_batchnorm
 from modhifi_core.checks import check_class_exists
+from modhifi_core.compute import place, requested
 from modhifi_core.data import ArrayDataset
 from modhifi_core.errors import InputError
 from modhifi_core.synthesis.artifact import check_output_folder, load_synthetic, save_synthetic
@@ -82,6 +83,8 @@ def synthesize(
     seed: int = 0,
     source: str | Path | None = None,
     reference: ArrayDataset | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> SynthesisResult:
     """`per_class` samples of each of `classes` (default: every class of the model).
 
@@ -93,6 +96,7 @@ def synthesize(
     `reference` (real data, optional) puts the diversity on the real-data scale.
     Seeded; the model is left unchanged. Bad input raises `InputError`.
     """
+    place(model, requested(device, dtype))
     if method not in METHODS:
         raise InputError(f"unknown synthesis method {method!r}; choose one of {', '.join(METHODS)}")
     if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1):
