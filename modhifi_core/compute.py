@@ -52,10 +52,10 @@ def resolve(device: str = "auto", dtype: str = "float32") -> Compute:
     name = str(device).strip().lower()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    kind, _, index = name.partition(":")
-    if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
+    backend, _, index = name.partition(":")
+    if backend not in ("cpu", "cuda") or (index and (backend == "cpu" or not index.isdigit())):
         raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if kind == "cuda":
+    if backend == "cuda":
         if not torch.cuda.is_available():
             raise InputError(f"device {device!r} asked, but this machine has no CUDA device (use --device cpu or auto)")
         count = torch.cuda.device_count()
