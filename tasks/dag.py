@@ -280,22 +280,23 @@ def _folded(root: Path, files: set[str]) -> list[str]:
 def write_dvc_yaml(root: Path, kind: object) -> bool:
     """Write `root/dvc.yaml` for `kind` when its content differs; returns whether it did.
     A dvc.yaml modhifi did not write (no generated header: the user's own, or one from
-    before dvc.yaml was generated) is refused in one line, not overwritten."""
+    before dvc.yaml was generated) is refused in one line, not overwritten, before
+    anything is written. In a workspace outside the code the stages' code records
+    (`write_code_records`) are refreshed too."""
     from modhifi_core.safe_io import atomic_write_text
 
     text = render_dvc_yaml(kind, root)
-    if not holds_project_code(root):
-        write_code_records(root, kind)
     path = root / "dvc.yaml"
-    if path.is_file():
-        current = path.read_text()
-        if current == text:
-            return False
-        if not current.startswith(GENERATED.splitlines()[0][:24]):
-            raise InputError(
-                f"{path} was not written by modhifi: `modhifi run` writes the dvc.yaml of the model's kind "
-                "there; move that file away and run again"
-            )
+    current = path.read_text() if path.is_file() else None
+    if current is not None and current != text and not current.startswith(GENERATED.splitlines()[0][:24]):
+        raise InputError(
+            f"{path} was not written by modhifi: `modhifi run` writes the dvc.yaml of the model's kind "
+            "there; move that file away and run again"
+        )
+    if not holds_project_code(root):
+        write_code_records(root, kind)  # refreshed on every run, like the inputs' records
+    if current == text:
+        return False
     atomic_write_text(path, text)
     return True
 
