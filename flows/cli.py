@@ -13,6 +13,7 @@ import typer
 
 from flows.commands.evaluate import evaluate
 from flows.commands.finetune import finetune
+from flows.commands.init import init
 from flows.commands.lineage import lineage
 from flows.commands.pipeline import run, serve, stage, sweep
 from flows.commands.prune import prune
@@ -27,6 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.command()(init)
 app.command()(train)
 app.command()(evaluate)
 app.command()(prune)

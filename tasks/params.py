@@ -465,3 +465,91 @@ def describe_validation_error(exc: ValidationError, as_option: bool = False) -> 
         return f"{key}: {reason}" if err["loc"] else reason
     got = err.get("input")
     return f"{key}: {err['msg'].lower()} (got {got!r})"
+
+
+# ---------------------------------------------------------------- a new workspace's params.yaml
+
+
+def render_params(kind: Any, model: dict, settings: dict | None = None) -> str:
+    """A commented params.yaml for a run of `kind` (a `kinds.ModelKind`): `seed`, the
+    kind's `model` keys (`model` gives those the user set; the rest default), the kind's
+    sections and `cluster`, every key at its default unless `settings` (`{"section.key":
+    value}`) sets it, each key with its comment from this schema (`_schema_comments`).
+    InputError (one line) for a settings key the kind does not read; the result is
+    validated as `load_params` would."""
+    sections = {name: Params.model_fields[name].annotation for name in (*kind.sections, "cluster")}
+    values: dict[str, Any] = {"seed": 0, "model": {key: model.get(key) for key in kind.model_keys}}
+    values["model"] |= {k: v for k, v in ModelParams().model_dump().items() if k in kind.model_keys and k not in model}
+    for name in sections:
+        values[name] = _section_class(name)().model_dump()
+    for key, value in (settings or {}).items():
+        *path, last = key.split(".")
+        node = values
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or (last not in node and key != "seed"):
+            raise InputError(f"{key} is not a params key of a {kind.name} model (its sections: {', '.join(values)})")
+        node[last] = value
+    validate_params(values, source="params.yaml")
+    comments = _schema_comments()
+    lines = [
+        f"# The pipeline's knobs for a {kind.name} model, written by `modhifi init` with every default",
+        "# (schema and checks: modhifi's tasks/params.py). Edit a value, then `modhifi run`.",
+    ]
+    for name, value in values.items():
+        if not isinstance(value, dict):
+            lines.append(_commented(f"{name}: {_flow(value)}", comments.get(("Params", name), "")))
+            continue
+        owner = _section_class(name).__name__
+        lines += [f"# {comments[(owner, '')]}"] if comments.get((owner, "")) else []
+        lines.append(f"{name}:")
+        for key, item in value.items():
+            lines.append(_commented(f"  {key}: {_flow(item)}", comments.get((owner, key), "")))
+    return "\n".join(lines) + "\n"
+
+
+def _section_class(name: str) -> type[Section]:
+    annotation = Params.model_fields[name].annotation
+    return next(a for a in getattr(annotation, "__args__", (annotation,)) if a is not type(None))
+
+
+def _flow(value: Any) -> str:
+    """`value` as one line of YAML (`null`, `0.5`, `{}`, `[3, 32, 32]`, a quoted string
+    when plain YAML would read it back as something else)."""
+    return yaml.safe_dump([value], default_flow_style=True, width=10_000).strip()[1:-1]
+
+
+def _commented(line: str, comment: str) -> str:
+    return f"{line:<28} # {comment}" if comment else line
+
+
+def _schema_comments() -> dict[tuple[str, str], str]:
+    """`(class name, field)` -> the comment written beside that field in this module (on its
+    line, else the comment lines right above it); `(class name, "")` -> the first sentence
+    of the class's docstring. Read from the source, so the comments are written once."""
+    import ast
+    import io
+    import tokenize
+
+    source = Path(__file__).read_text()
+    by_line: dict[int, str] = {}
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            by_line[token.start[0]] = token.string.lstrip("#").strip()
+    comments: dict[tuple[str, str], str] = {}
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        doc = ast.get_docstring(node) or ""
+        comments[(node.name, "")] = " ".join(doc.split(". ")[0].split()).rstrip(".")
+        for field in node.body:
+            if not (isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name)):
+                continue
+            own = [by_line[n] for n in range(field.lineno, field.end_lineno + 1) if n in by_line]
+            above, line = [], field.lineno - 1
+            while line in by_line and source.splitlines()[line - 1].strip().startswith("#"):
+                above.insert(0, by_line[line])
+                line -= 1
+            text = " ".join(own or above)
+            comments[(node.name, field.target.id)] = text.split("  # ")[0]
+    return comments

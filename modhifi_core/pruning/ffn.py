@@ -606,18 +606,27 @@ def _linear_shapes(module: nn.Module) -> tuple[int, int] | None:
 
 def flops_per_token(model: nn.Module, seq_len: int) -> int:
     """Multiply-adds ×2 per token at sequence length `seq_len`: every Linear/Conv1D
-    (`2·in·out`, the LM head included, embedding lookups excluded) plus attention's
-    `QKᵀ` and `AV` over the full length (`4·seq_len·heads·head_dim` per layer; from the
-    config, omitted when it does not say)."""
-    linear = sum(2 * s[0] * s[1] for m in model.modules() if (s := _linear_shapes(m)) is not None)
+    (`2·in·out`, the LM head included, embedding lookups excluded; those inside a
+    `pooler` — BERT's, which runs on one token per sequence — once per sequence) plus
+    attention's `QKᵀ` and `AV` over the full length (`4·seq_len·heads·head_dim` per
+    layer; from the config, omitted when it does not say). Equals `FlopCounterMode`'s
+    count of one `seq_len` forward (attention unfused) divided by `seq_len`."""
+    pooled = {
+        id(m) for name, pooler in model.named_modules() if name.rpartition(".")[2] == "pooler" for m in pooler.modules()
+    }
+    linear = sum(
+        2 * s[0] * s[1] / (seq_len if id(m) in pooled else 1)
+        for m in model.modules()
+        if (s := _linear_shapes(m)) is not None
+    )
     config = getattr(model, "config", None)
     layers = _config_value(config, "num_hidden_layers", "n_layer")
     heads = _config_value(config, "num_attention_heads", "n_head")
     hidden = _config_value(config, "hidden_size", "n_embd")
     if not (layers and heads and hidden) or isinstance(layers, list):
-        return linear
+        return round(linear)
     head_dim = getattr(config, "head_dim", None) or hidden // heads
-    return linear + 4 * seq_len * layers * heads * head_dim
+    return round(linear + 4 * seq_len * layers * heads * head_dim)
 
 
 def _config_value(config: object, *keys: str) -> int | None:
