@@ -48,7 +48,7 @@ def test_init_makes_a_workspace_of_the_sources_kind_outside_the_checkout(llama, 
     assert (root / ".git").is_dir() and (root / ".dvc").is_dir()
     assert "/mlflow.db" in (root / ".gitignore").read_text().splitlines()
     raw = yaml.safe_load((root / "params.yaml").read_text())
-    assert list(raw) == ["seed", "model", "language", "cluster"], "only the causal LM's sections"
+    assert list(raw) == ["seed", "model", "language", "compute", "cluster"], "only the causal LM's sections"
     assert raw["model"] == {"source": f"hf:{folder}"}, "the relative source made absolute"
     params = load_params(root / "params.yaml")
     defaults = Params.every_default()
