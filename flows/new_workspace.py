@@ -48,11 +48,9 @@ def create_workspace(directory: Path, source: str | None, settings: dict | None 
     root = directory.expanduser().resolve()
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise InputError(f"{directory} already exists and is not an empty folder; give a new or empty one")
-    source = _absolute(source)
-    kind = kind_of(source, root)  # a source of no known kind, a missing or unreadable folder: one line
+    kind = kind_of(source)  # a source of no known kind, a missing or unreadable folder: one line
     kind.check()
-    model = {"path": source, "source": None} if kind.name == "zoo" and source else {"source": source}
-    text = render_params(kind, model, settings)
+    text = render_params(kind, kind.model_section(), settings)
     existed = root.exists()
     root.mkdir(parents=True, exist_ok=True)
     try:
@@ -74,19 +72,6 @@ def _populate(root: Path, kind: object, params_text: str) -> None:
     atomic_write_text(root / "params.yaml", params_text)
     atomic_write_text(root / ".gitignore", GITIGNORE)
     write_dvc_yaml(root, kind)
-
-
-def _absolute(source: str | None) -> str | None:
-    """`source` with a relative local path made absolute (it was given from the current
-    folder, not the new workspace's)."""
-    if source is None:
-        return None
-    scheme, sep, rest = source.partition(":")
-    if sep and scheme == "hf" and not Path(rest).expanduser().is_absolute():
-        return f"hf:{Path(rest).expanduser().resolve()}"
-    if not sep and source.endswith(".pt"):
-        return str(Path(source).expanduser().resolve())
-    return source
 
 
 def _git(root: Path, *args: str) -> None:

@@ -187,6 +187,11 @@ class ModelKind:
         """A short summary of a model artifact of this kind, for lineage and reports."""
         return {"kind": self.name, "path": str(path)}
 
+    def model_section(self) -> dict:
+        """The params.yaml `model` section that names this source from anywhere (a local
+        path made absolute: `modhifi init` writes it into a workspace elsewhere)."""
+        return {"source": self.source}
+
     # ------------------------------------------------------------------ a pipeline run
     def inputs(self, params: Any, root: Path) -> dict[str, Path | None]:
         """The external inputs a run reads, by `tasks.inputs.INPUTS` name (`model_source`,

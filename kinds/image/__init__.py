@@ -288,6 +288,9 @@ class HFImageKind(ImageClassifierKind):
 
         return hf_folder(self.source, root)
 
+    def model_section(self) -> dict:
+        return {"source": f"hf:{self.folder().resolve()}"}
+
     def check(self, *, folder: str | Path | None = None, **options: Any) -> None:
         from modhifi_core.sources.huggingface import check_folder, model_kind
 

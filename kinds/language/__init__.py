@@ -144,6 +144,9 @@ class LanguageKind(ModelKind):
 
         return hf_folder(self.source, root)
 
+    def model_section(self) -> dict:
+        return {"source": f"hf:{self.folder().resolve()}"}
+
     def check(self, **options: Any) -> None:
         """The folder is a complete Hugging Face model folder (config, weights), checked
         without loading it."""

@@ -158,6 +158,10 @@ class ZooKind(ModelKind):
         save_checkpoint(out, model, loaded.config, lineage, extra or None)
         return Path(out)
 
+    def model_section(self) -> dict:
+        """A checkpoint is `model.path` (absolute); no source: the zoo model trained on digits."""
+        return {"source": None} if self.source is None else {"path": str(Path(self.source).resolve()), "source": None}
+
     def describe(self, path: str | Path) -> dict:
         """The architecture, classes, input, the operation that made it and its sha256."""
         from modhifi_core.metadata import read_metadata
