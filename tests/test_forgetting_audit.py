@@ -115,3 +115,16 @@ def test_evaluate_reports_the_audit_for_a_class_and_bad_settings_are_refused(tin
         FeatureProbe(per_class=0)
     with pytest.raises(InputError, match="forget-data relearning"):
         ForgetRelearning(threshold=100.0)
+
+
+def test_the_run_summary_does_not_call_a_masked_class_forgotten(capsys):
+    from flows.commands.pipeline import _print_summary
+    from modhifi_core.durability import VERDICTS
+
+    metrics = {"forget_class": 3, "UA": 100.0, "probe_forget_accuracy": 97.0, "forgetting_lives_in": "head"}
+    metrics["forgetting_verdict"] = VERDICTS["head"]
+    result = {"metrics": metrics, "order": [], "stage_seconds": {}, "skipped_reasons": {}, "workspace": "ws"}
+    _print_summary(None, {**result, "lineage": "modhifi lineage outputs/final/model.pt"})
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "verdict of the forgetting audit" in shown and "NOT forgotten" in shown
+    assert "forgotten class" not in shown and "class to forget" in shown
