@@ -193,7 +193,8 @@ def audit_figures(model, data, forget_class: int, original) -> dict:
     """The forgetting audit's figures of one unlearned model (the strings and numbers a row keeps)."""
     audit = audit_forgetting(model, data, forget_class, original)
     keep = ("probe_forget_accuracy", "probe_retain_accuracy", "original_probe_forget_accuracy")
-    keep += ("relearn_forget_steps", "head_reset_relearn_forget_steps", "forgetting_lives_in")
+    keep += ("relearn_forget_steps", "relearn_forget_steps_after_head_reset", "head_reset_relearn_forget_steps")
+    keep += ("forgetting_lives_in",)
     return {key: audit[key] for key in keep}
 
 

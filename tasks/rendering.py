@@ -129,6 +129,7 @@ AUDIT_ROWS = [
     ("feature probe before unlearning: forget class (%)", "original_probe_forget_accuracy"),
     ("feature probe on the last stage's input: forget class (%)", "probe_stage_forget_accuracy"),
     ("forget-data relearning: SGD steps until > 50% recognised", "relearn_forget_steps"),
+    ("the same after resetting its class row of the classifier", "relearn_forget_steps_after_head_reset"),
     ("the same, the model before unlearning with its class row reset", "head_reset_relearn_forget_steps"),
 ]
 

@@ -69,6 +69,8 @@ def test_a_model_whose_only_change_is_its_forget_row_is_flagged_as_a_mask(tiny, 
     assert audit["probe_forget_accuracy"] >= audit["original_probe_forget_accuracy"] - 5.0  # features intact
     assert audit["relearn_forget_steps"] < audit["relearn_forget_steps_cap"]  # a few samples bring it back
     assert audit["original_relearn_forget_steps"] == 0
+    # with the row reset, the control IS the reference: its features relearn exactly as fast
+    assert audit["relearn_forget_steps_after_head_reset"] == audit["head_reset_relearn_forget_steps"]
     assert "only in the head" in verdict_sentence(audit)
 
 
@@ -76,7 +78,7 @@ def test_a_model_trained_without_the_class_is_not_flagged(never_saw_the_class, t
     audit = audit_forgetting(never_saw_the_class, digits, K, original=tiny)
     assert audit["forgetting_lives_in"] == "features", audit
     assert audit["probe_retain_accuracy"] - audit["probe_forget_accuracy"] >= 15.0
-    assert audit["relearn_forget_steps"] >= 2 * audit["head_reset_relearn_forget_steps"]
+    assert audit["relearn_forget_steps_after_head_reset"] >= 4 * audit["head_reset_relearn_forget_steps"]
     assert "lives in the features" in verdict_sentence(audit)
 
 

@@ -186,6 +186,7 @@ SUMMARY_ROWS = [
     ("feature probe: held-out forget-class samples recognised (%)", "probe_forget_accuracy"),
     ("feature probe: held-out retained-class samples recognised (%)", "probe_retain_accuracy"),
     ("forget-data relearning: SGD steps until > 50% recognised", "relearn_forget_steps"),
+    ("the same after resetting its class row of the classifier", "relearn_forget_steps_after_head_reset"),
     ("the same, the model before unlearning with its class row reset", "head_reset_relearn_forget_steps"),
     ("verdict of the forgetting audit", "forgetting_verdict"),
     ("final model test accuracy, retained classes (%)", "final_TA"),
