@@ -1,10 +1,13 @@
 """Unlearning benchmarks on the digits model: the Unlearn-Sparse table, ModHiFi-U with
-its durability audit (plain vs durable, real vs synthetic forget samples) and backdoor cleansing.
+its durability audit (plain vs the logit mask, real vs synthetic forget samples) and backdoor
+cleansing. Class-forgetting rows carry the forgetting audit (`durability.audit_forgetting`:
+few-shot feature probe, forget-data relearning index, where the forgetting lives), and the
+logit mask (`logit-mask`: the forget class's classifier row only) is a baseline beside them.
 Prints a table per section and writes benchmarks/results/unlearn_<section>.json.
 
     python benchmarks/unlearn.py table      # {dense, OMP 50/90/95%} x methods: UA MIA RA TA RTE Avg.Gap
     python benchmarks/unlearn.py table --forget-random 0.1   # the same, random forgetting (10%)
-    python benchmarks/unlearn.py modhifi --seeds 0,1,2 --cache DIR   # ModHiFi-U: plain/durable x real/synthetic
+    python benchmarks/unlearn.py modhifi --seeds 0,1,2 --cache DIR   # ModHiFi-U: plain/mask x real/synthetic
     python benchmarks/unlearn.py backdoor   # clean accuracy and ASR before/after (prune-then-)unlearning
 
 The grid is set by flags (`--seeds`, `--classes`, `--sparsities`, `--methods`); the full
@@ -21,7 +24,6 @@ more threads mostly add contention, and RTE is wall-clock.
 from __future__ import annotations
 
 import argparse
-import copy
 import platform
 import statistics
 import time
@@ -32,31 +34,31 @@ import torch
 from prune import digits_model, synthetic_images  # benchmarks/prune.py: the same cached models and samples
 
 from modhifi_core.data import load_dataset
-from modhifi_core.durability import durability_metrics
+from modhifi_core.durability import audit_forgetting, durability_metrics
 from modhifi_core.metrics import average_gap, unlearning_metrics
 from modhifi_core.models import ModelConfig, build_model
 from modhifi_core.splits import class_split, random_split
 from modhifi_core.training import TrainConfig, accuracy, train_model
 from modhifi_core.unlearning import METHODS, unlearn
-from modhifi_core.unlearning.modhifi_u import head_components, negate_head
+from modhifi_core.unlearning.api import STATISTICS_METHODS
 from modhifi_core.unstructured import omp
 
-TABLE_METHODS = ["retrain", "ft", "ga", "rl", "ff", "iu", "l1sparse", "modhifi", "modhifi-contrastive"]
+TABLE_METHODS = ["retrain", "ft", "ga", "rl", "ff", "iu", "l1sparse", "logit-mask", "modhifi", "modhifi-contrastive"]
 VARIANTS = {"modhifi-contrastive": ("modhifi", {"contrastive": True, "fraction": 0.2})}
 # ModHiFi-U section: (label, hyper-parameters, forget samples "real" | "synthetic").
 MODHIFI_RUNS = [
     ("plain (default), real D_f", {}, "real"),
     ("plain (default), synthetic", {}, "synthetic"),
-    ("durable (head), real D_f", {"durable": True}, "real"),
-    ("durable (head), synthetic", {"durable": True}, "synthetic"),
+    ("logit mask (stage + head edit), real D_f", {"logit_mask": True}, "real"),
+    ("logit mask (stage + head edit), synthetic", {"logit_mask": True}, "synthetic"),
     ("plain, fraction auto, synthetic", {"fraction": "auto"}, "synthetic"),
-    ("durable (head), fraction auto, synthetic", {"durable": True, "fraction": "auto"}, "synthetic"),
+    ("logit mask (stage + head edit), fraction auto, synthetic", {"logit_mask": True, "fraction": "auto"}, "synthetic"),
     ("score fidelity, fraction 0.09 (old default), synthetic", {"score": "fidelity", "fraction": 0.09}, "synthetic"),
 ]
 # Run on the first seed only (evidence for a design that was not kept).
 FIRST_SEED_RUNS = [
     ("durable (iterate, real retain), real D_f", {"durable": True, "durable_design": "iterate"}, "real"),
-    ("head edit only, no stage edit (control), synthetic", {"head_only": True}, "synthetic"),
+    ("logit mask only, no stage edit (control), synthetic", {"method": "logit-mask"}, "synthetic"),
 ]
 SYNTHETIC_PER_CLASS = 200
 BACKDOOR_METHODS = ["ft", "ga", "rl", "iu", "l1sparse"]
@@ -75,7 +77,7 @@ def run_method(model, split, name: str, masks, seed: int, recipe: TrainConfig):
     method, hyperparameters = VARIANTS.get(name, (name, {}))
     if method == "retrain":
         hyperparameters = {"epochs": recipe.epochs, "lr": recipe.lr, "batch_size": recipe.batch_size}
-    if method != "modhifi":
+    if method not in STATISTICS_METHODS:  # the deterministic edits take no seed
         hyperparameters = {**hyperparameters, "seed": seed}
     return unlearn(model, split, method, masks=masks, **hyperparameters)
 
@@ -114,6 +116,8 @@ def table(args: argparse.Namespace) -> dict:
                         continue  # ModHiFi-U forgets classes
                     result = run_method(model, split, name, masks, seed, recipe)
                     metrics = unlearning_metrics(result.model, split, data.test)
+                    if split.forget_class is not None:
+                        metrics |= audit_figures(result.model, data, split.forget_class, model)
                     if name == "retrain":
                         retrain_metrics = metrics
                     row = {
@@ -126,6 +130,8 @@ def table(args: argparse.Namespace) -> dict:
                         "RTE": result.seconds,
                     }
                     row["gap"] = average_gap(metrics, retrain_metrics) if retrain_metrics else None
+                    if retrain_metrics and "probe_forget_accuracy" in metrics:
+                        row["probe_gap"] = metrics["probe_forget_accuracy"] - retrain_metrics["probe_forget_accuracy"]
                     runs.append(row)
                     print(
                         f"  {split.describe()[:9]:9s} {name:20s} "
@@ -139,9 +145,10 @@ def table(args: argparse.Namespace) -> dict:
             if not rows:
                 continue
             entry = {"sparsity": sparsity, "method": name, "n": len(rows)}
-            for key in ("UA", "MIA", "RA", "TA", "RTE", "gap"):
-                values = [r[key] for r in rows if r[key] is not None]
+            for key in ("UA", "MIA", "RA", "TA", "RTE", "gap", "probe_forget_accuracy", "probe_gap"):
+                values = [float(r[key]) for r in rows if r.get(key) is not None]
                 entry[key] = common.mean_std(values) if values else None
+            entry["in_features"] = sum(r.get("forgetting_lives_in") == "features" for r in rows)
             summary.append(entry)
     print_table(summary)
     return {"models": models, "runs": runs, "summary": summary, "goal": goal(summary)}
@@ -175,19 +182,20 @@ def print_table(summary: list[dict]) -> None:
     def cell(value: tuple[float, float] | None) -> str:
         return "-" if value is None else f"{value[0]:6.2f} ± {value[1]:5.2f}"
 
-    columns = ["sparsity", "method", "UA", "MIA", "RA", "TA", "RTE s", "Avg.Gap"]
-    rows = [
-        [e["sparsity"], e["method"], *(cell(e[k]) for k in ("UA", "MIA", "RA", "TA", "RTE", "gap"))] for e in summary
-    ]
+    columns = ["sparsity", "method", "UA", "MIA", "RA", "TA", "RTE s", "Avg.Gap", "probe forget", "probe - Retrain"]
+    columns += ["in features"]
+    keys = ("UA", "MIA", "RA", "TA", "RTE", "gap", "probe_forget_accuracy", "probe_gap")
+    rows = [[e["sparsity"], e["method"], *(cell(e.get(k)) for k in keys), e["in_features"]] for e in summary]
     common.print_table(columns, rows)
 
 
-def head_only(model, split, forget_images):
-    """Control: only the classifier-head edit of the durable design, no stage edit."""
-    start = time.perf_counter()
-    edited = copy.deepcopy(model)
-    negate_head(edited, *head_components(edited, forget_images, split.forget_class, 1.0))
-    return edited, time.perf_counter() - start
+def audit_figures(model, data, forget_class: int, original) -> dict:
+    """The forgetting audit's figures of one unlearned model (the strings and numbers a row keeps)."""
+    audit = audit_forgetting(model, data, forget_class, original)
+    keep = ("probe_forget_accuracy", "probe_retain_accuracy", "original_probe_forget_accuracy")
+    keep += ("relearn_forget_steps", "relearn_forget_steps_after_head_reset", "head_reset_relearn_forget_steps")
+    keep += ("forgetting_lives_in",)
+    return {key: audit[key] for key in keep}
 
 
 def modhifi_section(args: argparse.Namespace) -> dict:
@@ -207,18 +215,17 @@ def modhifi_section(args: argparse.Namespace) -> dict:
             original_ra = accuracy(model, split.retain)
             for label, hyperparameters, source in runs:
                 forget_images = synthetic[k::10] if source == "synthetic" else split.forget.images
-                if hyperparameters.get("head_only"):
-                    edited, seconds = head_only(model, split, forget_images)
-                else:
-                    options = {**hyperparameters, **({"forget_images": forget_images} if source == "synthetic" else {})}
-                    result = unlearn(model, split, "modhifi", **options)
-                    edited, seconds = result.model, result.seconds
+                options = {k: v for k, v in hyperparameters.items() if k != "method"}
+                options |= {"forget_images": forget_images} if source == "synthetic" else {}
+                result = unlearn(model, split, hyperparameters.get("method", "modhifi"), **options)
+                edited, seconds = result.model, result.seconds
                 row = {
                     "seed": seed,
                     "class": k,
                     "setting": label,
                     **unlearning_metrics(edited, split, data.test),
                     **durability_metrics(edited, split),
+                    **audit_figures(edited, data, k, model),
                     "seconds": seconds,
                     "original_RA": original_ra,
                 }
@@ -227,7 +234,8 @@ def modhifi_section(args: argparse.Namespace) -> dict:
                 print(
                     f"seed {seed} class {k} {label:52s} UA {row['UA']:5.1f} RA {row['RA']:5.1f} TA {row['TA']:5.1f} "
                     f"MIA {row['MIA']:5.1f} recal {row['UA_after_bn_recalibration']:5.1f} "
-                    f"relearn {row['UA_after_relearning']:5.1f} {seconds:5.2f}s",
+                    f"relearn {row['UA_after_relearning']:5.1f} probe {row['probe_forget_accuracy']:5.1f} "
+                    f"steps {row['relearn_forget_steps']:3d} ({row['forgetting_lives_in']}) {seconds:5.2f}s",
                     flush=True,
                 )
             if k == args.classes[0] and not args.skip_l1:
@@ -247,6 +255,9 @@ def summarise_modhifi(rows: list[dict]) -> list[dict]:
         entry = {"setting": label, "n": len(sel)}
         for key in ("UA", "RA", "TA", "MIA", "UA_after_bn_recalibration", "UA_after_relearning", "seconds", "RA_drop"):
             entry[key] = common.mean_std([r[key] for r in sel])
+        for key in ("probe_forget_accuracy", "relearn_forget_steps"):
+            entry[key] = common.mean_std([float(r[key]) for r in sel if key in r]) if key in sel[0] else None
+        entry["in_features"] = sum(r.get("forgetting_lives_in") == "features" for r in sel)
         entry["UA_min"] = min(r["UA"] for r in sel)
         entry["RA_drop_max"] = max(r["RA_drop"] for r in sel)
         entry["plain_ok"] = sum(r["UA"] >= 98 and r["RA_drop"] <= 5 for r in sel)
@@ -255,9 +266,18 @@ def summarise_modhifi(rows: list[dict]) -> list[dict]:
         )
         summary.append(entry)
     keys = ("UA", "RA", "TA", "MIA", "UA_after_bn_recalibration", "UA_after_relearning", "seconds")
-    columns = ["setting", "n", "UA", "RA", "TA", "MIA", "UA recal", "UA relearn", "s", "UA>=98&RA-5", "durable ok"]
+    keys += ("probe_forget_accuracy", "relearn_forget_steps")
+    columns = ["setting", "n", "UA", "RA", "TA", "MIA", "UA recal", "UA relearn", "s", "probe forget", "relearn steps"]
+    columns += ["UA>=98&RA-5", "durable ok", "in features"]
     rows = [
-        [e["setting"], e["n"], *(f"{e[k][0]:6.1f}±{e[k][1]:5.1f}" for k in keys), e["plain_ok"], e["durable_ok"]]
+        [
+            e["setting"],
+            e["n"],
+            *("-" if e[k] is None else f"{e[k][0]:6.1f}±{e[k][1]:5.1f}" for k in keys),
+            e["plain_ok"],
+            e["durable_ok"],
+            e["in_features"],
+        ]
         for e in summary
     ]
     common.print_table(columns, rows)
@@ -267,7 +287,7 @@ def summarise_modhifi(rows: list[dict]) -> list[dict]:
 def modhifi_goals(summary: list[dict], l1_rows: list[dict]) -> dict:
     """Issue 11's goals 2 and 3 (synthetic forget samples)."""
     by = {e["setting"]: e for e in summary}
-    plain, durable = by.get("plain (default), synthetic"), by.get("durable (head), synthetic")
+    plain, durable = by.get("plain (default), synthetic"), by.get("logit mask (stage + head edit), synthetic")
     l1_seconds = statistics.fmean(r["seconds"] for r in l1_rows) if l1_rows else float("nan")
     goals = {}
     if plain:

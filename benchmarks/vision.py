@@ -378,7 +378,7 @@ def section_unlearn(args) -> dict:
                     options["layers"] = ln_layers(model, options["layers"])
                 result = unlearn(model, split, "modhifi", **options)
                 spared = {} if kind == "resnet" else {"retain_fraction": setting.get("retain_fraction", 0.0),
-                                                      "durable": setting.get("durable", False)}  # fmt: skip
+                                                      "logit_mask": setting.get("logit_mask", False)}  # fmt: skip
                 row = {"model": kind, "seed": seed, "forget_class": forget_class, **setting, **spared,
                        "edit": result.log.get("edit"), "seconds": result.seconds, "original": original}  # fmt: skip
                 row.update(
@@ -389,7 +389,7 @@ def section_unlearn(args) -> dict:
                 rows.append(row)
                 print(unlearn_line(row), flush=True)
         write_partial(args, {"rows": rows})
-    summary = unlearn_summary(rows, ("seed", "layers", "centre", "retain_fraction", "durable", "fraction"))
+    summary = unlearn_summary(rows, ("seed", "layers", "centre", "retain_fraction", "logit_mask", "fraction"))
     for entry in summary:
         print(f"summary {entry}", flush=True)
     return {"model": kind, "split_train_per_class": args.split_per_class, "test_per_class": args.test_per_class,
@@ -402,7 +402,7 @@ def unlearn_settings(args) -> list[dict]:
     fractions = args.fractions or [None]
     if args.model == "resnet":
         return [{"fraction": fraction} for fraction in fractions]
-    head = {"durable": True} if args.durable else {}
+    head = {"logit_mask": True} if args.logit_mask else {}
     return [
         {"layers": layers, "centre": centre, "fraction": fraction, **spare_options(spared), **head}
         for layers in args.vit_layers
@@ -462,7 +462,7 @@ def durability(model: nn.Module, split, kind: str, seed: int) -> dict:
 
 def unlearn_line(row: dict) -> str:
     original = row["original"]
-    keys = ("layers", "centre", "retain_fraction", "durable", "fraction")
+    keys = ("layers", "centre", "retain_fraction", "logit_mask", "fraction")
     setting = " ".join(f"{k} {row[k]}" for k in keys if k in row)
     text = f"{row['model']} seed {row['seed']} {setting} class {row['forget_class']}: UA {row['UA']:5.1f} "
     text += f"RA {row['RA']:5.1f} (orig {original['RA']:5.1f})"
@@ -533,7 +533,7 @@ def ln_setting(args) -> dict:
     """The one ModHiFi-U setting (`--vit-layers`, `--centres`, `--contrastive`, `--fractions`:
     the first of each) that the fine-tuning and calibration sections apply."""
     fraction = (args.fractions or [0.05])[0]
-    head = {"durable": True} if args.durable else {}
+    head = {"logit_mask": True} if args.logit_mask else {}
     return {"layers": args.vit_layers[0], "centre": args.centres[0], "fraction": fraction,
             **spare_options(args.contrastive[0]), **head}  # fmt: skip
 
@@ -873,8 +873,9 @@ def main(argv: list[str] | None = None) -> None:
         help="unlearn (ViT/Swin): retain fractions to spare (contrastive=True); 0 = plain ModHiFi-U",
     )  # fmt: skip
     options.add_argument(
-        "--durable", action="store_true",
-        help="unlearn (ViT/Swin): also negate the classifier row's HiFi inputs (durable=True, beyond the paper)",
+        "--logit-mask", "--durable", dest="logit_mask", action="store_true",
+        help="unlearn (ViT/Swin): also negate the classifier row's HiFi inputs (logit_mask=True: a mask, not "
+        "forgetting; --durable is its old name)",
     )  # fmt: skip
     options.add_argument("--quick", action="store_true", help="unlearn: UA and RA only (a selection sweep)")
     options.add_argument("--per-class", type=int, default=50, help="finetune-ln/calibrate-ln: samples per class")

@@ -549,6 +549,19 @@ def _unlearning_evidence(metrics: dict) -> list[str]:
         "|---|---|---|",
     ]
     lines += [f"| {label} | {metrics.get('before_' + k, float('nan')):.2f} | {metrics[k]:.2f} |" for label, k in rows]
+    return lines + _forgetting_audit(metrics)
+
+
+def _forgetting_audit(metrics: dict) -> list[str]:
+    """Where the unlearned model's forgetting lives (`durability.audit_forgetting`), and
+    whether the method was asked for a logit mask; none for a record without the audit."""
+    lines = []
+    if metrics.get("forgetting_is_logit_mask"):
+        lines += ["", "**The forgetting is a logit mask**: the method edited the forget class's classifier row only."]
+    if "forgetting_lives_in" in metrics:
+        from modhifi_core.durability import verdict_sentence
+
+        lines += ["", f"Where the forgetting lives (audit of the unlearned model): {verdict_sentence(metrics)}"]
     return lines
 
 

@@ -68,6 +68,7 @@ PRUNE = "modhifi_core.operations.prune:prune_checkpoint"
 UNLEARN = "modhifi_core.operations.unlearn:unlearn_checkpoint"
 FINETUNE = "modhifi_core.operations.finetune:finetune_checkpoint"
 RELEARN = "modhifi_core.durability:RelearningAttack"
+RELEARN_FORGET = "modhifi_core.durability:ForgetRelearning"
 PRUNE_LM = "modhifi_core.operations.prune_language_model:prune_language_model"
 SAMPLE_LM = "modhifi_core.language.sampling:sample_sequences"
 COMPUTE = "modhifi_core.compute:resolve"
@@ -177,7 +178,7 @@ class UnlearnParams(Section):
 
     forget_class: int | None = Field(3, ge=0)  # the pipeline's example; the operation has no default class
     forget_random: Fraction | None = Field(default_factory=default_of(UNLEARN, "forget_random"))
-    method: Literal["modhifi", "retrain", "ft", "ga", "rl", "ff", "iu", "l1sparse"] = Field(
+    method: Literal["modhifi", "retrain", "ft", "ga", "rl", "ff", "iu", "l1sparse", "logit-mask"] = Field(
         default_factory=default_of(UNLEARN, "method")
     )
     # what the method sees; metrics use real data
@@ -213,10 +214,13 @@ class FinetuneParams(Section):
 
 class EvaluateParams(Section):
     """The audit of an unlearned model: does the forgetting survive a relearning attack
-    (`relearn_steps` SGD steps on retained data only)? BN recalibration is always audited."""
+    (`relearn_steps` SGD steps on retained data only)? BN recalibration and the feature
+    probe are always audited; the forget-data relearning index counts at most
+    `relearn_forget_max_steps` steps (0 skips it)."""
 
     relearn_steps: int = Field(default_factory=default_of(RELEARN, "steps"), ge=0, le=100_000)
     relearn_lr: float = Field(default_factory=default_of(RELEARN, "lr"), gt=0.0, le=10.0)
+    relearn_forget_max_steps: int = Field(default_factory=default_of(RELEARN_FORGET, "max_steps"), ge=0, le=100_000)
 
 
 class ComputeParams(Section):

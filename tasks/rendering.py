@@ -118,7 +118,38 @@ def pruning_and_forgetting_rows(e: dict) -> list[tuple[str, float]]:
         ("MIA-Efficacy (%)", e["MIA"]),
         ("UA after BN recalibration on retained data (%)", e["UA_after_bn_recalibration"]),
         ("UA after the relearning attack on retained data (%)", e.get("UA_after_relearning", float("nan"))),
+        *audit_rows(e),
     ]
+
+
+# The forgetting audit's figures (`modhifi_core.durability.audit_forgetting`), as reported.
+AUDIT_ROWS = [
+    ("feature probe: held-out forget-class samples recognised (%)", "probe_forget_accuracy"),
+    ("feature probe: held-out retained-class samples recognised (%)", "probe_retain_accuracy"),
+    ("feature probe before unlearning: forget class (%)", "original_probe_forget_accuracy"),
+    ("feature probe on the last stage's input: forget class (%)", "probe_stage_forget_accuracy"),
+    ("forget-data relearning: SGD steps until > 50% recognised", "relearn_forget_steps"),
+    ("the same after resetting its class row of the classifier", "relearn_forget_steps_after_head_reset"),
+    ("the same, the model before unlearning with its class row reset", "head_reset_relearn_forget_steps"),
+]
+
+
+def audit_rows(e: dict) -> list[tuple[str, float]]:
+    """The audit's rows present in the evaluation `e` (an unlearned class)."""
+    return [(label, float(e[key])) for label, key in AUDIT_ROWS if key in e]
+
+
+def audit_paragraph(e: dict) -> list[str]:
+    """Where the forgetting lives, in words (`durability.verdict_sentence`, the rule of
+    `where_forgetting_lives`), as Markdown lines; none without an audit."""
+    if "forgetting_lives_in" not in e:
+        return []
+    from modhifi_core.durability import verdict_sentence
+
+    lines = [f"**{verdict_sentence(e)}**", ""]
+    if e.get("forgetting_is_logit_mask"):
+        lines += ["The unlearning method was asked for a logit mask: the forgetting is a mask by construction.", ""]
+    return lines
 
 
 @dataclass
@@ -184,6 +215,7 @@ def render_image(results: ImageResults, unit: str, figures: list[str]) -> str:
         *[f"- left untouched: {name}: {why}" for name, why in untouched.items()],
         *[f"- {stage}: skipped: {reason}" for stage, reason in results.skipped.items()],
         "",
+        *audit_paragraph(e),
         f"Lineage: `{p['lineage']}` and `{u['lineage']}` (parents' sha256, params, code version).",
         "",
     ]

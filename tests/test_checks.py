@@ -61,7 +61,7 @@ def test_schema_defaults_follow_the_kind_defaults(monkeypatch):
 
 
 def test_schema_defaults_equal_the_engine_dataclasses():
-    from modhifi_core.durability import RelearningAttack
+    from modhifi_core.durability import ForgetRelearning, RelearningAttack
     from modhifi_core.synthesis import PER_CLASS, InversionConfig
     from modhifi_core.training import TrainConfig
 
@@ -77,6 +77,7 @@ def test_schema_defaults_equal_the_engine_dataclasses():
     )
     evaluate = schema.EvaluateParams()
     assert (evaluate.relearn_steps, evaluate.relearn_lr) == (RelearningAttack.steps, RelearningAttack.lr)
+    assert evaluate.relearn_forget_max_steps == ForgetRelearning.max_steps
 
 
 def test_default_of_reads_a_signature_or_an_attribute():

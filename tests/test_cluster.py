@@ -128,14 +128,14 @@ def test_two_round_prune_with_an_executor_is_the_prune_without(local_cluster):
 
 
 def test_modhifi_u_with_an_executor_is_modhifi_u_without(tiny_digits_checkpoint, digits, local_cluster):
-    """The HiFi scoring pass and the durable head's pass go through the executor; the same
+    """The HiFi scoring pass and the logit mask's pass go through the executor; the same
     components are edited, so the weights are bit for bit those of the single-process run."""
     from modhifi_core.checkpoint import load_checkpoint
     from modhifi_core.splits import class_split
     from modhifi_core.unlearning import unlearn
 
     model, split = load_checkpoint(tiny_digits_checkpoint).model, class_split(digits.train, 3)
-    options = {"durable": True, "samples": 64, "batch_size": 16}  # the HiFi pass: 4 batches
+    options = {"logit_mask": True, "samples": 64, "batch_size": 16}  # the HiFi pass: 4 batches
     alone = unlearn(model, split, "modhifi", **options)
     with CountingThreadPool(2) as threads:
         by_threads = unlearn(model, split, "modhifi", executor=threads, **options)

@@ -56,6 +56,12 @@ def test_first_run_executes_every_stage_and_dvc_agrees(ws):
         assert (root / "outputs/report" / name).stat().st_size > 0
     text = (root / "outputs/report/report.md").read_text()
     assert "round 1 ranked channels by the score stage's scores" in text and "collect's statistics" in text
+    # the forgetting audit (issue 24): its figures and verdict in the report and the summary,
+    # (the summary table's rows: tests/test_forgetting_audit.py)
+    assert {"probe_forget_accuracy", "relearn_forget_steps", "head_reset_relearn_forget_steps"} <= set(metrics)
+    assert "feature probe" in text and ("The forgetting lives" in text or "is not forgotten" in text)
+    verdict = {"features": "forgotten:", "head": "NOT forgotten:", "not forgotten": "not forgotten:"}
+    assert metrics["forgetting_verdict"].startswith(verdict[metrics["forgetting_lives_in"]])  # the summary's row
 
 
 def test_immediate_rerun_executes_nothing(ws):
@@ -213,6 +219,7 @@ def test_lineage_markdown_shows_the_evidence(ws):
     result = modhifi(root, env, "lineage", "outputs/unlearned/model.pt")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Unlearning evidence: class 5" in result.stdout and "MIA-Efficacy" in result.stdout
+    assert "Where the forgetting lives (audit of the unlearned model)" in result.stdout
 
 
 def test_lineage_of_a_copy_outside_the_workspace_says_what_it_cannot_verify(ws, tmp_path):

@@ -49,7 +49,7 @@ def state_copy(model):
 def test_unknown_method_lists_the_valid_ones(tiny, split):
     with pytest.raises(InputError, match="unknown unlearning method 'scrub'; choose one of modhifi, retrain, ft, ga"):
         unlearn(tiny.model, split, "scrub")
-    assert set(METHODS) == {"modhifi", "retrain", "ft", "ga", "rl", "ff", "iu", "l1sparse"}
+    assert set(METHODS) == {"modhifi", "retrain", "ft", "ga", "rl", "ff", "iu", "l1sparse", "logit-mask"}
 
 
 def test_unknown_hyperparameter_lists_the_valid_ones(tiny, split):
@@ -283,6 +283,7 @@ CHEAP = {
     "ff": {"alpha_grid": (1e-10, 1e-8), "probe_size": 64},
     "iu": {"samples": 16, "probe_size": 64},
     "l1sparse": {"epochs": 1},
+    "logit-mask": {},
 }
 
 

@@ -55,6 +55,24 @@ def test_unlearn_json_contract_and_evaluate_forget_class(tiny_digits_checkpoint,
     metrics = last_json(evaluated.stdout)
     assert all(metrics[k] == pytest.approx(report[k]) for k in ("UA", "RA", "TA", "MIA"))
     assert "per_class_accuracy" in metrics  # the plain evaluation is still there
+    # where the forgetting lives (issue 24): unlearn audits against its source model, evaluate
+    # (no source model given) with the probe and relearning alone; the same probe figures
+    assert {"original_probe_forget_accuracy", "head_reset_relearn_forget_steps"} <= set(report)
+    assert metrics["probe_forget_accuracy"] == pytest.approx(report["probe_forget_accuracy"])
+    assert metrics["forgetting_lives_in"] in ("features", "head") and "forgetting_verdict" in metrics
+
+
+def test_a_requested_logit_mask_is_recorded_as_one(cli, tiny_digits_checkpoint, tmp_path):
+    out = tmp_path / "masked3.pt"
+    result = cli("unlearn", "--model", tiny_digits_checkpoint, "--forget-class", 3, "--method", "logit-mask",
+                 "--forget-data", "real", "--out", out, "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = result.json()
+    assert report["UA"] > 90.0 and report["forgetting_is_logit_mask"] is True
+    assert report["forgetting_lives_in"] == "head"  # the audit is not fooled
+    meta = load_checkpoint(out).metadata
+    assert meta["forgotten"] == {"class": 3, "method": "logit-mask", "logit_mask": True}
+    assert meta["report"]["forgetting"].startswith("logit mask")
 
 
 def test_prune_then_unlearn_keeps_the_mask_in_the_checkpoint(tiny_digits_checkpoint, tmp_path, capsys):

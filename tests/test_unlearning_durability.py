@@ -1,4 +1,4 @@
-"""Durability audit (BN recalibration, relearning attack) and ModHiFi-U's durable variant,
+"""Durability audit (BN recalibration, relearning attack), ModHiFi-U's durable variant and its logit mask,
 on the session's tiny digits model (ResNet-18 width 8, 8 epochs; class 3 forgotten)."""
 
 from __future__ import annotations
@@ -89,9 +89,9 @@ def test_saliency_hifi_sets_are_the_top_saliency_inputs_centred_on_the_bn_runnin
     assert torch.equal(hifi, expected)
 
 
-def test_durable_head_design_negates_only_the_forget_class_row_and_survives_the_audit(tiny, split):
+def test_logit_mask_negates_only_the_forget_class_row_and_survives_the_retained_data_audit(tiny, split):
     plain = unlearn(tiny, split, "modhifi")
-    durable = unlearn(tiny, split, "modhifi", durable=True)
+    durable = unlearn(tiny, split, "modhifi", logit_mask=True)
     head_before, head_after = tiny.fc.weight, durable.model.fc.weight
     changed = head_after != head_before
     assert changed[3].any() and not torch.cat([changed[:3], changed[4:]]).any()
@@ -101,7 +101,10 @@ def test_durable_head_design_negates_only_the_forget_class_row_and_survives_the_
             assert torch.equal(param, dict(plain.model.named_parameters())[name]), name
     audit = durability_metrics(durable.model, split, RelearningAttack(steps=20))
     assert audit["UA_after_bn_recalibration"] >= 90.0 and audit["UA_after_relearning"] >= 90.0
-    assert durability_metrics(plain.model, split)["UA_after_bn_recalibration"] < 50.0  # why the variant exists
+    assert durability_metrics(plain.model, split)["UA_after_bn_recalibration"] < 50.0
+    assert durable.log["forgetting"].startswith("logit mask")  # what it is, said where it is recorded
+    with pytest.raises(InputError, match="logit_mask=true"):
+        unlearn(tiny, split, "modhifi", durable=True, durable_design="head")
 
 
 def test_iterate_design_logs_its_rounds(tiny, split):

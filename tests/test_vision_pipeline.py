@@ -81,6 +81,7 @@ def test_image_pipeline_end_to_end(image_run, resnet_folder):
     assert m["flops_ratio"] == pytest.approx(0.5, abs=0.03) and m["params_ratio"] < 0.8
     assert m["forget_class"] == 3 and m["UA"] > 90 and m["RA"] > 60 and m["TA"] > 60  # UA: error on the forget set
     assert {"MIA", "UA_after_bn_recalibration", "UA_after_relearning", "unlearned_test_accuracy"} <= set(m)
+    assert {"probe_forget_accuracy", "original_probe_forget_accuracy", "forgetting_lives_in"} <= set(m)
     reasons = summary["skipped_reasons"]
     assert reasons == {"collect": COLLECT_REASON, "score": COLLECT_REASON, "finetune": FINETUNE_REASON}
 
@@ -98,6 +99,7 @@ def test_image_pipeline_end_to_end(image_run, resnet_folder):
     assert "## Image classifier" in report and f"finetune: skipped: {FINETUNE_REASON}" in report
     assert f"collect, score: skipped: {COLLECT_REASON}" in report
     assert "UA, forgetting class 3" in report
+    assert "feature probe" in report and "a linear probe on the penultimate features" in report
 
 
 def test_image_pipeline_outputs_reload_and_measure_the_same(image_run, digits):

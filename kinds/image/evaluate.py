@@ -1,8 +1,9 @@
 """evaluate on an open-weight image classifier (a Hugging Face folder, a torchvision/timm
 network): the base, pruned and unlearned models on `data.dataset` at the model's input size
 (`modhifi_core.operations.evaluate`), side by side; for the unlearned model the evidence of
-forgetting the class its record names (UA, RA, TA, MIA) and whether it survives BN
-recalibration and a relearning attack (`evaluate.*`)."""
+forgetting the class its record names (UA, RA, TA, MIA), whether it survives BN
+recalibration and a relearning attack (`evaluate.*`), and where it lives (the feature probe
+and forget-data relearning against the pruned model it was unlearned from)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from kinds.image import FOLDERS
 from kinds.image.data import evaluation_data
-from modhifi_core.durability import RelearningAttack
+from modhifi_core.durability import ForgetRelearning, RelearningAttack
 from modhifi_core.operations.evaluate import evaluate
 from modhifi_core.safe_io import atomic_write_json, atomic_write_text, sha256_file
 from modhifi_core.splits import class_split
@@ -30,8 +31,11 @@ def run(ws: Workspace, params: Any, kind: Any) -> dict:
     split = class_split(data.train, forgotten)
     e = params.evaluate
     attack = RelearningAttack(steps=e.relearn_steps, lr=e.relearn_lr, seed=params.seed)
+    relearning = ForgetRelearning(max_steps=e.relearn_forget_max_steps, seed=params.seed)
+    original = kind.classifier(models["pruned"])
+    audited = {"split": split, "attack": attack, "original": original, "relearning": relearning}
     results = {
-        name: evaluate(kind.classifier(m), data, split if name == "unlearned" else None, attack)
+        name: evaluate(kind.classifier(m), data, **(audited if name == "unlearned" else {}))
         for name, m in models.items()
     }
     metrics: dict = {"dataset": data.name, "forget_class": forgotten, "forget": split.describe()}

@@ -2,15 +2,17 @@
 (`modhifi_core.operations.evaluate`).
 
 Base, pruned, unlearned and final models: test and per-class accuracy; for the final
-model the unlearning evidence of what its metadata records as forgotten, and whether
-the forgetting survives BN recalibration and a relearning attack (`evaluate.*`); the
+model the unlearning evidence of what its metadata records as forgotten, whether the
+forgetting survives BN recalibration and a relearning attack (`evaluate.*`), and where
+it lives (the feature probe and forget-data relearning against the pruned model, the one
+the unlearn stage started from, and its head-reset reference); the
 FLOPs/params ratios and latency speed-up the prune stage measured.
 """
 
 from __future__ import annotations
 
 from modhifi_core.data import load_from_spec
-from modhifi_core.durability import RelearningAttack
+from modhifi_core.durability import ForgetRelearning, RelearningAttack
 from modhifi_core.metadata import read_metadata
 from modhifi_core.operations.evaluate import evaluate
 from modhifi_core.safe_io import atomic_write_json, atomic_write_text
@@ -29,8 +31,10 @@ def run(ws: Workspace, params: object, kind: object) -> dict:
     split = forget_split(data.train, final.forgotten)
     e = params.evaluate
     attack = RelearningAttack(steps=e.relearn_steps, lr=e.relearn_lr, seed=params.seed)
+    relearning = ForgetRelearning(max_steps=e.relearn_forget_max_steps, seed=params.seed)
+    audited = {"split": split, "attack": attack, "original": models["pruned"].model, "relearning": relearning}
     results = {
-        name: evaluate(ckpt.model, data, split if name == "final" else None, attack) for name, ckpt in models.items()
+        name: evaluate(ckpt.model, data, **(audited if name == "final" else {})) for name, ckpt in models.items()
     }
     metrics: dict = {"forget_class": final.forgotten_class, "forget": split.describe()}
     metrics.update({f"{name}_test_accuracy": r["test_accuracy"] for name, r in results.items()})

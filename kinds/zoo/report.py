@@ -12,6 +12,7 @@ import torch
 from tasks.rendering import (
     UNLEARNING_METRICS,
     Report,
+    audit_paragraph,
     plot_fidelity,
     plot_kept_channels,
     plot_per_class,
@@ -101,6 +102,7 @@ def render_markdown(params: object, evaluation: dict, pruned: dict, figures: lis
         "|---|---|",
         *[f"| {label} | {value:.4g} |" for label, value in rows],
         "",
+        *audit_paragraph(evaluation),
         "Lineage: `modhifi lineage outputs/final/model.pt` lists every stage, its parameters and hashes.",
         "",
     ]

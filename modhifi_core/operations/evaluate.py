@@ -1,5 +1,6 @@
 """Operation `evaluate`: what a model does on real data, and, for an unlearned model, the
-unlearning evidence and whether the forgetting survives (audit figures)."""
+unlearning evidence, whether the forgetting survives (audit figures) and where it lives
+(`modhifi_core.durability.audit_forgetting`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from torch import nn
 from modhifi_core.compute import place, requested
 from modhifi_core.data import DatasetSplits
 from modhifi_core.durability import (
+    ForgetRelearning,
     RelearningAttack,
+    audit_forgetting,
     forgetting_after_recalibration,
     forgetting_after_relearning,
 )
@@ -23,6 +26,8 @@ def evaluate(
     data: DatasetSplits,
     split: ForgetSplit | None = None,
     attack: RelearningAttack | None = None,
+    original: nn.Module | None = None,
+    relearning: ForgetRelearning | None = None,
     *,
     device: str | None = None,
     dtype: str | None = None,
@@ -31,9 +36,12 @@ def evaluate(
     test set); with a forget `split` also UA, RA, TA, MIA (method.md §5) and the audit of
     whether the forgetting survives: `UA_after_bn_recalibration` (BN statistics
     re-estimated on retained data) and `UA_after_relearning` (`attack`, default 50 SGD
-    steps at lr 0.01 on retained data; `RelearningAttack(steps=0)` skips it). Refuses a
-    model whose number of outputs is not the dataset's number of classes. `device`/`dtype`:
-    where it computes (`modhifi_core.compute`; None: where the model is)."""
+    steps at lr 0.01 on retained data; `RelearningAttack(steps=0)` skips it); for a class
+    split also where the forgetting lives (`audit_forgetting`: the few-shot feature probe,
+    the forget-data relearning index (`relearning`, default `ForgetRelearning()`), the
+    `original` model's figures and its head-reset reference when given, the verdict).
+    Refuses a model whose number of outputs is not the dataset's number of classes.
+    `device`/`dtype`: where it computes (`modhifi_core.compute`; None: where the model is)."""
     place(model, requested(device, dtype))
     check_classes(model, data)
     metrics = {
@@ -47,6 +55,9 @@ def evaluate(
         attack = attack or RelearningAttack()
         if attack.steps > 0:
             metrics["UA_after_relearning"] = forgetting_after_relearning(model, split, attack)
+        if split.forget_class is not None:
+            relearning = relearning or ForgetRelearning()
+            metrics.update(audit_forgetting(model, data, split.forget_class, original, relearning=relearning))
     return metrics
 
 

@@ -21,6 +21,7 @@ from modhifi_core.checkpoint import Checkpoint
 from modhifi_core.checks import check_forget_set
 from modhifi_core.compute import place, requested
 from modhifi_core.data import ArrayDataset, DatasetSplits
+from modhifi_core.durability import ForgetRelearning, audit_forgetting
 from modhifi_core.errors import InputError
 from modhifi_core.metadata import ModelMetadata, read_metadata
 from modhifi_core.metrics import unlearning_metrics
@@ -29,9 +30,11 @@ from modhifi_core.operations.outcome import Outcome
 from modhifi_core.splits import ForgetSplit, class_split, forget_split
 from modhifi_core.training import TrainConfig
 from modhifi_core.unlearning import unlearn
+from modhifi_core.unlearning.logit_mask import FORGETTING as LOGIT_MASK
 from modhifi_core.unstructured import Masks, prune_unstructured
 
-# Synthetic samples per class made for the method when none are given (data-free).
+# The methods that score samples of the forget class only (data-free: synthetic ones of it).
+FORGET_SAMPLE_METHODS = ("modhifi", "logit-mask")
 
 
 def unlearn_checkpoint(
@@ -52,6 +55,7 @@ def unlearn_checkpoint(
     executor: Executor | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    relearning: ForgetRelearning = ForgetRelearning(),
 ) -> Outcome:
     """Unlearn the forget set — class `forget_class`, or a seeded random fraction
     `forget_random` of the training samples (give one) — from `source.model` with `method`
@@ -63,8 +67,12 @@ def unlearn_checkpoint(
     samples of every class; made from the model now when None); with `real` the real
     training split. Retrain uses the model's training recipe unless hyper-parameters
     override it. Metrics: UA, RA, TA, MIA (%) after, `before_*` on the source model,
-    `seconds` (the unlearning step), `prune_seconds`. `executor`: where ModHiFi-U's
-    statistics passes run (`modhifi_core.unlearning.unlearn`); the result is the same."""
+    `seconds` (the unlearning step), `prune_seconds`; for a class, where the forgetting
+    lives (`durability.audit_forgetting` against the model before unlearning, forget-data
+    relearning per `relearning`) and, when the method's edit is a logit mask (method
+    `logit-mask`, ModHiFi-U's `logit_mask`), `forgetting_is_logit_mask` — recorded in the
+    metadata, so the lineage says so. `executor`: where ModHiFi-U's statistics passes run
+    (`modhifi_core.unlearning.unlearn`); the result is the same."""
     place(source.model, requested(device, dtype))
     check_forget_set(forget_class, forget_random, forget_data)
     hyperparameters = dict(hyperparameters or {})
@@ -98,7 +106,11 @@ def unlearn_checkpoint(
     before = unlearning_metrics(source.model, split, data.test)
     after = unlearning_metrics(result.model, split, data.test)
     evidence = {**after, **{f"before_{k}": v for k, v in before.items()}}
+    if forget_class is not None:
+        evidence.update(audit_forgetting(result.model, data, forget_class, network, relearning=relearning))
     forgotten["method"] = method
+    if result.log.get("forgetting") == LOGIT_MASK:
+        forgotten["logit_mask"] = evidence["forgetting_is_logit_mask"] = True
     metadata = meta.derive(
         "unlearn",
         source.sha256,
@@ -138,7 +150,7 @@ def synthetic_inputs(
     of the forget class only)."""
     hyperparameters = dict(hyperparameters or {})
     k = forget_class
-    modhifi_only_forget = method == "modhifi" and not hyperparameters.get("contrastive")
+    modhifi_only_forget = method in FORGET_SAMPLE_METHODS and not hyperparameters.get("contrastive")
     if samples is None:
         from modhifi_core.synthesis import synthesize
 
@@ -147,7 +159,7 @@ def synthetic_inputs(
         samples = made.samples
     if samples.image_shape != data.image_shape:
         raise InputError(f"synthetic samples have shape {samples.image_shape}, the model takes {data.image_shape}")
-    if method != "modhifi":
+    if method not in FORGET_SAMPLE_METHODS:
         return class_split(samples, k), hyperparameters
     hyperparameters["forget_images"] = samples.of_classes([k]).images
     if not modhifi_only_forget:

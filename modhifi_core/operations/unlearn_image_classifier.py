@@ -18,12 +18,14 @@ from torch import nn
 
 from modhifi_core.compute import place, requested
 from modhifi_core.data import ArrayDataset, DatasetSplits
+from modhifi_core.durability import audit_forgetting
 from modhifi_core.errors import InputError
 from modhifi_core.metrics import unlearning_metrics
 from modhifi_core.operations.evaluate import check_classes
 from modhifi_core.operations.unlearn import synthetic_inputs
 from modhifi_core.splits import class_split
 from modhifi_core.unlearning import unlearn
+from modhifi_core.unlearning.logit_mask import FORGETTING as LOGIT_MASK
 from modhifi_core.vision.hf import classifier
 from modhifi_core.vision.modify import unlearn_hf_classifier
 
@@ -59,7 +61,9 @@ def unlearn_image_classifier(
 
     Metrics: `method`, `forget`, `data`, UA, RA, TA, MIA (%) after and `before_*` on the
     input model (real data: D_f/D_r of `data.train`, TA/MIA on `data.test` without the
-    class), `seconds` (the unlearning step)."""
+    class), `seconds` (the unlearning step), where the forgetting lives
+    (`durability.audit_forgetting` against the input model) and, when the edit is a logit
+    mask, `forgetting_is_logit_mask`."""
     place(model, requested(device, dtype))
     if method == "retrain":
         raise InputError("retrain needs the model's training recipe; an open-weight model carries none")
@@ -90,6 +94,9 @@ def unlearn_image_classifier(
         "data": forget_data,
         **after,
         **{f"before_{k}": v for k, v in before.items()},
+        **audit_forgetting(classifier(edited), data, forget_class, network),
         "seconds": result.seconds,
     }
+    if result.log.get("forgetting") == LOGIT_MASK:
+        metrics["forgetting_is_logit_mask"] = True
     return ImageUnlearning(edited, metrics, result.log)

@@ -10,6 +10,7 @@
 | `ff`       | Fisher forgetting                         | D_r (+ D_f, D_r for the α search) |
 | `iu`       | influence unlearning (WoodFisher)         | D_f, D_r |
 | `l1sparse` | ℓ1-sparse fine-tuning                     | D_r |
+| `logit-mask` | the class's classifier row negated: a control, NOT forgetting | D_f (scores only) |
 
 Each returns an `UnlearnResult` and leaves `model` untouched; `masks` (a sparse model's
 `Masks`) keeps pruned weights exactly zero throughout.
@@ -28,6 +29,7 @@ from modhifi_core.unlearning.contract import UnlearnResult
 from modhifi_core.unlearning.finetune_based import finetune, gradient_ascent, l1_sparse, random_labels
 from modhifi_core.unlearning.fisher import fisher_forgetting
 from modhifi_core.unlearning.influence import influence_unlearning
+from modhifi_core.unlearning.logit_mask import logit_mask
 from modhifi_core.unlearning.modhifi_u import modhifi_u
 from modhifi_core.unlearning.retrain import retrain
 from modhifi_core.unstructured.masks import Masks
@@ -41,9 +43,10 @@ METHODS: dict[str, Callable[..., UnlearnResult]] = {
     "ff": fisher_forgetting,
     "iu": influence_unlearning,
     "l1sparse": l1_sparse,
+    "logit-mask": logit_mask,
 }
 # The methods whose work is activation-statistics passes (they take an `executor`).
-STATISTICS_METHODS = ("modhifi",)
+STATISTICS_METHODS = ("modhifi", "logit-mask")
 
 
 def unlearn(
