@@ -105,6 +105,7 @@ def prune_image_classifier(
     knows which its model has (the image kinds' `LoadedImage.components`).
 
     Metrics: `components` (`channels`/`mlp`), `method`, `flops_ratio`, `params_ratio`,
+    `flops_floor` (channels: the least FLOPs ratio the groups can reach),
     `calibration_images`, `untouched` (what was left as it is and why: groups that cannot
     be pruned exactly, attention); `test_accuracy` and `dense_test_accuracy` (%) on `test` when
     given; `stock_config` for an HF model (its config describes the pruned shapes, so
@@ -148,6 +149,8 @@ def prune_image_classifier(
         "calibration_images": len(calibration),
         "untouched": result.report.get("untouched_groups" if components == "channels" else "untouched", {}),
     }
+    if components == "channels":  # the FLOPs ratio left with one channel per group (allow_floor prunes to it)
+        metrics["flops_floor"] = result.report.get("flops_floor")
     if is_hf:
         metrics["stock_config"] = not stock_shape_difference(pruned)
     dense_net, pruned_net = classifier(model), classifier(pruned)
