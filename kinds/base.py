@@ -47,6 +47,7 @@ CHANNEL_PRUNING_OPTIONS = (
     "allocation",
     "rounds",
     "round_to",
+    "allow_floor",
     "batch_size",
     "latency_repeats",
     "seed",

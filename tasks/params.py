@@ -166,6 +166,8 @@ class PruneParams(Section):
     rounds: int | None = Field(default_factory=default_of(PRUNE, "rounds"), ge=1, le=64)  # null: one per halving
     ridge: float = Field(default_factory=default_of(PRUNE, "ridge"), ge=0.0, le=1.0)  # λ, times the mean Gram diagonal
     round_to: int = Field(default_factory=default_of(PRUNE, "round_to"), ge=1, le=256)
+    # a target_flops below the architecture's floor: prune to the floor (true) or refuse (false)
+    allow_floor: bool = Field(default_factory=default_of(PRUNE, "allow_floor"))
     # batch of the CPU latency measurement
     latency_batch: int = Field(default_factory=default_of(PRUNE, "latency_batch"), ge=1, le=65_536)
     # interleaved dense/pruned timings, median

@@ -18,7 +18,7 @@ from modhifi_core.fidelity import compensation, kernel_slices
 from modhifi_core.models import ModelConfig, build_model, classifier_name
 from modhifi_core.pruning import prune_model
 from modhifi_core.pruning.compensation import full_compensation, scalar_compensation
-from modhifi_core.pruning.coupling import Coupling
+from modhifi_core.pruning.coupling import Coupling, close
 from modhifi_core.pruning.flops import count_flops, flops_by_layer
 from modhifi_core.pruning.importance import union_rule_levels
 from modhifi_core.pruning.plan import FlopsModel
@@ -236,7 +236,7 @@ def test_bad_targets_and_data_are_refused_before_anything_changes(trained):
     for target in (0.0, -0.1, 1.0, 1.5, float("nan")):
         with pytest.raises(InputError, match="strictly between 0 and 1"):
             prune_model(model, images, "modhifi", target_flops=target)
-    with pytest.raises(InputError, match="would remove every channel"):
+    with pytest.raises(InputError, match=r"below this architecture's floor of 0\.\d{3}.*--allow-floor"):
         prune_model(model, images, "l2", target_flops=0.001)
     with pytest.raises(InputError, match="calibration data is empty"):
         prune_model(model, images[:0], "modhifi", target_flops=0.5)
@@ -263,37 +263,113 @@ def test_non_finite_activations_name_the_layer(trained):
         prune_model(broken, data.train.images[:32], "modhifi", target_flops=0.5)
 
 
-class DepthwiseNet(nn.Module):
-    """A MobileNet-like block: the depthwise conv's channels cannot be scored."""
+class GroupedNet(nn.Module):
+    """A ResNeXt-like block: the grouped conv's channels cannot be scored."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Conv2d(1, 8, 3, padding=1)
         self.bn0 = nn.BatchNorm2d(8)
-        self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=2)
         self.pointwise = nn.Conv2d(8, 16, 1)
         self.bn1 = nn.BatchNorm2d(16)
         self.mid = nn.Conv2d(16, 16, 3, padding=1)
         self.fc = nn.Linear(16, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pointwise(self.depthwise(torch.relu(self.bn0(self.stem(x)))))
+        x = self.pointwise(self.grouped(torch.relu(self.bn0(self.stem(x)))))
         x = torch.relu(self.mid(torch.relu(self.bn1(x))))
         return self.fc(x.mean((2, 3)))
 
 
 def test_unsupported_layers_are_named_and_left_untouched():
     torch.manual_seed(0)
-    model = DepthwiseNet().eval()
+    model = GroupedNet().eval()
     images = torch.randn(32, 1, 8, 8)
-    with pytest.warns(UserWarning, match="left untouched.*depthwise"):
+    with pytest.warns(UserWarning, match="left untouched.*grouped conv"):
         result = prune_model(model, images, "modhifi", target_flops=0.75)
-    assert result.report["unsupported_layers"] == {"depthwise": "depthwise conv (groups=8)"}
-    assert "depthwise" in " ".join(result.report["untouched_groups"].values())
-    assert result.model.depthwise.weight.shape == model.depthwise.weight.shape
+    assert result.report["unsupported_layers"] == {"grouped": "grouped conv (groups=2)"}
+    assert "grouped" in " ".join(result.report["untouched_groups"].values())
+    assert result.model.grouped.weight.shape == model.grouped.weight.shape
     assert result.model.stem.out_channels == 8
     assert result.model.mid.out_channels < 16 or result.model.pointwise.out_channels < 16
     assert result.model(images).shape == (32, 10)
+
+
+class GhostNet(nn.Module):
+    """MobileNet/GhostNet-like: a depthwise conv whose output is concatenated with its input
+    (a ghost module), a depthwise conv inside an inverted residual, a residual add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 6, 3, padding=1)
+        self.bn0 = nn.BatchNorm2d(6)
+        self.cheap = nn.Conv2d(6, 6, 3, padding=1, groups=6)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.expand = nn.Conv2d(12, 16, 1)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.depthwise = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.bn3 = nn.BatchNorm2d(16)
+        self.project = nn.Conv2d(16, 12, 1)
+        self.fc = nn.Linear(12, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        primary = torch.relu(self.bn0(self.stem(x)))
+        ghost = torch.cat([primary, torch.relu(self.bn1(self.cheap(primary)))], dim=1)
+        inner = torch.relu(self.bn3(self.depthwise(torch.relu(self.bn2(self.expand(ghost))))))
+        return self.fc((ghost + self.project(inner)).mean((2, 3)))
+
+
+def test_groups_through_depthwise_convs_and_concatenations_are_pruned_exactly():
+    torch.manual_seed(0)
+    model = GhostNet().double().eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    images = torch.randn(6, 1, 8, 8, dtype=torch.float64)
+    coupling = Coupling(model, images[:1], ["fc"])
+    assert not coupling.skipped, coupling.skipped
+    assert {"cheap", "depthwise"} <= {name for g in coupling.groups for name in g.producers}
+    assert not {"cheap", "depthwise"} & set(coupling.consumer_layers())  # nothing scored on them
+    ghost = next(g for g in coupling.groups if "stem" in g.producers)
+    assert sorted(t.tolist() for t in ghost.ties) == [[j, j + 6] for j in range(6)]  # primary j makes cheap j
+    kept = close(random_keep(coupling, 0.4, seed=3), coupling.groups)
+    assert all(len(kept[ghost.root][kept[ghost.root] < 6]) * 2 == len(kept[ghost.root]) for _ in [0])
+    total, per_layer = flops_by_layer(model, images[:1])
+    predicted = FlopsModel(model, coupling.groups, total, per_layer)(kept)
+    masked = copy.deepcopy(model)
+    Coupling(masked, images[:1], ["fc"]).mask(kept)
+    coupling.prune(kept)
+    assert model.depthwise.out_channels == model.depthwise.groups < 16
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), masked(images), rtol=1e-10, atol=1e-10)
+    assert predicted == pytest.approx(count_flops(model, images[:1]), rel=1e-9)
+
+
+def test_depthwise_groups_reach_the_target_without_untouched_groups():
+    torch.manual_seed(0)
+    images = torch.randn(32, 1, 8, 8)
+    result = prune_model(GhostNet().eval(), images, "modhifi", target_flops=0.5)
+    assert result.report["untouched_groups"] == {}
+    assert result.report["flops_ratio"] == pytest.approx(0.5, abs=0.02)
+    assert result.model(images).shape == (32, 10)
+
+
+def test_a_target_below_the_floor_is_refused_with_the_floor_or_pruned_to_it():
+    torch.manual_seed(0)
+    images = torch.randn(16, 1, 8, 8)
+    with pytest.raises(InputError, match=r"target_flops 0.01 is below this architecture's floor of (0\.\d{3})") as info:
+        prune_model(GroupedNet().eval(), images, "l2", target_flops=0.01)
+    assert "2 channel groups cannot be pruned exactly" in str(info.value) and "\n" not in str(info.value)
+    floor = float(str(info.value).split("floor of ")[1].split(":")[0])
+    with pytest.warns(UserWarning, match="left untouched"):
+        result = prune_model(GroupedNet().eval(), images, "l2", target_flops=0.01, allow_floor=True)
+    assert result.report["flops_floor"] == pytest.approx(floor, abs=1e-3)
+    assert result.report["flops_ratio"] == pytest.approx(floor, abs=0.02)
+    assert result.report["target_flops"] == 0.01
+    assert result.model.pointwise.out_channels == 1 and result.model.mid.out_channels == 1
 
 
 # --- saliency score, BN centre, compensation order -------------------------------------------

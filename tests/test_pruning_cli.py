@@ -63,7 +63,7 @@ BAD = [
     (["--target-flops", "1"], "--target-flops: target_flops must be a fraction strictly between 0 and 1, got 1.0"),
     (["--target-flops", "1.5"], "--target-flops: target_flops must be a fraction strictly between 0 and 1, got 1.5"),
     (["--target-flops", "-0.2"], "--target-flops: target_flops must be a fraction strictly between 0 and 1, got -0.2"),
-    (["--target-flops", "0.0005"], "would remove every channel"),
+    (["--target-flops", "0.0005"], "below this architecture's floor of"),
     (["--method", "taylor"], "--method: input should be 'modhifi'"),
     (["--calibration", "imagenet"], "--calibration: input should be 'synthetic', 'real' or 'gaussian'"),
     (["--compensation", "magic"], "--compensation: input should be 'none', 'scalar' or 'full'"),

@@ -278,14 +278,15 @@ def test_unpruned_folder_loads_in_stock_transformers(tmp_path):
     torch.testing.assert_close(logits(stock, x), logits(model, x), rtol=0, atol=0)
 
 
-def test_convnext_prunes_mlp_neurons_and_names_the_depthwise_groups(tmp_path):
+def test_convnext_prunes_mlp_neurons_and_names_the_layernormed_depthwise_groups(tmp_path):
     torch.manual_seed(0)
     config = ConvNextConfig(num_channels=1, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_labels=10)
     model = ConvNextForImageClassification(config).eval()
     result = prune_hf_classifier(model, images(32), "l2", target_flops=None, keep_fraction=0.5)
     assert result.report["width_rule"] == "free", "no stock widths: the residual stream is not pruned exactly"
     untouched = result.report["untouched_groups"]
-    assert any("depthwise" in reason for reason in untouched.values())
+    # the depthwise convs' channels are the LayerNorm'd residual stream's
+    assert any("LayerNorm" in reason for reason in untouched.values()), untouched
     pruned_layers = set(result.report["shape_record"])
     assert any(name.endswith("pwconv1") for name in pruned_layers)
     for name, module in result.model.named_modules():

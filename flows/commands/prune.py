@@ -33,6 +33,9 @@ def prune(
     allocation: str | None = typer.Option(None, help="ModHiFi allocation across layers: uniform (default) or union."),
     rounds: int | None = typer.Option(None, min=1, help="Pruning rounds (default: one per halving of FLOPs)."),
     round_to: int | None = typer.Option(None, min=1, help="Round kept channel counts up to a multiple of this."),
+    allow_floor: bool | None = typer.Option(
+        None, "--allow-floor", help="A --target-flops below the model's floor prunes to the floor (else: refused)."
+    ),
     batch_size: int | None = typer.Option(None, min=1, help=f"Calibration batch size {KIND_DEFAULT}."),
     latency_repeats: int | None = typer.Option(None, min=1, help=f"Timed forward passes per model {KIND_DEFAULT}."),
     seed: int = typer.Option(0, min=0, help="Seed of the calibration draw and of random."),

@@ -14,7 +14,7 @@ from modhifi_core.errors import InputError
 from tasks.params import default
 
 CALIBRATION = "synthetic"  # data-free unless told otherwise
-CHANNEL_FLAGS = ("compensation", "score", "compensation_order", "allocation", "rounds")
+CHANNEL_FLAGS = ("compensation", "score", "compensation_order", "allocation", "rounds", "allow_floor")
 
 
 def _given(options: dict, key: str, default: Any = None) -> Any:

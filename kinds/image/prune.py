@@ -23,7 +23,7 @@ from tasks.workspace import Workspace
 
 # What prune_image_classifier takes of the prune section (a CNN also takes pruning_options').
 USED = ("method", "target_flops", "round_to", "latency_batch", "latency_repeats")
-CHANNEL_KEYS = ("compensation", "score", "allocation", "compensation_order", "rounds", "ridge")
+CHANNEL_KEYS = ("compensation", "score", "allocation", "compensation_order", "rounds", "ridge", "allow_floor")
 
 
 def run(ws: Workspace, params: Any, kind: Any) -> dict:

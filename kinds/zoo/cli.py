@@ -96,7 +96,7 @@ def prune(kind: Any, out: Path, options: dict[str, Any]) -> dict:
     from tasks.params import CollectParams, PruneParams
 
     o = given(options)
-    settings = {k: o[k] for k in (*PRUNE_SETTINGS, "round_to") if k in o}
+    settings = {k: o[k] for k in (*PRUNE_SETTINGS, "round_to", "allow_floor") if k in o}
     settings.setdefault(f"target_{kind.defaults.target}", kind.defaults.target_value)
     batch_size = o.get("batch_size", kind.defaults.batch_size)
     latency_repeats = o.get("latency_repeats", kind.defaults.latency_repeats)

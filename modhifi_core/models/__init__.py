@@ -92,6 +92,15 @@ def classifier_name(model: nn.Module) -> str:
     return names[-1]
 
 
+def output_layer_name(model: nn.Module) -> str:
+    """The layer whose outputs are the classes, never pruned: the last Linear, or in a
+    network with none (a conv classifier, e.g. SqueezeNet) the last Conv2d."""
+    convs = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+    if convs and not any(isinstance(module, nn.Linear) for module in model.modules()):
+        return convs[-1]
+    return classifier_name(model)
+
+
 _RESIZABLE = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.LayerNorm)
 
 

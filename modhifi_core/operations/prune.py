@@ -53,13 +53,14 @@ def prune(
     (scores, compensation and BN recalibration use it). `method`: `modhifi` (ModHiFi-P),
     `l1`/`l2`/`magnitude` (= L2, Torch-Pruning group magnitude) or `random`.
     `example_inputs`: what Torch-Pruning traces (default: the first calibration input).
-    `ignored_layers`: layers whose output channels stay (default: the last Linear).
+    `ignored_layers`: layers whose output channels stay (default: the classifier).
     `statistics`: the first round's statistics, if already collected (`collect_statistics`
     on this model and calibration). `scores`: modhifi's first-round scores, if already
     computed (`score(model, statistics, kind)` with `kind` the `score` option, default
     saliency); later rounds recompute both on the pruned model. Other options: `compensation` (`none`, `scalar`,
     `full`; default full for modhifi — the paper's is scalar — and none otherwise), `allocation`, `ridge`, `rounds`,
-    `round_to`, `batch_size`, `keep_fraction`, `seed` (random), `executor` (a
+    `round_to`, `allow_floor` (a target below the architecture's FLOPs floor prunes to the
+    floor instead of being refused), `batch_size`, `keep_fraction`, `seed` (random), `executor` (a
     `concurrent.futures.Executor`: every statistics pass — each round's statistics, the
     compensation's kept-set Grams — runs as shards on it, with the same result).
     `report`: `flops_ratio`, `params_ratio`, per-layer channels/FLOPs/params, rounds."""
@@ -97,6 +98,7 @@ def prune_checkpoint(
     rounds: int | None = None,
     ridge: float = DEFAULT_RIDGE,
     round_to: int = 1,
+    allow_floor: bool = False,
     seed: int = 0,
     batch_size: int = 128,
     latency_batch: int = 64,
@@ -121,7 +123,7 @@ def prune_checkpoint(
     start = time.perf_counter()
     settings = dict(method=method, target_flops=target_flops, compensation=compensation, score=score)
     settings.update(compensation_order=compensation_order, allocation=allocation, rounds=rounds, ridge=ridge)
-    settings.update(round_to=round_to)
+    settings.update(round_to=round_to, allow_floor=allow_floor)
     options = pruning_options(**settings, seed=seed)
     result = prune(
         source.model,
@@ -157,7 +159,7 @@ def prune_checkpoint(
 
 
 SETTINGS = ("method", "target_flops", "compensation", "score", "compensation_order", "allocation", "rounds")
-SETTINGS += ("ridge", "round_to", "seed")
+SETTINGS += ("ridge", "round_to", "allow_floor", "seed")
 
 
 def pruning_options(**settings) -> dict:
@@ -174,6 +176,7 @@ def pruning_options(**settings) -> dict:
     s = {name: settings.get(name, defaults[name].default) for name in SETTINGS}
     method = s["method"]
     options = {key: s[key] for key in ("method", "target_flops", "compensation", "rounds", "ridge", "round_to")}
+    options["allow_floor"] = s["allow_floor"]
     options["compensation"] = s["compensation"] or ("full" if method == "modhifi" else "none")
     if method == "modhifi":
         options.update({key: s[key] for key in ("allocation", "score", "compensation_order")})

@@ -110,6 +110,7 @@ def prune_image_classifier(
     anything runs; None for both leaves it where the caller put it.
 
     Metrics: `components` (`channels`/`mlp`), `method`, `flops_ratio`, `params_ratio`,
+    `flops_floor` (channels: the least FLOPs ratio the groups can reach),
     `calibration_images`, `untouched` (what was left as it is and why: groups that cannot
     be pruned exactly, attention); `test_accuracy` and `dense_test_accuracy` (%) on `test` when
     given; `stock_config` for an HF model (its config describes the pruned shapes, so
@@ -154,6 +155,8 @@ def prune_image_classifier(
         "calibration_images": len(calibration),
         "untouched": result.report.get("untouched_groups" if components == "channels" else "untouched", {}),
     }
+    if components == "channels":  # the FLOPs ratio left with one channel per group (allow_floor prunes to it)
+        metrics["flops_floor"] = result.report.get("flops_floor")
     if is_hf:
         metrics["stock_config"] = not stock_shape_difference(pruned)
     dense_net, pruned_net = classifier(model), classifier(pruned)

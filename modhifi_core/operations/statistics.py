@@ -14,7 +14,7 @@ from modhifi_core.calibration import calibration_batches
 from modhifi_core.compute import place, requested
 from modhifi_core.errors import InputError
 from modhifi_core.fidelity import component_scores
-from modhifi_core.models import classifier_name
+from modhifi_core.models import output_layer_name
 from modhifi_core.pruning.coupling import Coupling
 from modhifi_core.statistics import LayerStatistics
 
@@ -69,7 +69,7 @@ def collect_statistics(
     place(model, requested(device, dtype))
     batches = calibration_batches(calibration, batch_size)
     example = example_inputs if example_inputs is not None else batches[0][:1]
-    protected = list(ignored_layers) if ignored_layers is not None else [classifier_name(model)]
+    protected = list(ignored_layers) if ignored_layers is not None else [output_layer_name(model)]
     coupling = Coupling(model.eval(), example, protected)
     layers = coupling.consumer_layers()
     stats = layer_statistics.collect_statistics(model, batches, layers, executor=executor)

@@ -36,17 +36,17 @@ from modhifi_core.fidelity import (
     kernel_slices,
     saliency_order_scores,
 )
-from modhifi_core.models import classifier_name
+from modhifi_core.models import output_layer_name
 from modhifi_core.pruning.compensation import (
     ORDERS,
     full_compensation,
     scalar_compensation,
     sequential_compensation,
 )
-from modhifi_core.pruning.coupling import Coupling
+from modhifi_core.pruning.coupling import Coupling, close
 from modhifi_core.pruning.flops import flops_by_layer
 from modhifi_core.pruning.importance import FidelityImportance, RankedImportance
-from modhifi_core.pruning.plan import FlopsModel, Widths, WidthsRule, fraction_for_flops, kept_at
+from modhifi_core.pruning.plan import FlopsModel, WidthsRule, fraction_for_flops, kept_at
 from modhifi_core.pruning.report import size_report
 from modhifi_core.statistics import LayerStatistics, collect_kept_gram, collect_statistics, unsupported_layers
 
@@ -213,6 +213,7 @@ def prune_with(
     scores: dict[str, Tensor] | None = None,
     executor: Executor | None = None,
     widths: WidthsRule | None = None,
+    allow_floor: bool = False,
 ) -> PruningResult:
     """The shared pruning loop; every method is this call with its importance factory.
     `allocation` and `score` only label the report (the factory implements them).
@@ -222,7 +223,7 @@ def prune_with(
     `calibration`: anything `calibration_batches` takes (a tensor, a dataset, a list of
     input batches, a DataLoader). `example_inputs`: the batch Torch-Pruning traces
     (default: the first calibration input). `ignored_layers`: layers whose output
-    channels are never pruned (default: the last Linear, the classifier).
+    channels are never pruned (default: the classifier, `models.output_layer_name`).
     `statistics`: the first round's consumer-layer statistics when already collected on
     this model and these calibration batches (the pipeline's collect stage); later
     rounds re-collect on the pruned model. `scores`: the first round's per-layer `score`
@@ -233,7 +234,11 @@ def prune_with(
     same sums as without; `sequential` compensation and BN recalibration run here.
     `widths`: None, every group's kept count chosen on its own (`round_to`); or a rule
     `(groups, counts) -> counts` snapping each round's counts to widths the architecture
-    can express (`plan.WidthsRule`; e.g. `vision.stock_widths`), which also rounds."""
+    can express (`plan.WidthsRule`; e.g. `vision.stock_widths`), which also rounds.
+    `allow_floor`: a `target_flops` below the architecture's floor (every prunable group
+    down to `round_to` channels; the groups that cannot be pruned exactly stay) prunes to
+    the floor instead of being refused; the report's `flops_floor` says it, `flops_ratio`
+    what was reached."""
     batches = calibration_batches(calibration, batch_size)
     rounds = _validate(target_flops, keep_fraction, compensation, ridge, rounds, round_to, batch_size)
     if scores is not None and score is None:
@@ -245,9 +250,9 @@ def prune_with(
     model = copy.deepcopy(model).eval()
     device = next(model.parameters()).device
     example = (example_inputs if example_inputs is not None else batches[0][:1]).to(device)
-    protected = list(ignored_layers) if ignored_layers is not None else [classifier_name(model)]
+    protected = list(ignored_layers) if ignored_layers is not None else [output_layer_name(model)]
     dense_flops, _ = flops_by_layer(model, example)
-    log = []
+    floor, log = None, []
     for index in range(rounds):
         round_start = time.perf_counter()
         flops, per_layer = flops_by_layer(model, example)
@@ -272,9 +277,11 @@ def prune_with(
             fraction, kept = keep_fraction, kept_at(levels, keep_fraction, round_to, snap)
         else:
             if index == 0:
-                _check_reachable(price, levels, round_to, target_flops, dense_flops, snap)
-            goal = dense_flops * target_flops ** ((index + 1) / rounds)
+                floor = price(kept_at(levels, 0.0, round_to, snap)) / dense_flops
+                _check_reachable(floor, target_flops, round_to, coupling.skipped, allow_floor)
+            goal = dense_flops * max(target_flops, floor) ** ((index + 1) / rounds)
             fraction, kept, _ = fraction_for_flops(levels, price, goal, round_to, snap)
+        kept = close(kept, coupling.groups)  # tied channels (ghost modules) go whole
         if compensation != "none" and compensation_order == "sequential":
             sequential_compensation(
                 model,
@@ -300,7 +307,8 @@ def prune_with(
             }
         )
     report = size_report(dense, model, example)
-    if target_flops is not None and abs(report["flops_ratio"] - target_flops) > FLOPS_TOLERANCE:
+    aimed = max(target_flops, floor) if target_flops is not None else None
+    if aimed is not None and abs(report["flops_ratio"] - aimed) > FLOPS_TOLERANCE:
         raise FlopsTargetMissed(
             f"target_flops {target_flops} cannot be met within ±{FLOPS_TOLERANCE} with round_to={round_to} "
             f"(closest reached: {report['flops_ratio']:.3f})"
@@ -310,6 +318,7 @@ def prune_with(
             "method": method,
             "allocation": allocation,
             "target_flops": target_flops,
+            "flops_floor": floor,
             "keep_fraction": keep_fraction,
             "compensation": compensation,
             "compensation_order": compensation_order,
@@ -401,16 +410,15 @@ def _validate(
 
 
 def _check_reachable(
-    price: FlopsModel,
-    levels: dict[str, Tensor],
-    round_to: int,
-    target_flops: float,
-    dense_flops: int,
-    widths: Widths | None = None,
+    floor: float, target_flops: float, round_to: int, skipped: dict[str, str], allow_floor: bool
 ) -> None:
-    floor = price(kept_at(levels, 0.0, round_to, widths)) / dense_flops
-    if target_flops < floor:
-        raise InputError(
-            f"target_flops {target_flops} would remove every channel of some layer: keeping "
-            f"{max(round_to, 1)} channel(s) per prunable group already leaves {floor:.3f} of the FLOPs"
-        )
+    """Refuse, in one line saying the floor and why, a target below `floor` (the FLOPs
+    ratio left with `round_to` channels per prunable group) unless `allow_floor`."""
+    if target_flops >= floor or allow_floor:
+        return
+    untouched = f"; {len(skipped)} channel groups cannot be pruned exactly and stay whole" if skipped else ""
+    raise InputError(
+        f"target_flops {target_flops} is below this architecture's floor of {floor:.3f}: keeping "
+        f"{max(round_to, 1)} channel(s) per prunable group already leaves {floor:.3f} of the FLOPs{untouched} "
+        "(allow_floor / --allow-floor prunes to the floor instead)"
+    )

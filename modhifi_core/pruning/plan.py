@@ -74,12 +74,15 @@ class FlopsModel:
     def __call__(self, kept: dict[str, Tensor]) -> float:
         kept_in, kept_out = {}, {}
         for group in self.groups:
-            removed = group.size - len(kept.get(group.root, range(group.size)))
+            if group.root not in kept:
+                continue
+            keep = group.close(kept[group.root])
+            removed = group.size - len(keep)
             # A consumer of a concatenation reads several groups: their removals add up.
             for name in group.consumers:
                 kept_in[name] = kept_in.get(name, self.channels[name][0]) - removed
-            for name in group.producers:
-                kept_out[name] = kept_out.get(name, self.channels[name][1]) - removed
+            for name, count in group.removed_outputs(keep).items():
+                kept_out[name] = kept_out.get(name, self.channels[name][1]) - count
         return predicted_flops(self.total, self.per_layer, self.channels, kept_in, kept_out)
 
 

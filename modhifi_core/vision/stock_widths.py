@@ -74,7 +74,8 @@ class ResNetWidths:
                 continue
             found = roles - {"stem"}
             if None in roles or len(found) != 1 or ("stem" in roles and found != {(0, "residual")}):
-                raise InputError(f"group {group.root} (producers {group.producers}) fits no HF ResNet stock width")
+                producers = list(group.producers)
+                raise InputError(f"group {group.root} (producers {producers}) fits no HF ResNet stock width")
             stage, kind = found.pop()
             stages.setdefault(stage, {"residual": [], "inner": []})[kind].append(group)
         for stage, parts in stages.items():
