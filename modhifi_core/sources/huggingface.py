@@ -87,6 +87,8 @@ def check_folder(path: str | os.PathLike) -> tuple[dict | None, list[Path], str]
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"model folder {path} does not exist")
+    for entry in sorted(path.rglob("*")):  # every file transformers or a copy could read
+        inside(path, entry)
     ggufs = sorted(path.glob("*.gguf"))
     config_path = path / "config.json"
     config = _read_config(config_path) if config_path.is_file() else None
@@ -111,6 +113,17 @@ def check_folder(path: str | os.PathLike) -> tuple[dict | None, list[Path], str]
         check_gguf(ggufs[0])
         return config, ggufs, "gguf"
     raise InputError(f"{path} has config.json but no weights ({SAFETENSORS}, {TORCH_BIN} or a .gguf file)")
+
+
+def inside(folder: Path, path: Path) -> Path:
+    """`path` resolved (links followed), refused in one line naming it when it resolves
+    outside `folder`: a model folder's link (a config, a template, a weights file) or a
+    shard index's `../../file` must not make modhifi read, or copy into its output, a file
+    the folder does not hold."""
+    resolved = Path(os.path.realpath(path))
+    if not resolved.is_relative_to(os.path.realpath(folder)):
+        raise InputError(f"{path} resolves to {resolved}, outside the model folder {folder}: refused")
+    return resolved
 
 
 def _read_config(config_path: Path) -> dict:
@@ -139,9 +152,11 @@ def _check_config(config: dict, config_path: Path) -> None:
 def _index_shards(index_path: Path) -> list[Path]:
     try:
         weight_map = json.loads(index_path.read_text())["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        shards = sorted({index_path.parent / name for name in weight_map.values()})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{index_path} is not a safetensors index: {exc}") from None
-    shards = sorted({index_path.parent / name for name in weight_map.values()})
+    for shard in shards:
+        inside(index_path.parent, shard)
     missing = [s.name for s in shards if not s.is_file()]
     if missing:
         raise InputError(f"{index_path.parent} lacks {len(missing)} weight shard(s), e.g. {missing[0]}")
@@ -475,7 +490,7 @@ def _copy_tokenizer_files(source: Path, target: Path) -> list[str]:
     copied = []
     for name in TOKENIZER_FILES:
         if (source / name).is_file() and not (target / name).exists():
-            shutil.copy2(source / name, target / name)
+            shutil.copy2(inside(source, source / name), target / name)
             copied.append(name)
     return copied
 
