@@ -70,9 +70,12 @@ def _dvc_argv(args: tuple[str, ...]) -> list[str]:
 
 def _dvc_env(env: dict | None) -> dict:
     """This interpreter's bin folder leads PATH, so the stages' `modhifi` command is the one
-    installed beside it even when the venv is not activated."""
+    installed beside it even when the venv is not activated. DVC's analytics are off (its
+    daemon would send a report over the network after every command), as Prefect's and
+    MLflow's are: modhifi connects to nothing beyond this machine unless asked."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return {**os.environ, "PATH": path, **(env or {})}
+    quiet = {"DVC_NO_ANALYTICS": os.environ.get("DVC_NO_ANALYTICS") or "1"}
+    return {**os.environ, **quiet, "PATH": path, **(env or {})}
 
 
 def bookkeeping(line: str) -> bool:

@@ -6,13 +6,16 @@ command's own input, lineage records that lie, and no network beyond loopback.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from llm_models import tiny, word_tokenizer
 from safetensors.torch import load_file, save_file
-from test_hardening import hashes, one_line
+from test_hardening import REPO, hashes, one_line
 
 TEXT = ("the word of the day is what you can use . he said it was for all of us , " * 20).strip()
 
@@ -175,3 +178,194 @@ def test_python_kind_out_on_its_weights_is_refused(cli, tmp_path, monkeypatch, w
     assert result.returncode == 2, result.stderr
     one_line(result, f"--out {out}", f"the input {weights}")
     assert hashes(tmp_path) == before
+
+
+# --- no network beyond loopback --------------------------------------------------------------
+
+# Installed (as sitecustomize) in every Python process of a command: each socket connect and
+# name lookup, and each process started, is appended to NET_TRACE. A child started with an
+# environment of its own (DVC's daemon sets PYTHONPATH) gets the tracer back in its path.
+TRACER = """
+import os, sys
+_LOG, _SITE = os.environ["NET_TRACE"], os.path.dirname(os.path.abspath(__file__))
+def _note(line):
+    with open(_LOG, "a") as handle:
+        handle.write(line + "\\n")
+def _hook(event, args):
+    if event == "socket.connect":
+        _note(f"connect {args[1]!r}")
+    elif event == "socket.getaddrinfo":
+        _note(f"lookup {args[0]!r}")
+    elif event == "subprocess.Popen":
+        _note(f"process {list(args[1]) if isinstance(args[1], (list, tuple)) else args[1]!r}")
+        env = args[3]
+        if isinstance(env, dict) and _SITE not in env.get("PYTHONPATH", ""):
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [_SITE, env.get("PYTHONPATH")]))
+            env["NET_TRACE"] = _LOG
+sys.addaudithook(_hook)
+"""
+LOOPBACK = ("127.", "'::1'", "'localhost'", "None", "''")
+
+
+def traced_env(tmp_path: Path) -> tuple[dict, Path]:
+    """The tests' isolated environment less every opt-out of telemetry (modhifi must set
+    them itself), with the tracer on PYTHONPATH; and the trace file."""
+    from pipeline_workspace import isolated_env
+
+    site = tmp_path / "tracer"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(TRACER)
+    trace = tmp_path / "net-trace.txt"
+    trace.write_text("")
+    env = isolated_env(tmp_path / "home")
+    for key in ("DVC_NO_ANALYTICS", "DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY", "PREFECT_SERVER_ANALYTICS_ENABLED"):
+        env.pop(key, None)
+    env |= {"NET_TRACE": str(trace), "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    return env, trace
+
+
+def beyond_loopback(trace: Path) -> list[str]:
+    """The traced connections and lookups of a non-loopback address, and any analytics
+    daemon started (it would connect once detached, after the command returned)."""
+    bad = []
+    for line in trace.read_text().splitlines():
+        what, _, address = line.partition(" ")
+        if what == "process":
+            bad += [line] if "daemon" in address and "analytics" in address else []
+        elif what == "connect" and not (address.startswith("'/") or address.startswith("b'")):
+            # an AF_INET(6) tuple: its host must be loopback
+            host = address.strip("()").split(",")[0].strip()
+            bad += [] if host.strip("'").startswith("127.") or host in ("'::1'", "'localhost'") else [line]
+        elif what == "lookup" and address not in ("'localhost'", "None", "''", "'::1'") and "127." not in address:
+            bad.append(line)
+    return bad
+
+
+def test_tracer_sees_a_connection_beyond_loopback(tmp_path):
+    """The check itself can fail: a lookup and a connect to a public address are recorded."""
+    env, trace = traced_env(tmp_path)
+    code = (
+        "import socket\ntry:\n    socket.create_connection(('192.0.2.1', 9), timeout=0.01)\nexcept OSError:\n    pass"
+    )
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
+    assert beyond_loopback(trace) == ["lookup '192.0.2.1'", "connect ('192.0.2.1', 9)"]
+
+
+def test_prune_of_an_hf_folder_connects_nowhere(tmp_path, llama, text):
+    env, trace = traced_env(tmp_path)
+    args = [str(a) for a in _prune_hf(llama, text, tmp_path / "out")]
+    done = subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert beyond_loopback(trace) == []
+
+
+@pytest.mark.slow
+def test_modhifi_run_connects_nowhere_beyond_loopback(tmp_path, llama):
+    """A whole `modhifi run` (Prefect's temporary server, DVC, every stage, MLflow) of a
+    language model from an `hf:` folder, with no telemetry opt-out in the environment."""
+    from llm_models import word_text
+    from pipeline_workspace import language_params, make_workspace, write_params
+
+    from kinds.language import CausalLMKind
+
+    root = make_workspace(tmp_path / "ws", CausalLMKind)
+    write_params(root, language_params(llama, word_text(tmp_path / "held-out.txt", 400, 2)))
+    env, trace = traced_env(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--workspace", str(root), "--quiet"], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "connect ('127.0.0.1'" in trace.read_text()  # the tracer ran: the client reached Prefect's server
+    assert beyond_loopback(trace) == []
+
+
+# --- lineage records that lie ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pruned_tree(tmp_path_factory, llama) -> Path:
+    """`root/models/llama` and `root/pruned`, its `modhifi prune` output (copy before changing)."""
+    from flows.cli import main
+
+    root = tmp_path_factory.mktemp("lineage")
+    shutil.copytree(llama, root / "models" / "llama")
+    (root / "text.txt").write_text(TEXT)
+    with pytest.raises(SystemExit) as done:
+        main([str(a) for a in _prune_hf(root / "models" / "llama", root / "text.txt", root / "pruned")])
+    assert done.value.code in (0, None)
+    return root
+
+
+@pytest.fixture
+def tree(tmp_path, pruned_tree) -> Path:
+    shutil.copytree(pruned_tree, tmp_path / "tree")
+    return tmp_path / "tree"
+
+
+def _edit_record(folder: Path, edit) -> None:
+    record = json.loads((folder / "modhifi.json").read_text())
+    edit(record)
+    (folder / "modhifi.json").write_text(json.dumps(record))
+
+
+def _verify_json(cli, folder: Path):
+    result = cli("lineage", folder, "--verify", "--format", "json")
+    return result, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_lineage_verify_checks_a_cli_written_folders_nested_parent(cli, tree):
+    intact, record = _verify_json(cli, tree / "pruned")
+    assert intact.returncode == 3  # no dvc.lock: unverifiable, but the parent is found by its hash
+    source = (tree / "models" / "llama" / "model.safetensors").resolve()
+    assert {"role": "model model.safetensors", "parent": str(source)}.items() <= record["chain"][-1].items()
+    forged = "0" * 64
+    _edit_record(tree / "pruned", lambda r: r["parents"]["model"].update({"model.safetensors": forged}))
+    before = hashes(tree)
+    result, record = _verify_json(cli, tree / "pruned")
+    assert result.returncode == 3
+    said = f"cannot verify {(tree / 'pruned').resolve()}'s model model.safetensors (sha256 {forged})"
+    assert any(line.startswith(said) for line in record["unverifiable"]), record["unverifiable"]
+    assert hashes(tree) == before
+
+
+def test_lineage_verify_skips_a_folder_named_like_a_checkpoint(cli, tree):
+    (tree / "junk.pt").mkdir()
+    (tree / "junk.pt" / "file").write_text("x")
+    result, record = _verify_json(cli, tree / "pruned")
+    assert result.returncode == 3, result.stderr
+    one_line(result, "error: lineage verification failed")
+    assert record["chain"][-1]["role"] == "model model.safetensors"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("parents", "abc", "key 'parents' must be an object, not a str"),
+        ("weights", ["model.safetensors"], "key 'weights' must be an object, not a list"),
+        ("weights", {"../../file": "0" * 64}, "key 'weights' entry '../../file' must be a file name in the folder"),
+        ("parents", {"model": {"../x": "0" * 64}}, "key 'parents' entry 'model'"),
+    ],
+    ids=["parents-a-string", "weights-a-list", "weights-outside", "parents-outside"],
+)
+@pytest.mark.parametrize("verify", [False, True], ids=["", "verify"])
+def test_a_malformed_lineage_record_is_one_line_naming_file_and_key(cli, tree, key, value, message, verify):
+    (tree / "file").write_text("outside the folder")
+    _edit_record(tree / "pruned", lambda r: r.update({key: value}))
+    before = hashes(tree)
+    result = cli("lineage", tree / "pruned", *(["--verify"] if verify else []))
+    assert result.returncode == 2, result.stderr
+    one_line(result, "error: ", str(tree / "pruned" / "modhifi.json"), message)
+    assert "outside the folder" not in result.stdout and hashes(tree) == before
+
+
+def test_an_outsized_lineage_record_is_refused_at_once(cli, tree):
+    import time
+
+    record = json.loads((tree / "pruned" / "modhifi.json").read_text())
+    record["padding"] = "x" * (17 * 2**20)
+    (tree / "pruned" / "modhifi.json").write_text(json.dumps(record))
+    start = time.perf_counter()
+    result = cli("lineage", tree / "pruned", "--verify")
+    assert result.returncode == 2
+    one_line(result, "error: ", "modhifi.json is 17 MiB, more than a lineage record holds")
+    assert time.perf_counter() - start < 5

@@ -117,6 +117,8 @@ def _embedded_prefect(ws: object) -> None:
     # The temporary server needs more than Prefect's 20 s to start on a loaded machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ["DVC_NO_ANALYTICS"] = os.environ.get("DVC_NO_ANALYTICS") or "1"  # also flows.dvc's default
     # Failures reach the user as modhifi's one error line (and the Prefect UI); Prefect's
     # own traceback logging would bury that line. MLflow's INFO lines (creating its tables)
     # are not modhifi's to show either.
