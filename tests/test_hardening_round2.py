@@ -369,3 +369,109 @@ def test_an_outsized_lineage_record_is_refused_at_once(cli, tree):
     assert result.returncode == 2
     one_line(result, "error: ", "modhifi.json is 17 MiB, more than a lineage record holds")
     assert time.perf_counter() - start < 5
+
+
+# --- usage errors, Ctrl-C, kill -9 -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["prune", "--bogus", "1"], "No such option: --bogus"),
+        (["prune"], "Missing option '--model'"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+        (["train", "--epochs", "-1", "--out", "x.pt"], "Invalid value for '--epochs'"),
+    ],
+    ids=["unknown-option", "missing-option", "unknown-command", "bad-value"],
+)
+def test_a_usage_error_is_one_line_exit_2(cli, tmp_path, args, message):
+    result = cli(*args)
+    assert result.returncode == 2
+    one_line(result, "error: ", message, "--help)")
+
+
+@pytest.fixture(scope="module")
+def lm_workspace(tmp_path_factory, llama):
+    """A language-model workspace that ran once (its outputs in dvc.lock and DVC's cache)."""
+    from llm_models import word_text
+    from pipeline_workspace import isolated_env, language_params, make_workspace, run_pipeline, write_params
+
+    from kinds.language import CausalLMKind
+
+    base = tmp_path_factory.mktemp("interrupt")
+    root = make_workspace(base / "ws", CausalLMKind)
+    write_params(root, language_params(llama, word_text(base / "held-out.txt", 400, 2)))
+    env = isolated_env(base / "home") | {"PYTHONPATH": str(REPO)}
+    run_pipeline(root, env)
+    return root, env
+
+
+def _start(root: Path, env: dict, *args: str) -> subprocess.Popen:
+    """`modhifi ARGS` in its own process group (a terminal's Ctrl-C reaches the whole group)."""
+    command = [sys.executable, "-m", "flows.cli", *args, "--workspace", str(root)]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    return subprocess.Popen(command, cwd=root, env=env, start_new_session=True, **pipes)
+
+
+def _wait_for(condition, process: subprocess.Popen, timeout: float = 600) -> None:
+    import time
+
+    start = time.monotonic()
+    while not condition():
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.monotonic() - start < timeout
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_sweep_exits_130_with_params_and_outputs_restored(lm_workspace):
+    import signal
+    import time
+
+    root, env = lm_workspace
+    before = hashes(root / "outputs")
+    params = (root / "params.yaml").read_bytes()
+    lock = (root / "dvc.lock").read_bytes()
+    pruned = root / "outputs" / "pruned" / "hf"
+    sweep = _start(root, env, "sweep", "language.latency_repeats=2,3")
+    _wait_for(lambda: not pruned.exists(), sweep)  # DVC removed prune's outputs: its stage runs
+    time.sleep(1)
+    os.killpg(sweep.pid, signal.SIGINT)
+    start = time.monotonic()
+    _, stderr = sweep.communicate(timeout=300)
+    assert sweep.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == "error: interrupted"
+    assert time.monotonic() - start < 45  # not Prefect's minute of retries to a dead server
+    assert (root / "params.yaml").read_bytes() == params and (root / "dvc.lock").read_bytes() == lock
+    assert hashes(root / "outputs") == before
+
+
+def _prefect_servers(home: str) -> list[int]:
+    """The pids of the Prefect servers whose PREFECT_HOME is `home`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"prefect.server.api.server:create_app" in command and f"PREFECT_HOME={home}".encode() in environ:
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.slow
+def test_the_temporary_prefect_server_dies_with_a_killed_run(lm_workspace):
+    import signal
+    import time
+
+    root, env = lm_workspace
+    run = _start(root, env, "run", "--force", "--quiet")
+    _wait_for(lambda: _prefect_servers(env["PREFECT_HOME"]), run)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    start = time.monotonic()
+    while _prefect_servers(env["PREFECT_HOME"]) and time.monotonic() - start < 30:
+        time.sleep(0.2)
+    assert _prefect_servers(env["PREFECT_HOME"]) == []
+    os.killpg(run.pid, signal.SIGKILL)  # the run's DVC and stage processes, if still there

@@ -127,6 +127,10 @@ def _embedded_prefect(ws: object) -> None:
     # SQLite database is busy); they are Prefect's to record, not the run's output.
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    if not os.environ.get("PREFECT_API_URL"):
+        from flows.embedded_server import guard
+
+        guard()  # the temporary server: out of reach of a Ctrl-C, gone with its parent
 
 
 def _prefect_note() -> str:
