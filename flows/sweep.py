@@ -80,6 +80,8 @@ def parse_assignments(assignments: list[str], params: dict) -> dict[str, list]:
         key, sep, values = text.partition("=")
         if not sep or not values:
             raise InputError(f"sweep assignment {text!r} must look like section.key=v1,v2")
+        if key in grid:
+            raise InputError(f"sweep key {key} is given twice; give its values once: {key}=v1,v2,...")
         current = _get(params, key)
         grid[key] = [yaml.safe_load(v) if not isinstance(current, str) else v for v in values.split(",")]
     for point in points(grid):

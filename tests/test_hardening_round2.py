@@ -475,3 +475,71 @@ def test_the_temporary_prefect_server_dies_with_a_killed_run(lm_workspace):
         time.sleep(0.2)
     assert _prefect_servers(env["PREFECT_HOME"]) == []
     os.killpg(run.pid, signal.SIGKILL)  # the run's DVC and stage processes, if still there
+
+
+# --- options refused before any work ---------------------------------------------------------
+
+
+@pytest.fixture
+def workspace(tmp_path) -> Path:
+    """A folder holding a copy of the repository's params.yaml."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    return root
+
+
+def test_a_sweep_key_given_twice_is_refused_before_anything_is_written(cli, workspace):
+    before = hashes(workspace)
+    result = cli("sweep", "prune.target_flops=0.3", "prune.target_flops=0.5", "--workspace", workspace)
+    assert result.returncode == 2
+    one_line(result, "error: sweep key prune.target_flops is given twice")
+    assert hashes(workspace) == before and sorted(p.name for p in workspace.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("api", "cron", "message"),
+    [
+        ("http://127.0.0.1:9/api", "not a cron", "schedule 'not a cron' is not a valid cron expression"),
+        ("http://127.0.0.1:9/api", None, "PREFECT_API_URL http://127.0.0.1:9/api does not answer"),
+    ],
+    ids=["bad-cron", "unreachable-server"],
+)
+def test_serve_refuses_a_bad_schedule_or_an_unreachable_server(cli, workspace, monkeypatch, api, cron, message):
+    import time
+
+    monkeypatch.setenv("PREFECT_API_URL", api)
+    before = hashes(workspace)
+    start = time.perf_counter()
+    result = cli("serve", "--workspace", workspace, *(["--cron", cron] if cron else []))
+    assert result.returncode == 2
+    one_line(result, "error: ", message)
+    assert time.perf_counter() - start < 15 and hashes(workspace) == before
+
+
+def test_a_5_class_checkpoint_is_not_pruned_on_10_class_data(cli, tmp_path):
+    import torch
+
+    from modhifi_core.checkpoint import save_checkpoint
+    from modhifi_core.data import data_spec
+    from modhifi_core.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    config = ModelConfig(name="resnet18", num_classes=5, width=4, image_size=8, in_channels=1)
+    model = tmp_path / "five.pt"
+    save_checkpoint(model, build_model(config), config, metadata={"data": data_spec()})
+    before = hashes(tmp_path)
+    result = cli("prune", "--model", model, "--calibration", "gaussian", "--calibration-samples", 8,
+                 "--out", tmp_path / "pruned.pt")  # fmt: skip
+    assert result.returncode == 2
+    one_line(result, "error: the model has 5 classes, the dataset 10")
+    assert hashes(tmp_path) == before
+
+
+def test_a_vit_given_an_image_size_it_cannot_take_is_one_line(cli, tmp_path):
+    tiny("vit").save_pretrained(tmp_path / "vit")
+    before = hashes(tmp_path)
+    result = cli("evaluate", "--model", f"hf:{tmp_path / 'vit'}", "--image-size", 7, "--data", "digits")
+    assert result.returncode == 2
+    one_line(result, f"error: --image-size 7: {tmp_path / 'vit'} does not take 7x7 images")
+    assert hashes(tmp_path) == before

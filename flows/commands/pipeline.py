@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import typer
+import yaml
 
 from flows.console import console, emit, format_value
 
@@ -100,11 +101,31 @@ def serve(
     params = ws.params()
     from prefect.schedules import Cron
 
+    try:
+        schedule = Cron(cron or params.schedule.cron, timezone=params.schedule.timezone)
+    except ValueError as exc:
+        raise InputError(f"schedule {cron or params.schedule.cron!r} is not a valid cron expression: {exc}") from None
+    _check_reachable(os.environ["PREFECT_API_URL"])
     from flows.pipeline import pipeline
 
-    schedule = Cron(cron or params.schedule.cron, timezone=params.schedule.timezone)
     console.print(f"serving deployment modhifi-pipeline/{name} on {schedule.cron} ({params.schedule.timezone})")
     pipeline.serve(name=name, schedules=[schedule], parameters={"root": str(ws.root)})
+
+
+def _check_reachable(api_url: str) -> None:
+    """`InputError` unless the Prefect server at `api_url` answers its health check (in
+    seconds, not after Prefect's retries)."""
+    import httpx
+
+    from modhifi_core.errors import InputError
+
+    try:
+        httpx.get(f"{api_url.rstrip('/')}/health", timeout=5).raise_for_status()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise InputError(
+            f"PREFECT_API_URL {api_url} does not answer ({type(exc).__name__}): start `prefect server start` "
+            "or correct the address"
+        ) from None
 
 
 def _embedded_prefect(ws: object) -> None:
@@ -242,6 +263,9 @@ def sweep(
 
     ws = Workspace.at(workspace)
     ws.params()
+    from flows.sweep import parse_assignments
+
+    parse_assignments(assignments, yaml.safe_load((ws.root / "params.yaml").read_text()))  # before anything is written
     _embedded_prefect(ws)
     from flows.pipeline import pipeline
 
