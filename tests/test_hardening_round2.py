@@ -543,3 +543,71 @@ def test_a_vit_given_an_image_size_it_cannot_take_is_one_line(cli, tmp_path):
     assert result.returncode == 2
     one_line(result, f"error: --image-size 7: {tmp_path / 'vit'} does not take 7x7 images")
     assert hashes(tmp_path) == before
+
+
+def test_evaluate_refuses_windows_longer_than_the_models_positions(cli, tmp_path, text):
+    tiny("gpt2").save_pretrained(tmp_path / "gpt2")  # 32 positions
+    word_tokenizer().save_pretrained(tmp_path / "gpt2")
+    before = hashes(tmp_path)
+    result = cli("evaluate", "--model", f"hf:{tmp_path / 'gpt2'}", "--text", text, "--length", 1000, "--samples", 1)
+    assert result.returncode == 2
+    one_line(result, "error: length 1000 exceeds the model's 32 positions")
+    assert hashes(tmp_path) == before
+
+
+def test_a_model_folder_given_as_held_out_text_is_refused(cli, tmp_path, llama):
+    before = hashes(llama)
+    result = cli("evaluate", "--model", f"hf:{llama}", "--text", llama, "--length", 8, "--samples", 1)
+    assert result.returncode == 2
+    one_line(result, f"error: text source {llama} is a model folder (it holds model.safetensors), not text")
+    assert hashes(llama) == before
+
+
+def _empty(root: Path) -> Path:
+    (root / "empty.txt").write_text("")
+    return root / "empty.txt"
+
+
+def _binary(root: Path) -> Path:
+    (root / "blob.txt").write_bytes(bytes(range(128, 256)) * 4)
+    return root / "blob.txt"
+
+
+def _empty_folder(root: Path) -> Path:
+    (root / "none").mkdir()
+    return root / "none"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"eval_text": _empty}, "language.eval_text: text source"),
+        ({"eval_text": _binary}, "holds no UTF-8 text"),
+        ({"eval_text": _empty_folder}, "has no files"),
+        ({"eval_text": lambda root: root.parent / "llama"}, "is a model folder"),
+        ({"cluster": "garbage"}, "cluster.address must be null, 'local' or tcp://host:port, got 'garbage'"),
+        ({"cluster": "tcp://127.0.0.1"}, "cluster.address must be null, 'local' or tcp://host:port"),
+        ({"cluster": ""}, "cluster.address must be null, 'local' or tcp://host:port, got ''"),
+    ],
+    ids=["empty-text", "binary-text", "empty-folder", "model-folder", "garbage", "no-port", "empty-address"],
+)
+def test_bad_run_inputs_are_refused_at_run_start(cli, tmp_path, llama, change, message):
+    """`modhifi run` refuses them before anything is written (dvc.yaml, DVC, Prefect, MLflow)."""
+    from pipeline_workspace import language_params, write_params
+
+    shutil.copytree(llama, tmp_path / "llama")
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "held-out.txt").write_text(TEXT)
+    params = language_params(tmp_path / "llama", root / "held-out.txt")
+    if "eval_text" in change:
+        params["language"]["eval_text"] = str(change["eval_text"](root))
+    else:
+        params["cluster"]["address"] = change["cluster"]
+    write_params(root, params)
+    before = hashes(tmp_path)
+    result = cli("run", "--workspace", root)
+    assert result.returncode == 2, result.stderr[-2000:]
+    one_line(result, "error: ", message)
+    assert hashes(tmp_path) == before
+    assert not any((root / name).exists() for name in ("dvc.yaml", ".dvc", "mlflow.db", ".prefect"))

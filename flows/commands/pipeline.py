@@ -35,12 +35,14 @@ def run(
     from tasks.workspace import Workspace
 
     ws = Workspace.at(workspace)
-    from tasks.dag import prepare_workspace
-
     # invalid params, a source of no known kind, a params.yaml without a key a stage
     # reads: nothing runs (before Prefect starts); the kind's dvc.yaml is written
-    prepare_workspace(ws)
+    from kinds import kind_of
+    from tasks.dag import prepare_workspace
+
     params = ws.params()
+    kind_of(params.model.source, ws.root).check_run(params, ws.root)  # its inputs too: before anything is written
+    prepare_workspace(ws)
     _embedded_prefect(ws)
     # Stage processes write to DVC's pipe, not a terminal: ask them for their progress
     # bars explicitly (MODHIFI_PROGRESS=0 from the caller still wins).

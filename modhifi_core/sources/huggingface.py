@@ -324,6 +324,14 @@ def position_limit(source: str | os.PathLike | nn.Module) -> int | None:
     return int(limit) if isinstance(limit, int) else None
 
 
+def check_length(model: nn.Module, length: int) -> None:
+    """`InputError` when windows of `length` tokens exceed `model`'s positions (refused, not
+    clipped: past them a model reads garbage or fails deep inside its forward pass)."""
+    limit = position_limit(model)
+    if limit is not None and length > limit:
+        raise InputError(f"length {length} exceeds the model's {limit} positions (max_position_embeddings)")
+
+
 def load_hf(
     path: str | os.PathLike, kind: str = "auto", dtype: torch.dtype = torch.float32, need_tokenizer: bool = False
 ) -> LoadedModel:
