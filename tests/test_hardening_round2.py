@@ -611,3 +611,67 @@ def test_bad_run_inputs_are_refused_at_run_start(cli, tmp_path, llama, change, m
     one_line(result, "error: ", message)
     assert hashes(tmp_path) == before
     assert not any((root / name).exists() for name in ("dvc.yaml", ".dvc", "mlflow.db", ".prefect"))
+
+
+# --- what a model file is not ----------------------------------------------------------------
+
+
+class _Canary:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def _raw_pickle(tmp_path: Path) -> Path:
+    import pickle
+
+    path = tmp_path / "raw.pt"
+    path.write_bytes(pickle.dumps({"state_dict": _Canary(tmp_path / "CANARY")}, protocol=4))
+    return path
+
+
+def _fifo(tmp_path: Path) -> Path:
+    os.mkfifo(tmp_path / "fifo.pt")
+    return tmp_path / "fifo.pt"
+
+
+def _zeros(tmp_path: Path) -> Path:
+    (tmp_path / "zeros.pt").write_bytes(bytes(1 << 16))
+    return tmp_path / "zeros.pt"
+
+
+def _device(tmp_path: Path) -> Path:
+    (tmp_path / "dev.pt").symlink_to("/dev/zero")
+    return tmp_path / "dev.pt"
+
+
+def test_a_raw_hostile_pickle_is_modhifis_one_line_only(tmp_path):
+    """In a child process: torch's own warnings would go to the real stderr."""
+    path = _raw_pickle(tmp_path)
+    command = [sys.executable, "-m", "flows.cli", "evaluate", "--model", str(path)]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    one_line(done, f"error: refusing to load {path}: not a safe modhifi checkpoint (it contains objects that could")
+    assert not (tmp_path / "CANARY").exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_fifo, "{path} is a FIFO, not a checkpoint file"),
+        (_zeros, "{path} is not a torch checkpoint (it begins with b'\\x00\\x00\\x00\\x00'"),
+        (_device, "{path} is a device or socket, not a checkpoint file"),
+    ],
+    ids=["fifo", "zeros", "device"],
+)
+@pytest.mark.parametrize("command", ["evaluate", "prune"])
+def test_what_is_not_a_checkpoint_is_named_in_one_line(cli, tmp_path, make, message, command):
+    path = make(tmp_path)
+    out = ["--out", tmp_path / "out.pt"] if command == "prune" else []
+    result = cli(command, "--model", path, *out)
+    assert result.returncode == 2
+    one_line(result, "error: " + message.format(path=path))
+    assert not (tmp_path / "out.pt").exists()
