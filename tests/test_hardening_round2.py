@@ -675,3 +675,39 @@ def test_what_is_not_a_checkpoint_is_named_in_one_line(cli, tmp_path, make, mess
     assert result.returncode == 2
     one_line(result, "error: " + message.format(path=path))
     assert not (tmp_path / "out.pt").exists()
+
+
+# --- a pruned image folder's shape record ----------------------------------------------------
+
+
+def _shapes_case(folder: Path, case: str) -> None:
+    shapes = folder / "modhifi_shapes.json"
+    if case == "not-utf8":
+        shapes.write_bytes(b'{"layer_shapes": {"\xff\xfe": 1}}')
+    elif case == "a-folder":
+        shapes.mkdir()
+    else:  # a conv 100000 x 100000 x 3 x 3: 360 GB of float32 if allocated
+        conv = "resnet.embedder.embedder.convolution"
+        shapes.write_text(json.dumps({"layer_shapes": {conv: {"weight": [100000, 100000, 3, 3], "groups": 1}}}))
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("not-utf8", "modhifi_shapes.json is not a shape record (UnicodeDecodeError)"),
+        ("a-folder", "modhifi_shapes.json is not a shape record (a JSON file of at most 16 MiB)"),
+        ("huge", "wider than the architecture's"),
+    ],
+)
+def test_a_bad_shape_record_is_one_line_before_anything_is_allocated(cli, tmp_path, case, message):
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    config = ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=10)
+    folder = tmp_path / "resnet"
+    ResNetForImageClassification(config).save_pretrained(folder)
+    _shapes_case(folder, case)
+    before = hashes(tmp_path)
+    result = cli("evaluate", "--model", f"hf:{folder}", "--data", "digits", "--image-size", 8)
+    assert result.returncode == 2
+    one_line(result, "error: ", message)
+    assert hashes(tmp_path) == before
