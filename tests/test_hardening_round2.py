@@ -711,3 +711,25 @@ def test_a_bad_shape_record_is_one_line_before_anything_is_allocated(cli, tmp_pa
     assert result.returncode == 2
     one_line(result, "error: ", message)
     assert hashes(tmp_path) == before
+
+
+def test_weights_of_another_shape_than_the_config_name_the_tensor(cli, tmp_path, llama, text):
+    folder = tmp_path / "model"
+    shutil.copytree(llama, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"intermediate_size": 48}))
+    before = hashes(tmp_path)
+    result = cli("evaluate", "--model", f"hf:{folder}", "--text", text, "--length", 8, "--samples", 1)
+    assert result.returncode == 2
+    one_line(result, f"error: {folder / 'model.safetensors'}: tensor model.layers.0.mlp.", "config.json makes it")
+    assert "report" not in result.stderr and hashes(tmp_path) == before
+
+
+def test_a_gguf_with_a_gguf_magic_and_garbage_after_it_is_one_line(cli, tmp_path, text):
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "model.gguf").write_bytes(b"GGUF\x03\x00\x00\x00garbage")
+    before = hashes(tmp_path)
+    result = cli("evaluate", "--model", f"hf:{tmp_path / 'g'}", "--text", text, "--length", 8, "--samples", 1)
+    assert result.returncode == 2
+    one_line(result, f"error: {tmp_path / 'g' / 'model.gguf'} is not a readable GGUF file")
+    assert hashes(tmp_path) == before

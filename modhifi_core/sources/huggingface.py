@@ -376,9 +376,14 @@ def load_hf(
                 transformers.utils.logging.set_verbosity(verbosity)
             refuse_missing_weights(info.get("missing_keys") or [], cls.__name__, config, path)
             tokenizer = None
-    except (OSError, ValueError, RuntimeError, ImportError, KeyError, IndexError) as exc:
+    except (OSError, ValueError, RuntimeError, ImportError, KeyError, IndexError, struct.error) as exc:
         if isinstance(exc, InputError):
             raise
+        if weights_format == "gguf":
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"{weights[0]} is not a readable GGUF file ({first})") from None
+        if weights_format == "safetensors":
+            _refuse_mismatched_shapes(path, config_dict, weights, kind)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: transformers could not load the weights: {first}") from None
     refuse_non_finite(model.state_dict(), path)
@@ -386,6 +391,32 @@ def load_hf(
         tokenizer = _load_tokenizer(path)
     model.eval()
     return LoadedModel(model, tokenizer, path, weights, weights_format)
+
+
+def _refuse_mismatched_shapes(path: Path, config: dict, weights: list[Path], kind: str) -> None:
+    """`InputError` naming the first weight whose shape in its safetensors header is not the
+    one `config.json` makes (the model built on the meta device: no memory); transformers
+    itself only points at a load report it does not print. Returns when all agree."""
+    import transformers
+
+    with torch.device("meta"):
+        built = transformers.AutoConfig.for_model(**config)
+        expected = {k: list(v.shape) for k, v in _model_class(built, kind)(built).state_dict().items()}
+    for file in weights:
+        for key, shape in _header_shapes(file).items():
+            for name in (key, key.split(".", 1)[-1], f"{getattr(built, 'model_type', '')}.{key}"):
+                if name in expected and expected[name] != shape:
+                    raise InputError(
+                        f"{file}: tensor {key} has shape {shape}, but {path / 'config.json'} makes it "
+                        f"{expected[name]}: the weights are not of this config"
+                    )
+
+
+def _header_shapes(file: Path) -> dict[str, list[int]]:
+    with open(file, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    return {key: entry["shape"] for key, entry in header.items() if key != "__metadata__"}
 
 
 def refuse_missing_weights(missing: list[str], class_name: str, config: Any, path: Path) -> None:
