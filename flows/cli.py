@@ -43,8 +43,9 @@ app.command()(unlearn)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: typer handles usage errors itself (exit 2); bad input raised by the
-    engine exits 2 with one line, anything else exits 1 with one line."""
+    """Entry point: a usage error and bad input raised by the engine exit 2 with one line,
+    a Ctrl-C exits 130 (`interrupted`, once the command has put back what it was
+    changing), anything else exits 1 with one line."""
     import pydantic
 
     from modhifi_core.errors import InputError
@@ -54,7 +55,17 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     try:
-        app(args=argv, prog_name="modhifi")
+        # not standalone: click's usage errors reach modhifi's one-line contract, not a box
+        code = app(args=argv, prog_name="modhifi", standalone_mode=False)
+    except typer.TyperException as exc:  # click's usage errors (exit 2) and file errors
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # `modhifi` or a group alone: its help
+            sys.exit(2)
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        _fail(exc.format_message() + where, exc.exit_code)
+    except typer.Abort:
+        _fail("aborted", 1)
     except InputError as exc:
         _fail(str(exc), 2)
     except pydantic.ValidationError as exc:  # a config built from command-line values
@@ -65,6 +76,10 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("MODHIFI_DEBUG"):
             raise
         _fail(f"internal failure: {type(exc).__name__}: {exc} (set MODHIFI_DEBUG=1 for the traceback)", 1)
+    if code == 130:  # typer turns a KeyboardInterrupt into exit code 130, without a word
+        _fail("interrupted", 130)
+    if isinstance(code, int) and code:  # typer.Exit(N)
+        sys.exit(code)
 
 
 def _fail(message: str, code: int) -> None:

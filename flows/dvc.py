@@ -16,7 +16,9 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,9 +72,12 @@ def _dvc_argv(args: tuple[str, ...]) -> list[str]:
 
 def _dvc_env(env: dict | None) -> dict:
     """This interpreter's bin folder leads PATH, so the stages' `modhifi` command is the one
-    installed beside it even when the venv is not activated."""
+    installed beside it even when the venv is not activated. DVC's analytics are off (its
+    daemon would send a report over the network after every command), as Prefect's and
+    MLflow's are: modhifi connects to nothing beyond this machine unless asked."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return {**os.environ, "PATH": path, **(env or {})}
+    quiet = {"DVC_NO_ANALYTICS": os.environ.get("DVC_NO_ANALYTICS") or "1"}
+    return {**os.environ, **quiet, "PATH": path, **(env or {})}
 
 
 def bookkeeping(line: str) -> bool:
@@ -136,12 +141,43 @@ def run_streaming(
     with subprocess.Popen(
         argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     ) as process:
-        for chunk in iter(lambda: process.stdout.read1(65536), b""):
-            splitter.feed(decoder.decode(chunk))
+        try:
+            for chunk in iter(lambda: process.stdout.read1(65536), b""):
+                splitter.feed(decoder.decode(chunk))
+        except KeyboardInterrupt:  # a Ctrl-C reached this process (perhaps not the child): stop it too
+            with uninterrupted():
+                stop(process)
+            raise
         splitter.feed(decoder.decode(b"", final=True))
         splitter.close()
         code = process.wait()
     return subprocess.CompletedProcess(argv, code, "\n".join(splitter.lines) + "\n", "")
+
+
+def stop(process: subprocess.Popen, grace: float = 30) -> None:
+    """Interrupt `process` (SIGINT, as a Ctrl-C would: DVC then stops its stage) and wait
+    `grace` seconds for it to end, then kill it."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Ignore Ctrl-C inside the block (a repair must not itself be cut short); outside the
+    main thread, where signals cannot be set, the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def ensure_dvc_project(root: Path) -> None:
@@ -245,7 +281,12 @@ def reproduce(
     and partial writes beside them (`outs`: the stage's output paths) are removed before
     `StageFailed` is raised."""
     args = ("repro", "--single-item", *(["--force"] if force else []), stage)
-    result = run_streaming(_dvc_argv(args), root, _dvc_env({"PYTHONUNBUFFERED": "1", **env}), on_output)
+    try:
+        result = run_streaming(_dvc_argv(args), root, _dvc_env({"PYTHONUNBUFFERED": "1", **env}), on_output)
+    except KeyboardInterrupt:  # Ctrl-C: DVC had deleted the outputs; put them back before stopping
+        with uninterrupted():
+            restore_outputs(root, {stage: outs})
+        raise
     if result.returncode != 0:
         # DVC deletes a stage's outputs before running it; put back the ones dvc.lock
         # records (from the cache) so a failed run leaves the previous artifacts in place.

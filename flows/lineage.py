@@ -108,6 +108,7 @@ def _identity_file(artifact: Path) -> Path:
     if artifact.is_file():
         return artifact
     if artifact.is_dir() and (artifact / LINEAGE_FILE).is_file():
+        _folder_lineage(artifact)  # a malformed or outsized record: one line, before it is hashed
         return artifact / LINEAGE_FILE
     if artifact.is_dir():
         raise InputError(f"{artifact} is a folder without {LINEAGE_FILE}: give a file, or a folder modhifi wrote")
@@ -246,12 +247,14 @@ INPUT_ROLES = ("statistics", "scores", "calibration")  # parent files that are n
 class _Recorded:
     """What one artifact records about its origin: `parents` role -> sha256 (looked up
     among the workspace's files), `files` it names by path as (role, path, sha256) (a
-    Hugging Face folder's weights, a source model's files), `folders` it names (walked)."""
+    Hugging Face folder's weights, a source model's files), `folders` it names (walked),
+    `named` parents recorded as files by name (role, name, sha256)."""
 
     parents: dict[str, str] = field(default_factory=dict)
     files: list[tuple[str, Path, str]] = field(default_factory=list)
     folders: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    named: list[tuple[str, str, str]] = field(default_factory=list)  # (role, file name, sha256) parents
 
 
 def _locked_paths(lock: dict, root: Path) -> list[Path]:
@@ -268,9 +271,10 @@ def _verify_chain(result: Lineage, artifact: Path, search_root: Path, extra: lis
     start = _self_described(artifact)
     if start is None:
         return
-    files = [p for p in search_root.rglob("*.pt") if not _hidden(p.relative_to(search_root))]
+    # a folder named *.pt is no checkpoint; hidden folders hold DVC's cache and temporary files
+    files = [p for p in search_root.rglob("*.pt") if p.is_file() and not _hidden(p.relative_to(search_root))]
     by_sha = {sha256_file(p): p.resolve() for p in sorted({*files, *extra})}
-    frontier, seen = [start], set()
+    frontier, seen, named = [start], set(), []
     while frontier:
         path = frontier.pop(0)
         if path in seen:
@@ -286,6 +290,10 @@ def _verify_chain(result: Lineage, artifact: Path, search_root: Path, extra: lis
         for folder in recorded.folders:
             result.chain.append({"file": str(path), "role": "folder", "parent": str(folder), "sha256": None})
             frontier.append(folder)
+        named += [(path, *entry) for entry in recorded.named]
+        if not frontier:  # files recorded by name: among those the chain checked, else by name under the root
+            frontier += _link_named(result, named, search_root)
+            named = []
 
 
 def _link_parents(
@@ -295,6 +303,7 @@ def _link_parents(
     walk = []
     for role, sha in sorted(parents.items()):
         if role not in CHAIN_ROLES + INPUT_ROLES:
+            result.unverifiable.append(f"cannot verify {path}'s parent {role} (sha256 {sha}): not a file modhifi finds")
             continue
         found = by_sha.get(sha)
         if found is None:
@@ -306,6 +315,31 @@ def _link_parents(
         result.chain.append({"file": str(path), "role": role, "parent": str(found), "sha256": sha})
         if role in CHAIN_ROLES:
             walk.append(found)
+    return walk
+
+
+def _link_named(result: Lineage, named: list[tuple[Path, str, str, str]], search_root: Path) -> list[Path]:
+    """Chain links for parents recorded as (artifact, role, file name, sha256) (a command's
+    Hugging Face source: its weight files by name): the file the chain already checked with
+    that sha256, else a file of that name under `search_root` that has it; the folder
+    holding it is walked further when modhifi wrote it. None found: "cannot verify"."""
+    from modhifi_core.sources.huggingface import LINEAGE_FILE
+
+    checked = {link["sha256"]: Path(link["parent"]) for link in result.chain if link["sha256"]}
+    walk = []
+    for path, role, name, sha in named:
+        found = checked.get(sha)
+        if found is None:
+            candidates = (p for p in search_root.rglob(name) if p.is_file() and not _hidden(p.relative_to(search_root)))
+            found = next((p.resolve() for p in candidates if p.parent != path and sha256_file(p) == sha), None)
+        if found is None:
+            result.unverifiable.append(
+                f"cannot verify {path}'s {role} {name} (sha256 {sha}): no file of that name under {search_root} has it"
+            )
+            continue
+        result.chain.append({"file": str(path), "role": f"{role} {name}", "parent": str(found), "sha256": sha})
+        if (found.parent / LINEAGE_FILE).is_file():
+            walk.append(found.parent)
     return walk
 
 
@@ -345,21 +379,29 @@ def _recorded(path: Path, root: Path) -> _Recorded | None:
         return None if record is None else _recorded_by_record(record, root)
     from modhifi_core.metadata import read_metadata
 
-    return _Recorded(parents=dict(read_metadata(ckpt.metadata).parents))
+    parents, named = _split_parents(dict(read_metadata(ckpt.metadata).parents))
+    return _Recorded(parents=parents, named=named)
 
 
 def _recorded_by_folder(folder: Path) -> _Recorded:
     """A Hugging Face folder: its parents' sha256 and its weights' sha256 (modhifi.json);
     a weight file it does not list is a problem."""
     record = _folder_lineage(folder)
-    if "error" in record:
-        return _Recorded(problems=[f"parent chain: {record['error']}"])
-    parents = {role: sha for role, sha in (record.get("parents") or {}).items() if isinstance(sha, str)}
+    parents, named = _split_parents(record.get("parents") or {})
     weights = record.get("weights") or {}
     files = [("weight", folder / name, sha) for name, sha in sorted(weights.items())]
     unlisted = sorted(p.name for p in folder.glob("*.safetensors") if p.name not in weights)
     problems = [f"parent chain: {folder / name} is not among the weights modhifi.json records" for name in unlisted]
-    return _Recorded(parents=parents, files=files, problems=problems)
+    return _Recorded(parents=parents, files=files, problems=problems, named=named)
+
+
+def _split_parents(recorded: dict) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+    """Recorded parents as role -> sha256, and those recorded as files by name (role ->
+    {file name: sha256}, e.g. a command's Hugging Face source) as (role, name, sha256)."""
+    parents = {role: sha for role, sha in recorded.items() if isinstance(sha, str)}
+    named = [(role, name, sha) for role, files in sorted(recorded.items()) if isinstance(files, dict)
+             for name, sha in sorted(files.items())]  # fmt: skip
+    return parents, named
 
 
 def _recorded_by_record(record: dict, root: Path) -> _Recorded:
@@ -372,8 +414,8 @@ def _recorded_by_record(record: dict, root: Path) -> _Recorded:
         files = [(f"source file {name}", source_file(record, name), sha) for name, sha in record["files"].items()]
         return _Recorded(files=sorted(files))
     if shape == FOLDER:
-        parents = (record.get("metadata") or {}).get("parents") or {}
-        return _Recorded(parents=dict(parents), folders=[(root / record["folder"]).resolve()])
+        parents, named = _split_parents((record.get("metadata") or {}).get("parents") or {})
+        return _Recorded(parents=parents, named=named, folders=[(root / record["folder"]).resolve()])
     return _Recorded()
 
 
@@ -402,15 +444,46 @@ def _pipeline_record(path: Path) -> dict | None:
     return record if isinstance(record, dict) and isinstance(record.get("record"), str) else None
 
 
+# modhifi writes a lineage file of a few kB (params, metrics, hashes, an unlearning log);
+# anything far larger is no lineage record, and parsing it would take minutes.
+MAX_LINEAGE_BYTES = 16 * 2**20
+
+
 def _folder_lineage(folder: Path) -> dict:
-    """A Hugging Face folder's modhifi.json, or `{"error": ...}`."""
+    """A Hugging Face folder's modhifi.json, checked: `InputError` naming the file (and the
+    key) when it is larger than `MAX_LINEAGE_BYTES`, not a JSON object, its `parents` not an
+    object of sha256 strings (or of file name -> sha256), or its `weights` not an object of
+    file names in the folder -> sha256."""
     from modhifi_core.sources.huggingface import LINEAGE_FILE
 
+    path = folder / LINEAGE_FILE
+    if not path.is_file():
+        raise InputError(f"{path} is not a file")
+    if path.stat().st_size > MAX_LINEAGE_BYTES:
+        size = path.stat().st_size / 2**20
+        raise InputError(f"{path} is {size:.0f} MiB, more than a lineage record holds ({MAX_LINEAGE_BYTES >> 20} MiB)")
     try:
-        record = json.loads((folder / LINEAGE_FILE).read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        return {"error": f"{folder / LINEAGE_FILE} is not readable JSON ({type(exc).__name__})"}
-    return record if isinstance(record, dict) else {"error": f"{folder / LINEAGE_FILE} is not a JSON object"}
+        raise InputError(f"{path} is not readable JSON ({type(exc).__name__})") from None
+    if not isinstance(record, dict):
+        raise InputError(f"{path} is not a JSON object")
+    for key in ("parents", "weights"):
+        if not isinstance(record.get(key) or {}, dict):
+            raise InputError(f"{path}: key {key!r} must be an object, not a {type(record[key]).__name__}")
+    for role, sha in (record.get("parents") or {}).items():
+        files = sha if isinstance(sha, dict) else {"": sha}
+        if not all(isinstance(v, str) for v in files.values()) or not all(_plain_name(n) for n in files if n):
+            raise InputError(f"{path}: key 'parents' entry {role!r} must be a sha256 or file name -> sha256")
+    for name, sha in (record.get("weights") or {}).items():
+        if not _plain_name(name) or not isinstance(sha, str):
+            raise InputError(f"{path}: key 'weights' entry {name!r} must be a file name in the folder -> sha256")
+    return record
+
+
+def _plain_name(name: str) -> bool:
+    """A file name with no folder part (`../../file`, `/etc/x`, `a/b` are not)."""
+    return bool(name) and name not in (".", "..") and Path(name).name == name and "\\" not in name
 
 
 def _checkpoint_summary(path: Path) -> dict | None:
@@ -449,8 +522,6 @@ def _folder_summary(folder: Path) -> dict:
     """A Hugging Face folder's modhifi.json (operation, code version, parents, params,
     metrics, weights' sha256) and the shape its config.json states."""
     record = _folder_lineage(folder)
-    if "error" in record:
-        return record
     keys = ("parents", "params", "metrics", "weights")
     summary = {"stage": record.get("operation"), "code_version": record.get("code_version")}
     summary |= {key: record.get(key) for key in keys}

@@ -80,6 +80,8 @@ def parse_assignments(assignments: list[str], params: dict) -> dict[str, list]:
         key, sep, values = text.partition("=")
         if not sep or not values:
             raise InputError(f"sweep assignment {text!r} must look like section.key=v1,v2")
+        if key in grid:
+            raise InputError(f"sweep key {key} is given twice; give its values once: {key}=v1,v2,...")
         current = _get(params, key)
         grid[key] = [yaml.safe_load(v) if not isinstance(current, str) else v for v in values.split(",")]
     for point in points(grid):
@@ -161,15 +163,38 @@ def _sequential(root: Path, original: str, params: dict, grid: dict, run_pipelin
     summaries = []
     backup = sweep_backup_path(params_file)
     atomic_write_json(backup, {"pid": os.getpid(), "params": original})
+    lock = root / "dvc.lock"
+    locked = lock.read_bytes() if lock.is_file() else None
     try:
         for point in points(grid):
             atomic_write_text(params_file, yaml.safe_dump(apply(params, point), sort_keys=False))
             summaries.append(run_pipeline())
+    except KeyboardInterrupt:
+        _restore_outputs(root, locked)
+        raise
     finally:
         atomic_write_text(params_file, original)
         backup.unlink(missing_ok=True)
     run_pipeline()  # back to the original params' outputs (restored from DVC's run-cache)
     return sweep_rows(points(grid), summaries)
+
+
+def _restore_outputs(root: Path, locked: bytes | None) -> None:
+    """After a Ctrl-C: the workspace's `dvc.lock` as it was before the sweep (`locked`;
+    None: there was none, and nothing to restore) and the outputs it records, from DVC's
+    cache (each was built before), partial writes removed. Not itself interruptible."""
+    from flows.dvc import dvc, locked_outs, remove_partial_writes, uninterrupted
+
+    if locked is None:
+        return
+    with uninterrupted():
+        atomic_write_bytes(root / "dvc.lock", locked)
+        for paths in locked_outs(root).values():
+            for path in paths:
+                remove_partial_writes(root / path)
+        done = dvc(root, "checkout", "--force")
+        if done.returncode != 0:
+            print(f"warning: could not restore the outputs: {done.stderr.strip()[-300:]}", file=sys.stderr)
 
 
 def _concurrent(root: Path, params: dict, grid: dict, executor: Executor) -> list[dict]:

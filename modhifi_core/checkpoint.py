@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,13 +88,33 @@ def save_checkpoint(
     return sha256_file(path)
 
 
+# How a file torch.load can read begins: a zip archive (torch.save's format) or a pickle.
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def check_checkpoint_file(path: Path) -> None:
+    """`InputError` naming what `path` is when it cannot be a checkpoint: missing, a
+    folder, a FIFO or device (reading one would block or never end), or a regular file
+    that begins as neither a zip archive nor a pickle (e.g. zeros, text)."""
+    if not path.exists():
+        raise InputError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "a FIFO" if path.is_fifo() else "a device or socket"
+        raise InputError(f"{path} is {what}, not a checkpoint file")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head.startswith(_TORCH_MAGIC):
+        raise InputError(f"{path} is not a torch checkpoint (it begins with {head!r}, not a zip archive or a pickle)")
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Load and rebuild a checkpoint; any problem raises `InputError` naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint not found: {path}")
+    check_checkpoint_file(path)
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's own advice on a refused pickle: the refusal below says it
+            payload = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # unsafe globals, truncation, garbage
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -349,7 +350,9 @@ def _read_sample_file(path: Path) -> tuple[Tensor, Tensor]:
                 x = torch.from_numpy(np.asarray(arrays["images"], dtype=np.float32))
                 y = torch.from_numpy(np.asarray(arrays["labels"], dtype=np.int64)) if "labels" in arrays else None
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch's advice on a refused pickle: the refusal below says it
+                obj = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(obj, dict) or "images" not in obj:
                 raise ValueError("expected a dict with an 'images' tensor")
             x = torch.as_tensor(obj["images"], dtype=torch.float32)

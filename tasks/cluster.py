@@ -40,7 +40,7 @@ def open_executor(
         with _local_client(workers) as client:
             yield DaskExecutor(client, retries)
         return
-    _check_address(address)
+    check_address(address)
     with _remote_client(address, workers, connect_timeout) as client:
         yield DaskExecutor(client, retries)
 
@@ -89,7 +89,10 @@ class DaskExecutor(Executor):
         return self._scattered[1]
 
 
-def _check_address(address: str) -> None:
+def check_address(address: str | None) -> None:
+    """`InputError` unless `address` is None, `local` or `tcp://host:port` (a scheme of `SCHEMES`)."""
+    if address is None or address == "local":
+        return
     parsed = urlparse(address)
     try:
         port = parsed.port

@@ -250,6 +250,14 @@ class ClusterParams(Section):
     address: str | None = None
     workers: int = Field(2, ge=1, le=4096)
 
+    @model_validator(mode="after")
+    def _address(self) -> ClusterParams:
+        """An address Dask cannot reach (`garbage`, no port, '') fails at load, not in a stage."""
+        from tasks.cluster import check_address
+
+        check_address(self.address)
+        return self
+
 
 class LanguageParams(Section):
     """The run of a Hugging Face causal LM or text encoder (`model.source: hf:DIR`):

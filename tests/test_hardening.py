@@ -126,7 +126,8 @@ def test_synthesize_out_folder_is_refused_unless_overwrite(cli, tmp_path, model)
     assert hashes(tmp_path) == before
     assert cli(*args, "--seed", "1", "--overwrite").returncode == 0
     assert hashes(tmp_path) != before
-    for target, message in [(Path("/proc/modhifi-samples"), "/proc"), (tmp_path / "model.pt", "is a file")]:
+    (tmp_path / "a-file").write_text("x")  # not the model: that is the input (test_hardening_round2)
+    for target, message in [(Path("/proc/modhifi-samples"), "/proc"), (tmp_path / "a-file", "is a file")]:
         result = cli(*args[:-1], target)
         assert result.returncode == 2
         one_line(result, message)

@@ -53,13 +53,19 @@ def run_command(
             raise InputError(
                 f"{_flag(key)} is not an option of modhifi {command} for a {kind.name} model (it takes {flags})"
             )
-    if out is not None:  # samples are always a folder
-        check_output(out, overwrite, folder=kind.output == "folder" or command == "synthesize")
+    if out is not None:  # samples are always a folder; no input (the model first) may be replaced
+        folder = kind.output == "folder" or command == "synthesize"
+        models = [model, *(given.get(key) for key in MODEL_OPTIONS)]
+        inputs = [value for key, value in given.items() if key not in MODEL_OPTIONS]
+        check_output(out, overwrite, folder=folder, inputs=inputs, models=models)
     cli = importlib.import_module(f"{kind.package}.cli")
     metrics = {**getattr(cli, command)(kind, out, given), **compute.describe()}
     emit(metrics, as_json, title or f"{command} {model}")
     return metrics
 
+
+# The options that name a model (a file, or a folder whose insides an `--out` must not touch).
+MODEL_OPTIONS = ("weights", "teacher", "reference")
 
 FLAGS = {"hyperparameter": "--set", "architecture": "--model"}  # a typer parameter whose flag is not its name
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import typer
+import yaml
 
 from flows.console import console, emit, format_value
 
@@ -34,12 +35,14 @@ def run(
     from tasks.workspace import Workspace
 
     ws = Workspace.at(workspace)
-    from tasks.dag import prepare_workspace
-
     # invalid params, a source of no known kind, a params.yaml without a key a stage
     # reads: nothing runs (before Prefect starts); the kind's dvc.yaml is written
-    prepare_workspace(ws)
+    from kinds import kind_of
+    from tasks.dag import prepare_workspace
+
     params = ws.params()
+    kind_of(params.model.source, ws.root).check_run(params, ws.root)  # its inputs too: before anything is written
+    prepare_workspace(ws)
     _embedded_prefect(ws)
     # Stage processes write to DVC's pipe, not a terminal: ask them for their progress
     # bars explicitly (MODHIFI_PROGRESS=0 from the caller still wins).
@@ -100,11 +103,31 @@ def serve(
     params = ws.params()
     from prefect.schedules import Cron
 
+    try:
+        schedule = Cron(cron or params.schedule.cron, timezone=params.schedule.timezone)
+    except ValueError as exc:
+        raise InputError(f"schedule {cron or params.schedule.cron!r} is not a valid cron expression: {exc}") from None
+    _check_reachable(os.environ["PREFECT_API_URL"])
     from flows.pipeline import pipeline
 
-    schedule = Cron(cron or params.schedule.cron, timezone=params.schedule.timezone)
     console.print(f"serving deployment modhifi-pipeline/{name} on {schedule.cron} ({params.schedule.timezone})")
     pipeline.serve(name=name, schedules=[schedule], parameters={"root": str(ws.root)})
+
+
+def _check_reachable(api_url: str) -> None:
+    """`InputError` unless the Prefect server at `api_url` answers its health check (in
+    seconds, not after Prefect's retries)."""
+    import httpx
+
+    from modhifi_core.errors import InputError
+
+    try:
+        httpx.get(f"{api_url.rstrip('/')}/health", timeout=5).raise_for_status()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise InputError(
+            f"PREFECT_API_URL {api_url} does not answer ({type(exc).__name__}): start `prefect server start` "
+            "or correct the address"
+        ) from None
 
 
 def _embedded_prefect(ws: object) -> None:
@@ -117,6 +140,8 @@ def _embedded_prefect(ws: object) -> None:
     # The temporary server needs more than Prefect's 20 s to start on a loaded machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ["DVC_NO_ANALYTICS"] = os.environ.get("DVC_NO_ANALYTICS") or "1"  # also flows.dvc's default
     # Failures reach the user as modhifi's one error line (and the Prefect UI); Prefect's
     # own traceback logging would bury that line. MLflow's INFO lines (creating its tables)
     # are not modhifi's to show either.
@@ -125,6 +150,10 @@ def _embedded_prefect(ws: object) -> None:
     # SQLite database is busy); they are Prefect's to record, not the run's output.
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    if not os.environ.get("PREFECT_API_URL"):
+        from flows.embedded_server import guard
+
+        guard()  # the temporary server: out of reach of a Ctrl-C, gone with its parent
 
 
 def _prefect_note() -> str:
@@ -242,6 +271,9 @@ def sweep(
 
     ws = Workspace.at(workspace)
     ws.params()
+    from flows.sweep import parse_assignments
+
+    parse_assignments(assignments, yaml.safe_load((ws.root / "params.yaml").read_text()))  # before anything is written
     _embedded_prefect(ws)
     from flows.pipeline import pipeline
 

@@ -317,6 +317,8 @@ class HFImageKind(ImageClassifierKind):
         size = image_size or getattr(config, "image_size", None) or DEFAULT_IMAGE_SIZE
         height, width = (size[0], size[-1]) if isinstance(size, (list, tuple)) else (size, size)
         shape = (channels, int(height), int(width))
+        if image_size is not None:
+            _check_input_size(model, shape, path, device)
         components = "mlp" if config.model_type in LAYERNORM_TRANSFORMERS else "channels"
         return LoadedImage(model, weights_digest(files), shape, {"folder": path}, components)
 
@@ -364,6 +366,20 @@ class HFImageKind(ImageClassifierKind):
 
 
 # ---------------------------------------------------------------------------- torchvision / timm
+
+
+def _check_input_size(model: nn.Module, shape: tuple[int, int, int], path: Path, device: str) -> None:
+    """`InputError` unless `model` takes one input of `shape` (a ViT's position embeddings
+    fix its image size; a CNN takes sizes down to its total stride), tried on zeros."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *shape, device=device))
+    except (ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        size = f"{shape[1]}x{shape[2]}"
+        raise InputError(f"--image-size {shape[1]}: {path} does not take {size} images ({first})") from None
 
 
 class TorchvisionKind(ImageClassifierKind):

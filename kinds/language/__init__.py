@@ -218,6 +218,14 @@ class LanguageKind(ModelKind):
             raise InputError(f"language.eval_text: text {lang.eval_text} does not exist")
         if paths["calibration_text"] is not None and not paths["calibration_text"].exists():
             raise InputError(f"language.calibration: text {lang.calibration.removeprefix('text:')} does not exist")
+        from modhifi_core.language.calibration import check_text
+
+        for key, name in (("language.eval_text", "eval_text"), ("language.calibration", "calibration_text")):
+            if paths[name] is not None:
+                try:
+                    check_text(paths[name])  # empty, binary, an empty folder, a model folder
+                except InputError as exc:
+                    raise InputError(f"{key}: {exc}") from None
         self.check_calibration("language.calibration", lang.calibration)
         self.check_eval_samples(lang.eval_samples)
         limit = position_limit(paths["model_source"])

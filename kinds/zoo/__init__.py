@@ -135,8 +135,10 @@ class ZooKind(ModelKind):
     # ------------------------------------------------------------------ the model
     def check(self, **options: Any) -> None:
         """A `--model FILE.pt` that is not a file is refused in one line."""
-        if self.source is not None and not Path(self.source).is_file():
-            raise InputError(f"checkpoint not found: {self.source}")
+        if self.source is not None:
+            from modhifi_core.checkpoint import check_checkpoint_file
+
+            check_checkpoint_file(Path(self.source))
 
     def load(self, path: str | Path | None = None, *, device: str = "cpu", **options: Any) -> Any:
         """The checkpoint at `path` (default: this kind's source), loaded safely

@@ -92,6 +92,7 @@ PRUNE_SETTINGS = ("method", "target_flops", "compensation", "score", "compensati
 def prune(kind: Any, out: Path, options: dict[str, Any]) -> dict:
     """`modhifi prune --model FILE.pt`: channels (ModHiFi-P or a baseline) to `target_flops`."""
     from modhifi_core.calibration import calibration_set
+    from modhifi_core.operations.evaluate import check_classes
     from modhifi_core.operations.prune import prune_checkpoint
     from tasks.params import CollectParams, PruneParams
 
@@ -107,6 +108,7 @@ def prune(kind: Any, out: Path, options: dict[str, Any]) -> dict:
     CollectParams(calibration=calibration, samples=samples, batch_size=batch_size)
 
     ckpt, data = load_model_and_data(kind)
+    check_classes(ckpt.model, data)  # before calibration samples are synthesised
     images = calibration_set(calibration, ckpt.model, data, samples, seed)
     outcome = prune_checkpoint(
         ckpt,

@@ -24,7 +24,26 @@ def text_files(path: str | os.PathLike) -> list[Path]:
     files = sorted(p for p in path.rglob("*") if p.is_file())
     if not files:
         raise InputError(f"text folder {path} has no files")
+    weights = [p for p in files if p.suffix in WEIGHT_SUFFIXES]
+    if weights:
+        raise InputError(f"text source {path} is a model folder (it holds {weights[0].name}), not text")
     return files
+
+
+# Files that make a folder a model, not text (its JSON and tokenizer files would read as text).
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt")
+
+
+def check_text(path: str | os.PathLike) -> None:
+    """`InputError` unless `path` (a file or folder, see `text_files`) holds some UTF-8
+    text: what `read_text` would refuse, found by reading only up to its first good file."""
+    for file in text_files(path):
+        try:
+            if file.read_text(encoding="utf-8").strip():
+                return
+        except UnicodeDecodeError:
+            continue
+    raise InputError(f"text source {path} holds no UTF-8 text")
 
 
 def read_text(path: str | os.PathLike) -> str:

@@ -61,6 +61,9 @@ def evaluate_language_model(
         metrics, cosines = embedding_agreement(reference, model, tokenizer, sentences)
         metrics = {**metrics, "eval_sentences": metrics.pop("sentences")}
         return metrics | ({"per_item": {"cosine": cosines.tolist()}} if per_item else {})
+    from modhifi_core.sources.huggingface import check_length
+
+    check_length(model, length)
     windows = text_windows(text, tokenizer, samples, length, seed)
     metrics = {**perplexity(model, windows, batch_size), "eval_tokens": int(windows.numel())}
     items = {"nll": metrics.pop("window_nll")}

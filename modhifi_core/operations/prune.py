@@ -22,6 +22,7 @@ from modhifi_core.data import ArrayDataset, DatasetSplits
 from modhifi_core.errors import InputError
 from modhifi_core.fidelity import DEFAULT_RIDGE
 from modhifi_core.metadata import read_metadata
+from modhifi_core.operations.evaluate import check_classes
 from modhifi_core.operations.outcome import Outcome
 from modhifi_core.operations.statistics import ModelScores, ModelStatistics
 from modhifi_core.pruning import PruningResult, magnitude_prune, modhifi_prune, random_prune
@@ -118,7 +119,8 @@ def prune_checkpoint(
     `latency_repeats` interleaved dense/pruned passes on a random batch of
     `latency_batch`) and `seconds`. `calibration_source`: what `calibration` is
     (recorded; `synthetic`, the data-free default, `real` or `gaussian`). `executor`: as
-    in `prune`."""
+    in `prune`. A model of another class count than `data` is refused."""
+    check_classes(source.model, data)  # else its accuracy would be measured on the wrong labels
     place(source.model, requested(device, dtype))
     start = time.perf_counter()
     settings = dict(method=method, target_flops=target_flops, compensation=compensation, score=score)

@@ -82,6 +82,8 @@ def check_folder(path: str | os.PathLike) -> tuple[dict | None, list[Path], str]
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"model folder {path} does not exist")
+    for entry in sorted(path.rglob("*")):  # every file transformers or a copy could read
+        inside(path, entry)
     ggufs = sorted(path.glob("*.gguf"))
     config_path = path / "config.json"
     config = _read_config(config_path) if config_path.is_file() else None
@@ -106,6 +108,17 @@ def check_folder(path: str | os.PathLike) -> tuple[dict | None, list[Path], str]
         check_gguf(ggufs[0])
         return config, ggufs, "gguf"
     raise InputError(f"{path} has config.json but no weights ({SAFETENSORS}, {TORCH_BIN} or a .gguf file)")
+
+
+def inside(folder: Path, path: Path) -> Path:
+    """`path` resolved (links followed), refused in one line naming it when it resolves
+    outside `folder`: a model folder's link (a config, a template, a weights file) or a
+    shard index's `../../file` must not make modhifi read, or copy into its output, a file
+    the folder does not hold."""
+    resolved = Path(os.path.realpath(path))
+    if not resolved.is_relative_to(os.path.realpath(folder)):
+        raise InputError(f"{path} resolves to {resolved}, outside the model folder {folder}: refused")
+    return resolved
 
 
 def _read_config(config_path: Path) -> dict:
@@ -134,9 +147,11 @@ def _check_config(config: dict, config_path: Path) -> None:
 def _index_shards(index_path: Path) -> list[Path]:
     try:
         weight_map = json.loads(index_path.read_text())["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        shards = sorted({index_path.parent / name for name in weight_map.values()})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{index_path} is not a safetensors index: {exc}") from None
-    shards = sorted({index_path.parent / name for name in weight_map.values()})
+    for shard in shards:
+        inside(index_path.parent, shard)
     missing = [s.name for s in shards if not s.is_file()]
     if missing:
         raise InputError(f"{index_path.parent} lacks {len(missing)} weight shard(s), e.g. {missing[0]}")
@@ -298,6 +313,14 @@ def position_limit(source: str | os.PathLike | nn.Module) -> int | None:
     return int(limit) if isinstance(limit, int) else None
 
 
+def check_length(model: nn.Module, length: int) -> None:
+    """`InputError` when windows of `length` tokens exceed `model`'s positions (refused, not
+    clipped: past them a model reads garbage or fails deep inside its forward pass)."""
+    limit = position_limit(model)
+    if limit is not None and length > limit:
+        raise InputError(f"length {length} exceeds the model's {limit} positions (max_position_embeddings)")
+
+
 def load_hf(
     path: str | os.PathLike, kind: str = "auto", dtype: torch.dtype = torch.float32, need_tokenizer: bool = False
 ) -> LoadedModel:
@@ -342,9 +365,14 @@ def load_hf(
                 transformers.utils.logging.set_verbosity(verbosity)
             refuse_missing_weights(info.get("missing_keys") or [], cls.__name__, config, path)
             tokenizer = None
-    except (OSError, ValueError, RuntimeError, ImportError, KeyError, IndexError) as exc:
+    except (OSError, ValueError, RuntimeError, ImportError, KeyError, IndexError, struct.error) as exc:
         if isinstance(exc, InputError):
             raise
+        if weights_format == "gguf":
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"{weights[0]} is not a readable GGUF file ({first})") from None
+        if weights_format == "safetensors":
+            _refuse_mismatched_shapes(path, config_dict, weights, kind)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: transformers could not load the weights: {first}") from None
     refuse_non_finite(model.state_dict(), path)
@@ -352,6 +380,32 @@ def load_hf(
         tokenizer = _load_tokenizer(path)
     model.eval()
     return LoadedModel(model, tokenizer, path, weights, weights_format)
+
+
+def _refuse_mismatched_shapes(path: Path, config: dict, weights: list[Path], kind: str) -> None:
+    """`InputError` naming the first weight whose shape in its safetensors header is not the
+    one `config.json` makes (the model built on the meta device: no memory); transformers
+    itself only points at a load report it does not print. Returns when all agree."""
+    import transformers
+
+    with torch.device("meta"):
+        built = transformers.AutoConfig.for_model(**config)
+        expected = {k: list(v.shape) for k, v in _model_class(built, kind)(built).state_dict().items()}
+    for file in weights:
+        for key, shape in _header_shapes(file).items():
+            for name in (key, key.split(".", 1)[-1], f"{getattr(built, 'model_type', '')}.{key}"):
+                if name in expected and expected[name] != shape:
+                    raise InputError(
+                        f"{file}: tensor {key} has shape {shape}, but {path / 'config.json'} makes it "
+                        f"{expected[name]}: the weights are not of this config"
+                    )
+
+
+def _header_shapes(file: Path) -> dict[str, list[int]]:
+    with open(file, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    return {key: entry["shape"] for key, entry in header.items() if key != "__metadata__"}
 
 
 def refuse_missing_weights(missing: list[str], class_name: str, config: Any, path: Path) -> None:
@@ -464,7 +518,7 @@ def _copy_tokenizer_files(source: Path, target: Path) -> list[str]:
     copied = []
     for name in TOKENIZER_FILES:
         if (source / name).is_file() and not (target / name).exists():
-            shutil.copy2(source / name, target / name)
+            shutil.copy2(inside(source, source / name), target / name)
             copied.append(name)
     return copied
 

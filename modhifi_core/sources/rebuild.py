@@ -85,6 +85,11 @@ def _resize(model: nn.Module, name: str, entry: dict) -> None:
         or not all(isinstance(d, int) and d >= 1 for d in shape)
     ):
         raise InputError(f"shape record gives {name!r} an invalid weight shape {shape!r} (now {current})")
+    if any(d > c for d, c in zip(shape, current)):  # checked before anything of that size is allocated
+        raise InputError(
+            f"shape record gives {name!r} a weight shape {shape} wider than the architecture's {current}: "
+            "a pruned model is never wider"
+        )
     if isinstance(module, _CONV):
         _resize_conv(module, name, shape, entry.get("groups", module.groups))
     elif isinstance(module, nn.Linear):

@@ -43,6 +43,7 @@ from modhifi_core.sources.huggingface import check_folder
 from modhifi_core.sources.rebuild import apply_shape_record, shape_record
 
 SHAPES_FILE = "modhifi_shapes.json"
+MAX_SHAPES_BYTES = 16 * 2**20  # a record of a few kB per pruned layer
 # LayerNorm transformers whose residual-stream MLPs ModHiFi-U edits. Their fc2 (the down
 # projection whose inputs are the MLP neurons) is `*.mlp.fc2` in transformers 5.x and
 # `*.layer.N.output.dense` (beside `attention.output.dense`) in 4.x.
@@ -140,10 +141,12 @@ def load_hf_pruned(folder: str | Path) -> nn.Module:
     shapes_path = folder / SHAPES_FILE
     if not shapes_path.exists():
         return load_hf_image_classifier(folder)
+    if not shapes_path.is_file() or shapes_path.stat().st_size > MAX_SHAPES_BYTES:
+        raise InputError(f"{shapes_path} is not a shape record (a JSON file of at most {MAX_SHAPES_BYTES >> 20} MiB)")
     try:
-        record = json.loads(shapes_path.read_text())["layer_shapes"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise InputError(f"{shapes_path} is not a shape record: {exc}") from None
+        record = json.loads(shapes_path.read_text(encoding="utf-8"))["layer_shapes"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"{shapes_path} is not a shape record ({type(exc).__name__})") from None
     check_folder(folder)  # the same refusals as load_hf before anything is parsed by transformers
     config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     model = apply_shape_record(AutoModelForImageClassification.from_config(config), record)
