@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from modhifi_core.checkpoint import refuse_non_finite
 from modhifi_core.errors import InputError
 from modhifi_core.sources.huggingface import SAFETENSORS, SAFETENSORS_INDEX, check_folder
 
@@ -79,9 +80,8 @@ class LazyWeights:
             with safe_open(shard, framework="pt") as handle:
                 for name in inside:
                     out[name] = handle.get_tensor(name).clone()
-        for name, tensor in out.items():
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise InputError(f"tensor {name} holds NaN or inf values; refusing to use these weights")
+        folder = next(iter(by_shard)).parent if by_shard else "the weights in memory"
+        refuse_non_finite(out, folder)
         return out
 
     def dtype(self, name: str) -> torch.dtype:
