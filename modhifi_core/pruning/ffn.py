@@ -394,11 +394,14 @@ def greedy_removal_order(
     the `step` columns of one round (`step=1`: exact greedy)."""
     n = gram.shape[0]
     scale = gram.diagonal().mean().clamp_min(torch.finfo(gram.dtype).tiny)
-    ridged = gram + max(ridge, 1e-10) * scale * torch.eye(n, dtype=gram.dtype)
+    ridged = gram.clone()
+    ridged.diagonal().add_(max(ridge, 1e-10) * scale)
     factor, info = torch.linalg.cholesky_ex(ridged)
+    del ridged  # (n, n) float64 each: a 1B model's FFN Gram is 250 MB
     if int(info) != 0:
         raise InputError("the FFN statistics are not a Gram matrix (not positive semi-definite): recollect them")
     inverse = torch.cholesky_inverse(factor)
+    del factor
     w = w.clone()
     alive = torch.ones(n, dtype=torch.bool)
     order: list[Tensor] = []
@@ -472,8 +475,7 @@ def compensate(
         return
     if compensation == "ls":
         affine = layer.bias is not None
-        gram = stats.second_moment - (torch.outer(mean, mean) if affine else 0)
-        refit = w[:, kept] + least_squares_correction(w, gram, kept, dropped, ridge)
+        refit = w[:, kept] + least_squares_correction(w, _MomentRows(stats, affine), kept, dropped, ridge)
         if affine:
             layer.bias += (w @ mean - refit @ mean[kept]).to(layer.bias.dtype)
     elif compensation == "delta":
@@ -489,11 +491,34 @@ def _complement(kept: Tensor, width: int) -> Tensor:
     return mask.nonzero().squeeze(1)
 
 
-def least_squares_correction(w: Tensor, gram: Tensor, kept: Tensor, dropped: Tensor, ridge: float) -> Tensor:
-    """`W[:, K̄] G[K̄, K] (G[K, K] + λ·mean(diag G[K, K])·I)⁻¹` `(out, |K|)` in float64."""
-    gkk = gram[kept][:, kept]
-    gkk = gkk + ridge * gkk.diagonal().mean() * torch.eye(len(kept), dtype=gkk.dtype)
-    rhs = gram[kept][:, dropped] @ w[:, dropped].T  # (|K|, out)
+class _MomentRows:
+    """`E[h hᵀ]` of `stats` (centred when `affine`), indexed `[rows, cols]` without forming
+    the whole `(n, n)` matrix: each entry is computed as the whole matrix would hold it
+    (`Σ h hᵀ / tokens − mean meanᵀ`), so the blocks are bitwise those of the full one."""
+
+    def __init__(self, stats: FFNStatistics, affine: bool) -> None:
+        self.stats, self.affine = stats, affine
+
+    def __getitem__(self, index: tuple[Tensor, Tensor]) -> Tensor:
+        rows, cols = index
+        block = self.stats.gram[rows[:, None], cols] / max(self.stats.tokens, 1)
+        if self.affine:
+            mean = self.stats.mean
+            block -= torch.outer(mean[rows], mean[cols])
+        return block
+
+
+def least_squares_correction(
+    w: Tensor, gram: Tensor | _MomentRows, kept: Tensor, dropped: Tensor, ridge: float
+) -> Tensor:
+    """`W[:, K̄] G[K̄, K] (G[K, K] + λ·mean(diag G[K, K])·I)⁻¹` `(out, |K|)` in float64.
+    Only the `[K, K]` and `[K, K̄]` blocks of `gram` are formed (memory: one layer's Gram
+    of a 1B model's FFN is 250 MB in float64)."""
+    gkk = gram[kept[:, None], kept] if isinstance(gram, Tensor) else gram[kept, kept]
+    gkk.diagonal().add_(ridge * gkk.diagonal().mean())
+    side = gram[kept[:, None], dropped] if isinstance(gram, Tensor) else gram[kept, dropped]
+    rhs = side @ w[:, dropped].T  # (|K|, out)
+    del side
     return _spd_solve(gkk, rhs).T
 
 
