@@ -83,6 +83,7 @@ def test_layerwise_equals_in_memory(folders, tmp_path, case):
     config = json.loads((new.folder / "config.json").read_text())
     assert config["intermediate_size"] == new.report["widths"][0]
     assert (new.folder / "tokenizer.json").is_file() and (new.folder / "modhifi.json").is_file()
+    assert sorted(p.name for p in new.folder.glob("model*")) == ["model.safetensors"]  # one file, as save_pretrained
 
 
 def test_sequential_equals_sequential_in_memory(folders, tmp_path):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,16 +175,32 @@ class StreamedModel:
     def tensors(self, names: list[str]) -> dict[str, Tensor]:
         """The materialised parameters `names`, each in its source tensor's dtype (a
         parameter the source lacks: the dtype of its sibling weight) on the CPU, contiguous."""
-        out = {}
-        for name in names:
-            source = self.checkpoint_names[name]
-            if source is None:
-                sibling = self.checkpoint_names.get(name.rsplit(".", 1)[0] + ".weight")
-                dtype = self.weights.dtype(sibling) if sibling is not None else self.dtype
-            else:
-                dtype = self.weights.dtype(source)
-            out[name] = self.model.get_parameter(name).detach().to("cpu", dtype).contiguous()
-        return out
+        return {n: self.model.get_parameter(n).detach().to("cpu", self.save_dtype(n)).contiguous() for n in names}
+
+    def save_dtype(self, name: str) -> torch.dtype:
+        """The dtype parameter `name` is written in: its source tensor's (a parameter the
+        source lacks: its sibling weight's)."""
+        source = self.checkpoint_names[name]
+        if source is None:
+            source = self.checkpoint_names.get(name.rsplit(".", 1)[0] + ".weight")
+        return self.weights.dtype(source) if source is not None else self.dtype
+
+    def layout(self, shapes: nn.Module) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+        """What the written model holds, name -> (dtype, shape), in writing order: every
+        layer's parameters (named as the model names them, shaped as in `shapes`, a copy of
+        the skeleton with the layers' final shapes), then the tensors outside the layers
+        as the source stores them (tied ones once)."""
+        layout = {}
+        for index in range(self.depth):
+            for name in self.parameter_names(index):
+                layout[name] = (self.save_dtype(name), tuple(shapes.get_parameter(name).shape))
+        for source in self.outside_sources():
+            layout[source] = (self.weights.dtype(source), self.weights.shape(source))
+        return layout
+
+    def outside_sources(self) -> list[str]:
+        """The checkpoint's names of the tensors outside the layers (tied ones once)."""
+        return sorted({self.checkpoint_names[n] for n in self.parameter_names(None)} - {None})
 
     def _outside_except(self, module: nn.Module | None) -> list[str]:
         """The parameters outside the layers but those of `module` (the input or output
@@ -307,34 +322,60 @@ def _retie(model: nn.Module, names: list[str], checkpoint_names: dict[str, str |
 
 # ---------------------------------------------------------------- writing
 
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
-class ShardWriter:
-    """Writes a stock sharded safetensors folder one group of tensors at a time:
-    `model-0000i-of-0000n.safetensors` and `model.safetensors.index.json` (the names
-    stock `from_pretrained` reads), into `folder`."""
 
-    def __init__(self, folder: Path, shards: int) -> None:
-        self.folder, self.shards, self.written = folder, shards, 0
-        self.weight_map: dict[str, str] = {}
-        self.total_bytes = 0
+class SafetensorsWriter:
+    """One `model.safetensors` file written a tensor at a time: the header (every name's
+    dtype, shape and byte range, known before any weight is computed) first, then each
+    tensor's bytes at its place as it is done, so no more than one tensor is held for it.
+    The file is what `safetensors.torch.save_file` would write for the same tensors in
+    `layout`'s order (up to the header's key order); `close` refuses a file with a tensor
+    never written."""
+
+    def __init__(self, path: Path, layout: dict[str, tuple[torch.dtype, tuple[int, ...]]]) -> None:
+        import math
+        import struct
+
+        header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for name, (dtype, shape) in layout.items():
+            size = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+            header[name] = {
+                "dtype": _SAFETENSORS_DTYPES[dtype],
+                "shape": list(shape),
+                "data_offsets": [offset, offset + size],
+            }
+            offset += size
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        self.path, self.layout, self.header = path, layout, header
+        self.start, self.pending = 8 + len(raw), set(layout)
+        self.handle = open(path, "wb")  # noqa: SIM115 (closed by close)
+        self.handle.write(struct.pack("<Q", len(raw)) + raw)
+        self.handle.truncate(self.start + offset)
 
     def write(self, tensors: dict[str, Tensor]) -> None:
-        from safetensors.torch import save_file
-
-        self.written += 1
-        if self.written > self.shards:
-            raise RuntimeError(f"ShardWriter was sized for {self.shards} shards")
-        name = f"model-{self.written:05d}-of-{self.shards:05d}.safetensors"
-        save_file(tensors, str(self.folder / name), metadata={"format": "pt"})
-        self.weight_map.update(dict.fromkeys(tensors, name))
-        self.total_bytes += sum(t.numel() * t.element_size() for t in tensors.values())
+        for name, tensor in tensors.items():
+            dtype, shape = self.layout[name]
+            if tensor.dtype != dtype or tuple(tensor.shape) != tuple(shape):
+                raise RuntimeError(f"{name}: {tensor.dtype} {tuple(tensor.shape)}, the header says {dtype} {shape}")
+            self.handle.seek(self.start + self.header[name]["data_offsets"][0])
+            data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+            self.handle.write(data.data)
+            self.pending.discard(name)
 
     def close(self) -> None:
-        """Write the index (the shards must all have been written)."""
-        if self.written != self.shards:
-            raise RuntimeError(f"ShardWriter wrote {self.written} of {self.shards} shards")
-        index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(self.weight_map.items()))}
-        path = self.folder / "model.safetensors.index.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(index, indent=2))
-        os.replace(tmp, path)
+        self.handle.close()
+        if self.pending:
+            raise RuntimeError(f"{len(self.pending)} tensor(s) never written, e.g. {sorted(self.pending)[0]}")

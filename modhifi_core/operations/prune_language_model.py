@@ -40,7 +40,7 @@ from modhifi_core.metadata import modification_record
 from modhifi_core.pruning.ffn import FFNStatistics, prune_transformer
 from modhifi_core.pruning.latency import time_alternately
 from modhifi_core.safe_io import atomic_write_json
-from modhifi_core.sources.huggingface import LINEAGE_FILE
+from modhifi_core.sources.huggingface import LINEAGE_FILE, SAFETENSORS
 
 METHODS = {
     "modhifi": ("greedy", "ls"),
@@ -256,7 +256,7 @@ def prune_language_model_layerwise(
     are left out). `windows`, `statistics`, `scores`: as in `prune_language_model` (from
     the dense model). `lineage`: `operation`, `parents`, `params` of `modhifi.json`
     (`metadata.modification_record`, with these metrics)."""
-    from modhifi_core.language.layerwise import ShardWriter, advance, run_layer
+    from modhifi_core.language.layerwise import SafetensorsWriter, advance, run_layer
     from modhifi_core.pruning.ffn import (
         _hook,
         _Plan,
@@ -320,8 +320,8 @@ def prune_language_model_layerwise(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        outside = sorted({streamed.checkpoint_names[n] for n in streamed.parameter_names(None)})
-        writer = ShardWriter(staging, streamed.depth + len(outside))
+        layout = streamed.layout(_final_shapes(model, blocks, widths))
+        writer = SafetensorsWriter(staging / SAFETENSORS, layout)
         for index in range(streamed.depth):
             layer, block = streamed.load_layer(index), by_index.get(index)
             stats = statistics.get(block.name) if statistics is not None and block is not None else None
@@ -349,7 +349,7 @@ def prune_language_model_layerwise(
             writer.write(streamed.tensors(streamed.parameter_names(index)))
             streamed.unload_layer(index)
             del stats
-        for name in outside:
+        for name in streamed.outside_sources():
             writer.write(streamed.weights.read([name]))
         writer.close()
         set_config_width(model, [b.width for b in blocks])
@@ -407,6 +407,20 @@ def prune_language_model_layerwise(
         "seconds": metrics["seconds"],
     }
     return LayerwisePruning(out, windows, metrics, report)
+
+
+def _final_shapes(model: nn.Module, blocks: list, widths: list[int]) -> nn.Module:
+    """A copy of the skeleton (`meta` parameters) with each FFN block cut to its width:
+    the shapes the pruned layers will have, known before any is pruned."""
+    import copy
+
+    from modhifi_core.pruning.ffn import FFNBlock, remove_neurons
+
+    shapes = copy.deepcopy(model)
+    for block, width in zip(blocks, widths):
+        copied = FFNBlock(block.name, block.producer_names, block.down_name, block.width)
+        remove_neurons(shapes, copied, torch.arange(width))
+    return shapes
 
 
 def _open_streamed(folder: Path, dtype: torch.dtype, device: str) -> tuple[Any, Any]:

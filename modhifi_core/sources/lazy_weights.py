@@ -84,6 +84,15 @@ class LazyWeights:
         refuse_non_finite(out, folder)
         return out
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The shape of `name` (read from the shard's header, no data)."""
+        from safetensors import safe_open
+
+        if name in self._memory:
+            return tuple(self._memory[name].shape)
+        with safe_open(self._shards[name], framework="pt") as handle:
+            return tuple(handle.get_slice(name).get_shape())
+
     def dtype(self, name: str) -> torch.dtype:
         """The stored dtype of `name` (read from the shard's header, no data)."""
         from safetensors import safe_open
