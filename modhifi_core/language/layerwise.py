@@ -171,6 +171,7 @@ class StreamedModel:
 
     def unload_layer(self, index: int) -> None:
         self.release(self.parameter_names(index))
+        return_freed_memory()
 
     def tensors(self, names: list[str]) -> dict[str, Tensor]:
         """The materialised parameters `names`, each in its source tensor's dtype (a
@@ -263,6 +264,21 @@ class _Emit(nn.Module):
 def _swap_layers(model: nn.Module, name: str, layers: nn.ModuleList) -> None:
     parent, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent), attr, layers)
+
+
+def return_freed_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's `malloc_trim`; a no-op
+    elsewhere). Each layer allocates and frees tensors of a few MB, which glibc keeps in its
+    heap once its adaptive mmap threshold has grown: without this the resident memory of a
+    30-layer model grows by ~10 MB a layer though nothing is held."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return
 
 
 def run_layer(layer: nn.Module, captured: list[list]) -> list[Tensor]:

@@ -304,6 +304,7 @@ def prune_language_model_layerwise(
 
         _check_given_scores(scores, blocks)
     plan = _Plan(score, compensation, DEFAULT_RIDGE, seed, {b.name: w for b, w in zip(blocks, widths)}, scores)
+    plan.consume = statistics is None  # each layer's statistics are its own, used once
     ffn_dense = [b.width for b in blocks]
 
     forward = statistics is None or sequential

@@ -4,9 +4,9 @@
     weights.read(["model.embed_tokens.weight", ...]) -> {name: tensor}   (the file's dtype)
 
 Each `read` opens the shards that hold the names (`safetensors.safe_open`, memory-mapped),
-copies those tensors out and closes the shards again, so the process maps no more of the
-checkpoint than the tensors asked for (a mapping kept open would count every page read so
-far in the resident memory). A tensor holding NaN or inf is refused, naming it, as
+hands out those tensors (backed by the mapping, no copy) and closes the shards again, so
+the process maps no more of the checkpoint than the tensors it still holds (a mapping kept
+open would count every page read so far in the resident memory). A tensor holding NaN or inf is refused, naming it, as
 `load_hf` refuses a whole model.
 
 GGUF: the `gguf` package can dequantise one tensor at a time, but transformers' GGUF
@@ -64,7 +64,8 @@ class LazyWeights:
         return name in self._shards or name in self._memory
 
     def read(self, names: list[str]) -> dict[str, Tensor]:
-        """The tensors `names` in their stored dtype, each its own copy; InputError for a
+        """The tensors `names` in their stored dtype (read-only use: they may be backed by
+        the file's mapping; copy before changing one in place); InputError for a
         name the checkpoint lacks or a tensor holding NaN or inf."""
         from safetensors import safe_open
 
@@ -79,7 +80,8 @@ class LazyWeights:
         for shard, inside in by_shard.items():
             with safe_open(shard, framework="pt") as handle:
                 for name in inside:
-                    out[name] = handle.get_tensor(name).clone()
+                    # backed by the file's mapping (no copy): its pages count while it lives
+                    out[name] = handle.get_tensor(name)
         folder = next(iter(by_shard)).parent if by_shard else "the weights in memory"
         refuse_non_finite(out, folder)
         return out
