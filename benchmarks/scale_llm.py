@@ -151,10 +151,10 @@ print(json.dumps({"same_shapes": shapes, "max_relative_difference": worst}))
 """
 
 
-def cli_prune(source: Path, out: Path, args, windows: int, length: int, method: str | None) -> list[str]:
+def cli_prune(source: Path, out: Path, windows: int, length: int, method: str | None, extra: tuple = ()) -> list[str]:
     command = [sys.executable, "-m", "flows.cli", "prune", "--model", f"hf:{source}", "--out", str(out)]
     command += ["--calibration", f"text:{topics_text()}", "--calibration-samples", str(windows)]
-    command += ["--length", str(length), "--target-params", "0.8", "--json"]
+    command += ["--length", str(length), "--target-params", "0.8", "--json", *extra]
     return command + (["--method", method] if method else [])
 
 
@@ -172,7 +172,8 @@ def run_tinyllama(args, result: dict, work: Path) -> None:
         built = measured(python(BUILD_TINYLLAMA, source, topics_text(), json.dumps(TINYLLAMA)), 2, "build 1.1B")
         result["tinyllama_build"] = built
     size = folder_mib(source)
-    prune = measured(cli_prune(source, out, args, args.windows, args.length, args.method), args.threads, "prune 1.1B")
+    command = cli_prune(source, out, args.windows, args.length, args.method, ("--latency-repeats", "0"))
+    prune = measured(command, args.threads, "prune 1.1B")
     reload = measured(python(RELOAD, out), args.threads, "stock reload")
     result["tinyllama"] = {
         "shape": TINYLLAMA,
@@ -193,14 +194,19 @@ def run_smollm2(args, result: dict, work: Path) -> None:
         result["smollm2_convert"] = measured(python(SMOLLM2_FOLDER, source), args.threads, "GGUF -> fp32 folder")
     size = folder_mib(source)
     streamed, whole = work / "smollm2-layerwise", work / "smollm2-in-memory"
-    prune = measured(cli_prune(source, streamed, args, 24, 256, None), args.threads, "prune SmolLM2 (CLI)")
-    old = measured(python(IN_MEMORY, source, whole, topics_text(), 24, 256), args.threads, "prune SmolLM2 in memory")
+    prune = measured(cli_prune(source, streamed, 24, 256, None), args.threads, "prune SmolLM2 (CLI)")
+    if args.reuse_in_memory and (whole / "model.safetensors").is_file() and "smollm2" in result:
+        old = result["smollm2"]["in_memory"]
+    else:
+        in_memory = python(IN_MEMORY, source, whole, topics_text(), 24, 256)
+        old = measured(in_memory, args.threads, "prune SmolLM2 in memory")
+        old["metrics"] = json.loads(old["last_line"])
     compare = measured(python(COMPARE, streamed, whole), args.threads, "compare")
     result["smollm2"] = {
         "fp32_on_disk_mib": size,
         "calibration": f"24 x 256 tokens of {topics_text()}",
         "cli_layerwise": prune | {"metrics": json.loads(prune["last_line"])},
-        "in_memory": old | {"metrics": json.loads(old["last_line"])},
+        "in_memory": old,
         "peak_over_fp32": prune["peak_rss_mib"] / size,
         "in_memory_peak_over_fp32": old["peak_rss_mib"] / size,
         "layerwise_vs_in_memory": json.loads(compare["last_line"]),
@@ -214,6 +220,7 @@ def main() -> None:
     made.add_argument("--windows", type=int, default=16, help="1.1B calibration windows (default 16)")
     made.add_argument("--length", type=int, default=128, help="1.1B window length in tokens (default 128)")
     made.add_argument("--method", default="modhifi-energy", help="1.1B pruning method (default modhifi-energy)")
+    made.add_argument("--reuse-in-memory", action="store_true", help="SmolLM2: keep the last in-memory run's result")
     args = parse(made)
     path = result_path(args.out, "scale_llm.json")
     result = json.loads(path.read_text()) if path.is_file() else {}
