@@ -172,7 +172,7 @@ def run_tinyllama(args, result: dict, work: Path) -> None:
         built = measured(python(BUILD_TINYLLAMA, source, topics_text(), json.dumps(TINYLLAMA)), 2, "build 1.1B")
         result["tinyllama_build"] = built
     size = folder_mib(source)
-    command = cli_prune(source, out, args.windows, args.length, args.method, ("--latency-repeats", "0"))
+    command = cli_prune(source, out, args.windows, args.length, args.method, ("--latency-repeats", "1"))
     prune = measured(command, args.threads, "prune 1.1B")
     reload = measured(python(RELOAD, out), args.threads, "stock reload")
     result["tinyllama"] = {

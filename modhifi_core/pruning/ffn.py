@@ -513,7 +513,7 @@ class _MomentRows:
 
     def __getitem__(self, index: tuple[Tensor, Tensor]) -> Tensor:
         rows, cols = index
-        block = self.stats.gram[rows[:, None], cols] / max(self.stats.tokens, 1)
+        block = self.stats.gram[rows[:, None], cols].div_(max(self.stats.tokens, 1))
         if self.affine:
             mean = self.stats.mean
             block -= torch.outer(mean[rows], mean[cols])
