@@ -257,6 +257,7 @@ def prune_language_model_layerwise(
     the dense model). `lineage`: `operation`, `parents`, `params` of `modhifi.json`
     (`metadata.modification_record`, with these metrics)."""
     from modhifi_core.language.layerwise import SafetensorsWriter, advance, run_layer
+    from modhifi_core.progress import progress
     from modhifi_core.pruning.ffn import (
         _hook,
         _Plan,
@@ -323,7 +324,7 @@ def prune_language_model_layerwise(
     try:
         layout = streamed.layout(_final_shapes(model, blocks, widths))
         writer = SafetensorsWriter(staging / SAFETENSORS, layout)
-        for index in range(streamed.depth):
+        for index in progress(range(streamed.depth), "layers (read, prune, write)"):
             layer, block = streamed.load_layer(index), by_index.get(index)
             stats = statistics.get(block.name) if statistics is not None and block is not None else None
             if block is not None and statistics is not None and stats is None:
