@@ -256,17 +256,18 @@ def prune_language_model_layerwise(
     are left out). `windows`, `statistics`, `scores`: as in `prune_language_model` (from
     the dense model). `lineage`: `operation`, `parents`, `params` of `modhifi.json`
     (`metadata.modification_record`, with these metrics)."""
-    from modhifi_core.language.layerwise import SafetensorsWriter, advance, run_layer
+    from modhifi_core.language.layerwise import SafetensorsWriter, advance, return_freed_memory, run_layer
     from modhifi_core.progress import progress
     from modhifi_core.pruning.ffn import (
         _hook,
         _Plan,
-        _prune_block,
+        _refit_block,
         as_batches,
         count_parameters,
         ensure_down_bias,
         find_ffn_blocks,
         flops_per_token,
+        remove_neurons,
         set_config_width,
         widths_for_target,
     )
@@ -316,6 +317,7 @@ def prune_language_model_layerwise(
         dense_stream = streamed.layer_inputs(as_batches(eval_windows, 1))
         streams = {"dense": dense_stream, "pruned": [[args, dict(kwargs)] for args, kwargs in dense_stream]}
     timing = streamed.layer_inputs(as_batches(windows[:1], 1)) if latency_repeats > 0 else []
+    return_freed_memory()  # what tokenising and the embeddings left in the heap
     seconds = {"dense": 0.0, "pruned": 0.0, "statistics_s": 0.0}
 
     staging = out.parent / f".{out.name}.staging-{os.getpid()}"
@@ -338,7 +340,14 @@ def prune_language_model_layerwise(
             if timing:
                 seconds["dense"] += _median_seconds(layer, timing, latency_repeats)
             if block is not None:
-                _prune_block(model, block, stats, plan)
+                # only the down projection (and, for `magnitude`, the producers) is read while
+                # scoring and refitting: the rest of the layer waits on disk meanwhile
+                idle = _idle_while_refitting(streamed.parameter_names(index), block, score)
+                streamed.release(idle)
+                return_freed_memory()
+                kept = _refit_block(model, block, stats, plan)
+                streamed.materialise(idle)
+                remove_neurons(model, block, kept)
             if sequential:
                 outputs = run_layer(layer, captured)
             if forward:
@@ -409,6 +418,13 @@ def prune_language_model_layerwise(
         "seconds": metrics["seconds"],
     }
     return LayerwisePruning(out, windows, metrics, report)
+
+
+def _idle_while_refitting(names: list[str], block: Any, score: str) -> list[str]:
+    """The layer's parameters that scoring and the refit of `block` do not read: all but
+    the down projection's (and the producers' for `magnitude`, which scores their rows)."""
+    used = [block.down_name] + (block.producer_names if score == "magnitude" else [])
+    return [n for n in names if not any(n.startswith(u + ".") for u in used)]
 
 
 def _final_shapes(model: nn.Module, blocks: list, widths: list[int]) -> nn.Module:

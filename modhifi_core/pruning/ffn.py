@@ -743,6 +743,13 @@ class _Plan:
 
 
 def _prune_block(model: nn.Module, block: FFNBlock, stats: FFNStatistics, plan: _Plan) -> bool:
+    remove_neurons(model, block, _refit_block(model, block, stats, plan))
+    return True
+
+
+def _refit_block(model: nn.Module, block: FFNBlock, stats: FFNStatistics, plan: _Plan) -> Tensor:
+    """Score `block`, choose the kept neurons and compensate the down projection for the
+    others (the neurons are not removed yet); returns the kept indices."""
     start = time.perf_counter()
     keep = plan.widths[block.name]
     if plan.scores is not None:
@@ -752,10 +759,9 @@ def _prune_block(model: nn.Module, block: FFNBlock, stats: FFNStatistics, plan: 
     kept = kept_neurons(scores, keep)
     middle = time.perf_counter()
     compensate(model, block, stats, kept, plan.compensation, plan.ridge, consume=plan.consume)
-    remove_neurons(model, block, kept)
     plan.timings["scoring_s"] += middle - start
     plan.timings["compensation_s"] += time.perf_counter() - middle
-    return True
+    return kept
 
 
 def _check_given_scores(scores: dict[str, Tensor], blocks: list[FFNBlock]) -> None:
