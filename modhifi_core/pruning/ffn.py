@@ -513,7 +513,11 @@ class _MomentRows:
 
     def __getitem__(self, index: tuple[Tensor, Tensor]) -> Tensor:
         rows, cols = index
-        block = self.stats.gram[rows[:, None], cols].div_(max(self.stats.tokens, 1))
+        gram = self.stats.gram
+        block = torch.empty(len(rows), len(cols), dtype=gram.dtype)
+        for start in range(0, len(rows), 256):  # row chunks: no (rows, n) or index-grid temporaries
+            block[start : start + 256] = gram.index_select(0, rows[start : start + 256]).index_select(1, cols)
+        block.div_(max(self.stats.tokens, 1))
         if self.affine:
             mean = self.stats.mean
             block -= torch.outer(mean[rows], mean[cols])
