@@ -22,6 +22,7 @@ Calibration: `text:PATH` (a file or folder, tokenised into seeded windows) or
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -323,7 +324,10 @@ def prune_language_model_layerwise(
     staging = out.parent / f".{out.name}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    try:
+    # no_grad: a pruned layer's new parameters require grad, and a graph kept through the
+    # hidden states would hold every layer's tensors alive
+    with torch.no_grad(), contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, staging, ignore_errors=True)
         layout = streamed.layout(_final_shapes(model, blocks, widths))
         writer = SafetensorsWriter(staging / SAFETENSORS, layout)
         for index in progress(range(streamed.depth), "layers (read, prune, write)"):
@@ -396,8 +400,6 @@ def prune_language_model_layerwise(
         weights = sorted(staging.glob("*.safetensors"))
         atomic_write_json(staging / LINEAGE_FILE, lineage_file(record, weights))
         _replace_folder(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     report = {
         "kind": "ffn",
         "score": score,
