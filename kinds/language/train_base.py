@@ -3,6 +3,8 @@ not trained; and `load_base`, how every later stage opens it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from kinds.language import LanguageKind
 from modhifi_core.errors import InputError
 from modhifi_core.safe_io import sha256_file
@@ -23,7 +25,20 @@ def load_base(ws: Workspace, kind: LanguageKind) -> object:
     its files no longer hash as train_base recorded them."""
     record = read_record(ws.artifact("base_model"))
     loaded = kind.sibling(f"hf:{record['path']}").load()
-    for weight in loaded.weights:
+    _check_unchanged(record, loaded.weights)
+    return loaded
+
+
+def base_folder(ws: Workspace) -> Path:
+    """The source folder train_base recorded, refused (as `load_base`) when its weight
+    files no longer hash as recorded; nothing loaded (the prune stage reads it layer by layer)."""
+    record = read_record(ws.artifact("base_model"))
+    folder = Path(record["path"])
+    _check_unchanged(record, check_folder(folder)[1])
+    return folder
+
+
+def _check_unchanged(record: dict, weights: list[Path]) -> None:
+    for weight in weights:
         if record["files"].get(weight.name) != sha256_file(weight):
             raise InputError(f"{weight} changed since train_base recorded it; run `modhifi run` again")
-    return loaded

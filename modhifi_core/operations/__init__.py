@@ -12,7 +12,9 @@
 | evaluate             | `evaluate(model, data, split)`                  |                              |
 
 Open-weight models (Hugging Face folders, torchvision/timm networks), objects in and out:
-`prune_language_model(model, tokenizer, calibration, ...)`,
+`prune_language_model(model, tokenizer, calibration, ...)` and, for a model too large to
+hold, `prune_language_model_layerwise(SOURCE_DIR, OUT_DIR, calibration, ...)` (a causal LM
+read, pruned and written one transformer layer at a time: folder in, folder out),
 `evaluate_language_model(model, tokenizer, text, reference=...)` (a causal LM's
 perplexity, an encoder's embedding agreement with a reference),
 `prune_image_classifier(model, calibration, target_flops=...)` (CNN channels or ViT/Swin

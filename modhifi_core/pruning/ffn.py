@@ -77,7 +77,7 @@ class FFNStatistics:
         if self.gram.device != h.device:  # the sums live where the model computes
             self.gram, self.total = self.gram.to(h.device), self.total.to(h.device)
         low = h.to(self.product_dtype)
-        self.gram += (low.T @ low).double()
+        self.gram.add_(low.T @ low)  # promoted to float64 elementwise: no (n, n) float64 temporary
         self.total += h.double().sum(0)
         self.tokens += h.shape[0]
 
@@ -360,20 +360,21 @@ def ffn_scores(
     modules = dict(model.named_modules())
     weight = down_matrix(modules[block.down_name]).detach().double()
     column_energy = weight.pow(2).sum(0)
-    second = stats.second_moment
+    diagonal = stats.gram.diagonal() / max(stats.tokens, 1)  # E h_j², as second_moment's diagonal
     if score == "energy":
-        return column_energy * second.diagonal()
+        return column_energy * diagonal
     if score == "greedy":
         affine = dict(model.named_modules())[block.down_name].bias is not None
+        second = stats.second_moment
         gram = second - torch.outer(stats.mean, stats.mean) if affine else second
         removals = block.width - 1 if keep is None else block.width - keep
         return removal_rank(greedy_removal_order(weight, gram, removals, ridge), block.width)
     if score == "wanda-sp":
-        return column_energy.sqrt() * second.diagonal().clamp_min(0).sqrt()
+        return column_energy.sqrt() * diagonal.clamp_min(0).sqrt()
     if score == "saliency":
-        return (weight * (weight @ second)).sum(0)
+        return (weight * (weight @ stats.second_moment)).sum(0)
     if score == "fluctuation":
-        return column_energy * (second.diagonal() - stats.mean.pow(2)).clamp_min(0)
+        return column_energy * (diagonal - stats.mean.pow(2)).clamp_min(0)
     if score == "magnitude":
         rows = sum(neuron_rows(modules[p]).detach().double().pow(2).sum(1) for p in block.producer_names)
         return (rows + column_energy).sqrt()
@@ -396,11 +397,14 @@ def greedy_removal_order(
     the `step` columns of one round (`step=1`: exact greedy)."""
     n = gram.shape[0]
     scale = gram.diagonal().mean().clamp_min(torch.finfo(gram.dtype).tiny)
-    ridged = gram + max(ridge, 1e-10) * scale * torch.eye(n, dtype=gram.dtype, device=gram.device)
+    ridged = gram.clone()
+    ridged.diagonal().add_(max(ridge, 1e-10) * scale)
     factor, info = torch.linalg.cholesky_ex(ridged)
+    del ridged  # (n, n) float64 each: a 1B model's FFN Gram is 250 MB
     if int(info) != 0:
         raise InputError("the FFN statistics are not a Gram matrix (not positive semi-definite): recollect them")
     inverse = torch.cholesky_inverse(factor)
+    del factor
     w = w.clone()
     alive = torch.ones(n, dtype=torch.bool, device=gram.device)
     order: list[Tensor] = []
@@ -449,9 +453,12 @@ def compensate(
     kept: Tensor,
     compensation: str = "ls",
     ridge: float = DEFAULT_RIDGE,
+    consume: bool = False,
 ) -> None:
     """Change the down projection in place so that its output on the kept neurons
     reconstructs the dense output (before the dropped columns are removed).
+    `consume`: `stats` are not used afterwards; `ls` drops their Gram (`stats.gram` becomes
+    empty) as soon as it has taken the blocks it needs (memory, layer by layer).
 
     `ls`: `W'[:, K] = W[:, K] + W[:, K̄] G[K̄, K] (G[K, K] + λ·m·I)⁻¹` with `G = E[h hᵀ]` and
     `m = mean diag G[K, K]` (the ridge least-squares optimum; where the layer has a bias
@@ -474,9 +481,11 @@ def compensate(
         return
     if compensation == "ls":
         affine = layer.bias is not None
-        gram = stats.second_moment - (torch.outer(mean, mean) if affine else 0)
-        refit = w[:, kept] + least_squares_correction(w, gram, kept, dropped, ridge)
+        del w  # the refit reads the columns it needs (a 1B model's down projection: 92 MB in float64)
+        moments = _MomentRows(stats, affine, consume)
+        refit = weight[:, kept].double() + least_squares_correction(weight, moments, kept, dropped, ridge)
         if affine:
+            w = weight.double()
             layer.bias += (w @ mean - refit @ mean[kept]).to(layer.bias.dtype)
     elif compensation == "delta":
         refit = w[:, kept] * delta_star(w, stats.second_moment, kept, dropped, ridge)
@@ -491,19 +500,51 @@ def _complement(kept: Tensor, width: int) -> Tensor:
     return mask.nonzero().squeeze(1)
 
 
-def least_squares_correction(w: Tensor, gram: Tensor, kept: Tensor, dropped: Tensor, ridge: float) -> Tensor:
-    """`W[:, K̄] G[K̄, K] (G[K, K] + λ·mean(diag G[K, K])·I)⁻¹` `(out, |K|)` in float64."""
-    gkk = gram[kept][:, kept]
-    gkk = gkk + ridge * gkk.diagonal().mean() * torch.eye(len(kept), dtype=gkk.dtype, device=gkk.device)
-    rhs = gram[kept][:, dropped] @ w[:, dropped].T  # (|K|, out)
-    return _spd_solve(gkk, rhs).T
+class _MomentRows:
+    """`E[h hᵀ]` of `stats` (centred when `affine`), indexed `[rows, cols]` without forming
+    the whole `(n, n)` matrix: each entry is computed as the whole matrix would hold it
+    (`Σ h hᵀ / tokens − mean meanᵀ`), so the blocks are bitwise those of the full one."""
+
+    def __init__(self, stats: FFNStatistics, affine: bool, consume: bool = False) -> None:
+        self.stats, self.affine, self.consume = stats, affine, consume
+
+    def done(self) -> None:
+        """No more blocks will be taken: drop the Gram if it is ours to consume."""
+        if self.consume:
+            self.stats.gram = torch.empty(0, dtype=self.stats.gram.dtype)
+
+    def __getitem__(self, index: tuple[Tensor, Tensor]) -> Tensor:
+        rows, cols = index
+        gram = self.stats.gram
+        block = torch.empty(len(rows), len(cols), dtype=gram.dtype, device=gram.device)
+        for start in range(0, len(rows), 256):  # row chunks: no (rows, n) or index-grid temporaries
+            block[start : start + 256] = gram.index_select(0, rows[start : start + 256]).index_select(1, cols)
+        block.div_(max(self.stats.tokens, 1))
+        if self.affine:
+            mean = self.stats.mean
+            block -= torch.outer(mean[rows], mean[cols])
+        return block
 
 
-def _spd_solve(matrix: Tensor, rhs: Tensor) -> Tensor:
-    factor, info = torch.linalg.cholesky_ex(matrix)
+def least_squares_correction(
+    w: Tensor, gram: Tensor | _MomentRows, kept: Tensor, dropped: Tensor, ridge: float
+) -> Tensor:
+    """`W[:, K̄] G[K̄, K] (G[K, K] + λ·mean(diag G[K, K])·I)⁻¹` `(out, |K|)` in float64.
+    Only the `[K, K]` and `[K, K̄]` blocks of `gram` are formed (memory: one layer's Gram
+    of a 1B model's FFN is 250 MB in float64; `_MomentRows.done` may drop it once both are
+    taken). `w` may be float32: the columns used are taken to float64 first."""
+    gkk = gram[kept[:, None], kept] if isinstance(gram, Tensor) else gram[kept, kept]
+    side = gram[kept[:, None], dropped] if isinstance(gram, Tensor) else gram[kept, dropped]
+    if isinstance(gram, _MomentRows):
+        gram.done()
+    gkk.diagonal().add_(ridge * gkk.diagonal().mean())
+    rhs = side @ w[:, dropped].double().T  # (|K|, out)
+    del side
+    factor, info = torch.linalg.cholesky_ex(gkk)
     if int(info) == 0:
-        return torch.cholesky_solve(rhs, factor)
-    return torch.linalg.lstsq(matrix, rhs).solution
+        del gkk
+        return torch.cholesky_solve(rhs, factor).T
+    return torch.linalg.lstsq(gkk, rhs).solution.T
 
 
 def delta_star(w: Tensor, gram: Tensor, kept: Tensor, dropped: Tensor, ridge: float, chunk: int = 64) -> Tensor:
@@ -712,10 +753,18 @@ class _Plan:
     seed: int
     widths: dict[str, int] = field(default_factory=dict)
     scores: dict[str, Tensor] | None = None  # given per block: not recomputed
+    consume: bool = False  # each block's statistics are used once (compensate's `consume`)
     timings: dict[str, float] = field(default_factory=lambda: {"scoring_s": 0.0, "compensation_s": 0.0})
 
 
 def _prune_block(model: nn.Module, block: FFNBlock, stats: FFNStatistics, plan: _Plan) -> bool:
+    remove_neurons(model, block, _refit_block(model, block, stats, plan))
+    return True
+
+
+def _refit_block(model: nn.Module, block: FFNBlock, stats: FFNStatistics, plan: _Plan) -> Tensor:
+    """Score `block`, choose the kept neurons and compensate the down projection for the
+    others (the neurons are not removed yet); returns the kept indices."""
     start = time.perf_counter()
     keep = plan.widths[block.name]
     if plan.scores is not None:
@@ -724,11 +773,10 @@ def _prune_block(model: nn.Module, block: FFNBlock, stats: FFNStatistics, plan: 
         scores = ffn_scores(model, block, stats, plan.score, plan.seed, keep=keep, ridge=plan.ridge)
     kept = kept_neurons(scores, keep)
     middle = time.perf_counter()
-    compensate(model, block, stats, kept, plan.compensation, plan.ridge)
-    remove_neurons(model, block, kept)
+    compensate(model, block, stats, kept, plan.compensation, plan.ridge, consume=plan.consume)
     plan.timings["scoring_s"] += middle - start
     plan.timings["compensation_s"] += time.perf_counter() - middle
-    return True
+    return kept
 
 
 def _check_given_scores(scores: dict[str, Tensor], blocks: list[FFNBlock]) -> None:

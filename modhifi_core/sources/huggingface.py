@@ -461,6 +461,18 @@ def _load_tokenizer(path: Path) -> Any:
         raise InputError(f"{path}: the tokenizer files do not load: {str(exc).splitlines()[0]}") from None
 
 
+def load_tokenizer(path: str | os.PathLike) -> Any:
+    """The tokenizer of a model folder without its weights: its tokenizer
+    files, or a GGUF-only folder's embedded tokenizer; None when it has none."""
+    path = Path(path).expanduser()
+    _, weights, weights_format = check_folder(path)
+    if weights_format != "gguf":
+        return _load_tokenizer(path)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, gguf_file=weights[0].name, local_files_only=True)
+
+
 def weights_digest(weights: list[Path]) -> dict[str, str]:
     """sha256 of each weight file, by file name."""
     return {w.name: sha256_file(w) for w in weights}
