@@ -280,7 +280,7 @@ def prune_language_model_layerwise(
         set_config_width,
         widths_for_target,
     )
-    from modhifi_core.sources import parse_hf_source, position_limit
+    from modhifi_core.sources import position_limit
     from modhifi_core.sources.huggingface import (
         _copy_tokenizer_files,
         _replace_folder,
@@ -292,7 +292,7 @@ def prune_language_model_layerwise(
     if scores is not None and sequential:
         raise InputError("given scores cannot be sequential: each layer's scores change with the layers below")
     start = time.perf_counter()
-    folder, out = parse_hf_source(str(source)), Path(out)
+    folder, out = Path(source).expanduser(), Path(out)
     streamed, tokenizer = _open_streamed(folder, dtype, device)
     limit = position_limit(streamed.model)
     if limit is not None and length > limit:
