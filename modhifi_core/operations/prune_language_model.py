@@ -402,8 +402,9 @@ def prune_language_model_layerwise(
         model.config.save_pretrained(staging)
         if not _copy_tokenizer_files(folder, staging) and tokenizer is not None:
             tokenizer.save_pretrained(staging)
-        made = lineage or {"operation": "prune", "parents": {}, "params": {}}
-        record = modification_record(**made, metrics=metrics)
+        made = {"operation": "prune", "parents": {}, "params": {}, **(lineage or {})}
+        core = {key: made.pop(key) for key in ("operation", "parents", "params")}
+        record = {**modification_record(**core, metrics=metrics), **made}  # e.g. the compute it ran on
         check_folder(staging)  # the shards and index just written are readable
         weights = sorted(staging.glob("*.safetensors"))
         atomic_write_json(staging / LINEAGE_FILE, lineage_file(record, weights))
