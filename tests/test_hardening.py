@@ -330,7 +330,7 @@ def _duplicate(key_line: str) -> Callable[[str], str]:
         (lambda text: "# only comments\n", "is empty"),
         (
             lambda text: text.split("\nprune:")[0] + "\n",
-            "missing section(s) prune, unlearn, finetune, evaluate (a zoo model reads them)",
+            "missing section(s) prune, unlearn, finetune, evaluate, compute (a zoo model reads them)",
         ),
         (_duplicate("  epochs: 30\n"), "duplicated key 'epochs' at line"),
         (lambda text: text + "seed: 1\n", "duplicated key 'seed' at line"),

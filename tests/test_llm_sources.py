@@ -62,7 +62,7 @@ def test_safetensors_folder_loads_with_its_architecture_and_tokenizer(tmp_path):
     model = tiny("gpt2")
     model.save_pretrained(tmp_path / "m")
     word_tokenizer().save_pretrained(tmp_path / "m")
-    loaded = load_hf(f"hf:{tmp_path / 'm'}")
+    loaded = load_hf(tmp_path / "m")
     assert type(loaded.model).__name__ == "GPT2LMHeadModel" and not loaded.model.training
     inputs = example_inputs("gpt2")
     torch.testing.assert_close(outputs(loaded.model, inputs), outputs(model, inputs))

@@ -24,14 +24,21 @@ def text_files(path: str | os.PathLike) -> list[Path]:
     files = sorted(p for p in path.rglob("*") if p.is_file())
     if not files:
         raise InputError(f"text folder {path} has no files")
-    weights = [p for p in files if p.suffix in WEIGHT_SUFFIXES]
+    weights = sorted((p for p in files if _is_model_file(p)), key=lambda p: p.name == "config.json")
     if weights:
         raise InputError(f"text source {path} is a model folder (it holds {weights[0].name}), not text")
     return files
 
 
 # Files that make a folder a model, not text (its JSON and tokenizer files would read as text).
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt")
+WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".pt", ".pth", ".ckpt")
+
+
+def _is_model_file(path: Path) -> bool:
+    """A model's config or weights (a `.bin` only by its Hugging Face name: other binary
+    files in a documentation folder are skipped as text that is not UTF-8)."""
+    bin_weights = path.suffix == ".bin" and path.name.startswith("pytorch_model")
+    return path.name == "config.json" or path.suffix in WEIGHT_SUFFIXES or bin_weights
 
 
 def check_text(path: str | os.PathLike) -> None:

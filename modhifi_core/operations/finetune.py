@@ -58,8 +58,6 @@ def finetune_checkpoint(
     pruned weights at zero. Metrics:
     `test_accuracy` / `test_accuracy_before` on the test set without the forgotten
     class, `forget_accuracy`, `teacher_test_accuracy`, the fine-tuning log."""
-    for ckpt in (student, teacher) if teacher is not None else (student,):
-        place(ckpt.model, requested(device, dtype))
     meta = read_metadata(student.metadata)
     forgotten = forget_class if forget_class is not None else meta.forgotten_class
     num_classes = student.config.num_classes
@@ -69,6 +67,8 @@ def finetune_checkpoint(
     batchnorm = batchnorm or ("frozen" if forgotten is not None else "recalibrate")
     lr = lr or (0.001 if batchnorm == "frozen" else 0.01)
     check_settings(epochs, lr, temperature, batch_size, batchnorm)
+    for ckpt in (student, teacher) if teacher is not None else (student,):
+        place(ckpt.model, requested(device, dtype))
     if finetune_data == "synthetic":
         if teacher is None:
             raise InputError("distillation on synthetic data needs a teacher (the original model)")

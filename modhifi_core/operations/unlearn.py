@@ -73,8 +73,8 @@ def unlearn_checkpoint(
     `logit-mask`, ModHiFi-U's `logit_mask`), `forgetting_is_logit_mask` — recorded in the
     metadata, so the lineage says so. `executor`: where ModHiFi-U's statistics passes run
     (`modhifi_core.unlearning.unlearn`); the result is the same."""
-    place(source.model, requested(device, dtype))
     check_forget_set(forget_class, forget_random, forget_data)
+    place(source.model, requested(device, dtype))
     hyperparameters = dict(hyperparameters or {})
     settings = dict(forget_class=forget_class, forget_random=forget_random, method=method, data=forget_data)
     settings.update(hyperparameters=hyperparameters, prune=prune, sparsity=sparsity, retrain_epochs=retrain_epochs)
