@@ -32,7 +32,9 @@ from modhifi_core.batchnorm import recalibrate_batchnorm
 from modhifi_core.data import ArrayDataset, DatasetSplits
 from modhifi_core.errors import InputError
 from modhifi_core.models import classifier_name
+from modhifi_core.models.stages import last_stage
 from modhifi_core.splits import ForgetSplit
+from modhifi_core.statistics import prunable_layers
 from modhifi_core.training import TrainConfig, accuracy, predict
 
 
@@ -167,10 +169,12 @@ VERDICTS = {
 def feature_sites(model: nn.Module, example: Tensor) -> dict[str, str]:
     """The modules whose INPUT the probe reads: `penultimate` — the classifier's (the pooled
     features) — and `last_stage` — the first layer of the last stage (the features before
-    the stage ModHiFi-U edits; `modhifi_u.select_layers`)."""
-    from modhifi_core.unlearning.modhifi_u import select_layers
-
-    return {"penultimate": classifier_name(model), "last_stage": select_layers(model, None, example)[0]}
+    the stage ModHiFi-U edits by default, `models.stages.last_stage`)."""
+    penultimate = classifier_name(model)
+    candidates = [name for name in prunable_layers(model) if name != penultimate]
+    if not candidates:
+        raise InputError("the model has no scorable layer besides its classifier")
+    return {"penultimate": penultimate, "last_stage": last_stage(model, candidates, example)[0]}
 
 
 @torch.no_grad()

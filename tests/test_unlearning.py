@@ -221,7 +221,7 @@ def test_the_last_stage_is_found_when_a_small_input_shrinks_two_stages_to_1x1():
     """The default layer set is the last stage even where the last two stages both output
     1x1 at the model's input size (measured again on an enlarged input); a network whose
     fixed-size head refuses a larger input keeps the measurement at its own size."""
-    from modhifi_core.unlearning.modhifi_u import last_stage
+    from modhifi_core.models.stages import last_stage
 
     torch.manual_seed(0)
     example = torch.randn(1, 1, 8, 8)
