@@ -732,3 +732,30 @@ def test_a_gguf_with_a_gguf_magic_and_garbage_after_it_is_one_line(cli, tmp_path
     assert result.returncode == 2
     one_line(result, f"error: {tmp_path / 'g' / 'model.gguf'} is not a readable GGUF file")
     assert hashes(tmp_path) == before
+
+
+# --- finetune --epochs 0: BatchNorm recalibration only, refused where it would change nothing
+
+
+def test_finetune_epochs_0_with_frozen_batchnorm_is_refused(cli, tmp_path, tiny_digits_checkpoint):
+    model = tmp_path / "model.pt"
+    shutil.copy(tiny_digits_checkpoint, model)
+    before = hashes(tmp_path)
+    args = ["--model", model, "--data", "real", "--epochs", 0, "--batchnorm", "frozen", "--out", tmp_path / "o.pt"]
+    result = cli("finetune", *args)
+    assert result.returncode == 2, result.stderr
+    one_line(result, "epochs 0 only re-estimates BatchNorm statistics", "frozen", "nothing would change")
+    assert hashes(tmp_path) == before
+
+
+def test_finetune_epochs_0_says_it_only_recalibrated_batchnorm(cli, tmp_path, tiny_digits_checkpoint):
+    result = cli(
+        "finetune", "--model", tiny_digits_checkpoint, "--data", "real", "--epochs", 0, "--out", tmp_path / "o.pt",
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["epochs"] == 0
+    assert metrics["done"].startswith("no training (epochs 0): BatchNorm statistics re-estimated on ")
+    help_text = " ".join(cli("finetune", "--help").stdout.replace("│", " ").split())
+    assert "0: no training, only re-estimate BatchNorm statistics" in help_text
