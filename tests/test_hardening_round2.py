@@ -759,3 +759,31 @@ def test_finetune_epochs_0_says_it_only_recalibrated_batchnorm(cli, tmp_path, ti
     assert metrics["done"].startswith("no training (epochs 0): BatchNorm statistics re-estimated on ")
     help_text = " ".join(cli("finetune", "--help").stdout.replace("│", " ").split())
     assert "0: no training, only re-estimate BatchNorm statistics" in help_text
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("not-utf8", "modhifi_shapes.json is not a shape record (UnicodeDecodeError)"),
+        ("a-folder", "modhifi_shapes.json is not a shape record (a JSON file of at most 16 MiB)"),
+        ("huge", "wider than the architecture's"),
+    ],
+)
+def test_a_bad_shape_record_is_refused_at_run_start(cli, tmp_path, case, message):
+    """`modhifi run` of a pruned HF image folder checks its shape record before anything is written."""
+    from pipeline_workspace import image_params, write_params
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    config = ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=10)
+    folder = tmp_path / "resnet"
+    ResNetForImageClassification(config).save_pretrained(folder)
+    _shapes_case(folder, case)
+    root = tmp_path / "ws"
+    root.mkdir()
+    write_params(root, image_params(folder))
+    before = hashes(tmp_path)
+    result = cli("run", "--workspace", root)
+    assert result.returncode == 2, result.stderr[-2000:]
+    one_line(result, "error: ", message)
+    assert hashes(tmp_path) == before
+    assert not any((root / name).exists() for name in ("dvc.yaml", ".dvc", "mlflow.db", ".prefect"))
