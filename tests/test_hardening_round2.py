@@ -787,3 +787,49 @@ def test_a_bad_shape_record_is_refused_at_run_start(cli, tmp_path, case, message
     one_line(result, "error: ", message)
     assert hashes(tmp_path) == before
     assert not any((root / name).exists() for name in ("dvc.yaml", ".dvc", "mlflow.db", ".prefect"))
+
+
+# --- --out on an ancestor the input records only by hash ---------------------------------------
+
+
+def test_zoo_out_on_an_ancestor_recorded_by_hash_is_refused(cli, tmp_path, tiny_digits_checkpoint):
+    """The parent checkpoint kept under another name elsewhere: its sha256 is the child's recorded parent."""
+    from modhifi_core.checkpoint import load_checkpoint, save_checkpoint
+    from modhifi_core.metadata import read_metadata
+
+    parent = load_checkpoint(tiny_digits_checkpoint)
+    child = tmp_path / "work" / "child.pt"
+    child.parent.mkdir()
+    metadata = read_metadata(parent.metadata).derive("finetune", parent.sha256).to_dict()
+    save_checkpoint(child, parent.model, parent.config, metadata=metadata)
+    ancestor = tmp_path / "elsewhere" / "renamed.pt"
+    ancestor.parent.mkdir()
+    shutil.copy(tiny_digits_checkpoint, ancestor)
+    before = hashes(tmp_path)
+    result = cli(*ZOO_COMMANDS["finetune"], "--model", child, "--out", ancestor, "--overwrite")
+    assert result.returncode == 2, result.stderr
+    one_line(result, f"--out {ancestor} is an ancestor of the input {child}", "parent 'model'")
+    assert hashes(tmp_path) == before
+
+
+def test_hf_out_on_the_source_folder_its_lineage_names_is_refused(cli, tmp_path, llama, text):
+    """A pruned folder's modhifi.json names its source's weights by file and sha256; a copy of
+    that source elsewhere is refused as --out of a prune of the pruned folder."""
+    source = tmp_path / "source"
+    shutil.copytree(llama, source)
+    child = tmp_path / "child"
+    assert cli(*_prune_hf(source, text, child)).returncode == 0
+    ancestor = tmp_path / "elsewhere"
+    shutil.copytree(source, ancestor)
+    before = hashes(tmp_path)
+    result = cli(*_prune_hf(child, text, ancestor), "--overwrite")
+    assert result.returncode == 2, result.stderr
+    one_line(result, f"--out {ancestor} is an ancestor of the input {child}", "model.safetensors")
+    assert hashes(tmp_path) == before
+
+
+def test_an_unrelated_existing_out_is_still_replaced_with_overwrite(cli, tmp_path, tiny_digits_checkpoint):
+    out = tmp_path / "old.pt"
+    out.write_bytes(b"an older result")
+    result = cli(*ZOO_COMMANDS["finetune"], "--model", tiny_digits_checkpoint, "--out", out, "--overwrite")
+    assert result.returncode == 0, result.stderr
