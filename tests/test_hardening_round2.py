@@ -833,3 +833,71 @@ def test_an_unrelated_existing_out_is_still_replaced_with_overwrite(cli, tmp_pat
     out.write_bytes(b"an older result")
     result = cli(*ZOO_COMMANDS["finetune"], "--model", tiny_digits_checkpoint, "--out", out, "--overwrite")
     assert result.returncode == 0, result.stderr
+
+
+# --- the options and commands of the other issues: --device/--dtype, modhifi init ----------------
+
+COMPUTE_COMMANDS = {
+    "evaluate": ["evaluate", "--model", "{model}"],
+    "prune": ["prune", "--model", "{model}", "--out", "{out}"],
+    "unlearn": ["unlearn", "--model", "{model}", "--forget-class", "3", "--out", "{out}"],
+    "finetune": ["finetune", "--model", "{model}", "--data", "real", "--out", "{out}"],
+    "synthesize": ["synthesize", "--model", "{model}", "--out", "{out}"],
+    "train": ["train", "--out", "{out}"],
+}
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--device", "tpu"], "device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+        (["--device", "cpu:1"], "device must be auto, cpu, cuda or cuda:N, got 'cpu:1'"),
+        (["--dtype", "float64"], "dtype must be one of float32, bfloat16, float16, got 'float64'"),
+    ],
+    ids=["tpu", "cpu-index", "float64"],
+)
+@pytest.mark.parametrize("command", COMPUTE_COMMANDS)
+def test_a_bad_device_or_dtype_is_one_line_in_every_command(
+    cli, tmp_path, tiny_digits_checkpoint, command, option, message
+):
+    model = tmp_path / "model.pt"
+    shutil.copy(tiny_digits_checkpoint, model)
+    args = [a.format(model=model, out=tmp_path / "out") for a in COMPUTE_COMMANDS[command]]
+    before = hashes(tmp_path)
+    result = cli(*args, *option)
+    assert result.returncode == 2, result.stderr
+    one_line(result, "error: " + message)
+    assert hashes(tmp_path) == before
+
+
+def _init_target(tmp_path: Path, case: str) -> tuple[list, str]:
+    """`modhifi init` arguments of `case` and the words its one line must hold."""
+    if case == "non-empty":
+        (tmp_path / "work").mkdir()
+        (tmp_path / "work" / "mine.txt").write_text("keep")
+        return [tmp_path / "work"], "already exists and is not an empty folder"
+    if case == "a-file":
+        (tmp_path / "work").write_text("keep")
+        return [tmp_path / "work"], "already exists and is not an empty folder"
+    if case == "under-a-file":
+        (tmp_path / "afile").write_text("keep")
+        return [tmp_path / "afile" / "work"], f"cannot create it, {tmp_path / 'afile'} is a file"
+    if case == "checkout-outputs":
+        return [REPO / "outputs" / "my-workspace"], "lies inside modhifi's own code folder"
+    if case == "missing-source":
+        return [tmp_path / "work", "--model", tmp_path / "no-such.pt"], "no-such.pt"
+    return [tmp_path / "work", "--model", f"hf:{tmp_path / 'no-such-folder'}"], "no-such-folder"
+
+
+@pytest.mark.parametrize(
+    "case", ["non-empty", "a-file", "under-a-file", "checkout-outputs", "missing-source", "missing-hf-folder"]
+)
+def test_modhifi_init_refusals_are_one_line_and_write_nothing(cli, tmp_path, case):
+    args, words = _init_target(tmp_path, case)
+    before, checkout = hashes(tmp_path), sorted(p.name for p in (REPO / "outputs").glob("*"))
+    result = cli("init", *args)
+    assert result.returncode == 2, result.stderr
+    one_line(result, "error: ", words)
+    assert hashes(tmp_path) == before
+    assert sorted(p.name for p in (REPO / "outputs").glob("*")) == checkout
+    assert not (tmp_path / "work").is_dir() or case == "non-empty"
