@@ -901,3 +901,34 @@ def test_modhifi_init_refusals_are_one_line_and_write_nothing(cli, tmp_path, cas
     assert hashes(tmp_path) == before
     assert sorted(p.name for p in (REPO / "outputs").glob("*")) == checkout
     assert not (tmp_path / "work").is_dir() or case == "non-empty"
+
+
+# --- mlflow.db deleted between runs ----------------------------------------------------------
+
+
+def test_a_deleted_mlflow_store_is_recreated_and_the_lost_runs_named(tmp_path):
+    """What `modhifi run` does at start (`flows.pipeline.run_stages` prints it as one warning
+    line): the ledger of parent runs beside the store names the runs whose records went."""
+    import mlflow
+
+    from tasks import tracking
+    from tasks.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    assert tracking.recreate_lost_store(ws) is None and not (tmp_path / "mlflow.db").exists(), "nothing to recreate"
+    client = mlflow.tracking.MlflowClient(tracking_uri=ws.mlflow_uri)
+    run = client.create_run(tracking.configure(ws), run_name="pipeline 2026-01-01 00:00:00")
+    tracking.remember_run(ws, run.info.run_id, run.info.run_name)
+    assert tracking.recreate_lost_store(ws) is None, "the store is there: nothing lost"
+    (tmp_path / "mlflow.db").unlink()
+    # the next `modhifi run` is a new process (this one's MLflow keeps its engine on the unlinked file)
+    code = "import sys; from tasks import tracking; from tasks.workspace import Workspace; "
+    code += "print(tracking.recreate_lost_store(Workspace(__import__('pathlib').Path(sys.argv[1]))))"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = done.stdout.strip().splitlines()[-1]
+    assert "mlflow.db was deleted: a new MLflow store is made; the records of 1 earlier run(s) are gone" in line
+    assert f"pipeline 2026-01-01 00:00:00 ({run.info.run_id})" in line
+    assert (tmp_path / "mlflow.db").is_file()
+    assert json.loads((tmp_path / tracking.RUN_LEDGER).read_text()) == [], "said once"
