@@ -932,3 +932,26 @@ def test_a_deleted_mlflow_store_is_recreated_and_the_lost_runs_named(tmp_path):
     assert f"pipeline 2026-01-01 00:00:00 ({run.info.run_id})" in line
     assert (tmp_path / "mlflow.db").is_file()
     assert json.loads((tmp_path / tracking.RUN_LEDGER).read_text()) == [], "said once"
+
+
+# --- a full disk during a run (ulimit -f in a child) -------------------------------------------
+
+
+def test_a_run_under_a_file_size_limit_is_one_line_naming_the_files(tmp_path, llama):
+    """Prefect's server writes its database first, in its own process (a restart loop or
+    HTTP 500 that names nothing): `modhifi run` refuses before it starts. A stage's own
+    write under the limit is `test_hardening`'s `cannot write X: File too large`."""
+    from pipeline_workspace import language_params, write_params
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "held-out.txt").write_text(TEXT)
+    write_params(root, language_params(llama, root / "held-out.txt"))
+    before = hashes(tmp_path)
+    command = f"ulimit -f 512; exec {sys.executable} -m flows.cli run --workspace {root}"
+    env = dict(os.environ, PYTHONPATH=str(REPO), PREFECT_HOME=str(root / ".prefect"))
+    done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    one_line(done, "error: files are limited to 512 KiB here (ulimit -f): ", str(root / "mlflow.db"))
+    assert hashes(tmp_path) == before
+    assert not any((root / name).exists() for name in ("dvc.yaml", ".dvc", "mlflow.db", ".prefect"))
