@@ -23,7 +23,6 @@ def finetune(
     ),
     epochs: int | None = typer.Option(
         None,
-        min=0,
         help="Epochs over the fine-tuning samples. 0: no training, only re-estimate BatchNorm statistics "
         "(a pruned model's cheapest repair; refused with frozen BatchNorm or a model without any, "
         "where nothing would change).",
