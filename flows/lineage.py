@@ -383,6 +383,19 @@ def _recorded(path: Path, root: Path) -> _Recorded | None:
     return _Recorded(parents=parents, named=named)
 
 
+def recorded_parents(path: Path) -> list[tuple[str, str | None, str]]:
+    """The parents `path` (a checkpoint, a folder with modhifi.json, a stage record)
+    records, as (role, file name or None, sha256); none when it records none or is not a
+    readable modhifi artifact (the command that reads it says why)."""
+    try:
+        recorded = _recorded(path, path.parent)
+    except (InputError, OSError, ValueError, KeyError, TypeError):
+        return []
+    if recorded is None:
+        return []
+    return [(role, None, sha) for role, sha in recorded.parents.items()] + list(recorded.named)
+
+
 def _recorded_by_folder(folder: Path) -> _Recorded:
     """A Hugging Face folder: its parents' sha256 and its weights' sha256 (modhifi.json);
     a weight file it does not list is a problem."""

@@ -43,11 +43,20 @@ def create_workspace(directory: Path, source: str | None, settings: dict | None 
     its params.yaml; returns its absolute path. Everything is checked before anything is
     written; a failure afterwards removes what was made."""
     from kinds import kind_of
+    from tasks.dag import CODE_ROOT
     from tasks.params import render_params
 
     root = directory.expanduser().resolve()
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise InputError(f"{directory} already exists and is not an empty folder; give a new or empty one")
+    if root == CODE_ROOT or CODE_ROOT in root.parents:
+        raise InputError(
+            f"{directory} lies inside modhifi's own code folder {CODE_ROOT} (the checkout is a workspace "
+            "itself: its outputs are under its git and DVC); give a folder outside it"
+        )
+    parent = next(p for p in root.parents if p.exists())
+    if not parent.is_dir():
+        raise InputError(f"{directory}: cannot create it, {parent} is a file, not a folder")
     kind = kind_of(source)  # a source of no known kind, a missing or unreadable folder: one line
     kind.check()
     text = render_params(kind, kind.model_section(), settings)

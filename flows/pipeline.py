@@ -155,6 +155,9 @@ def run_stages(ws: Workspace, flow_name: str, force: bool = False) -> dict:
     refresh_inputs(ws, ws.params())
     status = restore_damaged_outputs(ws, stages, _status(ws.root), force)
     changed = set(order) if force else status.changed
+    lost = tracking.recreate_lost_store(ws)
+    if lost:
+        _view.warn(lost)
     closed = tracking.close_interrupted_runs(ws)
     if closed:
         _view.note(f"MLflow: {closed} run(s) of an interrupted run marked FAILED")
@@ -222,6 +225,7 @@ def _start_parent_run(ws: Workspace, flow_name: str) -> str:
     )
     for key, value in tracking.flatten(ws.params().present()).items():
         client.log_param(run.info.run_id, key, value)
+    tracking.remember_run(ws, run.info.run_id, run.info.run_name)
     return run.info.run_id
 
 

@@ -130,6 +130,41 @@ def close_interrupted_runs(ws: Workspace) -> int:
     return len(runs)
 
 
+# The parent runs this workspace's store holds (id, name), kept beside it: the record that
+# says which runs' records went with a deleted `mlflow.db`.
+RUN_LEDGER = Path(".modhifi") / "mlflow-runs.json"
+
+
+def remember_run(ws: Workspace, run_id: str, name: str) -> None:
+    """Add a parent run to the workspace's ledger of runs its MLflow store holds."""
+    atomic_write_json(ws.root / RUN_LEDGER, [*_ledger(ws), {"run_id": run_id, "name": name}])
+
+
+def recreate_lost_store(ws: Workspace) -> str | None:
+    """When `mlflow.db` is gone but the ledger lists runs it held: make a new store (with
+    the experiment), empty the ledger and return one line naming the runs whose records
+    are gone; None when nothing was lost."""
+    runs = _ledger(ws)
+    if (ws.root / "mlflow.db").is_file() or not runs:
+        return None
+    configure(ws)
+    atomic_write_json(ws.root / RUN_LEDGER, [])
+    names = ", ".join(f"{r.get('name')} ({r.get('run_id')})" for r in runs[:3])
+    more = f" and {len(runs) - 3} more" if len(runs) > 3 else ""
+    return (
+        f"{ws.root / 'mlflow.db'} was deleted: a new MLflow store is made; the records of "
+        f"{len(runs)} earlier run(s) are gone: {names}{more} (their outputs and dvc.lock are not)"
+    )
+
+
+def _ledger(ws: Workspace) -> list[dict]:
+    try:
+        runs = json.loads((ws.root / RUN_LEDGER).read_text())
+    except (OSError, ValueError):
+        return []
+    return [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
+
+
 def configure(ws: Workspace) -> str:
     """Point MLflow at the workspace's SQLite store; returns the experiment id."""
     import mlflow

@@ -732,3 +732,226 @@ def test_a_gguf_with_a_gguf_magic_and_garbage_after_it_is_one_line(cli, tmp_path
     assert result.returncode == 2
     one_line(result, f"error: {tmp_path / 'g' / 'model.gguf'} is not a readable GGUF file")
     assert hashes(tmp_path) == before
+
+
+# --- finetune --epochs 0: BatchNorm recalibration only, refused where it would change nothing
+
+
+def test_finetune_epochs_0_with_frozen_batchnorm_is_refused(cli, tmp_path, tiny_digits_checkpoint):
+    model = tmp_path / "model.pt"
+    shutil.copy(tiny_digits_checkpoint, model)
+    before = hashes(tmp_path)
+    args = ["--model", model, "--data", "real", "--epochs", 0, "--batchnorm", "frozen", "--out", tmp_path / "o.pt"]
+    result = cli("finetune", *args)
+    assert result.returncode == 2, result.stderr
+    one_line(result, "epochs 0 only re-estimates BatchNorm statistics", "frozen", "nothing would change")
+    assert hashes(tmp_path) == before
+
+
+def test_finetune_epochs_0_says_it_only_recalibrated_batchnorm(cli, tmp_path, tiny_digits_checkpoint):
+    result = cli(
+        "finetune", "--model", tiny_digits_checkpoint, "--data", "real", "--epochs", 0, "--out", tmp_path / "o.pt",
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["epochs"] == 0
+    assert metrics["done"].startswith("no training (epochs 0): BatchNorm statistics re-estimated on ")
+    help_text = " ".join(cli("finetune", "--help").stdout.replace("│", " ").split())
+    assert "0: no training, only re-estimate BatchNorm statistics" in help_text
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("not-utf8", "modhifi_shapes.json is not a shape record (UnicodeDecodeError)"),
+        ("a-folder", "modhifi_shapes.json is not a shape record (a JSON file of at most 16 MiB)"),
+        ("huge", "wider than the architecture's"),
+    ],
+)
+def test_a_bad_shape_record_is_refused_at_run_start(cli, tmp_path, case, message):
+    """`modhifi run` of a pruned HF image folder checks its shape record before anything is written."""
+    from pipeline_workspace import image_params, write_params
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    config = ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=10)
+    folder = tmp_path / "resnet"
+    ResNetForImageClassification(config).save_pretrained(folder)
+    _shapes_case(folder, case)
+    root = tmp_path / "ws"
+    root.mkdir()
+    write_params(root, image_params(folder))
+    before = hashes(tmp_path)
+    result = cli("run", "--workspace", root)
+    assert result.returncode == 2, result.stderr[-2000:]
+    one_line(result, "error: ", message)
+    assert hashes(tmp_path) == before
+    assert not any((root / name).exists() for name in ("dvc.yaml", ".dvc", "mlflow.db", ".prefect"))
+
+
+# --- --out on an ancestor the input records only by hash ---------------------------------------
+
+
+def test_zoo_out_on_an_ancestor_recorded_by_hash_is_refused(cli, tmp_path, tiny_digits_checkpoint):
+    """The parent checkpoint kept under another name elsewhere: its sha256 is the child's recorded parent."""
+    from modhifi_core.checkpoint import load_checkpoint, save_checkpoint
+    from modhifi_core.metadata import read_metadata
+
+    parent = load_checkpoint(tiny_digits_checkpoint)
+    child = tmp_path / "work" / "child.pt"
+    child.parent.mkdir()
+    metadata = read_metadata(parent.metadata).derive("finetune", parent.sha256).to_dict()
+    save_checkpoint(child, parent.model, parent.config, metadata=metadata)
+    ancestor = tmp_path / "elsewhere" / "renamed.pt"
+    ancestor.parent.mkdir()
+    shutil.copy(tiny_digits_checkpoint, ancestor)
+    before = hashes(tmp_path)
+    result = cli(*ZOO_COMMANDS["finetune"], "--model", child, "--out", ancestor, "--overwrite")
+    assert result.returncode == 2, result.stderr
+    one_line(result, f"--out {ancestor} is an ancestor of the input {child}", "parent 'model'")
+    assert hashes(tmp_path) == before
+
+
+def test_hf_out_on_the_source_folder_its_lineage_names_is_refused(cli, tmp_path, llama, text):
+    """A pruned folder's modhifi.json names its source's weights by file and sha256; a copy of
+    that source elsewhere is refused as --out of a prune of the pruned folder."""
+    source = tmp_path / "source"
+    shutil.copytree(llama, source)
+    child = tmp_path / "child"
+    assert cli(*_prune_hf(source, text, child)).returncode == 0
+    ancestor = tmp_path / "elsewhere"
+    shutil.copytree(source, ancestor)
+    before = hashes(tmp_path)
+    result = cli(*_prune_hf(child, text, ancestor), "--overwrite")
+    assert result.returncode == 2, result.stderr
+    one_line(result, f"--out {ancestor} is an ancestor of the input {child}", "model.safetensors")
+    assert hashes(tmp_path) == before
+
+
+def test_an_unrelated_existing_out_is_still_replaced_with_overwrite(cli, tmp_path, tiny_digits_checkpoint):
+    out = tmp_path / "old.pt"
+    out.write_bytes(b"an older result")
+    result = cli(*ZOO_COMMANDS["finetune"], "--model", tiny_digits_checkpoint, "--out", out, "--overwrite")
+    assert result.returncode == 0, result.stderr
+
+
+# --- the options and commands of the other issues: --device/--dtype, modhifi init ----------------
+
+COMPUTE_COMMANDS = {
+    "evaluate": ["evaluate", "--model", "{model}"],
+    "prune": ["prune", "--model", "{model}", "--out", "{out}"],
+    "unlearn": ["unlearn", "--model", "{model}", "--forget-class", "3", "--out", "{out}"],
+    "finetune": ["finetune", "--model", "{model}", "--data", "real", "--out", "{out}"],
+    "synthesize": ["synthesize", "--model", "{model}", "--out", "{out}"],
+    "train": ["train", "--out", "{out}"],
+}
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--device", "tpu"], "device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+        (["--device", "cpu:1"], "device must be auto, cpu, cuda or cuda:N, got 'cpu:1'"),
+        (["--dtype", "float64"], "dtype must be one of float32, bfloat16, float16, got 'float64'"),
+    ],
+    ids=["tpu", "cpu-index", "float64"],
+)
+@pytest.mark.parametrize("command", COMPUTE_COMMANDS)
+def test_a_bad_device_or_dtype_is_one_line_in_every_command(
+    cli, tmp_path, tiny_digits_checkpoint, command, option, message
+):
+    model = tmp_path / "model.pt"
+    shutil.copy(tiny_digits_checkpoint, model)
+    args = [a.format(model=model, out=tmp_path / "out") for a in COMPUTE_COMMANDS[command]]
+    before = hashes(tmp_path)
+    result = cli(*args, *option)
+    assert result.returncode == 2, result.stderr
+    one_line(result, "error: " + message)
+    assert hashes(tmp_path) == before
+
+
+def _init_target(tmp_path: Path, case: str) -> tuple[list, str]:
+    """`modhifi init` arguments of `case` and the words its one line must hold."""
+    if case == "non-empty":
+        (tmp_path / "work").mkdir()
+        (tmp_path / "work" / "mine.txt").write_text("keep")
+        return [tmp_path / "work"], "already exists and is not an empty folder"
+    if case == "a-file":
+        (tmp_path / "work").write_text("keep")
+        return [tmp_path / "work"], "already exists and is not an empty folder"
+    if case == "under-a-file":
+        (tmp_path / "afile").write_text("keep")
+        return [tmp_path / "afile" / "work"], f"cannot create it, {tmp_path / 'afile'} is a file"
+    if case == "checkout-outputs":
+        return [REPO / "outputs" / "my-workspace"], "lies inside modhifi's own code folder"
+    if case == "missing-source":
+        return [tmp_path / "work", "--model", tmp_path / "no-such.pt"], "no-such.pt"
+    return [tmp_path / "work", "--model", f"hf:{tmp_path / 'no-such-folder'}"], "no-such-folder"
+
+
+@pytest.mark.parametrize(
+    "case", ["non-empty", "a-file", "under-a-file", "checkout-outputs", "missing-source", "missing-hf-folder"]
+)
+def test_modhifi_init_refusals_are_one_line_and_write_nothing(cli, tmp_path, case):
+    args, words = _init_target(tmp_path, case)
+    before, checkout = hashes(tmp_path), sorted(p.name for p in (REPO / "outputs").glob("*"))
+    result = cli("init", *args)
+    assert result.returncode == 2, result.stderr
+    one_line(result, "error: ", words)
+    assert hashes(tmp_path) == before
+    assert sorted(p.name for p in (REPO / "outputs").glob("*")) == checkout
+    assert not (tmp_path / "work").is_dir() or case == "non-empty"
+
+
+# --- mlflow.db deleted between runs ----------------------------------------------------------
+
+
+def test_a_deleted_mlflow_store_is_recreated_and_the_lost_runs_named(tmp_path):
+    """What `modhifi run` does at start (`flows.pipeline.run_stages` prints it as one warning
+    line): the ledger of parent runs beside the store names the runs whose records went."""
+    import mlflow
+
+    from tasks import tracking
+    from tasks.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    assert tracking.recreate_lost_store(ws) is None and not (tmp_path / "mlflow.db").exists(), "nothing to recreate"
+    client = mlflow.tracking.MlflowClient(tracking_uri=ws.mlflow_uri)
+    run = client.create_run(tracking.configure(ws), run_name="pipeline 2026-01-01 00:00:00")
+    tracking.remember_run(ws, run.info.run_id, run.info.run_name)
+    assert tracking.recreate_lost_store(ws) is None, "the store is there: nothing lost"
+    (tmp_path / "mlflow.db").unlink()
+    # the next `modhifi run` is a new process (this one's MLflow keeps its engine on the unlinked file)
+    code = "import sys; from tasks import tracking; from tasks.workspace import Workspace; "
+    code += "print(tracking.recreate_lost_store(Workspace(__import__('pathlib').Path(sys.argv[1]))))"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = done.stdout.strip().splitlines()[-1]
+    assert "mlflow.db was deleted: a new MLflow store is made; the records of 1 earlier run(s) are gone" in line
+    assert f"pipeline 2026-01-01 00:00:00 ({run.info.run_id})" in line
+    assert (tmp_path / "mlflow.db").is_file()
+    assert json.loads((tmp_path / tracking.RUN_LEDGER).read_text()) == [], "said once"
+
+
+# --- a full disk during a run (ulimit -f in a child) -------------------------------------------
+
+
+def test_a_run_under_a_file_size_limit_is_one_line_naming_the_files(tmp_path, llama):
+    """Prefect's server writes its database first, in its own process (a restart loop or
+    HTTP 500 that names nothing): `modhifi run` refuses before it starts. A stage's own
+    write under the limit is `test_hardening`'s `cannot write X: File too large`."""
+    from pipeline_workspace import language_params, write_params
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "held-out.txt").write_text(TEXT)
+    write_params(root, language_params(llama, root / "held-out.txt"))
+    before = hashes(tmp_path)
+    command = f"ulimit -f 512; exec {sys.executable} -m flows.cli run --workspace {root}"
+    env = dict(os.environ, PYTHONPATH=str(REPO), PREFECT_HOME=str(root / ".prefect"))
+    done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    one_line(done, "error: files are limited to 512 KiB here (ulimit -f): ", str(root / "mlflow.db"))
+    assert hashes(tmp_path) == before
+    assert not any((root / name).exists() for name in ("dvc.yaml", ".dvc", "mlflow.db", ".prefect"))

@@ -41,7 +41,7 @@ from modhifi_core.vision import (  # noqa: E402
     save_hf_pruned,
     stock_shape_difference,
 )
-from modhifi_core.vision.hf import SHAPES_FILE  # noqa: E402
+from modhifi_core.vision.hf import SHAPES_FILE, check_shape_record  # noqa: E402
 from modhifi_core.vision.modify import prune_hf_classifier  # noqa: E402
 from modhifi_core.vision.stock_widths import ResNetWidths  # noqa: E402
 
@@ -199,6 +199,7 @@ def test_free_widths_write_the_shape_record_and_reload_through_modhifi(tmp_path)
     assert stock_shape_difference(result.model), "per-layer widths a ResNet config cannot say"
     folder = save_hf_pruned(result.model, tmp_path / "pruned")
     assert (folder / SHAPES_FILE).is_file()
+    check_shape_record(folder)  # what `modhifi run` checks at start passes a good record
     again = load_hf_pruned(folder)
     torch.testing.assert_close(logits(again, PROBE), logits(result.model, PROBE), rtol=0, atol=0)
 
@@ -294,6 +295,7 @@ def test_convnext_prunes_mlp_neurons_and_names_the_layernormed_depthwise_groups(
             assert module.weight.shape == model.get_submodule(name).weight.shape, f"depthwise {name} changed"
     folder = save_hf_pruned(result.model, tmp_path / "convnext")
     assert (folder / SHAPES_FILE).is_file(), "per-layer MLP widths: the shape record"
+    check_shape_record(folder)
     again = load_hf_pruned(folder)
     x = images(2, seed=3)
     torch.testing.assert_close(logits(again, x), logits(result.model, x), rtol=0, atol=0)

@@ -22,7 +22,10 @@ def finetune(
         "real (cross-entropy on the model's real training set) or a dataset name (digits, cifar10).",
     ),
     epochs: int | None = typer.Option(
-        None, help="Epochs over the fine-tuning samples (0: only recalibrate BatchNorm)."
+        None,
+        help="Epochs over the fine-tuning samples. 0: no training, only re-estimate BatchNorm statistics "
+        "(a pruned model's cheapest repair; refused with frozen BatchNorm or a model without any, "
+        "where nothing would change).",
     ),
     forget_class: int | None = typer.Option(
         None, "--forget-class", help="Leave this class out (default: the one the model's metadata records)."

@@ -79,6 +79,62 @@ def check_not_input(out: Path, inputs: Iterable[object], models: Iterable[object
                 f"--out {out} {where} the input {given}: writing it would destroy that input "
                 "(--overwrite or not); choose another --out"
             )
+    _check_not_ancestor(out, models)
+
+
+# An existing --out larger than this is not hashed to compare it with the input's parents.
+MAX_ANCESTOR_HASH_BYTES = 4 << 30
+
+
+def _check_not_ancestor(out: Path, models: Iterable[object]) -> None:
+    """Refuse an existing `--out` that one of the `models` records as its parent by sha256
+    (a checkpoint's metadata parents, a folder's modhifi.json parents): an ancestor kept
+    elsewhere under another name. Only what the lineage names is hashed: `--out` itself
+    if a file (not above `MAX_ANCESTOR_HASH_BYTES`: a warning says it was not compared),
+    or in a folder the parent files by their recorded names and its own modhifi.json's
+    weight digests."""
+    from flows.lineage import recorded_parents
+
+    target = Path(out)
+    if not target.exists():
+        return
+    given_models = [given for value in models for given in input_paths(value)]
+    digests: dict[str | None, list[tuple[Path, str]]] = {}  # each file hashed once
+    for given, role, name, sha in [(m, *p) for m in given_models for p in recorded_parents(m)]:
+        if name not in digests:
+            digests[name] = _digests(target, name)
+        for found, digest in digests[name]:
+            if digest == sha:
+                raise InputError(
+                    f"--out {out} is an ancestor of the input {given}: {found} has the sha256 its lineage records "
+                    f"for parent {role!r} ({sha[:12]}...); writing it would destroy that ancestor "
+                    "(--overwrite or not); choose another --out"
+                )
+
+
+def _digests(target: Path, name: str | None) -> list[tuple[Path, str]]:
+    """(file, sha256) in `target` comparable with a parent recorded under `name` (None: a
+    whole checkpoint file)."""
+    import json
+    import sys
+
+    from modhifi_core.safe_io import sha256_file
+
+    if target.is_file():
+        if target.stat().st_size > MAX_ANCESTOR_HASH_BYTES:
+            size = target.stat().st_size / 2**30
+            sys.stderr.write(f"warning: --out {target} ({size:.0f} GiB) not hashed to check it is no ancestor\n")
+            return []
+        return [(target, sha256_file(target))]
+    found = []
+    if name is not None and (target / name).is_file() and (target / name).stat().st_size <= MAX_ANCESTOR_HASH_BYTES:
+        found.append((target / name, sha256_file(target / name)))
+    try:  # what the folder's own lineage says its weights are
+        weights = json.loads((target / "modhifi.json").read_text()).get("weights") or {}
+        found += [(target / file, sha) for file, sha in weights.items() if isinstance(sha, str)]
+    except (OSError, ValueError, AttributeError):
+        pass
+    return found
 
 
 def input_paths(value: object) -> list[Path]:

@@ -42,6 +42,7 @@ def run(
 
     params = ws.params()
     kind_of(params.model.source, ws.root).check_run(params, ws.root)  # its inputs too: before anything is written
+    check_room(ws.root)
     prepare_workspace(ws)
     _embedded_prefect(ws)
     # Stage processes write to DVC's pipe, not a terminal: ask them for their progress
@@ -71,6 +72,34 @@ def run(
         emit(result, True, "")
         return
     _print_summary(ws, result)
+
+
+# The least room a run needs before its first stage: Prefect's and MLflow's SQLite
+# databases (about 1.6 MB each after one tiny run, growing with every run) and DVC's files.
+MIN_ROOM_BYTES = 64 << 20
+
+
+def check_room(root: Path) -> None:
+    """`InputError` (one line) when a file-size limit (`ulimit -f`) or the free space of
+    `root`'s disk is below `MIN_ROOM_BYTES`: Prefect's server would fail its own database
+    write first, inside its process, which modhifi cannot name (it restarts or answers
+    HTTP 500). A floor, not a promise that a run fits: a stage that finds the disk full
+    names the file it could not write (`modhifi_core.safe_io`)."""
+    import resource
+    import shutil
+
+    from modhifi_core.errors import InputError
+
+    floor = f"{MIN_ROOM_BYTES >> 20} MiB"
+    limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if limit != resource.RLIM_INFINITY and limit < MIN_ROOM_BYTES:
+        raise InputError(
+            f"files are limited to {limit >> 10} KiB here (ulimit -f): {root / '.prefect' / 'prefect.db'} and "
+            f"{root / 'mlflow.db'} could not be written (a run needs files of {floor} at least); raise the limit"
+        )
+    free = shutil.disk_usage(root).free
+    if free < MIN_ROOM_BYTES:
+        raise InputError(f"the disk of {root} has {free >> 20} MiB free: a run needs {floor} at least")
 
 
 def stage(

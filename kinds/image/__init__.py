@@ -352,10 +352,14 @@ class HFImageKind(ImageClassifierKind):
         return sorted({*weights, *extra})
 
     def check_run(self, params: Any, root: Path) -> None:
-        """Also: a forget class the classifier does not have (its config's `id2label`)."""
+        """Also: a forget class the classifier does not have (its config's `id2label`), a
+        shape record (`modhifi_shapes.json` of a pruned folder) that would not load."""
+        from modhifi_core.vision.hf import check_shape_record
+
         super().check_run(params, root)
         folder = self.folder(root)
         self.check(folder=folder)
+        check_shape_record(folder)
         config = json.loads((folder / "config.json").read_text())
         classes = len(config.get("id2label") or {}) or int(config.get("num_labels") or 0)
         forget = params.unlearn.forget_class

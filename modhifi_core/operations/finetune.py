@@ -13,6 +13,8 @@ from __future__ import annotations
 import inspect
 from contextlib import nullcontext
 
+from torch import nn
+
 from modhifi_core.checkpoint import Checkpoint
 from modhifi_core.checks import check_class_exists
 from modhifi_core.compute import place, requested
@@ -67,6 +69,8 @@ def finetune_checkpoint(
     batchnorm = batchnorm or ("frozen" if forgotten is not None else "recalibrate")
     lr = lr or (0.001 if batchnorm == "frozen" else 0.01)
     check_settings(epochs, lr, temperature, batch_size, batchnorm)
+    if epochs == 0:
+        _check_recalibration_only(student, batchnorm)
     for ckpt in (student, teacher) if teacher is not None else (student,):
         place(ckpt.model, requested(device, dtype))
     if finetune_data == "synthetic":
@@ -106,7 +110,24 @@ def finetune_checkpoint(
     metadata = meta.derive("finetune", student.sha256, parents=parents, params=used, metrics=evidence, report=log)
     metrics = {**evidence, **{k: log[k] for k in ("loss", "samples", "final_loss", "seconds")}}
     metrics.update(forget_class=forgotten, batchnorm=batchnorm, lr=lr, epochs=epochs)
+    if epochs == 0:
+        metrics["done"] = f"no training (epochs 0): BatchNorm statistics re-estimated on {log['samples']} samples"
     return Outcome(model, student.config, metadata, metrics, extra=dict(student.extra))
+
+
+def _check_recalibration_only(student: Checkpoint, batchnorm: str) -> None:
+    """`epochs=0` only re-estimates BatchNorm statistics (the cheapest repair after
+    pruning): an `InputError` where that would change nothing (BatchNorm frozen, or none)."""
+    if batchnorm == "frozen":
+        raise InputError(
+            "epochs 0 only re-estimates BatchNorm statistics, but batchnorm is frozen "
+            "(the default for an unlearned model): nothing would change; give epochs >= 1"
+        )
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in student.model.modules()):
+        raise InputError(
+            "epochs 0 only re-estimates BatchNorm statistics, but the model has no BatchNorm layer: "
+            "nothing would change; give epochs >= 1"
+        )
 
 
 def _synthesize(

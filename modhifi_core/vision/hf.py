@@ -130,6 +130,36 @@ def stock_shape_difference(model: nn.Module) -> dict[str, dict]:
     return shape_record(model, dense)
 
 
+def read_shape_record(folder: Path) -> dict | None:
+    """The `layer_shapes` of `folder`'s `modhifi_shapes.json` (None: the folder has none);
+    an `InputError` naming the file if it is not a readable JSON record of sane size."""
+    shapes_path = folder / SHAPES_FILE
+    if not shapes_path.exists():
+        return None
+    if not shapes_path.is_file() or shapes_path.stat().st_size > MAX_SHAPES_BYTES:
+        raise InputError(f"{shapes_path} is not a shape record (a JSON file of at most {MAX_SHAPES_BYTES >> 20} MiB)")
+    try:
+        return json.loads(shapes_path.read_text(encoding="utf-8"))["layer_shapes"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"{shapes_path} is not a shape record ({type(exc).__name__})") from None
+
+
+def check_shape_record(folder: str | Path) -> None:
+    """What `load_hf_pruned` refuses of `folder`'s shape record, found without loading it:
+    the record read, and applied to the architecture `config.json` builds on the meta
+    device (nothing allocated), so a module it names or a shape it gives is checked."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    folder = Path(folder)
+    record = read_shape_record(folder)
+    if record is None:
+        return
+    config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    with torch.device("meta"):
+        apply_shape_record(AutoModelForImageClassification.from_config(config), record)
+
+
 def load_hf_pruned(folder: str | Path) -> nn.Module:
     """The image classifier in `folder`, in eval mode: a stock folder through
     `load_hf`, one with `modhifi_shapes.json` (`save_hf_pruned`) as config -> dense build
@@ -138,15 +168,9 @@ def load_hf_pruned(folder: str | Path) -> nn.Module:
     from transformers import AutoConfig, AutoModelForImageClassification
 
     folder = Path(folder)
-    shapes_path = folder / SHAPES_FILE
-    if not shapes_path.exists():
+    record = read_shape_record(folder)
+    if record is None:
         return load_hf_image_classifier(folder)
-    if not shapes_path.is_file() or shapes_path.stat().st_size > MAX_SHAPES_BYTES:
-        raise InputError(f"{shapes_path} is not a shape record (a JSON file of at most {MAX_SHAPES_BYTES >> 20} MiB)")
-    try:
-        record = json.loads(shapes_path.read_text(encoding="utf-8"))["layer_shapes"]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise InputError(f"{shapes_path} is not a shape record ({type(exc).__name__})") from None
     check_folder(folder)  # the same refusals as load_hf before anything is parsed by transformers
     config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     model = apply_shape_record(AutoModelForImageClassification.from_config(config), record)
