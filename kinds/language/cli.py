@@ -61,12 +61,10 @@ def prune(kind: LanguageKind, out: Path, options: dict[str, Any]) -> dict:
     parents = {"model": weights_digest(check_folder(kind.folder())[1])}
     if kind.layerwise:
         lineage = {"operation": "prune", "parents": parents, "params": used}
-        compute = {}
         if kind.compute is not None:  # the layers are read onto it; the folder keeps the source's dtype
-            compute = {"device": str(kind.compute.device), "dtype": kind.compute.dtype}
             lineage["compute"] = kind.compute.describe()
         streamed = prune_language_model_layerwise(
-            kind.folder(), out, calibration, method=method, lineage=lineage, **settings, **compute
+            kind.folder(), out, calibration, method=method, lineage=lineage, **settings, **kind.compute_keywords()
         )
         return {**streamed.metrics, "calibration_samples": settings["samples"], "out": str(streamed.folder)}
     loaded = kind.load()

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from modhifi_core.checks import check_one_target
-from modhifi_core.compute import place, requested
+from modhifi_core.compute import place, requested, resolve
 from modhifi_core.errors import InputError
 from modhifi_core.fidelity import DEFAULT_RIDGE
 from modhifi_core.language import sample_sequences, text_windows
@@ -232,8 +232,8 @@ def prune_language_model_layerwise(
     latency_repeats: int = 3,
     batch_size: int = 4,
     sequential: bool = False,
-    device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    device: str | None = None,
+    dtype: str | None = None,
     windows: Tensor | None = None,
     statistics: dict[str, FFNStatistics] | None = None,
     scores: dict[str, Tensor] | None = None,
@@ -260,9 +260,9 @@ def prune_language_model_layerwise(
     on one `length`-token window (the parts outside the layers, unchanged by FFN pruning,
     are left out). `windows`, `statistics`, `scores`: as in `prune_language_model` (from
     the dense model). `lineage`: `operation`, `parents`, `params` of `modhifi.json`
-    (`metadata.modification_record`, with these metrics). `dtype`, `device`: what each
-    materialised layer is computed in and on (the `compute` setting's keywords; written
-    tensors keep the source's dtype). Only `cpu` is exercised so far: the statistics,
+    (`metadata.modification_record`, with these metrics). `device`, `dtype`: what each
+    materialised layer is computed on and in (`modhifi_core.compute.requested`'s keywords;
+    None: the CPU in float32; written tensors keep the source's dtype). Only `cpu` is exercised so far: the statistics,
     scores and refit are float64 CPU tensors, and moving a GPU layer's activations to them
     is left to the compute setting's wiring."""
     from modhifi_core.language.layerwise import SafetensorsWriter, advance, return_freed_memory, run_layer
@@ -293,6 +293,8 @@ def prune_language_model_layerwise(
         raise InputError("given scores cannot be sequential: each layer's scores change with the layers below")
     start = time.perf_counter()
     folder, out = Path(source).expanduser(), Path(out)
+    compute = requested(device, dtype) or resolve("cpu", "float32")
+    device, dtype = str(compute.device), compute.dtype
     streamed, tokenizer = _open_streamed(folder, dtype, device)
     limit = position_limit(streamed.model)
     if limit is not None and length > limit:
