@@ -81,10 +81,10 @@ test: lint
 # there): this checkout's flows.cli.
 test-zoo:
 	bash scripts/zoo_venv.sh
-	@printf '#!/bin/sh\n# modhifi command line of the checkout %s in the zoo venv (written by make test-zoo)\nPYTHONPATH="$${PYTHONPATH:+$$PYTHONPATH:}%s" exec "%s/.venv-zoo/bin/python" -m flows.cli "$$@"\n' "$(CURDIR)" "$(CURDIR)" "$(CURDIR)" > .venv-zoo/bin/modhifi
-	@chmod +x .venv-zoo/bin/modhifi
-	.venv-zoo/bin/python -m pytest -q tests/zoo tests/test_vision_shapes.py
-	.venv-zoo/bin/python -m pytest -q tests/test_kinds_conformance.py -k "torchvision or timm"
+	@printf '#!/bin/sh\n# modhifi command line of the checkout %s in the zoo venv (written by make test-zoo)\nPYTHONPATH="$${PYTHONPATH:+$$PYTHONPATH:}%s" exec "%s/.venv/zoo/bin/python" -m flows.cli "$$@"\n' "$(CURDIR)" "$(CURDIR)" "$(CURDIR)" > .venv/zoo/bin/modhifi
+	@chmod +x .venv/zoo/bin/modhifi
+	.venv/zoo/bin/python -m pytest -q tests/zoo tests/test_vision_shapes.py
+	.venv/zoo/bin/python -m pytest -q tests/test_kinds_conformance.py -k "torchvision or timm"
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow

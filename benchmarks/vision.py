@@ -9,7 +9,7 @@ Prints a table per section and writes benchmarks/results/vision_<section>.json.
     python benchmarks/vision.py calibrate-ln  # ViT/Swin: MLP pruning + ModHiFi-U on real/synthetic/gaussian calibration
     python benchmarks/vision.py speed     # HF ResNet-50 224 px, random weights: latency vs FLOPs cut
     python benchmarks/vision.py speed-vit # HF ViT-S/16 224 px, random weights: MLP neurons, latency vs FLOPs cut
-    python benchmarks/vision.py speed-zoo # torchvision resnet50 (run with .venv-zoo/bin/python)
+    python benchmarks/vision.py speed-zoo # torchvision resnet50 (run with .venv/zoo/bin/python)
 
 Fashion-MNIST comes from Debian's `dataset-fashion-mnist` (installed with apt-get when
 absent, said on stdout). Trained models are cached under workspace/vision/ (not
@@ -763,7 +763,7 @@ def section_speed_vit(args) -> dict:
 
 
 def section_speed_zoo(args) -> dict:
-    """torchvision resnet50 at 224 px (needs .venv-zoo): as `speed`."""
+    """torchvision resnet50 at 224 px (needs .venv/zoo): as `speed`."""
     from modhifi_core.pruning import prune_model
     from modhifi_core.sources.torchvision_zoo import build_zoo_model
 

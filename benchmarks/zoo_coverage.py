@@ -1,7 +1,7 @@
 """Zoo coverage: modhifi's public `prune` beside Torch-Pruning's own `MetaPruner` on every
 torchvision classification architecture and one small member of a dozen timm families.
 
-    /work/main/.venv-zoo/bin/python benchmarks/zoo_coverage.py            # the whole table
+    /work/main/.venv/zoo/bin/python benchmarks/zoo_coverage.py            # the whole table
     ... benchmarks/zoo_coverage.py --only torchvision:resnet18 timm:ghostnet_050
 
 Each architecture is built with random weights (10 classes) at the smallest of

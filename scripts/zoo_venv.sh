@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv-zoo: a second environment for the torchvision/timm adapters and tests/zoo.
+# Create .venv/zoo: a second environment for the torchvision/timm adapters and tests/zoo.
 #
 # torchvision does not import beside the main venv's CPU torch 2.13.0 (toolchain.md), and
 # installing torchvision or timm there would replace torch with a CUDA build. So the zoo lane
@@ -7,12 +7,12 @@
 # ~5.5 GB), timm, and the project's pinned lock minus torch. Idempotent: a venv whose stamp
 # is newer than pyproject.toml and requirements.lock is left as it is.
 #
-# Usage: scripts/zoo_venv.sh [VENV_DIR]   (default .venv-zoo); then
-#        .venv-zoo/bin/python -m pytest -q tests/zoo
+# Usage: scripts/zoo_venv.sh [VENV_DIR]   (default .venv/zoo); then
+#        .venv/zoo/bin/python -m pytest -q tests/zoo
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-VENV="${1:-.venv-zoo}"
+VENV="${1:-.venv/zoo}"
 PYTHON="${PYTHON:-python3}"
 STAMP="$VENV/.install-stamp"
 

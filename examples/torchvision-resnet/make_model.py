@@ -3,7 +3,7 @@ names: `torchvision.models.resnet18(num_classes=10)` built from its constructor 
 download), trained on scikit-learn's digits at 16 px (3 channels), saved as a plain
 safetensors state dict, the format of any torchvision checkpoint converted to safetensors.
 
-    .venv-zoo/bin/python examples/torchvision-resnet/make_model.py examples/torchvision-resnet/resnet18.safetensors
+    .venv/zoo/bin/python examples/torchvision-resnet/make_model.py examples/torchvision-resnet/resnet18.safetensors
 
 Needs the zoo venv (`scripts/zoo_venv.sh`: torch 2.14.1 + torchvision 0.29.1). Any
 ResNet-18 state dict with a 10-class head works in its place (a torch.save'd one is read

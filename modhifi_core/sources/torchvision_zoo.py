@@ -142,5 +142,5 @@ def _import(library: str) -> object:
     except ImportError as exc:
         raise InputError(
             f"model source {library}: {library} does not import in this venv ({exc}); run in the zoo venv "
-            "(.venv-zoo, built by scripts/zoo_venv.sh or `make test-zoo`: torch 2.14.1 + torchvision 0.29.1 + timm)"
+            "(.venv/zoo, built by scripts/zoo_venv.sh or `make test-zoo`: torch 2.14.1 + torchvision 0.29.1 + timm)"
         ) from None

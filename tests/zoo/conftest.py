@@ -2,7 +2,7 @@
 builds (torch 2.14.1 + torchvision 0.29.1 + timm). Elsewhere every test here is skipped
 with the reason, so the default suite stays on the main venv's torch 2.13.0.
 
-    scripts/zoo_venv.sh && .venv-zoo/bin/python -m pytest -q tests/zoo
+    scripts/zoo_venv.sh && .venv/zoo/bin/python -m pytest -q tests/zoo
 """
 
 from __future__ import annotations

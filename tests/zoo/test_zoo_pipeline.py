@@ -1,5 +1,5 @@
 """The pipeline on a torchvision network (`model.source: torchvision:resnet18` +
-`model.weights`; the zoo lane, skipped outside .venv-zoo): a real `modhifi run` (Prefect,
+`model.weights`; the zoo lane, skipped outside .venv/zoo): a real `modhifi run` (Prefect,
 DVC, MLflow) on the ResNet-18 that examples/torchvision-resnet/make_model.py trains on
 digits at 16 px. The pruned and unlearned folders reload by the stock route (torchvision's
 constructor, the layers rebuild.json resizes, `load_state_dict(strict=True)`, no modhifi
@@ -99,7 +99,7 @@ def stock_predictions(folder: Path, images: Path, env: dict) -> torch.Tensor:
 
 def zoo_env(home: Path) -> dict:
     """`isolated_env` with a `modhifi` launcher of this interpreter on PATH: the stages' command
-    (`make test-zoo` writes .venv-zoo/bin/modhifi, which comes first; pytest run directly has none)."""
+    (`make test-zoo` writes .venv/zoo/bin/modhifi, which comes first; pytest run directly has none)."""
     env = isolated_env(home)
     launcher = home / "bin" / "modhifi"
     launcher.parent.mkdir(parents=True, exist_ok=True)
